@@ -1,0 +1,226 @@
+"""A Redis hash mirrored in every process, so that reading it never waits on the network.
+
+Writers change the hash, bump its version and announce the change on a pub/sub
+channel in one MULTI/EXEC. A `Replicator` thread per process listens to the
+channels of its hashes and reloads on each announcement; every `check_interval_s`
+it also compares versions (one MGET), which catches a missed message. When Redis
+is unreachable the last copy keeps serving, the replicator reports itself
+unhealthy, retries with backoff, and reloads everything once Redis answers again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import redis
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[["ReplicatedHash"], None]
+
+
+@dataclass(frozen=True)
+class _Copy:
+    data: Mapping[str, str]
+    version: int | None  # None: never loaded
+
+
+class ReplicatedHash:
+    """One Redis hash (`key`), its version counter (`key:version`) and channel (`key:changed`)."""
+
+    def __init__(self, client: redis.Redis, key: str):
+        self.client = client
+        self.key = key
+        self.version_key = f"{key}:version"
+        self.channel = f"{key}:changed"
+        self._copy = _Copy(MappingProxyType({}), None)
+        self._install_lock = threading.Lock()
+        self._listeners: list[Listener] = []
+
+    @property
+    def data(self) -> Mapping[str, str]:
+        """The local copy: a read-only mapping, swapped whole on each change."""
+        return self._copy.data
+
+    @property
+    def version(self) -> int | None:
+        return self._copy.version
+
+    def on_change(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def load(self, *, force: bool = False) -> bool:
+        """Fetch hash and version together; install unless older than the copy (or `force`)."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.get(self.version_key)
+        pipe.hgetall(self.key)
+        version, data = pipe.execute()
+        return self._install(int(version or 0), data, force=force)
+
+    def write(self, updates: Mapping[str, str] | None = None, deletes: Iterable[str] = ()) -> int:
+        """Apply changes atomically, announce them, install them locally; return the new version."""
+        deletes = list(deletes)
+        pipe = self.client.pipeline(transaction=True)
+        if updates:
+            pipe.hset(self.key, mapping=dict(updates))
+        if deletes:
+            pipe.hdel(self.key, *deletes)
+        pipe.incr(self.version_key)
+        pipe.hgetall(self.key)
+        pipe.publish(self.channel, "changed")
+        *_, version, data, _receivers = pipe.execute()
+        self._install(int(version), data, force=False)
+        return int(version)
+
+    def install_local(self, data: Mapping[str, str]) -> None:
+        """Change this process's copy only (Redis unreachable); the next sync replaces it."""
+        version = self._copy.version if self._copy.version is not None else 0
+        self._install(version, dict(data), force=True)
+
+    def _install(self, version: int, data: Mapping[str, str], *, force: bool) -> bool:
+        with self._install_lock:
+            current = self._copy
+            if not force and current.version is not None and version <= current.version:
+                return False
+            if current.version == version and dict(current.data) == dict(data):
+                return False
+            self._copy = _Copy(MappingProxyType(dict(data)), version)
+        for listener in self._listeners:
+            try:
+                listener(self)
+            except Exception:  # a listener must never stop replication
+                log.exception("listener of %s failed", self.key)
+        return True
+
+
+class Replicator:
+    """The per-process thread that keeps a set of ReplicatedHash copies current."""
+
+    def __init__(self, client: redis.Redis, hashes: Iterable[ReplicatedHash], *,
+                 check_interval_s: float = 5.0, name: str = "replicator"):
+        self.client = client
+        self._tick_callbacks: list[Callable[[], None]] = []
+        self.hashes = {h.channel: h for h in hashes}
+        self.check_interval_s = check_interval_s
+        self.name = name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._healthy = False
+        self._last_contact: float | None = None
+        self.last_error: str | None = None
+
+    # -- state seen by health checks and metrics ---------------------------
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    def snapshot_age_s(self) -> float | None:
+        """Seconds since Redis last confirmed the copies were current; None if it never did."""
+        if self._last_contact is None:
+            return None
+        return time.monotonic() - self._last_contact
+
+    # -- lifecycle ----------------------------------------------------------
+    def sync_now(self) -> bool:
+        """Load every hash once, synchronously (start-up); False if Redis did not answer."""
+        try:
+            for replica in self.hashes.values():
+                replica.load(force=True)
+        except (redis.RedisError, OSError) as exc:
+            self._mark_down(exc)
+            return False
+        self._mark_up()
+        return True
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    # -- the loop -------------------------------------------------------------
+    def _run(self) -> None:
+        pubsub = None
+        backoff = 0.1
+        next_check = 0.0
+        while not self._stop.is_set():
+            self._tick()
+            try:
+                if pubsub is None:
+                    pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+                    pubsub.subscribe(*self.hashes)
+                    for replica in self.hashes.values():  # whatever changed while we were away
+                        replica.load(force=True)
+                    next_check = time.monotonic() + self.check_interval_s
+                    self._mark_up()
+                wait = max(0.0, min(0.5, next_check - time.monotonic()))
+                message = pubsub.get_message(timeout=wait)
+                if message and message.get("type") == "message":
+                    self.hashes[_text(message["channel"])].load()
+                    self._mark_up()
+                if time.monotonic() >= next_check:
+                    self._check_versions()
+                    next_check = time.monotonic() + self.check_interval_s
+                backoff = 0.1
+            except (redis.RedisError, OSError, ValueError) as exc:
+                self._mark_down(exc)
+                pubsub = _close(pubsub)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+        _close(pubsub)
+
+    def on_tick(self, callback: Callable[[], None]) -> None:
+        """Run `callback` about twice a second on this thread (gauges, timers): no extra thread."""
+        self._tick_callbacks.append(callback)
+
+    def _tick(self) -> None:
+        for callback in self._tick_callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("%s: tick callback failed", self.name)
+
+    def _check_versions(self) -> None:
+        replicas = list(self.hashes.values())
+        versions = self.client.mget([r.version_key for r in replicas])
+        for replica, version in zip(replicas, versions):
+            if int(version or 0) != replica.version:
+                replica.load(force=True)  # a missed message, or Redis was emptied
+        self._mark_up()
+
+    def _mark_up(self) -> None:
+        self._last_contact = time.monotonic()
+        if not self._healthy:
+            log.info("%s: Redis reachable, copies current", self.name)
+        self._healthy = True
+        self.last_error = None
+
+    def _mark_down(self, exc: BaseException) -> None:
+        if self._healthy or self.last_error is None:
+            log.warning("%s: Redis unreachable, serving the last copy: %s", self.name, exc)
+        self._healthy = False
+        self.last_error = str(exc) or type(exc).__name__
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _close(pubsub) -> None:
+    if pubsub is not None:
+        try:
+            pubsub.close()
+        except Exception:  # closing a broken connection may fail; it is discarded either way
+            pass
+    return None

@@ -1,0 +1,141 @@
+"""`POST /api/rag/query` and the per-version health checks."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from typing import Literal
+
+from flask import Blueprint, current_app, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from rollout.api.auth import check_admin
+from rollout.api.errors import ApiError, bad_request
+from rollout.api.openapi import operation
+from rollout.api.validation import parse
+from rollout.backends import SearchFailed
+from rollout.gateway import RagAnswer, RagQuery
+
+bp = Blueprint("rag", __name__)
+
+MAX_QUERY_BYTES = 8 * 1024
+MAX_BODY_BYTES = 64 * 1024
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class QueryRequest(BaseModel):
+    """The body of POST /api/rag/query."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    query: str = Field(min_length=1, description="The question; at most 8 KiB of UTF-8.")
+    k: int = Field(10, ge=1, le=50, description="How many results.")
+    category: str | None = Field(None, min_length=1, max_length=128, description="Only this category.")
+    user_id: str | None = Field(None, min_length=1, max_length=256, description="Sticky routing key.")
+    session_id: str | None = Field(None, min_length=1, max_length=256,
+                                   description="Routing key when there is no user id.")
+    min_similarity: float | None = Field(None, ge=-1, le=1, description="Drop results below this cosine.")
+    version: Literal["v1", "v2"] | None = Field(None, description="Force a version (admin token required).")
+
+    @field_validator("query")
+    @classmethod
+    def _query_text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the query is blank")
+        if len(value.encode("utf-8")) > MAX_QUERY_BYTES:
+            raise ValueError(f"the query is longer than {MAX_QUERY_BYTES} bytes")
+        return value
+
+
+HIT_SCHEMA = {
+    "type": "object",
+    "properties": {"id": {"type": "string"}, "title": {"type": "string"}, "snippet": {"type": "string"},
+                   "category": {"type": "string"}, "metadata": {"type": "object"},
+                   "similarity": {"type": "number", "description": "Cosine similarity in the serving version."}},
+}
+ANSWER_SCHEMA = {
+    "type": "object",
+    "required": ["results", "served_by", "decision", "fallback", "latency_ms", "request_id"],
+    "properties": {
+        "results": {"type": "array", "items": HIT_SCHEMA},
+        "served_by": {"enum": ["v1", "v2"]},
+        "decision": {"type": "object", "properties": {
+            "version": {"enum": ["v1", "v2"], "description": "The routed version (before any fallback)."},
+            "reason": {"type": "string", "description": "percentage, migration_disabled, breaker_open, alert, "
+                                                        "v2_incomplete, forced or error."},
+            "bucket": {"type": ["integer", "null"], "description": "The user's bucket, 0-9999."}}},
+        "fallback": {"type": "boolean", "description": "V2 failed and V1 answered in the same request."},
+        "fallback_reason": {"type": "string"},
+        "latency_ms": {"type": "number"},
+        "request_id": {"type": "string"},
+    },
+}
+
+
+def _runtime():
+    return current_app.extensions["rollout"]
+
+
+def _user_key(body: QueryRequest) -> str:
+    """user_id (body, then X-User-Id), else a session id, else random (counted)."""
+    user = body.user_id or request.headers.get("X-User-Id", "").strip()
+    if user:
+        return user
+    session = body.session_id or request.headers.get("X-Session-Id", "").strip() or request.cookies.get("session_id")
+    if session:
+        return f"session:{session}"
+    _runtime().metrics.anonymous_requests.inc()
+    return f"anonymous:{uuid.uuid4().hex}"
+
+
+def _request_id() -> str:
+    given = request.headers.get("X-Request-Id", "")
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+@bp.post("/api/rag/query")
+@operation("Answer a RAG query from the version the user is routed to (V1 if V2 fails).", tags=("rag",),
+           body=QueryRequest, ok=ANSWER_SCHEMA, errors=(401, 403, 413, 503))
+def query():
+    body = parse(QueryRequest, max_bytes=MAX_BODY_BYTES)
+    if body.version is not None:
+        check_admin()
+    rag_query = RagQuery(text=body.query, k=body.k, category=body.category, min_similarity=body.min_similarity,
+                         user_key=_user_key(body), forced=body.version, request_id=_request_id())
+    try:
+        answer = _runtime().gateway.answer(rag_query)
+    except SearchFailed as exc:
+        raise ApiError(503, "search_unavailable", f"no version could answer: {exc}",
+                       request_id=rag_query.request_id) from None
+    response = jsonify(answer_json(answer))
+    response.headers["X-Request-Id"] = rag_query.request_id
+    response.headers["X-Served-By"] = answer.served_by
+    response.headers["X-Rollout-Worker"] = str(os.getpid())
+    return response
+
+
+def answer_json(answer: RagAnswer) -> dict:
+    decision = answer.decision
+    body = {
+        "results": [hit.as_json() for hit in answer.result.hits],
+        "served_by": answer.served_by,
+        "decision": {"version": decision.version, "reason": decision.reason.value, "bucket": decision.bucket},
+        "fallback": answer.fallback,
+        "latency_ms": round(answer.latency_ms, 3),
+        "request_id": answer.query.request_id,
+    }
+    if answer.failure is not None:
+        body["fallback_reason"] = answer.failure.kind
+    return body
+
+
+@bp.get("/api/rag/<version>/health")
+@operation("Health of one version: database, rows embedded, HNSW index, embedder, dimensions.",
+           tags=("rag",), errors=(400, 503))
+def version_health(version: str):
+    backends = _runtime().backends
+    if version not in backends:
+        raise bad_request(f"unknown version {version!r}; expected one of {', '.join(backends)}", "unknown_version")
+    report = backends[version].health()
+    return jsonify(report), 200 if report["status"] == "ok" else 503

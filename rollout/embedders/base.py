@@ -1,0 +1,100 @@
+"""What every embedder offers: `embed(texts) -> float32 array[n, dimensions]`, L2-normalised.
+
+The errors below are what callers branch on: the gateway falls back to V1 on any
+`EmbeddingError`; the backfill retries nothing itself (embedders already retried
+429/5xx) and records an `EmbeddingRejected` document as failed and moves on.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from rollout.errors import RolloutError
+
+
+class EmbeddingError(RolloutError):
+    """The provider could not embed (network, timeout, 5xx after retries, bad answer)."""
+
+    def __init__(self, message: str, *, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class EmbeddingAuthError(EmbeddingError):
+    """401/403: the API key is missing or wrong. Retrying cannot help."""
+
+
+class EmbeddingRejected(EmbeddingError):
+    """400/413/422: the provider refused this input (too long, empty, ...). Retrying cannot help."""
+
+
+class EmbeddingDimensionError(EmbeddingError):
+    """The provider answered with vectors of another dimension than configured."""
+
+
+@dataclass
+class UsageSnapshot:
+    requests: int = 0
+    texts: int = 0
+    tokens: int = 0
+
+
+class EmbeddingUsage:
+    """Running totals of provider calls, texts and tokens (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._totals = UsageSnapshot()
+
+    def record(self, *, requests: int = 1, texts: int = 0, tokens: int = 0) -> None:
+        with self._lock:
+            self._totals.requests += requests
+            self._totals.texts += texts
+            self._totals.tokens += tokens
+
+    def snapshot(self) -> UsageSnapshot:
+        with self._lock:
+            return UsageSnapshot(self._totals.requests, self._totals.texts, self._totals.tokens)
+
+
+class Embedder(ABC):
+    """A text embedding model at a fixed dimension."""
+
+    provider: str
+    model: str
+    dimensions: int
+
+    def __init__(self) -> None:
+        self.usage = EmbeddingUsage()
+
+    @abstractmethod
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed `texts` in order; float32 array of shape (len(texts), dimensions), unit norm."""
+
+    def embed_one(self, text: str) -> np.ndarray:
+        return self.embed([text])[0]
+
+    def describe(self) -> dict:
+        return {"provider": self.provider, "model": self.model, "dimensions": self.dimensions}
+
+    def check_shape(self, vectors: np.ndarray, count: int) -> np.ndarray:
+        """Reject answers of the wrong size; every provider path ends here."""
+        if vectors.ndim != 2 or vectors.shape[0] != count:
+            raise EmbeddingError(f"{self.model}: expected {count} vectors, got shape {vectors.shape}")
+        if vectors.shape[1] != self.dimensions:
+            raise EmbeddingDimensionError(
+                f"{self.model}: expected {self.dimensions} dimensions, got {vectors.shape[1]}")
+        return vectors
+
+
+def normalise_rows(vectors: np.ndarray) -> np.ndarray:
+    """Scale each row to unit length (zero rows stay zero); returns float32."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    np.divide(vectors, norms, out=vectors, where=norms > 0)
+    return vectors

@@ -1,0 +1,69 @@
+"""Prometheus metrics. Every RAG metric carries `version` so dashboards set V1 beside V2.
+
+Under gunicorn the metrics live in `PROMETHEUS_MULTIPROC_DIR` (one file set per
+worker) and `/metrics` merges them per scrape with a MultiProcessCollector built
+for that scrape. Elsewhere (tests, one process) each app has its own registry,
+passed in, so tests never see each other's counts.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.8, 1.2, 2.0, 5.0)
+SIMILARITY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
+
+
+def multiprocess_mode() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+class Metrics:
+    """All metric objects of one process, registered on `registry`."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+
+        # serving
+        self.requests = Counter("rag_requests", "RAG queries answered, by version that served and outcome.",
+                                ["version", "outcome"], registry=r)
+        self.request_duration = Histogram("rag_request_duration_seconds",
+                                          "Time to answer a RAG query, by version that served.",
+                                          ["version"], buckets=LATENCY_BUCKETS, registry=r)
+        self.stage_duration = Histogram("rag_stage_duration_seconds",
+                                        "Time of one stage (embed, search) of a version's answer.",
+                                        ["version", "stage"], buckets=LATENCY_BUCKETS, registry=r)
+        self.top_similarity = Histogram("rag_top_similarity", "Cosine similarity of the best result.",
+                                        ["version"], buckets=SIMILARITY_BUCKETS, registry=r)
+        self.routing_decisions = Counter("rag_routing_decisions", "Routing decisions by version and reason.",
+                                         ["version", "reason"], registry=r)
+        self.fallbacks = Counter("rag_fallbacks", "V2-routed queries answered by V1 instead, by cause.",
+                                 ["reason"], registry=r)
+        self.anonymous_requests = Counter("rag_anonymous_requests",
+                                          "Queries with no user or session id (bucketed at random).",
+                                          registry=r)
+        self.version_errors = Counter("rag_version_errors", "Failures of a version's search, by kind.",
+                                      ["version", "kind"], registry=r)
+
+        # flags
+        self.rollout_percentage = Gauge("rollout_percentage", "FF_NEW_EMBEDDINGS_PERCENTAGE as each worker sees it.",
+                                        multiprocess_mode="mostrecent", registry=r)
+        self.migration_enabled = Gauge("rollout_migration_enabled", "FF_ENABLE_GRADUAL_MIGRATION (1 on, 0 off).",
+                                       multiprocess_mode="mostrecent", registry=r)
+        self.flags_snapshot_age = Gauge("flags_snapshot_age_seconds",
+                                        "Seconds since Redis last confirmed the local flag snapshot (worst worker).",
+                                        multiprocess_mode="max", registry=r)
+        self.flags_redis_up = Gauge("flags_redis_up", "1 when every worker reaches Redis, else 0.",
+                                    multiprocess_mode="min", registry=r)
+
+    def render(self) -> bytes:
+        """The text exposition: merged across workers in multiprocess mode."""
+        if multiprocess_mode():
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)

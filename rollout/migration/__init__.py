@@ -1,0 +1,1 @@
+"""Getting embeddings into a version's table: bulk loading, backfill, verification, importers."""

@@ -1,0 +1,76 @@
+"""The routing decision: which version answers this user, and why.
+
+Shaped like an OpenFeature evaluation result: a value (the version), a reason from
+a closed set (used as a metric label), and the user's bucket. A decision reads only
+local state: the flag snapshot and the guards' local copies. It never waits on
+Redis or PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagStore, bucket, threshold
+
+log = logging.getLogger(__name__)
+
+
+class Reason(StrEnum):
+    PERCENTAGE = "percentage"                  # the user's bucket against FF_NEW_EMBEDDINGS_PERCENTAGE
+    MIGRATION_DISABLED = "migration_disabled"  # FF_ENABLE_GRADUAL_MIGRATION is off
+    BREAKER_OPEN = "breaker_open"              # V2's circuit breaker is open
+    ALERT = "alert"                            # a firing alert holds V2 off
+    V2_INCOMPLETE = "v2_incomplete"            # V2 has not embedded this category completely
+    FORCED = "forced"                          # the request named its version (admin)
+    ERROR = "error"                            # the decision itself failed: V1, safely
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    version: str
+    reason: Reason
+    bucket: int | None
+    error: str | None = None
+
+
+class V2Guard(Protocol):
+    """Something that may hold V2 off (breaker, alerts, coverage). Must answer from local state."""
+
+    def v2_blocked(self, category: str | None) -> Reason | None: ...
+
+
+class Router:
+    def __init__(self, flags: FlagStore, group: str, guards: Sequence[V2Guard] = ()):
+        self.flags = flags
+        self.group = group
+        self.guards = list(guards)
+
+    def add_guard(self, guard: V2Guard) -> None:
+        self.guards.append(guard)
+
+    def decide(self, user_key: str, category: str | None = None, forced: str | None = None) -> Decision:
+        try:
+            return self._decide(user_key, category, forced)
+        except Exception as exc:  # routing must never fail a query
+            log.exception("routing decision failed; serving V1")
+            return Decision("v1", Reason.ERROR, None, error=type(exc).__name__)
+
+    def _decide(self, user_key: str, category: str | None, forced: str | None) -> Decision:
+        snapshot = self.flags.snapshot()
+        user_bucket = bucket(self.group, user_key)
+        if forced == "v1":
+            return Decision("v1", Reason.FORCED, user_bucket)
+        if forced != "v2":
+            if not snapshot[GRADUAL_MIGRATION]:
+                return Decision("v1", Reason.MIGRATION_DISABLED, user_bucket)
+            if user_bucket >= threshold(snapshot[V2_PERCENTAGE]):
+                return Decision("v1", Reason.PERCENTAGE, user_bucket)
+        for guard in self.guards:
+            blocked = guard.v2_blocked(category)
+            if blocked is not None:
+                return Decision("v1", blocked, user_bucket)
+        return Decision("v2", Reason.FORCED if forced else Reason.PERCENTAGE, user_bucket)

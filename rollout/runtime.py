@@ -1,0 +1,98 @@
+"""The composition root: builds every service of a process from the settings, in one place.
+
+The Flask app (`create_app`) and the CLI commands both get their pool, Redis
+client, flag store, router and backends from here, so they cannot drift apart.
+Nothing connects at import; `Runtime(...)` opens a pool that connects in the
+background and a Redis client that connects on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+from prometheus_client import CollectorRegistry
+
+from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagStore, ReplicatedHash, Replicator
+from flags.audit import FlagAudit
+from rollout.backends import VersionBackend
+from rollout.config import VERSIONS, Settings
+from rollout.database import open_pool
+from rollout.embedders import build_embedder
+from rollout.gateway import RagGateway
+from rollout.metrics import Metrics
+from rollout.routing import Router
+from rollout.services import service_urls
+
+
+def redis_client(url: str) -> redis.Redis:
+    """Short timeouts: a slow Redis must never hold a request or a rollback for long."""
+    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=2.0,
+                                socket_connect_timeout=1.0, retry_on_timeout=False)
+
+
+class Runtime:
+    def __init__(self, settings: Settings, database_url: str, redis_url: str, *,
+                 metrics_registry: CollectorRegistry | None = None, pool_size: int | None = None):
+        self.settings = settings
+        self.database_url = database_url
+        self.redis_url = redis_url
+        self.pool = open_pool(database_url, settings, max_size=pool_size)
+        self.redis = redis_client(redis_url)
+        self.metrics = Metrics(metrics_registry)
+
+        self.flag_replica = ReplicatedHash(self.redis, self.key("flags"))
+        self.flags = FlagStore(self.flag_replica, settings.flag_env)
+        self.flag_audit = FlagAudit(self.pool)
+        self.flags.add_audit_sink(self.flag_audit.record)
+        self.replicator = Replicator(self.redis, [self.flag_replica],
+                                     check_interval_s=settings.flags_check_interval_s,
+                                     name=f"replicator-{settings.redis_key_prefix}")
+        self.replicator.on_tick(self.refresh_gauges)
+
+        self.embedders = {v: build_embedder(settings.version(v), settings) for v in VERSIONS}
+        self.backends = {v: VersionBackend(settings.version(v), self.embedders[v], self.pool) for v in VERSIONS}
+        self.router = Router(self.flags, settings.routing_group)
+        self.gateway = RagGateway(self.router, self.backends, self.metrics, self.flags)
+
+    def key(self, name: str) -> str:
+        """A Redis key in this deployment's namespace (REDIS_KEY_PREFIX)."""
+        return f"{self.settings.redis_key_prefix}:{name}"
+
+    def start(self) -> Runtime:
+        """Load the replicated state once, then keep it current from a background thread."""
+        self.replicator.sync_now()
+        self.replicator.start()
+        self.refresh_gauges()
+        return self
+
+    def sync(self) -> bool:
+        """Load the replicated state once, without a thread (short-lived CLI commands)."""
+        return self.replicator.sync_now()
+
+    def refresh_gauges(self) -> None:
+        snapshot = self.flags.snapshot()
+        self.metrics.rollout_percentage.set(snapshot[V2_PERCENTAGE])
+        self.metrics.migration_enabled.set(1 if snapshot[GRADUAL_MIGRATION] else 0)
+        age = self.replicator.snapshot_age_s()
+        if age is not None:
+            self.metrics.flags_snapshot_age.set(age)
+        self.metrics.flags_redis_up.set(1 if self.replicator.healthy else 0)
+
+    def close(self) -> None:
+        self.replicator.stop()
+        self.pool.close()
+        self.redis.close()
+
+
+@contextmanager
+def command_runtime(settings: Settings, *, replicate: bool = False) -> Iterator[Runtime]:
+    """For a CLI command: services (embedded if the URLs are unset), then a Runtime, closed on exit."""
+    with service_urls(settings) as urls:
+        runtime = Runtime(settings, urls.database_url, urls.redis_url, pool_size=4)
+        try:
+            runtime.start() if replicate else runtime.sync()
+            yield runtime
+        finally:
+            runtime.close()

@@ -1,0 +1,126 @@
+"""Schema migrations: the numbered files in `sql/`, applied in order, once each.
+
+Each file runs in its own transaction and is recorded in `schema_migrations` with
+a checksum; a session advisory lock keeps two processes from racing. Files may use
+`{{v1_dimensions}}` / `{{v2_dimensions}}`, filled in from the settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from rollout.config import VERSIONS, Settings
+from rollout.errors import SchemaError
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+_LOCK_KEY = 0x726F6C6C  # "roll": one advisory lock id for schema changes
+_FILE_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+_PLACEHOLDER = re.compile(r"\{\{\s*([a-z0-9_]+)\s*\}\}")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+    def render(self, values: dict[str, object]) -> str:
+        def fill(match: re.Match) -> str:
+            key = match.group(1)
+            if key not in values:
+                raise SchemaError(f"{self.path.name}: unknown placeholder {{{{{key}}}}}")
+            return str(values[key])
+        return _PLACEHOLDER.sub(fill, self.path.read_text())
+
+
+def migrations(folder: Path = SQL_DIR) -> list[Migration]:
+    found = []
+    for path in sorted(folder.glob("*.sql")):
+        match = _FILE_NAME.match(path.name)
+        if not match:
+            raise SchemaError(f"{path.name}: schema files are named NNN_name.sql")
+        found.append(Migration(int(match.group(1)), match.group(2), path))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise SchemaError("two schema files share a number in sql/")
+    return found
+
+
+def _placeholders(settings: Settings) -> dict[str, object]:
+    return {f"{v}_dimensions": settings.version(v).dimensions for v in VERSIONS}
+
+
+def upgrade(database_url: str, settings: Settings, folder: Path = SQL_DIR) -> list[str]:
+    """Apply what is missing; return the names applied (empty when up to date)."""
+    applied_now = []
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+        try:
+            conn.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
+                                version int PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
+                                applied_at timestamptz NOT NULL DEFAULT now())""")
+            done = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
+            for migration in migrations(folder):
+                if migration.version in done:
+                    if done[migration.version] != migration.checksum:
+                        raise SchemaError(
+                            f"sql/{migration.path.name} was changed after it was applied; "
+                            "add a new numbered file instead of editing an applied one")
+                    continue
+                sql = migration.render(_placeholders(settings))
+                try:
+                    with conn.transaction():
+                        conn.execute(sql)
+                        conn.execute("INSERT INTO schema_migrations (version, name, checksum) "
+                                     "VALUES (%s, %s, %s)",
+                                     (migration.version, migration.name, migration.checksum))
+                except psycopg.Error as exc:
+                    raise SchemaError(f"sql/{migration.path.name} failed: {exc}".strip()) from None
+                applied_now.append(migration.path.name)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+    return applied_now
+
+
+def pending(conn: psycopg.Connection, folder: Path = SQL_DIR) -> list[str]:
+    """Schema files not yet applied on this database."""
+    try:
+        rows = conn.execute("SELECT version FROM schema_migrations").fetchall()
+    except psycopg.errors.UndefinedTable:
+        conn.rollback()
+        rows = []
+    done = {row[0] for row in rows}
+    return [m.path.name for m in migrations(folder) if m.version not in done]
+
+
+def table_dimensions(conn: psycopg.Connection, table: str) -> int | None:
+    """The declared dimension of `table.embedding` (pgvector keeps it in atttypmod)."""
+    row = conn.execute("""SELECT a.atttypmod FROM pg_attribute a
+                          WHERE a.attrelid = to_regclass(%s) AND a.attname = 'embedding'""",
+                       (table,)).fetchone()
+    return row[0] if row else None
+
+
+def check(conn: psycopg.Connection, settings: Settings) -> None:
+    """Raise SchemaError when the schema is behind or its dimensions disagree with the settings."""
+    missing = pending(conn)
+    if missing:
+        raise SchemaError(f"the database schema is behind ({', '.join(missing)} not applied): "
+                          "run `rollout db upgrade`")
+    for name in VERSIONS:
+        version = settings.version(name)
+        declared = table_dimensions(conn, version.table)
+        if declared != version.dimensions:
+            raise SchemaError(
+                f"{version.table}.embedding holds vector({declared}) but {name.upper()}_DIMENSIONS="
+                f"{version.dimensions} ({version.model}); use the dimension the table was created "
+                "with, or migrate the table")
