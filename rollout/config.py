@@ -72,6 +72,8 @@ class Settings(BaseModel):
     embedding_timeout_s: float = Field(10.0, alias="EMBEDDING_TIMEOUT_S", gt=0)
     embedding_max_attempts: int = Field(5, alias="EMBEDDING_MAX_ATTEMPTS", ge=1, le=20)
     embedding_batch_size: int = Field(100, alias="EMBEDDING_BATCH_SIZE", ge=1, le=2048)
+    query_embedding_timeout_s: float = Field(2.0, alias="QUERY_EMBEDDING_TIMEOUT_S", gt=0)
+    query_embedding_max_attempts: int = Field(2, alias="QUERY_EMBEDDING_MAX_ATTEMPTS", ge=1, le=5)
 
     # search
     search_timeout_ms: int = Field(2000, alias="RAG_SEARCH_TIMEOUT_MS", ge=10)

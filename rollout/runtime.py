@@ -51,7 +51,7 @@ class Runtime:
                                      name=f"replicator-{settings.redis_key_prefix}")
         self.replicator.on_tick(self.refresh_gauges)
 
-        self.embedders = {v: build_embedder(settings.version(v), settings) for v in VERSIONS}
+        self.embedders = {v: build_embedder(settings.version(v), settings, purpose="query") for v in VERSIONS}
         self.backends = {v: VersionBackend(settings.version(v), self.embedders[v], self.pool) for v in VERSIONS}
         self.router = Router(self.flags, settings.routing_group)
         self.gateway = RagGateway(self.router, self.backends, self.metrics, self.flags)
