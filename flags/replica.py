@@ -114,6 +114,10 @@ class Replicator:
         self._last_contact: float | None = None
         self.last_error: str | None = None
 
+    def watch(self, replica: ReplicatedHash) -> None:
+        """Also keep `replica` current (call before `start`)."""
+        self.hashes[replica.channel] = replica
+
     # -- state seen by health checks and metrics ---------------------------
     @property
     def healthy(self) -> bool:

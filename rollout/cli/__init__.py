@@ -1,0 +1,68 @@
+"""The `rollout` command. Each sub-command lives in its own module of this package.
+
+Errors a user can cause or fix (configuration, services, schema, input) print one
+clear line and exit non-zero; a traceback appears only with ROLLOUT_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+import psycopg
+import redis
+
+from rollout.config import Settings
+from rollout.errors import RolloutError
+
+UNEXPECTED_EXIT = 70  # EX_SOFTWARE
+
+
+class RolloutGroup(click.Group):
+    """A click group that converts known failures into messages instead of tracebacks."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except RolloutError as exc:
+            _fail(str(exc), exc.exit_code)
+        except psycopg.OperationalError as exc:
+            _fail(f"PostgreSQL is unreachable: {str(exc).strip()}", 3)
+        except redis.RedisError as exc:
+            _fail(f"Redis is unreachable: {exc}", 3)
+        except Exception as exc:
+            if os.environ.get("ROLLOUT_DEBUG"):
+                raise
+            _fail(f"unexpected error: {type(exc).__name__}: {exc} (set ROLLOUT_DEBUG=1 for the traceback)",
+                  UNEXPECTED_EXIT)
+
+
+def _fail(message: str, code: int):
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def settings_of(ctx: click.Context) -> Settings:
+    """The settings, read once per command from the environment and .env."""
+    root = ctx.find_root()
+    if root.obj is None:
+        root.obj = Settings.load()
+    return root.obj
+
+
+@click.group(cls=RolloutGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens (INFO level).")
+def cli(verbose: bool) -> None:
+    """Safe switch of a RAG corpus from embedding V1 to V2: routing, metrics, rollback, backfill, rollout."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main() -> None:
+    from rollout.cli import database, flags, server  # noqa: F401  (registers the commands)
+
+    cli(prog_name="rollout")

@@ -1,0 +1,139 @@
+"""`rollout demo` and `rollout serve`: the gateway under gunicorn, with services when needed."""
+
+from __future__ import annotations
+
+import secrets
+import signal
+from contextlib import contextmanager
+
+import click
+import psycopg
+
+from rollout import demo as demo_steps
+from rollout import schema
+from rollout.cli import cli, settings_of
+from rollout.config import Settings
+from rollout.runtime import Runtime
+from rollout.server import GatewayProcess
+from rollout.services import ServiceUrls, service_urls
+
+
+@contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM ends the command like Ctrl-C does, so services are stopped on the way out."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _secrets(settings: Settings) -> tuple[Settings, list[str]]:
+    """Admin token and webhook secret from the environment, else generated for this run."""
+    generated = []
+    changes = {}
+    if not settings.admin_token:
+        changes["admin_token"] = secrets.token_urlsafe(24)
+        generated.append("ROLLOUT_ADMIN_TOKEN")
+    if not settings.alert_webhook_secret:
+        changes["alert_webhook_secret"] = secrets.token_urlsafe(24)
+        generated.append("ALERT_WEBHOOK_SECRET")
+    return settings.with_overrides(**changes), generated
+
+
+def _gateway_env(settings: Settings, urls: ServiceUrls) -> dict[str, str]:
+    env = {"DATABASE_URL": urls.database_url, "REDIS_URL": urls.redis_url}
+    if settings.admin_token:
+        env["ROLLOUT_ADMIN_TOKEN"] = settings.admin_token
+    if settings.alert_webhook_secret:
+        env["ALERT_WEBHOOK_SECRET"] = settings.alert_webhook_secret
+    return env
+
+
+def _run_gateway(settings: Settings, urls: ServiceUrls, port: int, workers: int, banner) -> None:
+    metrics_dir = settings.metrics_dir or (settings.data_dir.resolve() / "metrics")
+    gateway = GatewayProcess(_gateway_env(settings, urls), host=settings.host, port=port, workers=workers,
+                             metrics_dir=metrics_dir)
+    with _terminate_as_interrupt():
+        try:
+            gateway.start()
+            banner(gateway.url)
+            code = gateway.wait()
+            if code != 0:
+                click.echo(f"error: the gateway exited with code {code}", err=True)
+                raise SystemExit(code)
+        except KeyboardInterrupt:
+            click.echo("\nstopping the gateway...")
+        finally:
+            gateway.stop()
+
+
+@cli.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="HTTP port (default ROLLOUT_PORT, 8000).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="gunicorn workers (default WEB_CONCURRENCY).")
+@click.pass_context
+def demo(ctx: click.Context, port: int | None, workers: int | None) -> None:
+    """Everything in one command: services, schema, demo corpus embedded for V1 and V2, gateway."""
+    settings, generated = _secrets(settings_of(ctx))
+    port = port or settings.port
+    with service_urls(settings) as urls:
+        if urls.embedded:
+            click.echo(f"services: embedded {' and '.join(urls.embedded)} under {settings.data_dir}")
+        applied = schema.upgrade(urls.database_url, settings)
+        with psycopg.connect(urls.database_url, connect_timeout=5) as conn:
+            schema.check(conn, settings)
+        click.echo(f"schema: {'applied ' + ', '.join(applied) if applied else 'up to date'}")
+        runtime = Runtime(settings, urls.database_url, urls.redis_url, pool_size=4)
+        try:
+            runtime.sync()
+            counts = demo_steps.load_corpus(runtime)
+            click.echo(f"corpus: {counts.inserted} new, {counts.updated} changed, {counts.unchanged} unchanged")
+            for report in demo_steps.embed_corpus(runtime):
+                click.echo(f"embedded {report.version}: {report.embedded} documents "
+                           f"({runtime.backends[report.version].embedder.model})")
+            started = demo_steps.start_first_stage(runtime)
+            if started:
+                click.echo(f"flags: {', '.join(started)}")
+        finally:
+            runtime.close()
+
+        def banner(url: str) -> None:
+            _print_demo_banner(url, settings, generated)
+
+        _run_gateway(settings, urls, port, workers or settings.web_concurrency, banner)
+
+
+def _print_demo_banner(url: str, settings: Settings, generated: list[str]) -> None:
+    click.echo(f"\ngateway ready on {url}  (Ctrl-C stops it and the services it started)\n")
+    for name in generated:
+        value = settings.admin_token if name == "ROLLOUT_ADMIN_TOKEN" else settings.alert_webhook_secret
+        click.echo(f"generated for this run: export {name}={value}")
+    click.echo(f"""
+Try:
+  curl -s {url}/api/rag/query -H 'Content-Type: application/json' \\
+       -d '{{"query": "When does the pool open on weekends?", "user_id": "alice"}}'
+  curl -s {url}/api/flags
+  curl -s -X PUT {url}/api/flags/FF_NEW_EMBEDDINGS_PERCENTAGE -H "Authorization: Bearer {settings.admin_token}" \\
+       -H 'Content-Type: application/json' -d '{{"value": 50, "reason": "next stage"}}'
+  curl -s {url}/api/rag/v2/health
+  curl -s {url}/metrics | grep '^rag_requests_total'
+""")
+
+
+@cli.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="HTTP port (default ROLLOUT_PORT, 8000).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="gunicorn workers (default WEB_CONCURRENCY).")
+@click.pass_context
+def serve(ctx: click.Context, port: int | None, workers: int | None) -> None:
+    """Run the gateway under gunicorn (checks the schema first; `rollout db upgrade` applies it)."""
+    settings = settings_of(ctx)
+    with service_urls(settings) as urls:
+        with psycopg.connect(urls.database_url, connect_timeout=5) as conn:
+            schema.check(conn, settings)
+
+        def banner(url: str) -> None:
+            click.echo(f"gateway ready on {url}")
+
+        _run_gateway(settings, urls, port or settings.port, workers or settings.web_concurrency, banner)

@@ -1,0 +1,40 @@
+"""gunicorn settings for the gateway (`gunicorn -c python:rollout.gunicorn_config 'rollout.app:create_app()'`).
+
+No preload: each worker builds its own pool, Redis client and replicator thread
+after the fork. Prometheus multiprocess files are wiped when the master starts and
+a dead worker's live gauges are dropped when it exits.
+"""
+
+import os
+import shutil
+
+from rollout.config import Settings
+
+_settings = Settings.load()
+
+bind = f"{_settings.host}:{_settings.port}"
+workers = _settings.web_concurrency
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+timeout = _settings.gunicorn_timeout_s
+graceful_timeout = 10
+keepalive = 5
+preload_app = False
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+proc_name = "rollout-gateway"
+
+
+def on_starting(server):
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder, exist_ok=True)
+
+
+def child_exit(server, worker):
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

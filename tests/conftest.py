@@ -1,0 +1,140 @@
+"""Real PostgreSQL+pgvector and Redis for the whole session; a clean slate for each test.
+
+With DATABASE_URL / REDIS_URL unset (a fresh machine, CI) the session starts the
+embedded services in a temporary folder and stops them at the end. Each test gets
+its own Redis key prefix and empty tables, so tests never see each other's state.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from prometheus_client import CollectorRegistry
+
+from rollout import schema
+from rollout.app import create_app
+from rollout.config import Settings
+from rollout.documents import Document, DocumentStore
+from rollout.runtime import Runtime
+from rollout.services import ServiceUrls, service_urls
+
+ADMIN_TOKEN = "test-admin-token"
+WEBHOOK_SECRET = "test-webhook-secret"
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory) -> ServiceUrls:
+    folder = tmp_path_factory.mktemp("services")
+    settings = Settings.from_environ({
+        "ROLLOUT_DATA_DIR": str(folder),
+        **{k: os.environ[k] for k in ("DATABASE_URL", "REDIS_URL") if os.environ.get(k)},
+    })
+    with service_urls(settings) as urls:
+        schema.upgrade(urls.database_url, settings)
+        yield urls
+
+
+def settings_for(services: ServiceUrls, **overrides: str) -> Settings:
+    """Settings for a test: real services, a private Redis namespace, known secrets."""
+    environ = {
+        "DATABASE_URL": services.database_url,
+        "REDIS_URL": services.redis_url,
+        "REDIS_KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}",
+        "ROLLOUT_ADMIN_TOKEN": ADMIN_TOKEN,
+        "ALERT_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "FLAGS_CHECK_INTERVAL_S": "0.5",
+        "DB_POOL_MIN_SIZE": "0",
+        "DB_POOL_MAX_SIZE": "4",
+    }
+    environ.update(overrides)
+    return Settings.from_environ(environ)
+
+
+def _data_tables(conn: psycopg.Connection) -> list[str]:
+    rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                        "AND tablename <> 'schema_migrations'").fetchall()
+    return [r[0] for r in rows]
+
+
+@pytest.fixture
+def clean_db(services):
+    """Empty every data table before the test (what a failed test left behind goes too)."""
+    with psycopg.connect(services.database_url, autocommit=True) as conn:
+        tables = _data_tables(conn)
+        if tables:
+            conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+    return services
+
+
+@pytest.fixture
+def settings(services, clean_db) -> Settings:
+    return settings_for(services)
+
+
+@pytest.fixture
+def make_runtime(services, clean_db):
+    """Build started runtimes (each like one gateway process); all are closed after the test."""
+    built = []
+
+    def make(settings: Settings | None = None, **overrides) -> Runtime:
+        settings = settings or settings_for(services, **overrides)
+        runtime = Runtime(settings, settings.database_url, settings.redis_url,
+                          metrics_registry=CollectorRegistry()).start()
+        built.append(runtime)
+        return runtime
+
+    yield make
+    for runtime in built:
+        runtime.close()
+
+
+@pytest.fixture
+def runtime(make_runtime, settings) -> Runtime:
+    return make_runtime(settings)
+
+
+@pytest.fixture
+def app(runtime):
+    return create_app(runtime.settings, runtime=runtime)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def admin_headers(token: str = ADMIN_TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+SAMPLE = [
+    ("pool-hours", "facilities", "Pool opening hours", "The indoor pool opens at 6am on weekdays and 8am on weekends."),
+    ("parking-rates", "parking", "Car park rates", "Parking in the garage costs 12 dollars per day; members park free."),
+    ("day-pass", "pricing", "Day pass price", "A coworking day pass costs 35 dollars and includes coffee."),
+    ("jazz-night", "events", "Jazz night on the roof", "Live jazz on the rooftop garden every Friday at 7pm."),
+    ("gym-induction", "facilities", "Gym induction", "New members book a free gym induction with a trainer."),
+    ("refund-policy", "policies", "Refund policy", "Memberships are refundable within 14 days of purchase."),
+]
+
+
+def sample_documents(extra: int = 0) -> list[Document]:
+    docs = [Document(i, t, c, cat, {"source": "test"}) for i, cat, t, c in SAMPLE]
+    docs += [Document(f"filler-{n:04d}", f"Notice {n}", f"Noticeboard item {n} about topic {n % 13} and room {n % 7}.",
+                      ("facilities", "events", "pricing")[n % 3], {"n": n}) for n in range(extra)]
+    return docs
+
+
+def load_and_embed(runtime: Runtime, documents: list[Document] | None = None) -> list[Document]:
+    """Store documents and embed them for both versions, the way the demo does."""
+    from rollout.migration.backfill import Backfill
+
+    documents = documents if documents is not None else sample_documents()
+    DocumentStore(runtime.pool).upsert_many(documents)
+    for backend in runtime.backends.values():
+        Backfill(runtime.pool, backend).run()
+    return documents
