@@ -138,3 +138,15 @@ def load_and_embed(runtime: Runtime, documents: list[Document] | None = None) ->
     for backend in runtime.backends.values():
         Backfill(runtime.pool, backend).run()
     return documents
+
+
+@pytest.fixture
+def fresh_database(services):
+    """An empty database of this test's own on the session's server (dropped afterwards)."""
+    name = f"fresh_{uuid.uuid4().hex[:10]}"
+    admin = psycopg.conninfo.conninfo_to_dict(services.database_url)
+    with psycopg.connect(**{**admin, "dbname": "postgres"}, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield psycopg.conninfo.make_conninfo(services.database_url, dbname=name)
+    with psycopg.connect(**{**admin, "dbname": "postgres"}, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -11,7 +11,7 @@ from flask import Blueprint, current_app, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rollout.api.auth import check_admin
-from rollout.api.errors import ApiError, bad_request
+from rollout.api.errors import ApiError
 from rollout.api.openapi import operation
 from rollout.api.validation import parse
 from rollout.backends import SearchFailed
@@ -132,10 +132,10 @@ def answer_json(answer: RagAnswer) -> dict:
 
 @bp.get("/api/rag/<version>/health")
 @operation("Health of one version: database, rows embedded, HNSW index, embedder, dimensions.",
-           tags=("rag",), errors=(400, 503))
+           tags=("rag",), errors=(404, 503))
 def version_health(version: str):
     backends = _runtime().backends
     if version not in backends:
-        raise bad_request(f"unknown version {version!r}; expected one of {', '.join(backends)}", "unknown_version")
+        raise ApiError(404, "unknown_version", f"unknown version {version!r}; expected one of {', '.join(backends)}")
     report = backends[version].health()
     return jsonify(report), 200 if report["status"] == "ok" else 503

@@ -44,13 +44,13 @@ def service_urls(settings: Settings) -> Iterator[ServiceUrls]:
     book, ports, me = LeaseBook(folder), PortBook(folder), os.getpid()
     urls: dict[str, str] = {}
     with book.locked():
-        book.take(me)
+        lease = book.take()
         try:
             for service in wanted:
                 port = service.running_port()
                 urls[service.name] = service.url(port) if port else service.start(ports.choose(service.name))
         except BaseException:
-            _release(book, wanted, me)
+            _release(book, wanted, lease)
             raise
     try:
         yield ServiceUrls(
@@ -61,11 +61,11 @@ def service_urls(settings: Settings) -> Iterator[ServiceUrls]:
     finally:
         if os.getpid() == me:  # never from a forked child that inherited this frame
             with book.locked():
-                _release(book, wanted, me)
+                _release(book, wanted, lease)
 
 
-def _release(book: LeaseBook, services, me: int) -> None:
-    book.release(me)
+def _release(book: LeaseBook, services, lease: str) -> None:
+    book.release(lease)
     if not book.holders():
         for service in reversed(services):
             service.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +26,7 @@ def _alive(pid: int) -> bool:
 
 
 class LeaseBook:
-    """A folder of `<pid>` files guarded by an exclusive file lock."""
+    """A folder of `<pid>.<token>` files (one per user, several per process) under a file lock."""
 
     def __init__(self, folder: Path):
         self.folder = folder
@@ -42,21 +43,22 @@ class LeaseBook:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def take(self, pid: int) -> None:
-        (self.leases / str(pid)).touch()
+    def take(self) -> str:
+        """A new lease for this process; returns its name, to release it later."""
+        name = f"{os.getpid()}.{uuid.uuid4().hex[:12]}"
+        (self.leases / name).touch()
+        return name
 
-    def release(self, pid: int) -> None:
-        (self.leases / str(pid)).unlink(missing_ok=True)
+    def release(self, name: str) -> None:
+        (self.leases / name).unlink(missing_ok=True)
 
-    def holders(self) -> list[int]:
-        """Live lease holders; stale leases are swept on the way."""
+    def holders(self) -> list[str]:
+        """Leases of live processes; those of dead processes are swept on the way."""
         live = []
         for entry in self.leases.glob("*"):
-            if not entry.name.isdigit():
-                continue
-            pid = int(entry.name)
-            if _alive(pid):
-                live.append(pid)
+            pid = entry.name.partition(".")[0]
+            if pid.isdigit() and _alive(int(pid)):
+                live.append(entry.name)
             else:
                 entry.unlink(missing_ok=True)
         return live

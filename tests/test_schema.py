@@ -1,0 +1,90 @@
+"""Schema files: applied once each, in order, under a lock; drift and dimension mismatches refused."""
+
+import shutil
+import threading
+
+import psycopg
+import pytest
+
+from rollout import schema
+from rollout.config import Settings
+from rollout.errors import SchemaError
+
+
+def settings(**env):
+    return Settings.from_environ(env)
+
+
+def applied_versions(url):
+    with psycopg.connect(url) as conn:
+        return [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+
+
+def test_upgrade_applies_everything_once(fresh_database):
+    first = schema.upgrade(fresh_database, settings())
+    assert first == [m.path.name for m in schema.migrations()]
+    assert schema.upgrade(fresh_database, settings()) == []
+    assert applied_versions(fresh_database) == [m.version for m in schema.migrations()]
+    with psycopg.connect(fresh_database) as conn:
+        schema.check(conn, settings())
+        assert schema.table_dimensions(conn, "doc_embeddings_v1") == 1536
+        assert schema.table_dimensions(conn, "doc_embeddings_v2") == 768
+
+
+def test_concurrent_upgrades_do_not_race(fresh_database):
+    results, errors = [], []
+
+    def run():
+        try:
+            results.append(schema.upgrade(fresh_database, settings()))
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert sorted(len(r) for r in results) == [0, 0, 0, len(schema.migrations())]
+
+
+def test_dimensions_come_from_the_settings(fresh_database):
+    schema.upgrade(fresh_database, settings(V2_DIMENSIONS="512"))
+    with psycopg.connect(fresh_database) as conn:
+        assert schema.table_dimensions(conn, "doc_embeddings_v2") == 512
+        with pytest.raises(SchemaError, match=r"vector\(512\) but V2_DIMENSIONS=768"):
+            schema.check(conn, settings())
+
+
+def test_a_behind_schema_is_named(fresh_database):
+    with psycopg.connect(fresh_database) as conn:
+        with pytest.raises(SchemaError, match="rollout db upgrade"):
+            schema.check(conn, settings())
+
+
+def test_an_edited_applied_file_is_refused(fresh_database, tmp_path):
+    folder = tmp_path / "sql"
+    shutil.copytree(schema.SQL_DIR, folder)
+    schema.upgrade(fresh_database, settings(), folder)
+    first = sorted(folder.glob("*.sql"))[0]
+    first.write_text(first.read_text() + "\n-- edited\n")
+    with pytest.raises(SchemaError, match="changed after it was applied"):
+        schema.upgrade(fresh_database, settings(), folder)
+
+
+def test_a_failing_file_leaves_nothing_half_applied(fresh_database, tmp_path):
+    folder = tmp_path / "sql"
+    shutil.copytree(schema.SQL_DIR, folder)
+    (folder / "900_broken.sql").write_text("CREATE TABLE half_made (id int);\nSELECT no_such_function();\n")
+    with pytest.raises(SchemaError, match="900_broken.sql failed"):
+        schema.upgrade(fresh_database, settings(), folder)
+    with psycopg.connect(fresh_database) as conn:
+        assert conn.execute("SELECT to_regclass('half_made')").fetchone()[0] is None
+    assert 900 not in applied_versions(fresh_database)
+
+
+def test_badly_named_files_are_refused(tmp_path):
+    (tmp_path / "1_short.sql").write_text("SELECT 1;")
+    with pytest.raises(SchemaError, match="NNN_name.sql"):
+        schema.migrations(tmp_path)
