@@ -23,7 +23,10 @@ class GatewayProcess:
     """A gunicorn master with its workers, in its own process group so it can be stopped whole."""
 
     def __init__(self, env: Mapping[str, str], *, host: str = "127.0.0.1", port: int = 8000, workers: int = 2,
-                 metrics_dir: Path | None = None, log_file: Path | None = None):
+                 metrics_dir: Path | None = None, log_file: Path | None = None, app: str = APP,
+                 chdir: Path | None = None):
+        self.app = app
+        self.chdir = chdir
         self.host = host
         self.port = port
         self.env = {**os.environ, **env, "ROLLOUT_HOST": host, "ROLLOUT_PORT": str(port),
@@ -42,7 +45,8 @@ class GatewayProcess:
             raise ServiceError(f"port {self.port} on {self.host} is in use: pass --port or set ROLLOUT_PORT")
         output = open(self.log_file, "ab") if self.log_file else None
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", CONFIG, APP],
+            [sys.executable, "-m", "gunicorn", "-c", CONFIG,
+             *(["--chdir", str(self.chdir)] if self.chdir else []), self.app],
             env=self.env, stdout=output, stderr=subprocess.STDOUT if output else None, start_new_session=True)
         self.wait_ready(ready_timeout_s)
         return self

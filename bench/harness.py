@@ -1,0 +1,102 @@
+"""What every benchmark needs: services (embedded in a temp folder unless the URLs are set), a loaded
+corpus, and one way to print our figure beside its baseline and their ratio."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rollout import schema  # noqa: E402
+from rollout.config import Settings  # noqa: E402
+from rollout.services import service_urls  # noqa: E402
+
+
+@contextmanager
+def bench_settings(**env: str) -> Iterator[Settings]:
+    """Settings on real services: DATABASE_URL/REDIS_URL if set, else embedded ones for this run."""
+    with tempfile.TemporaryDirectory(prefix="rollout-bench-") as folder:
+        environ = {"ROLLOUT_DATA_DIR": folder, "REDIS_KEY_PREFIX": f"bench-{os.getpid()}",
+                   **{k: os.environ[k] for k in ("DATABASE_URL", "REDIS_URL") if os.environ.get(k)}, **env}
+        settings = Settings.from_environ(environ)
+        with service_urls(settings) as urls:
+            settings = settings.with_overrides(database_url=urls.database_url, redis_url=urls.redis_url)
+            schema.upgrade(urls.database_url, settings)
+            yield settings
+
+
+def report(title: str, rows: list[tuple[str, str]], verdicts: list[tuple[str, bool]]) -> None:
+    """Print aligned `name  value` rows, then each target with PASS/MISS."""
+    print(f"\n{title}")
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+    for target, met in verdicts:
+        print(f"  target {target}: {'PASS' if met else 'MISS'}")
+
+
+def _client(url: str, path: str, bodies: list[bytes], seconds: float, threads: int) -> tuple[int, int, list[float]]:
+    """One load process: `threads` keep-alive connections posting bodies in turn until the deadline."""
+    import http.client
+    import threading
+    import time
+    from urllib.parse import urlsplit
+
+    host, port = urlsplit(url).hostname, urlsplit(url).port
+    deadline = time.monotonic() + seconds
+    lock = threading.Lock()
+    totals = {"ok": 0, "failed": 0}
+    latencies: list[float] = []
+
+    def run(offset: int) -> None:
+        connection = http.client.HTTPConnection(host, port, timeout=10)
+        n, ok, failed, mine = offset, 0, 0, []
+        while time.monotonic() < deadline:
+            body = bodies[n % len(bodies)]
+            n += threads
+            started = time.perf_counter()
+            try:
+                connection.request("POST", path, body, {"Content-Type": "application/json"})
+                response = connection.getresponse()
+                response.read()
+                if response.status == 200:
+                    ok += 1
+                    mine.append(time.perf_counter() - started)
+                else:
+                    failed += 1
+            except (OSError, http.client.HTTPException):
+                failed += 1
+                connection.close()
+                connection = http.client.HTTPConnection(host, port, timeout=10)
+        connection.close()
+        with lock:
+            totals["ok"] += ok
+            totals["failed"] += failed
+            latencies.extend(mine)
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return totals["ok"], totals["failed"], latencies
+
+
+def hammer(url: str, path: str, bodies: list[bytes], seconds: float, processes: int = 2,
+           threads: int = 4) -> tuple[float, int, list[float]]:
+    """Load from separate processes (so the client's GIL is not the server's); returns (req/s, failed, latencies)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(processes) as pool:
+        parts = list(pool.map(_client, [url] * processes, [path] * processes,
+                              [bodies[i::processes] for i in range(processes)], [seconds] * processes,
+                              [threads] * processes))
+    ok = sum(p[0] for p in parts)
+    failed = sum(p[1] for p in parts)
+    latencies = [x for p in parts for x in p[2]]
+    return ok / seconds, failed, latencies
