@@ -9,7 +9,6 @@ from click.testing import CliRunner
 import rollout.cli.database  # noqa: F401  (registers the commands)
 import rollout.cli.flags  # noqa: F401
 import rollout.cli.server  # noqa: F401
-from conftest import settings_for
 from rollout.cli import cli
 from rollout.services.ports import free_port
 

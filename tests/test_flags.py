@@ -9,7 +9,7 @@ import fakeredis
 import pytest
 
 from flags import (GRADUAL_MIGRATION, PARALLEL_RAG, V2_PERCENTAGE, FlagStore, InvalidFlagValue, ReplicatedHash,
-                   Replicator, Source, UnknownFlag, definition)
+                   Source, UnknownFlag, definition)
 from flags.audit import FlagAudit
 from rollout.services.redis import EmbeddedRedis
 from rollout.services.ports import free_port

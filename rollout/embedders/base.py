@@ -92,6 +92,35 @@ class Embedder(ABC):
         return vectors
 
 
+class BatchedEmbedder(Embedder):
+    """A remote model called with at most `batch_size` texts a request."""
+
+    batch_size: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        parts = [self._embed_batch(texts[start:start + self.batch_size])
+                 for start in range(0, len(texts), self.batch_size)]
+        return np.concatenate(parts)
+
+    @abstractmethod
+    def _embed_batch(self, batch: list[str]) -> np.ndarray:
+        """One provider call: unit vectors for `batch`, in order."""
+
+    def vectors_from(self, rows: Sequence[Sequence[float]], count: int) -> np.ndarray:
+        """The answer's rows as a checked, normalised float32 array (one row per input text)."""
+        if len(rows) != count:
+            raise EmbeddingError(f"{self.model}: answer does not hold one vector per input "
+                                 f"({len(rows)} for {count})")
+        try:
+            vectors = np.array(rows, dtype=np.float32)
+        except ValueError:
+            raise EmbeddingError(f"{self.model}: vectors of mixed sizes in one answer") from None
+        return normalise_rows(self.check_shape(vectors, count))
+
+
 def normalise_rows(vectors: np.ndarray) -> np.ndarray:
     """Scale each row to unit length (zero rows stay zero); returns float32."""
     vectors = np.asarray(vectors, dtype=np.float32)

@@ -17,7 +17,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from rollout.embedders.base import Embedder, EmbeddingError, normalise_rows
+from rollout.embedders.base import BatchedEmbedder
 from rollout.embedders.retrying import Failure, RetryPolicy, retry_after_seconds
 from rollout.errors import ConfigError
 
@@ -75,7 +75,7 @@ def estimate_tokens(texts: Sequence[str]) -> int:
     return sum(math.ceil(len(text) / 4) for text in texts)
 
 
-class GoogleEmbedder(Embedder):
+class GoogleEmbedder(BatchedEmbedder):
     """`client.models.embed_content` in batches of at most 100, with the SDK's retries off.
 
     `task_type` is fixed per instance: `RETRIEVAL_DOCUMENT` for the corpus,
@@ -110,28 +110,13 @@ class GoogleEmbedder(Embedder):
         self._retry = RetryPolicy(provider=self.provider, key_variable="GOOGLE_API_KEY", secret=api_key,
                                   classify=classify, max_attempts=max_attempts, wait_s=retry_wait_s)
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        texts = list(texts)
-        if not texts:
-            return np.zeros((0, self.dimensions), dtype=np.float32)
-        parts = [self._embed_batch(texts[start:start + self.batch_size])
-                 for start in range(0, len(texts), self.batch_size)]
-        return np.concatenate(parts)
-
     def _embed_batch(self, batch: list[str]) -> np.ndarray:
         # One Content per text: a plain list of strings is merged into a single
         # content (one vector) for the SDK's multimodal embedding models.
         contents = [types.Content(parts=[types.Part(text=text)]) for text in batch]
         response = self._retry.call(lambda: self._client.models.embed_content(
             model=self.model, contents=contents, config=self._config))
-        embeddings = response.embeddings or []
-        if len(embeddings) != len(batch):
-            raise EmbeddingError(f"{self.model}: answer does not hold one vector per input "
-                                 f"({len(embeddings)} for {len(batch)})")
-        try:
-            vectors = np.array([embedding.values or [] for embedding in embeddings], dtype=np.float32)
-        except ValueError:
-            raise EmbeddingError(f"{self.model}: vectors of mixed sizes in one answer") from None
+        vectors = self.vectors_from([e.values or [] for e in response.embeddings or []], len(batch))
         reported = response.usage_metadata.prompt_token_count if response.usage_metadata else None
         self.usage.record(requests=1, texts=len(batch), tokens=reported or estimate_tokens(batch))
-        return normalise_rows(self.check_shape(vectors, len(batch)))
+        return vectors

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import openai
 
-from rollout.embedders.base import Embedder, EmbeddingError, normalise_rows
+from rollout.embedders.base import BatchedEmbedder, EmbeddingError
 from rollout.embedders.retrying import Failure, RetryPolicy, retry_after_seconds
 from rollout.errors import ConfigError
 
@@ -36,7 +34,7 @@ def classify(exc: Exception) -> Failure | None:
     return None
 
 
-class OpenAIEmbedder(Embedder):
+class OpenAIEmbedder(BatchedEmbedder):
     """`client.embeddings.create` in batches, with the SDK's retries off (see `retrying`)."""
 
     provider = "openai"
@@ -63,29 +61,17 @@ class OpenAIEmbedder(Embedder):
         self._retry = RetryPolicy(provider=self.provider, key_variable="OPENAI_API_KEY", secret=api_key,
                                   classify=classify, max_attempts=max_attempts, wait_s=retry_wait_s)
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        texts = list(texts)
-        if not texts:
-            return np.zeros((0, self.dimensions), dtype=np.float32)
-        parts = [self._embed_batch(texts[start:start + self.batch_size])
-                 for start in range(0, len(texts), self.batch_size)]
-        return np.concatenate(parts)
-
     def _embed_batch(self, batch: list[str]) -> np.ndarray:
         extra = {"dimensions": self.dimensions} if self._send_dimensions else {}
         response = self._retry.call(lambda: self._client.embeddings.create(
             model=self.model, input=batch, encoding_format="float", **extra))
         items = sorted(response.data, key=lambda item: item.index)
-        if [item.index for item in items] != list(range(len(batch))):
-            raise EmbeddingError(f"{self.model}: answer does not hold one vector per input "
-                                 f"({len(items)} for {len(batch)})")
-        try:
-            vectors = np.array([item.embedding for item in items], dtype=np.float32)
-        except ValueError:
-            raise EmbeddingError(f"{self.model}: vectors of mixed sizes in one answer") from None
+        if [item.index for item in items] != list(range(len(items))):
+            raise EmbeddingError(f"{self.model}: answer indexes are not 0..{len(items) - 1}")
+        # The API already answers unit vectors, shortened or not; renormalising in float32 is cheap
+        # and keeps the contract exact whatever the wire rounding.
+        vectors = self.vectors_from([item.embedding for item in items], len(batch))
         usage = response.usage
         tokens = (usage.prompt_tokens or usage.total_tokens or 0) if usage else 0
         self.usage.record(requests=1, texts=len(batch), tokens=tokens)
-        # The API already answers unit vectors, shortened or not; renormalising in float32 is cheap
-        # and keeps the contract exact whatever the wire rounding.
-        return normalise_rows(self.check_shape(vectors, len(batch)))
+        return vectors
