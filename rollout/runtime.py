@@ -38,23 +38,26 @@ class Runtime:
         self.settings = settings
         self.database_url = database_url
         self.redis_url = redis_url
-        self.pool = open_pool(database_url, settings, max_size=pool_size)
-        self.redis = redis_client(redis_url)
         self.metrics = Metrics(metrics_registry)
-
+        self.redis = redis_client(redis_url)  # connects on first use
         self.flag_replica = ReplicatedHash(self.redis, self.key("flags"))
-        self.flags = FlagStore(self.flag_replica, settings.flag_env)
-        self.flag_audit = FlagAudit(self.pool)
-        self.flags.add_audit_sink(self.flag_audit.record)
+        self.flags = FlagStore(self.flag_replica, settings.flag_env)  # a bad FF_* default stops here
+        self.embedders = {v: build_embedder(settings.version(v), settings, purpose="query") for v in VERSIONS}
         self.replicator = Replicator(self.redis, [self.flag_replica],
                                      check_interval_s=settings.flags_check_interval_s,
                                      name=f"replicator-{settings.redis_key_prefix}")
         self.replicator.on_tick(self.refresh_gauges)
 
-        self.embedders = {v: build_embedder(settings.version(v), settings, purpose="query") for v in VERSIONS}
-        self.backends = {v: VersionBackend(settings.version(v), self.embedders[v], self.pool) for v in VERSIONS}
-        self.router = Router(self.flags, settings.routing_group)
-        self.gateway = RagGateway(self.router, self.backends, self.metrics, self.flags)
+        self.pool = open_pool(database_url, settings, max_size=pool_size)
+        try:
+            self.flag_audit = FlagAudit(self.pool)
+            self.flags.add_audit_sink(self.flag_audit.record)
+            self.backends = {v: VersionBackend(settings.version(v), self.embedders[v], self.pool) for v in VERSIONS}
+            self.router = Router(self.flags, settings.routing_group)
+            self.gateway = RagGateway(self.router, self.backends, self.metrics, self.flags)
+        except BaseException:
+            self.pool.close()
+            raise
 
     def key(self, name: str) -> str:
         """A Redis key in this deployment's namespace (REDIS_KEY_PREFIX)."""
