@@ -80,7 +80,7 @@ class Metrics:
         self.shadow_failures = Counter("rag_shadow_failures", "Shadow searches that failed, by shadow version "
                                                               "and kind (never seen by the client).",
                                        ["version", "kind"], registry=r)
-        self.shadow_skipped = Counter("rag_shadow_skipped", "Shadow searches not run: sampled_out or saturated.",
+        self.shadow_skipped = Counter("rag_shadow_skipped", "Shadow searches not run: sampled_out, saturated or held_off (a guard holds V2 off).",
                                       ["version", "reason"], registry=r)
         self.shadow_fallback_served = Counter("rag_shadow_fallback_served",
                                               "V2 failures answered by the V1 shadow already in flight.",
@@ -93,7 +93,7 @@ class Metrics:
         for version in ("v1", "v2"):
             for kind in ("embedding", "timeout", "database", "internal"):
                 self.shadow_failures.labels(version, kind)
-            for reason in ("sampled_out", "saturated"):
+            for reason in ("sampled_out", "saturated", "held_off"):
                 self.shadow_skipped.labels(version, reason)
             self.shadow_comparisons.labels(version)
             self.shadow_top1_agreement.labels(version)
