@@ -321,7 +321,8 @@ class RagGateway:
         failed = [run for run in merged.runs.values() if run.failure is not None]
         return QueryRecord(
             **self._base(merged.query, merged.decision, arrived, merged.latency_ms, "merged"),
-            **self._main_fields(merged.runs[main].result), fallback=bool(failed),
+            **{**self._main_fields(merged.runs[main].result), "served_version": merged.served_by},
+            fallback=bool(failed),
             fallback_reason=failed[0].error if failed else None, error_kind=None,
             **_other_fields(others[0] if others else None, merged.comparison))
 

@@ -80,7 +80,8 @@ class Metrics:
         self.shadow_failures = Counter("rag_shadow_failures", "Shadow searches that failed, by shadow version "
                                                               "and kind (never seen by the client).",
                                        ["version", "kind"], registry=r)
-        self.shadow_skipped = Counter("rag_shadow_skipped", "Shadow searches not run: sampled_out, saturated or held_off (a guard holds V2 off).",
+        self.shadow_skipped = Counter("rag_shadow_skipped", "Shadow searches not run: sampled_out, saturated or "
+                                                            "held_off (a guard holds V2 off).",
                                       ["version", "reason"], registry=r)
         self.shadow_fallback_served = Counter("rag_shadow_fallback_served",
                                               "V2 failures answered by the V1 shadow already in flight.",
