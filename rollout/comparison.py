@@ -7,11 +7,8 @@ here looks only at which documents come back and in what order.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from scipy.stats import kendalltau
 
 RBO_PERSISTENCE = 0.9  # top-weighted: the first 10 ranks carry about 86 % of the weight
 
@@ -62,13 +59,19 @@ def rank_biased_overlap(a: Sequence[str], b: Sequence[str], p: float = RBO_PERSI
 
 
 def kendall_tau_shared(a: Sequence[str], b: Sequence[str]) -> float | None:
-    """Kendall's tau-b between the two rankings of the IDs both lists hold; None under two shared IDs."""
+    """Kendall's tau between the two rankings of the IDs both lists hold; None under two shared IDs.
+
+    Positions in a result list are never tied, so tau-a and tau-b agree: (concordant − discordant)
+    pairs over all pairs. Counted directly: for the short lists of a query this costs microseconds,
+    where scipy.stats.kendalltau spends about 200 µs validating its input (the tests check the two agree).
+    """
     position_b = {item: rank for rank, item in enumerate(b)}
-    shared = [item for item in a if item in position_b]
-    if len(shared) < 2:
+    ranks = [position_b[item] for item in a if item in position_b]
+    n = len(ranks)
+    if n < 2:
         return None
-    tau = kendalltau(range(len(shared)), [position_b[item] for item in shared]).statistic
-    return None if math.isnan(tau) else min(1.0, max(-1.0, float(tau)))
+    balance = sum(1 if ranks[i] < ranks[j] else -1 for i in range(n) for j in range(i + 1, n))
+    return balance / (n * (n - 1) / 2)
 
 
 def top1_agreement(a: Sequence[str], b: Sequence[str]) -> bool | None:

@@ -20,6 +20,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -85,6 +86,8 @@ class MergedAnswer:
 Observer = Callable[[RagAnswer], None]
 RecordListener = Callable[[QueryRecord], None]
 QueryText = Callable[[str], tuple[str, str | None]]  # query text -> (hash, text kept or None)
+Finish = Callable[[SearchRun | None], None]  # completes a query's record, given its shadow's run
+HANDOFF_TIMEOUT_S = 120.0  # a safety net: every request path hands over (or cancels) at once
 
 
 class VersionHealthRecorder:
@@ -122,7 +125,8 @@ class RagGateway:
         arrived, started = time.time(), time.perf_counter()
         decision = self.router.decide(query.user_key, query.category, query.forced)
         self.metrics.routing_decisions.labels(decision.version, decision.reason.value).inc()
-        shadow = self._start_shadow(decision.version, query)
+        handoff: Future[Finish | None] = Future()  # how the shadow's thread completes this query's record
+        shadow = self._start_shadow(decision.version, query, handoff)
         failure = None
         try:
             try:
@@ -133,19 +137,25 @@ class RagGateway:
                 failure = exc
                 self.metrics.fallbacks.labels(exc.kind).inc()
                 in_flight, shadow = shadow, None
-                result = self._fallback(query, in_flight)
+                result = self._fallback(query, in_flight, handoff)
         except SearchFailed as exc:
             self.metrics.requests.labels("v1", "error").inc()
             latency_ms = (time.perf_counter() - started) * 1000
-            self._after_shadow(shadow, lambda run: self._emit(
+            self._complete_later(shadow, handoff, lambda run: self._emit(
                 self._failure_record(query, decision, exc, failure, arrived, latency_ms)))
+            raise
+        except BaseException:
+            if not handoff.done():
+                handoff.set_result(None)  # an unexpected error: the shadow ends without a comparison
             raise
         latency_ms = (time.perf_counter() - started) * 1000
         answer = RagAnswer(query, decision, result, failure is not None, latency_ms, failure)
-        self._measure(answer)
-        for observer in self.observers:
-            self._call(observer, answer)
-        self._after_shadow(shadow, lambda run: self._complete(answer, arrived, run))
+        try:
+            self._measure(answer)
+            for observer in self.observers:
+                self._call(observer, answer)
+        finally:
+            self._complete_later(shadow, handoff, lambda run: self._complete(answer, arrived, run))
         return answer
 
     def _complete(self, answer: RagAnswer, arrived: float, shadow: SearchRun | None) -> None:
@@ -156,7 +166,7 @@ class RagGateway:
             self._measure_comparison(answer.served_by, comparison)
         self._emit(self._answer_record(answer, arrived, shadow, comparison))
 
-    def _start_shadow(self, version: str, query: RagQuery) -> PendingSearch | None:
+    def _start_shadow(self, version: str, query: RagQuery, handoff: Future) -> PendingSearch | None:
         if self.shadow_pool is None or not self.flags.snapshot()[PARALLEL_RAG]:
             return None
         shadow = other_version(version)
@@ -166,29 +176,41 @@ class RagGateway:
         if shadow == "v2" and self.router.v2_held_off(query.category, serving=False) is not None:
             self.metrics.shadow_skipped.labels(shadow, "held_off").inc()
             return None
-        pending = self.shadow_pool.submit(shadow, lambda: self._raw_search(shadow, query))
+        pending = self.shadow_pool.submit(shadow, lambda: self._raw_search(shadow, query),
+                                          lambda run: self._after_shadow(run, handoff))
         if pending is None:
             self.metrics.shadow_skipped.labels(shadow, "saturated").inc()
         return pending
 
-    def _fallback(self, query: RagQuery, shadow: PendingSearch | None) -> SearchResult:
+    def _after_shadow(self, run: SearchRun, handoff: Future[Finish | None]) -> None:
+        """In the shadow's thread: wait for the request to hand over, then measure, compare and record.
+
+        All of this runs off the request thread, even when the shadow ends first.
+        """
+        try:
+            finish = handoff.result(timeout=HANDOFF_TIMEOUT_S)
+        except TimeoutError:
+            log.error("a request never handed its answer to its shadow; the comparison is lost")
+            return
+        if finish is None:  # the request used this run as its fallback answer
+            return
+        self._measure_shadow(run)
+        finish(run)
+
+    def _complete_later(self, shadow: PendingSearch | None, handoff: Future[Finish | None], finish: Finish) -> None:
+        """Finish the query's record now (no shadow) or in the shadow's thread once it has ended."""
+        if shadow is None:
+            finish(None)
+        elif not handoff.done():
+            handoff.set_result(finish)
+
+    def _fallback(self, query: RagQuery, shadow: PendingSearch | None, handoff: Future) -> SearchResult:
         """V1's answer after a V2 failure: the V1 shadow in flight if there is one, else a new search."""
         if shadow is None:
             return self._search("v1", query)
+        handoff.set_result(None)  # no comparison: the shadow becomes the answer
         self.metrics.shadow_fallback_served.labels("v1").inc()
         return self._account(shadow.result())
-
-    def _after_shadow(self, shadow: PendingSearch | None, then: Callable[[SearchRun | None], None]) -> None:
-        """Run `then` now (no shadow) or when the shadow ends, in the pool's thread, after measuring it."""
-        if shadow is None:
-            then(None)
-            return
-
-        def done(run: SearchRun) -> None:
-            self._measure_shadow(run)
-            then(run)
-
-        shadow.when_done(done)
 
     def _measure_shadow(self, run: SearchRun) -> None:
         m = self.metrics

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from rollout.backends import SearchFailed, SearchResult
@@ -51,21 +51,13 @@ def timed_search(version: str, search: Callable[[], SearchResult]) -> SearchRun:
 
 @dataclass(frozen=True)
 class PendingSearch:
-    """A search running on the pool."""
+    """A search running on the pool; `run` is resolved when it ends (never left pending)."""
 
     version: str
-    future: Future[SearchRun]
+    run: Future[SearchRun]
 
     def result(self) -> SearchRun:
-        """Wait for the run; one cancelled at shutdown is an internal failure."""
-        try:
-            return self.future.result()
-        except CancelledError:
-            return SearchRun(self.version, None, 0.0, SearchFailed(self.version, "internal", "cancelled at shutdown"))
-
-    def when_done(self, callback: Callable[[SearchRun], None]) -> None:
-        """Call `callback(run)` when the search ends (at once, in this thread, if it has ended)."""
-        self.future.add_done_callback(lambda _future: callback(self.result()))
+        return self.run.result()
 
 
 class ShadowPool:
@@ -74,17 +66,36 @@ class ShadowPool:
         self._slots = threading.BoundedSemaphore(max_concurrency)
         self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="rag-shadow")
 
-    def submit(self, version: str, search: Callable[[], SearchResult]) -> PendingSearch | None:
-        """Start `search` on a free slot; None when all slots are busy (or the pool is shut down)."""
+    def submit(self, version: str, search: Callable[[], SearchResult],
+               then: Callable[[SearchRun], None] | None = None) -> PendingSearch | None:
+        """Start `search` on a free slot, then run `then(run)` in the same thread (the slot is held until
+        it returns); None when all slots are busy (or the pool is shut down)."""
         if not self._slots.acquire(blocking=False):
             return None
+        pending = PendingSearch(version, Future())
+
+        def task() -> None:
+            run = timed_search(version, search)
+            pending.run.set_result(run)
+            if then is not None:
+                try:
+                    then(run)
+                except Exception:
+                    log.exception("after the %s search on the shadow pool", version)
+
+        def finished(future: Future) -> None:
+            self._slots.release()
+            if future.cancelled() and not pending.run.done():  # shut down before it started
+                pending.run.set_result(SearchRun(version, None, 0.0,
+                                                 SearchFailed(version, "internal", "cancelled at shutdown")))
+
         try:
-            future = self._executor.submit(timed_search, version, search)
+            future = self._executor.submit(task)
         except RuntimeError:  # shut down
             self._slots.release()
             return None
-        future.add_done_callback(lambda _future: self._slots.release())
-        return PendingSearch(version, future)
+        future.add_done_callback(finished)
+        return pending
 
     def shutdown(self, wait: bool = True) -> None:
         self._executor.shutdown(wait=wait, cancel_futures=True)

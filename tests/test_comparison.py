@@ -1,6 +1,8 @@
 """The agreement measures on hand-built result lists whose values are worked out by hand."""
 
+import numpy as np
 import pytest
+from scipy.stats import kendalltau
 
 from rollout.comparison import compare, kendall_tau_shared, overlap_at_k, rank_biased_overlap, top1_agreement
 
@@ -64,6 +66,18 @@ def test_kendall_tau_on_the_shared_ids_only():
     assert kendall_tau_shared(list("abc"), list("abc")) == pytest.approx(1.0)
     assert kendall_tau_shared(list("abc"), list("cba")) == pytest.approx(-1.0)
     assert kendall_tau_shared(["a", "b"], ["a", "z"]) is None  # one shared id: no ranking to compare
+
+
+def test_kendall_tau_agrees_with_scipy_on_random_rankings():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        ids = [f"d{n}" for n in range(rng.integers(2, 30))]
+        a = list(rng.permutation(ids))
+        b = list(rng.permutation(ids))[: rng.integers(2, len(ids) + 1)] + ["other"]
+        shared = [x for x in a if x in b]
+        expected = kendalltau(range(len(shared)), [b.index(x) for x in shared]).statistic if len(shared) > 1 else None
+        got = kendall_tau_shared(a, b)
+        assert got == pytest.approx(expected) if expected is not None and not np.isnan(expected) else got is None
 
 
 def test_top1_agreement():
