@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import secrets
 import sys
 import tempfile
@@ -41,12 +40,9 @@ sys.path.insert(0, str(ROOT / "tests"))  # the stand-in embedding provider
 
 from fake_embedding_server import FakeEmbeddingServer  # noqa: E402
 
-from rollout import demo, schema  # noqa: E402
+from rollout import demo  # noqa: E402
 from rollout.analytics.figures import distribution  # noqa: E402
-from rollout.config import Settings  # noqa: E402
-from rollout.runtime import Runtime  # noqa: E402
 from rollout.server import GatewayProcess  # noqa: E402
-from rollout.services import service_urls  # noqa: E402
 from rollout.services.ports import free_port  # noqa: E402
 
 SHADOW_TARGET = 1.15
@@ -177,18 +173,8 @@ def run(requests: int, seconds: float, rounds: int) -> list[str]:
     lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-shadow-") as tmp:
         folder = Path(tmp)
-        settings = Settings.from_environ({"ROLLOUT_DATA_DIR": str(folder / "services"),
-                                          **{k: os.environ[k] for k in ("DATABASE_URL", "REDIS_URL")
-                                             if os.environ.get(k)}})
         token = secrets.token_urlsafe(16)
-        with service_urls(settings) as urls:
-            schema.upgrade(urls.database_url, settings)
-            runtime = Runtime(settings, urls.database_url, urls.redis_url, pool_size=2)
-            try:
-                demo.load_corpus(runtime)
-                demo.embed_corpus(runtime)
-            finally:
-                runtime.close()
+        with demo.prepared_services(folder / "services") as urls:
             queries = [q for q in demo.queries_path().read_text().splitlines() if q.strip()]
 
             def gateway(name: str, **extra: str) -> GatewayProcess:

@@ -85,7 +85,7 @@ class MergedAnswer:
 
 Observer = Callable[[RagAnswer], None]
 RecordListener = Callable[[QueryRecord], None]
-QueryText = Callable[[str], tuple[str, str | None]]  # query text -> (hash, text kept or None)
+TextPolicy = Callable[[str], tuple[str, str | None]]  # query text -> (hash, text kept or None)
 Finish = Callable[[SearchRun | None], None]  # completes a query's record, given its shadow's run
 HANDOFF_TIMEOUT_S = 120.0  # a safety net: every request path hands over (or cancels) at once
 
@@ -106,7 +106,7 @@ class RagGateway:
     def __init__(self, router: Router, backends: Mapping[str, VersionBackend], metrics: Metrics,
                  flags: FlagStore, health: VersionHealthRecorder | None = None, *,
                  shadow_pool: ShadowPool | None = None, shadow_sample_rate: float = 1.0,
-                 merger: Merger | None = None, query_text: QueryText | None = None):
+                 merger: Merger | None = None, query_text: TextPolicy | None = None):
         self.router = router
         self.backends = backends
         self.metrics = metrics

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import re
 import shutil
@@ -47,11 +46,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rollout import demo, schema  # noqa: E402
-from rollout.config import Settings  # noqa: E402
-from rollout.runtime import Runtime  # noqa: E402
+from rollout import demo  # noqa: E402
 from rollout.server import GatewayProcess  # noqa: E402
-from rollout.services import service_urls  # noqa: E402
 from rollout.services.ports import free_port  # noqa: E402
 
 DASHBOARD = ROOT / "grafana" / "dashboards" / "rag-rollout.json"
@@ -234,17 +230,7 @@ def run(seconds: float, window: str) -> dict:
         raise FileNotFoundError("the prometheus binary is not installed (Debian: apt-get install prometheus)")
     with tempfile.TemporaryDirectory(prefix="dashboard-check-") as tmp:
         folder = Path(tmp)
-        settings = Settings.from_environ({"ROLLOUT_DATA_DIR": str(folder / "services"),
-                                          **{k: os.environ[k] for k in ("DATABASE_URL", "REDIS_URL")
-                                             if os.environ.get(k)}})
-        with service_urls(settings) as urls:
-            schema.upgrade(urls.database_url, settings)
-            runtime = Runtime(settings, urls.database_url, urls.redis_url, pool_size=2)
-            try:
-                demo.load_corpus(runtime)
-                demo.embed_corpus(runtime)
-            finally:
-                runtime.close()
+        with demo.prepared_services(folder / "services") as urls:
             env = {"DATABASE_URL": urls.database_url, "REDIS_URL": urls.redis_url,
                    "REDIS_KEY_PREFIX": f"dashboard-check-{uuid.uuid4().hex[:8]}",
                    "FF_ENABLE_GRADUAL_MIGRATION": "true", "FF_NEW_EMBEDDINGS_PERCENTAGE": "50",

@@ -121,6 +121,9 @@ Try:
        -H 'Content-Type: application/json' -d '{{"value": 50, "reason": "next stage"}}'
   curl -s {url}/api/rag/v2/health
   curl -s {url}/metrics | grep '^rag_requests_total'
+  curl -s '{url}/api/monitoring/dashboard?range=1h'
+  rollout monitor --range 1h        # V1 beside V2 and the success criteria, in this folder
+  rollout compare --k 5             # the demo queries against both versions directly
 """)
 
 
