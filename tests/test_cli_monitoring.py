@@ -130,6 +130,11 @@ def test_compare_refuses_a_missing_or_empty_query_file(run, tmp_path):
     assert result.exit_code == 1 and "holds no queries" in result.output
 
 
+def test_compare_says_when_there_is_nothing_to_compare(run):
+    result = run("compare", "--k", "3")
+    assert result.exit_code == 1 and "neither version returned any result" in result.output
+
+
 def test_baseline_stores_v1_and_compares_later(run, runtime, logged):
     none_yet = run("baseline", "--compare")
     assert none_yet.exit_code == 1 and "no baseline is stored yet" in none_yet.output

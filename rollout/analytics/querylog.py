@@ -3,9 +3,10 @@
 `record()` runs on the query's thread (or the shadow pool's): it reads the flag
 snapshot and puts a tuple on the queue without waiting. A full queue drops the
 row and counts it (`rollout_query_log_rows_total{outcome="dropped"}`); a request
-never blocks on analytics. The writer thread COPYs up to `batch_size` rows per
-round trip, at least every `flush_interval_s`. A database error drops that batch
-(counted as `failed`) and the writer goes on with the next.
+never blocks on analytics. The writer thread wakes every `flush_interval_s` (or
+when a batch is full) and COPYs what is queued, up to `batch_size` rows per round
+trip. A database error drops that batch (counted as `failed`) and the writer goes
+on with the next.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import hashlib
 import logging
 import queue
 import threading
-import time
 from dataclasses import dataclass, field
 
 import psycopg
@@ -60,6 +60,7 @@ class QueryLogWriter:
         self.flush_interval_s = flush_interval_s
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._written = metrics.query_log_rows.labels("written")
         self._dropped = metrics.query_log_rows.labels("dropped")
@@ -73,6 +74,9 @@ class QueryLogWriter:
             self._queue.put_nowait(record.row())
         except queue.Full:
             self._dropped.inc()
+            return
+        if self._queue.qsize() >= self.batch_size:
+            self._wake.set()  # a full batch is waiting: no need to wait for the interval
 
     @property
     def pending(self) -> int:
@@ -95,6 +99,7 @@ class QueryLogWriter:
             self._queue.put(marker, timeout=timeout_s)
         except queue.Full:
             return False
+        self._wake.set()
         return marker.done.wait(timeout_s)
 
     def close(self, timeout_s: float = 5.0) -> None:
@@ -103,34 +108,37 @@ class QueryLogWriter:
             return
         self.flush(timeout_s)
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout_s)
         self._thread = None
 
     # -- the writer thread -------------------------------------------------------------------
     def _run(self) -> None:
+        """Sleep until the interval ends, a batch is full or a flush is asked, then drain the queue.
+
+        The thread does not wake for each row (a blocking get per row would cost a thread switch
+        and a GIL hand-off per query); the request side only takes the queue's lock.
+        """
         while not self._stop.is_set():
-            try:
-                first = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                continue
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            self._drain()
+        self._drain()
+
+    def _drain(self) -> None:
+        while True:
             batch, markers = [], []
-            self._take(first, batch, markers)
-            deadline = time.monotonic() + self.flush_interval_s
             while len(batch) < self.batch_size and not markers:
-                wait = deadline - time.monotonic()
-                if wait <= 0:
-                    break
                 try:
-                    self._take(self._queue.get(timeout=wait), batch, markers)
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
+                (markers if isinstance(item, _Flush) else batch).append(item)
             self._write(batch)
             for marker in markers:
                 marker.done.set()
-
-    @staticmethod
-    def _take(item, batch: list, markers: list) -> None:
-        (markers if isinstance(item, _Flush) else batch).append(item)
+            if not batch and not markers:
+                return
 
     def _write(self, rows: list[tuple]) -> None:
         if not rows:

@@ -137,6 +137,8 @@ def compare_command(ctx: click.Context, queries_file: Path | None, k: int, categ
     queries = read_queries(queries_file or demo.queries_path())
     with command_runtime(settings_of(ctx)) as runtime:
         report = compare_query_set(runtime.backends, queries, k, category)
+    if not any(run.result.hits for pair in report.pairs for run in pair.runs.values() if run.result):
+        raise RolloutError("neither version returned any result: is the corpus loaded and embedded?")
     summary = report.summary()
     if as_json:
         click.echo(json.dumps({**summary, "disagreements": [p.as_json() for p in report.disagreements(show)],
