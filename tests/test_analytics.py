@@ -1,5 +1,7 @@
 """query_log: the rows the gateway writes, the bounded queue, hashing, write failures, retention."""
 
+import json
+import urllib.request
 from datetime import timedelta
 
 import psycopg
@@ -9,6 +11,8 @@ from flags import GRADUAL_MIGRATION, PARALLEL_RAG, QUERY_ANALYTICS
 from rollout.analytics.querylog import QueryLogWriter, QueryText
 from rollout.analytics.retention import LOCK_KEY, QueryLogRetention
 from rollout.maintenance import Maintenance
+from rollout.server import GatewayProcess
+from rollout.services.ports import free_port
 from analytics_rows import NOW, insert, record
 from conftest import load_and_embed
 from test_flags import wait_until
@@ -150,3 +154,19 @@ def test_the_maintenance_scheduler_runs_retention(runtime):
     settings = runtime.settings.with_overrides(query_log_retention_days=30, query_log_retention_interval_s=1)
     with Maintenance(settings, runtime.database_url, first_run_delay=timedelta(0)):
         assert wait_until(lambda: len(rows(runtime)) == 1, timeout_s=10)
+
+
+@pytest.mark.slow
+def test_a_gateway_stopping_writes_its_queued_rows(runtime, tmp_path):
+    load_and_embed(runtime)
+    env = {"DATABASE_URL": runtime.database_url, "REDIS_URL": runtime.redis_url,
+           "REDIS_KEY_PREFIX": runtime.settings.redis_key_prefix, "FF_ENABLE_QUERY_ANALYTICS": "true",
+           "QUERY_LOG_FLUSH_INTERVAL_S": "60"}  # nothing is written before the stop
+    with GatewayProcess(env, port=free_port(), workers=1, metrics_dir=tmp_path / "metrics",
+                        log_file=tmp_path / "gateway.log").start() as gateway:
+        request = urllib.request.Request(f"{gateway.url}/api/rag/query", data=json.dumps(QUERY).encode(),
+                                         headers={"Content-Type": "application/json", "X-Request-Id": "at-exit"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+        assert rows(runtime) == []
+    assert [r["request_id"] for r in rows(runtime)] == ["at-exit"]
