@@ -81,6 +81,27 @@ class Settings(BaseModel):
     db_pool_min_size: int = Field(1, alias="DB_POOL_MIN_SIZE", ge=0)
     db_pool_max_size: int = Field(8, alias="DB_POOL_MAX_SIZE", ge=1)
 
+    # comparison: shadow queries, merged mode, query analytics, success criteria
+    shadow_sample_rate: float = Field(1.0, alias="SHADOW_SAMPLE_RATE", ge=0, le=1)
+    shadow_max_concurrency: int = Field(4, alias="SHADOW_MAX_CONCURRENCY", ge=1, le=64)
+    merge_min_per_version: int = Field(3, alias="MERGE_MIN_PER_VERSION", ge=0, le=25)
+    merge_duplicate_similarity: float = Field(0.85, alias="MERGE_DUPLICATE_SIMILARITY", gt=0, le=1)
+    merge_rrf_k: int = Field(60, alias="MERGE_RRF_K", ge=1, le=1000)
+    query_log_store_text: bool = Field(False, alias="QUERY_LOG_STORE_TEXT")
+    query_log_hash_key: str | None = Field(None, alias="QUERY_LOG_HASH_KEY")
+    query_log_queue_size: int = Field(10000, alias="QUERY_LOG_QUEUE_SIZE", ge=1, le=1_000_000)
+    query_log_batch_size: int = Field(500, alias="QUERY_LOG_BATCH_SIZE", ge=1, le=50_000)
+    query_log_flush_interval_s: float = Field(1.0, alias="QUERY_LOG_FLUSH_INTERVAL_S", gt=0, le=60)
+    query_log_retention_days: float = Field(30.0, alias="QUERY_LOG_RETENTION_DAYS", gt=0)
+    query_log_retention_interval_s: float = Field(3600.0, alias="QUERY_LOG_RETENTION_INTERVAL_S", ge=1)
+    monitoring_query_timeout_ms: int = Field(15000, alias="MONITORING_QUERY_TIMEOUT_MS", ge=100)
+    criteria_max_p95_ms: float = Field(800.0, alias="CRITERIA_MAX_P95_MS", gt=0)
+    criteria_min_mean_similarity: float = Field(0.7, alias="CRITERIA_MIN_MEAN_SIMILARITY", ge=-1, le=1)
+    criteria_max_critical_errors: int = Field(0, alias="CRITERIA_MAX_CRITICAL_ERRORS", ge=0)
+    criteria_max_error_rate: float = Field(0.001, alias="CRITERIA_MAX_ERROR_RATE", ge=0, le=1)
+    criteria_min_cache_hit_rate: float = Field(0.7, alias="CRITERIA_MIN_CACHE_HIT_RATE", ge=0, le=1)
+    criteria_min_samples: int = Field(100, alias="CRITERIA_MIN_SAMPLES", ge=1)
+
     # flags and routing
     routing_group: str = Field("embeddings-v2", alias="ROUTING_GROUP", min_length=1)
     flags_check_interval_s: float = Field(5.0, alias="FLAGS_CHECK_INTERVAL_S", gt=0)
@@ -97,7 +118,7 @@ class Settings(BaseModel):
 
     @field_validator("database_url", "redis_url", "admin_token", "alert_webhook_secret",
                      "openai_api_key", "google_api_key", "openai_base_url", "google_base_url",
-                     "v1_model", "v2_model", mode="before")
+                     "v1_model", "v2_model", "query_log_hash_key", mode="before")
     @classmethod
     def _blank_is_unset(cls, value):
         return None if isinstance(value, str) and not value.strip() else value

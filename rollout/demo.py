@@ -1,17 +1,25 @@
-"""What `rollout demo` prepares: the demo corpus embedded for both versions, and a first 10 % stage."""
+"""What `rollout demo` prepares: the demo corpus embedded for both versions, and a first 10 % stage
+with shadow queries and query analytics on."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
-from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, Source
+from flags import GRADUAL_MIGRATION, PARALLEL_RAG, QUERY_ANALYTICS, V2_PERCENTAGE, Source
+from rollout import schema
+from rollout.config import Settings
 from rollout.documents import DocumentStore, UpsertCounts, read_jsonl
 from rollout.migration.backfill import Backfill, BackfillReport
 from rollout.runtime import Runtime
+from rollout.services import ServiceUrls, service_urls
 
 DEMO_ACTOR = "rollout demo"
-FIRST_STAGE = {GRADUAL_MIGRATION: True, V2_PERCENTAGE: 10}
+FIRST_STAGE = {GRADUAL_MIGRATION: True, V2_PERCENTAGE: 10,
+               PARALLEL_RAG: True, QUERY_ANALYTICS: True}  # the demo shows V1 beside V2 from the first query
 
 
 def corpus_path() -> Path:
@@ -38,3 +46,20 @@ def start_first_stage(runtime: Runtime) -> list[str]:
             runtime.flags.set(name, value, actor=DEMO_ACTOR, reason="demo: first rollout stage")
             changed.append(f"{name}={value}")
     return changed
+
+
+@contextmanager
+def prepared_services(folder: Path) -> Iterator[ServiceUrls]:
+    """For benchmarks and checks: DATABASE_URL / REDIS_URL from the environment (else embedded services
+    under `folder`), the schema applied and the demo corpus embedded for both versions."""
+    settings = Settings.from_environ({"ROLLOUT_DATA_DIR": str(folder),
+                                      **{k: os.environ[k] for k in ("DATABASE_URL", "REDIS_URL") if os.environ.get(k)}})
+    with service_urls(settings) as urls:
+        schema.upgrade(urls.database_url, settings)
+        runtime = Runtime(settings, urls.database_url, urls.redis_url, pool_size=2)
+        try:
+            load_corpus(runtime)
+            embed_corpus(runtime)
+        finally:
+            runtime.close()
+        yield urls

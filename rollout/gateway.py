@@ -2,20 +2,36 @@
 
 Kept apart from Flask so the CLI, benchmarks and tests drive the same code the
 HTTP endpoint does. Work that is not the answer (analytics, comparisons) is handed
-to observers, which must return at once (they enqueue; they never do I/O inline).
+to observers and record listeners, which must return at once (they enqueue; they
+never do I/O inline).
+
+Shadow queries (FF_USE_PARALLEL_RAG): the other version is searched at the same
+time on the bounded shadow pool; the answer never waits for it. When it ends, the
+two lists are compared in the pool's thread and the query's record is emitted. A
+shadow that fails, times out or cannot start (pool saturated) is counted and
+changes nothing in the answer. One exception saves time without changing what the
+client gets: when V2 answers for the user and fails, the V1 shadow already in
+flight is the fallback answer.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from flags import PERFORMANCE_LOGGING, FlagStore
+from flags import PARALLEL_RAG, PERFORMANCE_LOGGING, FlagStore
+from rollout.analytics.record import QueryRecord
 from rollout.backends import SearchFailed, SearchResult, VersionBackend
+from rollout.comparison import Comparison, compare
+from rollout.merging import MergedHit, Merger
 from rollout.metrics import Metrics
-from rollout.routing import Decision, Router
+from rollout.routing import Decision, Reason, Router
+from rollout.shadow import PendingSearch, SearchRun, ShadowPool, timed_search
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +61,33 @@ class RagAnswer:
         return self.result.version
 
 
+@dataclass(frozen=True)
+class MergedAnswer:
+    """One list from both versions (merged mode)."""
+
+    query: RagQuery
+    decision: Decision
+    hits: list[MergedHit]
+    runs: Mapping[str, SearchRun]  # each searched version's result or failure
+    held_off: Reason | None        # why V2 was not searched, if it was not
+    comparison: Comparison | None  # when both versions answered
+    latency_ms: float
+
+    @property
+    def answered(self) -> list[str]:
+        return [v for v, run in self.runs.items() if run.result is not None]
+
+    @property
+    def served_by(self) -> str:
+        answered = self.answered
+        return "merged" if len(answered) > 1 else answered[0]
+
+
 Observer = Callable[[RagAnswer], None]
+RecordListener = Callable[[QueryRecord], None]
+TextPolicy = Callable[[str], tuple[str, str | None]]  # query text -> (hash, text kept or None)
+Finish = Callable[[SearchRun | None], None]  # completes a query's record, given its shadow's run
+HANDOFF_TIMEOUT_S = 120.0  # a safety net: every request path hands over (or cancels) at once
 
 
 class VersionHealthRecorder:
@@ -56,59 +98,277 @@ class VersionHealthRecorder:
     def record_failure(self, version: str, kind: str) -> None: ...
 
 
+def other_version(version: str) -> str:
+    return "v2" if version == "v1" else "v1"
+
+
 class RagGateway:
     def __init__(self, router: Router, backends: Mapping[str, VersionBackend], metrics: Metrics,
-                 flags: FlagStore, health: VersionHealthRecorder | None = None):
+                 flags: FlagStore, health: VersionHealthRecorder | None = None, *,
+                 shadow_pool: ShadowPool | None = None, shadow_sample_rate: float = 1.0,
+                 merger: Merger | None = None, query_text: TextPolicy | None = None):
         self.router = router
         self.backends = backends
         self.metrics = metrics
         self.flags = flags
         self.health = health or VersionHealthRecorder()
-        self.observers: list[Observer] = []
+        self.shadow_pool = shadow_pool
+        self.shadow_sample_rate = shadow_sample_rate
+        self.merger = merger or Merger(None)
+        self.query_text = query_text or (lambda text: ("", None))
+        self.observers: list[Observer] = []          # each routed answer, as soon as it is known
+        self.record_listeners: list[RecordListener] = []  # each query's record, once complete
 
+    # -- routed answers (with an optional shadow) -----------------------------------
     def answer(self, query: RagQuery) -> RagAnswer:
         """Answer from the routed version, or from V1 when V2 fails; SearchFailed if V1 fails too."""
-        started = time.perf_counter()
+        arrived, started = time.time(), time.perf_counter()
         decision = self.router.decide(query.user_key, query.category, query.forced)
         self.metrics.routing_decisions.labels(decision.version, decision.reason.value).inc()
+        handoff: Future[Finish | None] = Future()  # how the shadow's thread completes this query's record
+        shadow = self._start_shadow(decision.version, query, handoff)
         failure = None
         try:
-            result = self._search(decision.version, query)
+            try:
+                result = self._search(decision.version, query)
+            except SearchFailed as exc:
+                if decision.version == "v1":
+                    raise
+                failure = exc
+                self.metrics.fallbacks.labels(exc.kind).inc()
+                in_flight, shadow = shadow, None
+                result = self._fallback(query, in_flight, handoff)
         except SearchFailed as exc:
-            if decision.version == "v1":
-                self.metrics.requests.labels("v1", "error").inc()
-                raise
-            failure = exc
-            self.metrics.fallbacks.labels(exc.kind).inc()
-            result = self._search("v1", query)
+            self.metrics.requests.labels("v1", "error").inc()
+            latency_ms = (time.perf_counter() - started) * 1000
+            self._complete_later(shadow, handoff, lambda run: self._emit(
+                self._failure_record(query, decision, exc, failure, arrived, latency_ms)))
+            raise
+        except BaseException:
+            if not handoff.done():
+                handoff.set_result(None)  # an unexpected error: the shadow ends without a comparison
+            raise
         latency_ms = (time.perf_counter() - started) * 1000
         answer = RagAnswer(query, decision, result, failure is not None, latency_ms, failure)
-        self._measure(answer)
-        for observer in self.observers:
-            observer(answer)
+        try:
+            self._measure(answer)
+            for observer in self.observers:
+                self._call(observer, answer)
+        finally:
+            self._complete_later(shadow, handoff, lambda run: self._complete(answer, arrived, run))
         return answer
 
-    def _search(self, version: str, query: RagQuery) -> SearchResult:
+    def _complete(self, answer: RagAnswer, arrived: float, shadow: SearchRun | None) -> None:
+        """Compare with the shadow (if it answered) and emit the query's record."""
+        comparison = None
+        if shadow is not None and shadow.result is not None:
+            comparison = compare(answer.result.ids, shadow.result.ids, answer.query.k)
+            self._measure_comparison(answer.served_by, comparison)
+        self._emit(self._answer_record(answer, arrived, shadow, comparison))
+
+    def _start_shadow(self, version: str, query: RagQuery, handoff: Future) -> PendingSearch | None:
+        if self.shadow_pool is None or not self.flags.snapshot()[PARALLEL_RAG]:
+            return None
+        shadow = other_version(version)
+        if self.shadow_sample_rate < 1.0 and random.random() >= self.shadow_sample_rate:
+            self.metrics.shadow_skipped.labels(shadow, "sampled_out").inc()
+            return None
+        if shadow == "v2" and self.router.v2_held_off(query.category, serving=False) is not None:
+            self.metrics.shadow_skipped.labels(shadow, "held_off").inc()
+            return None
+        pending = self.shadow_pool.submit(shadow, lambda: self._raw_search(shadow, query),
+                                          lambda run: self._after_shadow(run, handoff))
+        if pending is None:
+            self.metrics.shadow_skipped.labels(shadow, "saturated").inc()
+        return pending
+
+    def _after_shadow(self, run: SearchRun, handoff: Future[Finish | None]) -> None:
+        """In the shadow's thread: wait for the request to hand over, then measure, compare and record.
+
+        All of this runs off the request thread, even when the shadow ends first.
+        """
         try:
-            result = self.backends[version].search(query.text, query.k, query.category, query.min_similarity)
+            finish = handoff.result(timeout=HANDOFF_TIMEOUT_S)
+        except TimeoutError:
+            log.error("a request never handed its answer to its shadow; the comparison is lost")
+            return
+        if finish is None:  # the request used this run as its fallback answer
+            return
+        self._measure_shadow(run)
+        finish(run)
+
+    def _complete_later(self, shadow: PendingSearch | None, handoff: Future[Finish | None], finish: Finish) -> None:
+        """Finish the query's record now (no shadow) or in the shadow's thread once it has ended."""
+        if shadow is None:
+            finish(None)
+        elif not handoff.done():
+            handoff.set_result(finish)
+
+    def _fallback(self, query: RagQuery, shadow: PendingSearch | None, handoff: Future) -> SearchResult:
+        """V1's answer after a V2 failure: the V1 shadow in flight if there is one, else a new search."""
+        if shadow is None:
+            return self._search("v1", query)
+        handoff.set_result(None)  # no comparison: the shadow becomes the answer
+        self.metrics.shadow_fallback_served.labels("v1").inc()
+        return self._account(shadow.result())
+
+    def _measure_shadow(self, run: SearchRun) -> None:
+        m = self.metrics
+        if run.result is None:
+            m.shadow_failures.labels(run.version, run.error).inc()
+            return
+        m.shadow_duration.labels(run.version).observe(run.latency_ms / 1000)
+        if run.result.top_similarity is not None:
+            m.shadow_top_similarity.labels(run.version).observe(run.result.top_similarity)
+
+    def _measure_comparison(self, served: str, comparison: Comparison) -> None:
+        m = self.metrics
+        m.shadow_comparisons.labels(served).inc()
+        m.shadow_overlap.labels(served, "jaccard").observe(comparison.overlap)
+        m.shadow_overlap.labels(served, "rbo").observe(comparison.rbo)
+        if comparison.top1_agreement:
+            m.shadow_top1_agreement.labels(served).inc()
+
+    # -- merged answers ----------------------------------------------------------------
+    def answer_merged(self, query: RagQuery) -> MergedAnswer:
+        """Search both versions at once and fuse their lists; V1 alone while V2 is held off."""
+        arrived, started = time.time(), time.perf_counter()
+        decision = self.router.decide(query.user_key, query.category, query.forced)
+        held_off = self.router.v2_held_off(query.category, serving=True)
+        pending = None
+        if held_off is None:
+            pending = self.shadow_pool.submit("v2", lambda: self._search("v2", query)) if self.shadow_pool else None
+        runs = {"v1": timed_search("v1", lambda: self._search("v1", query))}
+        if held_off is None:
+            runs["v2"] = pending.result() if pending is not None else timed_search(
+                "v2", lambda: self._search("v2", query))
+        answered = {v: run.result for v, run in runs.items() if run.result is not None}
+        if not answered:
+            failure = runs["v1"].failure
+            self.metrics.requests.labels("v1", "error").inc()
+            self._emit(self._failure_record(query, decision, failure, None, arrived,
+                                            (time.perf_counter() - started) * 1000, mode="merged"))
+            raise failure
+        hits = self.merger.merge({v: result.hits for v, result in answered.items()}, query.k)
+        comparison = compare(answered["v1"].ids, answered["v2"].ids, query.k) if len(answered) == 2 else None
+        latency_ms = (time.perf_counter() - started) * 1000
+        merged = MergedAnswer(query, decision, hits, runs, held_off, comparison, latency_ms)
+        for result in answered.values():
+            self._measure_stages(result)
+        self.metrics.merged_requests.labels("both" if len(answered) == 2 else next(iter(answered))).inc()
+        self._emit(self._merged_record(merged, arrived))
+        return merged
+
+    # -- searching and measuring ---------------------------------------------------------
+    def _raw_search(self, version: str, query: RagQuery) -> SearchResult:
+        return self.backends[version].search(query.text, query.k, query.category, query.min_similarity)
+
+    def _search(self, version: str, query: RagQuery) -> SearchResult:
+        """A serving search: its failure or success counts for the version's health."""
+        try:
+            result = self._raw_search(version, query)
         except SearchFailed as exc:
-            self.metrics.version_errors.labels(version, exc.kind).inc()
-            self.health.record_failure(version, exc.kind)
+            self._count_failure(version, exc)
             raise
         self.health.record_success(version)
         return result
+
+    def _account(self, run: SearchRun) -> SearchResult:
+        """Count a search run on the pool as a serving search; raise its failure."""
+        if run.failure is not None:
+            self._count_failure(run.version, run.failure)
+            raise run.failure
+        self.health.record_success(run.version)
+        return run.result
+
+    def _count_failure(self, version: str, exc: SearchFailed) -> None:
+        self.metrics.version_errors.labels(version, exc.kind).inc()
+        self.health.record_failure(version, exc.kind)
+
+    def _measure_stages(self, result: SearchResult) -> None:
+        m, version = self.metrics, result.version
+        m.stage_duration.labels(version, "embed").observe(result.embed_ms / 1000)
+        m.stage_duration.labels(version, "search").observe(result.search_ms / 1000)
+        if result.top_similarity is not None:
+            m.top_similarity.labels(version).observe(result.top_similarity)
 
     def _measure(self, answer: RagAnswer) -> None:
         result, m = answer.result, self.metrics
         version = result.version
         m.requests.labels(version, "fallback" if answer.fallback else "ok").inc()
         m.request_duration.labels(version).observe(answer.latency_ms / 1000)
-        m.stage_duration.labels(version, "embed").observe(result.embed_ms / 1000)
-        m.stage_duration.labels(version, "search").observe(result.search_ms / 1000)
-        if result.top_similarity is not None:
-            m.top_similarity.labels(version).observe(result.top_similarity)
+        self._measure_stages(result)
         if self.flags.snapshot()[PERFORMANCE_LOGGING]:
             log.info("rag query request_id=%s served_by=%s reason=%s fallback=%s latency_ms=%.1f "
                      "embed_ms=%.1f search_ms=%.1f hits=%d", answer.query.request_id, version,
                      answer.decision.reason.value, answer.fallback, answer.latency_ms, result.embed_ms,
                      result.search_ms, len(result.hits))
+
+    # -- records ---------------------------------------------------------------------------
+    def _emit(self, record: QueryRecord) -> None:
+        for listener in self.record_listeners:
+            self._call(listener, record)
+
+    @staticmethod
+    def _call(callback: Callable, value: object) -> None:
+        try:
+            callback(value)
+        except Exception:  # a listener must never break an answer
+            log.exception("query listener %r failed", callback)
+
+    def _cache_hit(self, result: SearchResult) -> bool | None:
+        backend = self.backends.get(result.version)
+        return result.cache_hit if backend is not None and backend.query_cache is not None else None
+
+    def _base(self, query: RagQuery, decision: Decision, arrived: float, latency_ms: float, mode: str) -> dict:
+        query_hash, text = self.query_text(query.text)
+        return dict(logged_at=datetime.fromtimestamp(arrived, UTC), request_id=query.request_id, mode=mode,
+                    bucket=decision.bucket, reason=decision.reason.value, routed_version=decision.version,
+                    query_hash=query_hash, query_text=text, category=query.category, k=query.k,
+                    latency_ms=latency_ms)
+
+    def _answer_record(self, answer: RagAnswer, arrived: float, shadow: SearchRun | None,
+                       comparison: Comparison | None) -> QueryRecord:
+        result = answer.result
+        return QueryRecord(
+            **self._base(answer.query, answer.decision, arrived, answer.latency_ms, "routed"),
+            **self._main_fields(result), fallback=answer.fallback,
+            fallback_reason=answer.failure.kind if answer.failure else None, error_kind=None,
+            **_other_fields(shadow, comparison))
+
+    def _merged_record(self, merged: MergedAnswer, arrived: float) -> QueryRecord:
+        """The first version that answered (V1 unless it failed) in the main columns, the other in other_*."""
+        main = merged.answered[0]
+        others = [run for version, run in merged.runs.items() if version != main]
+        failed = [run for run in merged.runs.values() if run.failure is not None]
+        return QueryRecord(
+            **self._base(merged.query, merged.decision, arrived, merged.latency_ms, "merged"),
+            **{**self._main_fields(merged.runs[main].result), "served_version": merged.served_by},
+            fallback=bool(failed),
+            fallback_reason=failed[0].error if failed else None, error_kind=None,
+            **_other_fields(others[0] if others else None, merged.comparison))
+
+    def _main_fields(self, result: SearchResult) -> dict:
+        return dict(served_version=result.version, embed_ms=result.embed_ms, search_ms=result.search_ms,
+                    top_similarity=result.top_similarity, result_count=len(result.hits),
+                    cache_hit=self._cache_hit(result))
+
+    def _failure_record(self, query: RagQuery, decision: Decision, exc: SearchFailed,
+                        fallback_from: SearchFailed | None, arrived: float, latency_ms: float,
+                        mode: str = "routed") -> QueryRecord:
+        return QueryRecord(
+            **self._base(query, decision, arrived, latency_ms, mode), served_version=None, embed_ms=None,
+            search_ms=None, top_similarity=None, result_count=0, cache_hit=None, fallback=fallback_from is not None,
+            fallback_reason=fallback_from.kind if fallback_from else None, error_kind=exc.kind)
+
+
+def _other_fields(run: SearchRun | None, comparison: Comparison | None) -> dict:
+    """The other_* and comparison columns of a record."""
+    fields: dict = {}
+    if run is not None:
+        fields.update(other_version=run.version, other_latency_ms=run.latency_ms, other_error=run.error,
+                      other_top_similarity=run.result.top_similarity if run.result is not None else None)
+    if comparison is not None:
+        fields.update(overlap=comparison.overlap, rbo=comparison.rbo, kendall_tau=comparison.kendall_tau,
+                      top1_agreement=comparison.top1_agreement)
+    return fields

@@ -38,3 +38,11 @@ def child_exit(server, worker):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_exit(server, worker):
+    """A worker stopping gracefully closes its runtime: queued query_log rows are written, pools closed."""
+    app = getattr(worker, "wsgi", None)
+    runtime = getattr(app, "extensions", {}).get("rollout") if app is not None else None
+    if runtime is not None:
+        runtime.close()

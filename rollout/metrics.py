@@ -15,6 +15,7 @@ from prometheus_client import multiprocess
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.8, 1.2, 2.0, 5.0)
 SIMILARITY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
+OVERLAP_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 
 
 def multiprocess_mode() -> bool:
@@ -59,6 +60,53 @@ class Metrics:
                                         multiprocess_mode="max", registry=r)
         self.flags_redis_up = Gauge("flags_redis_up", "1 when every worker reaches Redis, else 0.",
                                     multiprocess_mode="min", registry=r)
+
+        # comparison: shadow queries, merged mode, query analytics
+        self.shadow_duration = Histogram("rag_shadow_duration_seconds",
+                                         "Time of a shadow search (the version that did not answer).",
+                                         ["version"], buckets=LATENCY_BUCKETS, registry=r)
+        self.shadow_top_similarity = Histogram("rag_shadow_top_similarity",
+                                               "Cosine similarity of a shadow search's best result.",
+                                               ["version"], buckets=SIMILARITY_BUCKETS, registry=r)
+        self.shadow_overlap = Histogram("rag_shadow_overlap",
+                                        "Agreement of the served list with the shadow list, by serving version and "
+                                        "measure (jaccard: overlap@k of IDs; rbo: rank-biased overlap).",
+                                        ["version", "measure"], buckets=OVERLAP_BUCKETS, registry=r)
+        self.shadow_comparisons = Counter("rag_shadow_comparisons", "Shadow pairs compared, by serving version.",
+                                          ["version"], registry=r)
+        self.shadow_top1_agreement = Counter("rag_shadow_top1_agreement",
+                                             "Compared shadow pairs whose first result is the same document.",
+                                             ["version"], registry=r)
+        self.shadow_failures = Counter("rag_shadow_failures", "Shadow searches that failed, by shadow version "
+                                                              "and kind (never seen by the client).",
+                                       ["version", "kind"], registry=r)
+        self.shadow_skipped = Counter("rag_shadow_skipped", "Shadow searches not run: sampled_out, saturated or "
+                                                            "held_off (a guard holds V2 off).",
+                                      ["version", "reason"], registry=r)
+        self.shadow_fallback_served = Counter("rag_shadow_fallback_served",
+                                              "V2 failures answered by the V1 shadow already in flight.",
+                                              ["version"], registry=r)
+        self.merged_requests = Counter("rag_merged_requests", "Merged-mode queries, by the versions that answered.",
+                                       ["version"], registry=r)
+        self.query_log_rows = Counter("rollout_query_log_rows", "query_log rows by outcome: written, dropped "
+                                                                "(queue full) or failed (database error).",
+                                      ["outcome"], registry=r)
+        for version in ("v1", "v2"):
+            for kind in ("embedding", "timeout", "database", "internal"):
+                self.shadow_failures.labels(version, kind)
+            for reason in ("sampled_out", "saturated", "held_off"):
+                self.shadow_skipped.labels(version, reason)
+            self.shadow_comparisons.labels(version)
+            self.shadow_top1_agreement.labels(version)
+            self.shadow_fallback_served.labels(version)
+        for version in ("v1", "v2", "both"):
+            self.merged_requests.labels(version)
+        for kind in ("embedding", "timeout", "database"):  # zero series, so error panels show 0, not "no data"
+            self.fallbacks.labels(kind)
+            for version in ("v1", "v2"):
+                self.version_errors.labels(version, kind)
+        for outcome in ("written", "dropped", "failed"):
+            self.query_log_rows.labels(outcome)
 
     def render(self) -> bytes:
         """The text exposition: merged across workers in multiprocess mode."""

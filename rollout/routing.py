@@ -69,8 +69,28 @@ class Router:
                 return Decision("v1", Reason.MIGRATION_DISABLED, user_bucket)
             if user_bucket >= threshold(snapshot[V2_PERCENTAGE]):
                 return Decision("v1", Reason.PERCENTAGE, user_bucket)
+        blocked = self._guarded(category)
+        if blocked is not None:
+            return Decision("v1", blocked, user_bucket)
+        return Decision("v2", Reason.FORCED if forced else Reason.PERCENTAGE, user_bucket)
+
+    def _guarded(self, category: str | None) -> Reason | None:
         for guard in self.guards:
             blocked = guard.v2_blocked(category)
             if blocked is not None:
-                return Decision("v1", blocked, user_bucket)
-        return Decision("v2", Reason.FORCED if forced else Reason.PERCENTAGE, user_bucket)
+                return blocked
+        return None
+
+    def v2_held_off(self, category: str | None = None, *, serving: bool = True) -> Reason | None:
+        """Why V2 may not be searched for this query now, whatever the user's bucket; None if it may.
+
+        `serving=True` (merged mode: V2's results reach the client) also honours the
+        master switch; `serving=False` (a shadow search) only the guards.
+        """
+        try:
+            if serving and not self.flags.snapshot()[GRADUAL_MIGRATION]:
+                return Reason.MIGRATION_DISABLED
+            return self._guarded(category)
+        except Exception:  # like decide(): when in doubt, V2 stays off
+            log.exception("V2 guard check failed; holding V2 off")
+            return Reason.ERROR

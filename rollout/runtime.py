@@ -16,14 +16,18 @@ from prometheus_client import CollectorRegistry
 
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagStore, ReplicatedHash, Replicator
 from flags.audit import FlagAudit
+from rollout.analytics.figures import Figures
+from rollout.analytics.querylog import QueryLogWriter, QueryText
 from rollout.backends import VersionBackend
 from rollout.config import VERSIONS, Settings
 from rollout.database import open_pool
 from rollout.embedders import build_embedder
 from rollout.gateway import RagGateway
+from rollout.merging import Merger, NearDuplicates
 from rollout.metrics import Metrics
 from rollout.routing import Router
 from rollout.services import service_urls
+from rollout.shadow import ShadowPool
 
 
 def redis_client(url: str) -> redis.Redis:
@@ -54,7 +58,20 @@ class Runtime:
             self.flags.add_audit_sink(self.flag_audit.record)
             self.backends = {v: VersionBackend(settings.version(v), self.embedders[v], self.pool) for v in VERSIONS}
             self.router = Router(self.flags, settings.routing_group)
-            self.gateway = RagGateway(self.router, self.backends, self.metrics, self.flags)
+            self.shadow_pool = ShadowPool(settings.shadow_max_concurrency)
+            merger = Merger(NearDuplicates(self.pool, [settings.version(v).table for v in VERSIONS]),
+                            threshold=settings.merge_duplicate_similarity,
+                            min_per_version=settings.merge_min_per_version, rrf_k=settings.merge_rrf_k)
+            self.gateway = RagGateway(self.router, self.backends, self.metrics, self.flags,
+                                      shadow_pool=self.shadow_pool, shadow_sample_rate=settings.shadow_sample_rate,
+                                      merger=merger, query_text=QueryText(settings.query_log_store_text,
+                                                                          settings.query_log_hash_key))
+            self.query_log = QueryLogWriter(self.pool, self.flags, self.metrics,
+                                            queue_size=settings.query_log_queue_size,
+                                            batch_size=settings.query_log_batch_size,
+                                            flush_interval_s=settings.query_log_flush_interval_s)
+            self.gateway.record_listeners.append(self.query_log.record)
+            self.figures = Figures(self.pool, settings)
         except BaseException:
             self.pool.close()
             raise
@@ -67,6 +84,7 @@ class Runtime:
         """Load the replicated state once, then keep it current from a background thread."""
         self.replicator.sync_now()
         self.replicator.start()
+        self.query_log.start()
         self.refresh_gauges()
         return self
 
@@ -85,6 +103,8 @@ class Runtime:
 
     def close(self) -> None:
         self.replicator.stop()
+        self.shadow_pool.shutdown()  # shadows in flight finish and hand their rows to the writer
+        self.query_log.close()
         self.pool.close()
         self.redis.close()
 

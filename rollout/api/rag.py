@@ -11,11 +11,11 @@ from flask import Blueprint, current_app, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rollout.api.auth import check_admin
-from rollout.api.errors import ApiError
+from rollout.api.errors import ApiError, bad_request
 from rollout.api.openapi import operation
 from rollout.api.validation import parse
 from rollout.backends import SearchFailed
-from rollout.gateway import RagAnswer, RagQuery
+from rollout.gateway import MergedAnswer, RagAnswer, RagQuery
 
 bp = Blueprint("rag", __name__)
 
@@ -37,6 +37,10 @@ class QueryRequest(BaseModel):
                                    description="Routing key when there is no user id.")
     min_similarity: float | None = Field(None, ge=-1, le=1, description="Drop results below this cosine.")
     version: Literal["v1", "v2"] | None = Field(None, description="Force a version (admin token required).")
+    mode: Literal["routed", "merged"] = Field(
+        "routed", description="routed: the user's version answers. merged: one list from V1 and V2, "
+                              "near-duplicates removed, ranked by reciprocal rank fusion (V1 alone while V2 "
+                              "is held off).")
 
     @field_validator("query")
     @classmethod
@@ -52,20 +56,32 @@ HIT_SCHEMA = {
     "type": "object",
     "properties": {"id": {"type": "string"}, "title": {"type": "string"}, "snippet": {"type": "string"},
                    "category": {"type": "string"}, "metadata": {"type": "object"},
-                   "similarity": {"type": "number", "description": "Cosine similarity in the serving version."}},
+                   "similarity": {"type": "number", "description": "Cosine similarity in the serving version."},
+        "rrf_score": {"type": "number", "description": "merged mode: reciprocal rank fusion score."},
+        "found_by": {"type": "array", "items": {"enum": ["v1", "v2"]}, "description": "merged mode."},
+        "ranks": {"type": "object", "description": "merged mode: 1-based rank in each version that found it."},
+        "similarities": {"type": "object", "description": "merged mode: cosine in each version's own space."},
+        "duplicates": {"type": "array", "items": {"type": "string"},
+                       "description": "merged mode: near-duplicate documents folded into this result."}},
 }
 ANSWER_SCHEMA = {
     "type": "object",
     "required": ["results", "served_by", "decision", "fallback", "latency_ms", "request_id"],
     "properties": {
         "results": {"type": "array", "items": HIT_SCHEMA},
-        "served_by": {"enum": ["v1", "v2"]},
+        "served_by": {"enum": ["v1", "v2", "merged"]},
+        "mode": {"enum": ["routed", "merged"]},
+        "sources": {"type": "object", "description": "merged mode: per version, its result count, latency and "
+                                                     "error, or why it was held off."},
+        "comparison": {"type": "object", "description": "merged mode: overlap, rbo, kendall_tau, top1_agreement "
+                                                        "of the two versions' lists."},
         "decision": {"type": "object", "properties": {
             "version": {"enum": ["v1", "v2"], "description": "The routed version (before any fallback)."},
             "reason": {"type": "string", "description": "percentage, migration_disabled, breaker_open, alert, "
                                                         "v2_incomplete, forced or error."},
             "bucket": {"type": ["integer", "null"], "description": "The user's bucket, 0-9999."}}},
-        "fallback": {"type": "boolean", "description": "V2 failed and V1 answered in the same request."},
+        "fallback": {"type": "boolean", "description": "V2 failed and V1 answered in the same request "
+                                                       "(merged mode: a version failed and the other answered)."},
         "fallback_reason": {"type": "string"},
         "latency_ms": {"type": "number"},
         "request_id": {"type": "string"},
@@ -95,20 +111,28 @@ def _request_id() -> str:
 
 
 @bp.post("/api/rag/query")
-@operation("Answer a RAG query from the version the user is routed to (V1 if V2 fails).", tags=("rag",),
+@operation("Answer a RAG query from the version the user is routed to (V1 if V2 fails), or from both "
+           "versions merged.", tags=("rag",),
            body=QueryRequest, ok=ANSWER_SCHEMA, errors=(401, 403, 413, 503))
 def query():
     body = parse(QueryRequest, max_bytes=MAX_BODY_BYTES)
+    if body.version is not None and body.mode == "merged":
+        raise bad_request("version and mode=merged exclude each other: merged mode searches both versions")
     if body.version is not None:
         check_admin()
     rag_query = RagQuery(text=body.query, k=body.k, category=body.category, min_similarity=body.min_similarity,
                          user_key=_user_key(body), forced=body.version, request_id=_request_id())
+    gateway = _runtime().gateway
     try:
-        answer = _runtime().gateway.answer(rag_query)
+        if body.mode == "merged":
+            answer = gateway.answer_merged(rag_query)
+            response = jsonify(merged_json(answer))
+        else:
+            answer = gateway.answer(rag_query)
+            response = jsonify(answer_json(answer))
     except SearchFailed as exc:
         raise ApiError(503, "search_unavailable", f"no version could answer: {exc}",
                        request_id=rag_query.request_id) from None
-    response = jsonify(answer_json(answer))
     response.headers["X-Request-Id"] = rag_query.request_id
     response.headers["X-Served-By"] = answer.served_by
     response.headers["X-Rollout-Worker"] = str(os.getpid())
@@ -124,9 +148,37 @@ def answer_json(answer: RagAnswer) -> dict:
         "fallback": answer.fallback,
         "latency_ms": round(answer.latency_ms, 3),
         "request_id": answer.query.request_id,
+        "mode": "routed",
     }
     if answer.failure is not None:
         body["fallback_reason"] = answer.failure.kind
+    return body
+
+
+def merged_json(answer: MergedAnswer) -> dict:
+    decision = answer.decision
+    sources: dict[str, dict] = {}
+    for version, run in answer.runs.items():
+        sources[version] = {"results": len(run.result.hits) if run.result else 0,
+                            "latency_ms": round(run.latency_ms, 3)}
+        if run.failure is not None:
+            sources[version]["error"] = run.failure.kind
+    if answer.held_off is not None:
+        sources["v2"] = {"results": 0, "held_off": answer.held_off.value}
+    failed = [run.failure.kind for run in answer.runs.values() if run.failure is not None]
+    body = {
+        "results": [hit.as_json() for hit in answer.hits],
+        "served_by": answer.served_by,
+        "decision": {"version": decision.version, "reason": decision.reason.value, "bucket": decision.bucket},
+        "fallback": bool(failed),
+        "latency_ms": round(answer.latency_ms, 3),
+        "request_id": answer.query.request_id,
+        "mode": "merged",
+        "sources": sources,
+        "comparison": answer.comparison.as_json() if answer.comparison else None,
+    }
+    if failed:
+        body["fallback_reason"] = failed[0]
     return body
 
 

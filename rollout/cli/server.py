@@ -13,6 +13,7 @@ from rollout import demo as demo_steps
 from rollout import schema
 from rollout.cli import cli, settings_of
 from rollout.config import Settings
+from rollout.maintenance import Maintenance
 from rollout.runtime import Runtime
 from rollout.server import GatewayProcess
 from rollout.services import ServiceUrls, service_urls
@@ -56,7 +57,8 @@ def _run_gateway(settings: Settings, urls: ServiceUrls, port: int, workers: int,
     metrics_dir = settings.metrics_dir or (settings.data_dir.resolve() / "metrics")
     gateway = GatewayProcess(_gateway_env(settings, urls), host=settings.host, port=port, workers=workers,
                              metrics_dir=metrics_dir)
-    with _terminate_as_interrupt():
+    maintenance = Maintenance(settings, urls.database_url)  # scheduled jobs: here, never in a web worker
+    with _terminate_as_interrupt(), maintenance:
         try:
             gateway.start()
             banner(gateway.url)
@@ -119,6 +121,9 @@ Try:
        -H 'Content-Type: application/json' -d '{{"value": 50, "reason": "next stage"}}'
   curl -s {url}/api/rag/v2/health
   curl -s {url}/metrics | grep '^rag_requests_total'
+  curl -s '{url}/api/monitoring/dashboard?range=1h'
+  rollout monitor --range 1h        # V1 beside V2 and the success criteria, in this folder
+  rollout compare --k 5             # the demo queries against both versions directly
 """)
 
 

@@ -1,0 +1,234 @@
+"""Shadow queries and query analytics: what they cost the request path, in one run.
+
+    python bench/shadow.py [--requests 300] [--seconds 6] [--rounds 4]
+
+The gateway runs under gunicorn (2 workers, gthread) on the demo corpus. Flags are
+changed through the API between blocks, and the blocks alternate (off, on, off, on,
+...) so drift on a shared machine hits both sides alike.
+
+1. Latency (one client, sequential requests, keep-alive): each version's own p50
+   (all traffic on V1, then on V2), then a 50 % split with FF_USE_PARALLEL_RAG off
+   and on. Target: p50 with shadow ≤ 1.15 × the slower version's own p50. Run twice:
+   with the local lexical embedders (CPU-bound: on 2 cores the shadow's embedding and
+   search compete with the answer's for the same CPUs, the worst case) and with
+   provider embedders (google for V1, openai for V2) behind a stand-in provider on
+   127.0.0.1 that answers in 20 ms, as a nearby real API would (the search runs
+   against the stored local vectors: the figures are latencies, not relevance).
+2. Throughput (4 client threads, shadow off, local embedders): requests per second
+   with FF_ENABLE_QUERY_ANALYTICS off and on. Target: the writer costs ≤ 5 %.
+
+Uses DATABASE_URL / REDIS_URL when set, else embedded services in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the stand-in embedding provider
+
+from fake_embedding_server import FakeEmbeddingServer  # noqa: E402
+
+from rollout import demo  # noqa: E402
+from rollout.analytics.figures import distribution  # noqa: E402
+from rollout.server import GatewayProcess  # noqa: E402
+from rollout.services.ports import free_port  # noqa: E402
+
+SHADOW_TARGET = 1.15
+ANALYTICS_TARGET = 0.05
+PROVIDER_DELAY_S = 0.02
+
+
+class Client:
+    """One keep-alive HTTP connection to the gateway."""
+
+    def __init__(self, port: int, token: str):
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.token = token
+
+    def call(self, method: str, path: str, body: dict | None = None, admin: bool = False) -> tuple[int, bytes]:
+        headers = {"Content-Type": "application/json"}
+        if admin:
+            headers["Authorization"] = f"Bearer {self.token}"
+        payload = json.dumps(body) if body is not None else None
+        try:
+            self.connection.request(method, path, body=payload, headers=headers)
+            response = self.connection.getresponse()
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            self.connection.close()  # the server closed an idle keep-alive connection: reconnect once
+            self.connection.request(method, path, body=payload, headers=headers)
+            response = self.connection.getresponse()
+        return response.status, response.read()
+
+    def flag(self, name: str, value) -> None:
+        status, body = self.call("PUT", f"/api/flags/{name}", {"value": value, "reason": "bench"}, admin=True)
+        if status != 200:
+            raise RuntimeError(f"setting {name} failed: {status} {body[:200]!r}")
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def query_body(queries: list[str], n: int) -> dict:
+    return {"query": queries[n % len(queries)], "user_id": f"user-{n % 997}", "k": 10}
+
+
+def latencies(client: Client, queries: list[str], count: int, offset: int) -> list[float]:
+    measured = []
+    for n in range(offset, offset + count):
+        started = time.perf_counter()
+        status, _ = client.call("POST", "/api/rag/query", query_body(queries, n))
+        measured.append((time.perf_counter() - started) * 1000)
+        if status != 200:
+            raise RuntimeError(f"query failed with {status}")
+    return measured
+
+
+def throughput(port: int, token: str, queries: list[str], seconds: float, threads: int = 4) -> float:
+    stop = threading.Event()
+    counts = [0] * threads
+
+    def worker(index: int) -> None:
+        client = Client(port, token)
+        n = index * 100_000
+        while not stop.is_set():
+            status, _ = client.call("POST", "/api/rag/query", query_body(queries, n))
+            if status == 200:
+                counts[index] += 1
+            n += 1
+        client.close()
+
+    workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    started = time.perf_counter()
+    for w in workers:
+        w.start()
+    time.sleep(seconds)
+    stop.set()
+    for w in workers:
+        w.join(30)
+    return sum(counts) / (time.perf_counter() - started)
+
+
+def settle(client: Client, flags: dict) -> None:
+    for name, value in flags.items():
+        client.flag(name, value)
+    time.sleep(0.3)  # pub/sub reaches every worker in milliseconds; leave the shadows of the last block to end
+
+
+def metric(client: Client, name: str) -> float:
+    _, body = client.call("GET", "/metrics")
+    total = 0.0
+    for line in body.decode().splitlines():
+        if line.startswith(name):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def latency_blocks(client: Client, queries: list[str], requests: int, rounds: int) -> dict[str, list[float]]:
+    """Sequential latencies per condition, the conditions alternating `rounds` times."""
+    latencies(client, queries, 50, 0)  # warm-up: connections, caches
+    blocks: dict[str, list[float]] = {"v1": [], "v2": [], "off": [], "on": []}
+    per_block, offset = max(10, requests // rounds), 0
+    for _ in range(rounds):
+        for name, flags in (("v1", {"FF_NEW_EMBEDDINGS_PERCENTAGE": 0, "FF_USE_PARALLEL_RAG": False}),
+                            ("v2", {"FF_NEW_EMBEDDINGS_PERCENTAGE": 100}),
+                            ("off", {"FF_NEW_EMBEDDINGS_PERCENTAGE": 50}),
+                            ("on", {"FF_USE_PARALLEL_RAG": True})):
+            settle(client, flags)
+            blocks[name] += latencies(client, queries, per_block, offset)
+            offset += per_block
+    settle(client, {"FF_USE_PARALLEL_RAG": False})
+    return blocks
+
+
+def latency_lines(label: str, blocks: dict[str, list[float]], shadows: float) -> list[str]:
+    p50 = {name: distribution(values)["p50"] for name, values in blocks.items()}
+    slower = max(("v1", "v2"), key=lambda v: p50[v])
+    ratio = p50["on"] / p50[slower]
+    return [
+        f"[{label}] own p50: v1 {p50['v1']:.2f} ms, v2 {p50['v2']:.2f} ms ({len(blocks['v1'])} sequential "
+        f"requests each); 50 % split: shadow off {p50['off']:.2f} ms, shadow on {p50['on']:.2f} ms "
+        f"({int(shadows)} comparisons)",
+        f"[{label}] shadow on p50 {p50['on']:.2f} ms vs slower version's own p50 ({slower}) {p50[slower]:.2f} ms: "
+        f"ratio {ratio:.3f} (target <= {SHADOW_TARGET}) {verdict(ratio <= SHADOW_TARGET)}",
+    ]
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def run(requests: int, seconds: float, rounds: int) -> list[str]:
+    lines: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="bench-shadow-") as tmp:
+        folder = Path(tmp)
+        token = secrets.token_urlsafe(16)
+        with demo.prepared_services(folder / "services") as urls:
+            queries = [q for q in demo.queries_path().read_text().splitlines() if q.strip()]
+
+            def gateway(name: str, **extra: str) -> GatewayProcess:
+                env = {"DATABASE_URL": urls.database_url, "REDIS_URL": urls.redis_url, "ROLLOUT_ADMIN_TOKEN": token,
+                       "REDIS_KEY_PREFIX": f"bench-shadow-{secrets.token_hex(4)}", "GUNICORN_LOG_LEVEL": "warning",
+                       "FF_ENABLE_GRADUAL_MIGRATION": "true", **extra}
+                return GatewayProcess(env, port=free_port(), workers=2, metrics_dir=folder / f"metrics-{name}",
+                                      log_file=folder / f"gateway-{name}.log")
+
+            with gateway("local").start() as local:
+                client = Client(local.port, token)
+                blocks = latency_blocks(client, queries, requests, rounds)
+                lines += latency_lines("local embedders", blocks, metric(client, "rag_shadow_comparisons_total"))
+                rates: dict[str, list[float]] = {"off": [], "on": []}
+                for _ in range(rounds):
+                    for name, value in (("off", False), ("on", True)):
+                        settle(client, {"FF_ENABLE_QUERY_ANALYTICS": value})
+                        rates[name].append(throughput(local.port, token, queries, seconds))
+                written = metric(client, 'rollout_query_log_rows_total{outcome="written"}')
+                dropped = metric(client, 'rollout_query_log_rows_total{outcome="dropped"}')
+                client.close()
+            off_rate, on_rate = sum(rates["off"]) / rounds, sum(rates["on"]) / rounds
+            ratio = float(np.median([on / off for on, off in zip(rates["on"], rates["off"])]))  # per round pair
+            cost = 1 - ratio
+            lines.append(f"[local embedders] throughput with query analytics {on_rate:.0f} req/s vs without "
+                         f"{off_rate:.0f} req/s: median ratio of {rounds} alternating rounds {ratio:.3f}, "
+                         f"cost {cost:.1%} (target <= "
+                         f"{ANALYTICS_TARGET:.0%}) {verdict(cost <= ANALYTICS_TARGET)}; {int(written)} rows "
+                         f"written, {int(dropped)} dropped")
+
+            with FakeEmbeddingServer() as provider:
+                provider.delay_s = PROVIDER_DELAY_S
+                remote = gateway("provider", V1_EMBEDDER="google", GOOGLE_API_KEY="bench-key",
+                                 GOOGLE_BASE_URL=provider.url, V2_EMBEDDER="openai", OPENAI_API_KEY="bench-key",
+                                 OPENAI_BASE_URL=f"{provider.url}/v1")
+                with remote.start():
+                    client = Client(remote.port, token)
+                    blocks = latency_blocks(client, queries, requests // 2, rounds)
+                    label = f"provider embedders, {PROVIDER_DELAY_S * 1000:.0f} ms"
+                    lines += latency_lines(label, blocks, metric(client, "rag_shadow_comparisons_total"))
+                    client.close()
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=400, help="Sequential requests per latency condition.")
+    parser.add_argument("--seconds", type=float, default=5.0, help="Length of one throughput block.")
+    parser.add_argument("--rounds", type=int, default=6, help="Alternations of each comparison.")
+    args = parser.parse_args()
+    for line in run(args.requests, args.seconds, args.rounds):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

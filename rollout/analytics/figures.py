@@ -1,0 +1,304 @@
+"""The figures that answer "is V2 as good as V1 yet?", read from `query_log`: the one place they are computed.
+
+`GET /api/monitoring/dashboard`, `rollout monitor` and `rollout baseline` all call
+`Figures.dashboard()`. Per version, over a window:
+
+- requests, latency p50/p95/p99, error rate and fallbacks count the queries *routed*
+  to the version: a V2 failure answered by V1 is a V2 error, and its latency
+  (V2's failed attempt plus V1's answer) is what the V2 user waited;
+- mean top similarity takes every top similarity the version produced, as the
+  server (routed queries) or as the shadow (the same queries, measured in the
+  background), each in that version's own embedding space;
+- cache hit rate counts queries the version served with a query cache configured;
+- shadow overlap compares the served list with the shadow list of the same query.
+
+Percentiles are PostgreSQL's `percentile_cont` (linear interpolation, as numpy's
+default). All reads of one call share a REPEATABLE READ snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from psycopg_pool import ConnectionPool
+
+from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagSnapshot
+from rollout.config import VERSIONS, Settings
+
+RANGES: dict[str, timedelta] = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
+CRITICAL_WINDOW = timedelta(hours=24)
+
+
+class InvalidRange(ValueError):
+    pass
+
+
+def parse_range(name: str) -> timedelta:
+    try:
+        return RANGES[name]
+    except KeyError:
+        raise InvalidRange(f"unknown range {name!r}; expected one of {', '.join(RANGES)}") from None
+
+
+def distribution(values) -> dict:
+    """count, mean, min, p10/p50/p90/p95/p99, max of `values` (None entries skipped); empty → count 0."""
+    data = np.asarray([v for v in values if v is not None], dtype=float)
+    if data.size == 0:
+        return {"count": 0}
+    p10, p50, p90, p95, p99 = np.percentile(data, [10, 50, 90, 95, 99])
+    return {"count": int(data.size), "mean": float(data.mean()), "min": float(data.min()), "p10": float(p10),
+            "p50": float(p50), "p90": float(p90), "p95": float(p95), "p99": float(p99), "max": float(data.max())}
+
+
+def target_shares(snapshot: FlagSnapshot) -> dict[str, float]:
+    """The share (0-1) of users the flags route to each version."""
+    v2 = snapshot[V2_PERCENTAGE] / 100 if snapshot[GRADUAL_MIGRATION] else 0.0
+    return {"v1": 1.0 - v2, "v2": v2}
+
+
+@dataclass
+class ShadowFigures:
+    compared: int = 0
+    mean_overlap: float | None = None
+    mean_rbo: float | None = None
+    top1_agreement_rate: float | None = None
+
+
+@dataclass
+class VersionFigures:
+    version: str
+    requests: int = 0                  # routed to this version
+    served: int = 0                    # answered by this version (V1 includes fallbacks)
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    errors: int = 0                    # routed here, and this version did not answer
+    error_rate: float | None = None
+    fallbacks: int = 0                 # routed here, answered by V1 after a failure
+    mean_top_similarity: float | None = None
+    similarity_samples: int = 0
+    cache_hit_rate: float | None = None
+    cache_samples: int = 0
+    actual_share: float | None = None  # of routed queries
+    target_share: float = 0.0          # from the flags, now
+    shadow: ShadowFigures = field(default_factory=ShadowFigures)
+
+    @classmethod
+    def from_json(cls, data: dict) -> VersionFigures:
+        data = dict(data)
+        data["shadow"] = ShadowFigures(**data.get("shadow", {}))
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class Criterion:
+    name: str
+    description: str
+    status: str                        # pass | fail | insufficient_data
+    value: float | int | None
+    threshold: float | int
+    detail: str
+
+
+@dataclass
+class Baseline:
+    id: int
+    created_at: datetime
+    range: str
+    figures: VersionFigures
+    note: str | None = None
+
+    def as_json(self) -> dict:
+        return {"id": self.id, "created_at": self.created_at.isoformat(), "range": self.range,
+                "figures": asdict(self.figures), "note": self.note}
+
+
+@dataclass
+class Dashboard:
+    range: str
+    since: datetime
+    until: datetime
+    queries: int
+    merged_queries: int
+    failed_queries: int                # no version could answer
+    critical_errors_24h: int
+    versions: dict[str, VersionFigures]
+    criteria: list[Criterion]
+    baseline: Baseline | None = None
+
+    @property
+    def verdict(self) -> str:
+        """pass (every criterion passes), fail (one fails), or incomplete (data missing for one)."""
+        statuses = {c.status for c in self.criteria}
+        if "fail" in statuses:
+            return "fail"
+        return "pass" if statuses == {"pass"} else "incomplete"
+
+    def as_json(self) -> dict:
+        return {"range": self.range, "since": self.since.isoformat(), "until": self.until.isoformat(),
+                "queries": self.queries, "merged_queries": self.merged_queries,
+                "failed_queries": self.failed_queries, "critical_errors_24h": self.critical_errors_24h,
+                "versions": {v: asdict(f) for v, f in self.versions.items()},
+                "criteria": [asdict(c) for c in self.criteria], "verdict": self.verdict,
+                "baseline": self.baseline.as_json() if self.baseline else None}
+
+
+_WINDOW = "logged_at >= %(since)s AND logged_at < %(until)s"
+
+_BY_ROUTED = f"""
+    SELECT routed_version, count(*),
+           percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY latency_ms),
+           count(*) FILTER (WHERE fallback OR served_version IS NULL),
+           count(*) FILTER (WHERE fallback)
+    FROM query_log WHERE {_WINDOW} AND mode = 'routed' GROUP BY routed_version"""
+
+_BY_SERVED = f"""
+    SELECT served_version, count(*), avg(cache_hit::int), count(cache_hit),
+           count(overlap), avg(overlap), avg(rbo), avg(top1_agreement::int)
+    FROM query_log WHERE {_WINDOW} AND mode = 'routed' AND served_version IS NOT NULL GROUP BY served_version"""
+
+_SIMILARITY = f"""
+    SELECT version, avg(similarity), count(similarity) FROM (
+        SELECT served_version AS version, top_similarity AS similarity FROM query_log
+        WHERE {_WINDOW} AND mode = 'routed' AND served_version IS NOT NULL
+        UNION ALL
+        SELECT other_version, other_top_similarity FROM query_log
+        WHERE {_WINDOW} AND mode = 'routed' AND other_version IS NOT NULL
+    ) observed GROUP BY version"""
+
+_TOTALS = f"""
+    SELECT count(*) FILTER (WHERE logged_at >= %(since)s),
+           count(*) FILTER (WHERE logged_at >= %(since)s AND mode = 'merged'),
+           count(*) FILTER (WHERE logged_at >= %(since)s AND served_version IS NULL),
+           count(*) FILTER (WHERE logged_at >= %(day_ago)s AND served_version IS NULL)
+    FROM query_log WHERE logged_at >= least(%(since)s, %(day_ago)s) AND logged_at < %(until)s"""
+
+_LATEST_BASELINE = """SELECT id, created_at, range, figures, note FROM performance_baselines
+                      WHERE version = 'v1' ORDER BY created_at DESC, id DESC LIMIT 1"""
+
+
+class Figures:
+    def __init__(self, pool: ConnectionPool, settings: Settings):
+        self.pool = pool
+        self.settings = settings
+
+    def dashboard(self, range_name: str, flags: FlagSnapshot, *, until: datetime | None = None) -> Dashboard:
+        """Figures over the last `range_name` (1h, 24h, 7d); InvalidRange otherwise."""
+        window = parse_range(range_name)
+        until = until or datetime.now(UTC)
+        params = {"since": until - window, "until": until, "day_ago": until - CRITICAL_WINDOW}
+        versions = {v: VersionFigures(v) for v in VERSIONS}
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            conn.execute("SELECT set_config('statement_timeout', %s, true)",
+                         (f"{self.settings.monitoring_query_timeout_ms}ms",))
+            for version, requests, percentiles, errors, fallbacks in conn.execute(_BY_ROUTED, params):
+                f = versions[version]
+                f.requests, f.errors, f.fallbacks = requests, errors, fallbacks
+                f.p50_ms, f.p95_ms, f.p99_ms = percentiles
+                f.error_rate = errors / requests
+            for row in conn.execute(_BY_SERVED, params):
+                version, served, cache_rate, cache_samples, compared, overlap, rbo, top1 = row
+                if version not in versions:
+                    continue
+                f = versions[version]
+                f.served, f.cache_hit_rate, f.cache_samples = served, _float(cache_rate), cache_samples
+                f.shadow = ShadowFigures(compared, _float(overlap), _float(rbo), _float(top1))
+            for version, similarity, samples in conn.execute(_SIMILARITY, params):
+                versions[version].mean_top_similarity = _float(similarity)
+                versions[version].similarity_samples = samples
+            queries, merged, failed, critical = conn.execute(_TOTALS, params).fetchone()
+            baseline = _baseline(conn.execute(_LATEST_BASELINE).fetchone())
+        routed = sum(f.requests for f in versions.values())
+        for version, share in target_shares(flags).items():
+            versions[version].target_share = share
+            versions[version].actual_share = versions[version].requests / routed if routed else None
+        dashboard = Dashboard(range_name, params["since"], until, queries, merged, failed, critical, versions, [],
+                              baseline)
+        dashboard.criteria = self.criteria(dashboard)
+        return dashboard
+
+    def store_baseline(self, dashboard: Dashboard, note: str | None = None) -> Baseline:
+        """Keep the V1 figures of `dashboard` as the baseline later figures are compared with."""
+        figures = dashboard.versions["v1"]
+        with self.pool.connection() as conn:
+            row = conn.execute("""INSERT INTO performance_baselines (version, range, figures, note)
+                                  VALUES ('v1', %s, %s, %s) RETURNING id, created_at, range, figures, note""",
+                               (dashboard.range, json.dumps(asdict(figures)), note)).fetchone()
+        return _baseline(row)
+
+    def latest_baseline(self) -> Baseline | None:
+        with self.pool.connection() as conn:
+            return _baseline(conn.execute(_LATEST_BASELINE).fetchone())
+
+    def criteria(self, d: Dashboard) -> list[Criterion]:
+        """The seed's success criteria for V2, with thresholds from the settings."""
+        s, v1, v2 = self.settings, d.versions["v1"], d.versions["v2"]
+        enough = s.criteria_min_samples
+        if v1.requests >= enough or d.baseline is None or d.baseline.figures.p95_ms is None:
+            reference, source, reference_known = v1.p95_ms, "V1", v1.requests >= enough
+        else:  # V1 has (almost) no traffic left: judge V2 against the stored V1 baseline
+            reference, source = d.baseline.figures.p95_ms, f"the V1 baseline of {d.baseline.created_at:%Y-%m-%d}"
+            reference_known = True
+        latency_known = reference_known and v2.requests >= enough and v2.p95_ms is not None
+        return [
+            _criterion(
+                "v2_p95_latency", f"V2 p95 ≤ V1 p95 and < {s.criteria_max_p95_ms:g} ms", v2.p95_ms,
+                s.criteria_max_p95_ms, latency_known,
+                latency_known and v2.p95_ms <= reference and v2.p95_ms < s.criteria_max_p95_ms,
+                f"V2 p95 {_ms(v2.p95_ms)} vs {source} p95 {_ms(reference)}, limit {s.criteria_max_p95_ms:g} ms; "
+                f"{v2.requests} V2 and {v1.requests} V1 queries"),
+            _criterion(
+                "v2_mean_similarity", f"V2 mean top similarity > {s.criteria_min_mean_similarity:g}",
+                v2.mean_top_similarity, s.criteria_min_mean_similarity, v2.similarity_samples >= enough,
+                (v2.mean_top_similarity or 0) > s.criteria_min_mean_similarity,
+                f"{_num(v2.mean_top_similarity)} over {v2.similarity_samples} results (V1: "
+                f"{_num(v1.mean_top_similarity)})"),
+            _criterion(
+                "critical_errors_24h", f"at most {s.criteria_max_critical_errors} critical errors in 24 h",
+                d.critical_errors_24h, s.criteria_max_critical_errors, True,
+                d.critical_errors_24h <= s.criteria_max_critical_errors,
+                f"{d.critical_errors_24h} queries no version could answer in the last 24 h"),
+            _criterion(
+                "v2_error_rate", f"V2 error rate < {s.criteria_max_error_rate:.2%}", v2.error_rate,
+                s.criteria_max_error_rate, v2.requests >= enough,
+                v2.error_rate is not None and v2.error_rate < s.criteria_max_error_rate,
+                f"{v2.errors} of {v2.requests} V2 queries failed ({v2.fallbacks} answered by V1)"),
+            _criterion(
+                "v2_cache_hit_rate", f"V2 query cache hit rate > {s.criteria_min_cache_hit_rate:.0%}",
+                v2.cache_hit_rate, s.criteria_min_cache_hit_rate, v2.cache_samples >= enough,
+                (v2.cache_hit_rate or 0) > s.criteria_min_cache_hit_rate,
+                f"{_pct(v2.cache_hit_rate)} over {v2.cache_samples} V2 queries with a query cache"
+                if v2.cache_samples else "no V2 query went through a query cache"),
+        ]
+
+
+def _criterion(name: str, description: str, value, threshold, known: bool, passed: bool, detail: str) -> Criterion:
+    status = "insufficient_data" if not known else ("pass" if passed else "fail")
+    return Criterion(name, description, status, value, threshold, detail)
+
+
+def _baseline(row) -> Baseline | None:
+    if row is None:
+        return None
+    figures = row[3] if isinstance(row[3], dict) else json.loads(row[3])
+    return Baseline(row[0], row[1], row[2], VersionFigures.from_json(figures), row[4])
+
+
+def _float(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} ms"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"

@@ -1,0 +1,63 @@
+"""`GET /api/monitoring/dashboard`: V1 beside V2 from query_log, and the success criteria with their values."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+
+from flags import QUERY_ANALYTICS
+from rollout.analytics.figures import RANGES, InvalidRange
+from rollout.api.errors import bad_request
+from rollout.api.openapi import operation, query_parameter
+
+bp = Blueprint("monitoring_dashboard", __name__)
+
+VERSION_FIGURES = {
+    "type": "object",
+    "properties": {
+        "requests": {"type": "integer", "description": "Queries routed to this version."},
+        "served": {"type": "integer", "description": "Queries this version answered (V1 includes fallbacks)."},
+        "p50_ms": {"type": ["number", "null"]}, "p95_ms": {"type": ["number", "null"]},
+        "p99_ms": {"type": ["number", "null"]},
+        "errors": {"type": "integer"}, "error_rate": {"type": ["number", "null"]},
+        "fallbacks": {"type": "integer"},
+        "mean_top_similarity": {"type": ["number", "null"]}, "similarity_samples": {"type": "integer"},
+        "cache_hit_rate": {"type": ["number", "null"]}, "cache_samples": {"type": "integer"},
+        "actual_share": {"type": ["number", "null"]}, "target_share": {"type": "number"},
+        "shadow": {"type": "object", "properties": {
+            "compared": {"type": "integer"}, "mean_overlap": {"type": ["number", "null"]},
+            "mean_rbo": {"type": ["number", "null"]}, "top1_agreement_rate": {"type": ["number", "null"]}}},
+    },
+}
+DASHBOARD_SCHEMA = {
+    "type": "object",
+    "required": ["range", "versions", "criteria", "verdict"],
+    "properties": {
+        "range": {"enum": list(RANGES)}, "since": {"type": "string"}, "until": {"type": "string"},
+        "queries": {"type": "integer"}, "merged_queries": {"type": "integer"},
+        "failed_queries": {"type": "integer"}, "critical_errors_24h": {"type": "integer"},
+        "versions": {"type": "object", "properties": {"v1": VERSION_FIGURES, "v2": VERSION_FIGURES}},
+        "criteria": {"type": "array", "items": {"type": "object", "properties": {
+            "name": {"type": "string"}, "description": {"type": "string"},
+            "status": {"enum": ["pass", "fail", "insufficient_data"]},
+            "value": {"type": ["number", "null"]}, "threshold": {"type": "number"}, "detail": {"type": "string"}}}},
+        "verdict": {"enum": ["pass", "fail", "incomplete"]},
+        "baseline": {"type": ["object", "null"], "description": "The latest stored V1 baseline."},
+        "query_analytics": {"type": "boolean", "description": "FF_ENABLE_QUERY_ANALYTICS now."},
+    },
+}
+
+
+@bp.get("/api/monitoring/dashboard")
+@operation("V1 beside V2 over a window (requests, latency percentiles, error rate, similarity, fallbacks, "
+           "cache hit rate, traffic share, shadow overlap) and the success criteria.", tags=("monitoring",),
+           ok=DASHBOARD_SCHEMA, errors=(400, 503),
+           parameters=[query_parameter("range", {"enum": list(RANGES), "default": "24h"}, "The window.")])
+def dashboard():
+    runtime = current_app.extensions["rollout"]
+    range_name = request.args.get("range", "24h")
+    snapshot = runtime.flags.snapshot()
+    try:
+        figures = runtime.figures.dashboard(range_name, snapshot)
+    except InvalidRange as exc:
+        raise bad_request(str(exc), "invalid_range") from None
+    return jsonify({**figures.as_json(), "query_analytics": bool(snapshot[QUERY_ANALYTICS])})

@@ -1,0 +1,101 @@
+"""The second version's search, run beside the request on a small bounded pool of threads.
+
+Used by shadow queries (the other version, compared in the background) and by
+merged mode (both versions at once). The pool never queues: when every slot is
+busy, `submit` returns None at once and the caller decides (a shadow is skipped
+and counted; merged mode searches inline). So a burst of traffic can add at most
+`max_concurrency` searches per process, and never delays an answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from rollout.backends import SearchFailed, SearchResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRun:
+    """The outcome of one search on the pool: a result or a failure kind, and how long it took."""
+
+    version: str
+    result: SearchResult | None
+    latency_ms: float
+    failure: SearchFailed | None = None
+
+    @property
+    def error(self) -> str | None:
+        return self.failure.kind if self.failure is not None else None
+
+
+def timed_search(version: str, search: Callable[[], SearchResult]) -> SearchRun:
+    """Run `search`, turning every exception into a SearchRun with a failure kind (never raises)."""
+    started = time.perf_counter()
+    try:
+        result = search()
+        failure = None
+    except SearchFailed as exc:
+        result, failure = None, exc
+    except Exception as exc:  # a bug in the second search must never reach the answer
+        log.exception("%s search on the shadow pool failed", version)
+        result, failure = None, SearchFailed(version, "internal", f"{type(exc).__name__}: {exc}")
+    return SearchRun(version, result, (time.perf_counter() - started) * 1000, failure)
+
+
+@dataclass(frozen=True)
+class PendingSearch:
+    """A search running on the pool; `run` is resolved when it ends (never left pending)."""
+
+    version: str
+    run: Future[SearchRun]
+
+    def result(self) -> SearchRun:
+        return self.run.result()
+
+
+class ShadowPool:
+    def __init__(self, max_concurrency: int):
+        self.max_concurrency = max_concurrency
+        self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="rag-shadow")
+
+    def submit(self, version: str, search: Callable[[], SearchResult],
+               then: Callable[[SearchRun], None] | None = None) -> PendingSearch | None:
+        """Start `search` on a free slot, then run `then(run)` in the same thread (the slot is held until
+        it returns); None when all slots are busy (or the pool is shut down)."""
+        if not self._slots.acquire(blocking=False):
+            return None
+        pending = PendingSearch(version, Future())
+
+        def task() -> None:
+            run = timed_search(version, search)
+            pending.run.set_result(run)
+            if then is not None:
+                try:
+                    then(run)
+                except Exception:
+                    log.exception("after the %s search on the shadow pool", version)
+
+        def finished(future: Future) -> None:
+            self._slots.release()
+            if future.cancelled() and not pending.run.done():  # shut down before it started
+                pending.run.set_result(SearchRun(version, None, 0.0,
+                                                 SearchFailed(version, "internal", "cancelled at shutdown")))
+
+        try:
+            future = self._executor.submit(task)
+        except RuntimeError:  # shut down
+            self._slots.release()
+            return None
+        future.add_done_callback(finished)
+        return pending
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._executor.shutdown(wait=wait, cancel_futures=True)
