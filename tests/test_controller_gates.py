@@ -128,8 +128,9 @@ def test_margin_at_exactly_its_value_is_allowed(v2_seconds, status):
     assert result.status is status, result.reason
 
 
-def test_at_100_percent_without_v1_only_the_ceiling_is_judged():
-    result = latency_gate(evidence(version(), version(2000, lat=latencies(2000, 3)), percentage=100.0), T)
+@pytest.mark.parametrize("v1", [version(), version(5, lat=latencies(5, 1))])
+def test_at_100_percent_only_the_ceiling_is_judged(v1):
+    result = latency_gate(evidence(v1, version(2000, lat=latencies(2000, 3)), percentage=100.0), T)
     assert result.status is GateStatus.PASSED and "ceiling only" in result.reason
     assert "p95_ratio" not in result.values
 

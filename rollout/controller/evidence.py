@@ -21,7 +21,7 @@ def _array(values: Sequence[float] | np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class VersionEvidence:
-    """One version's traffic in the window.
+    """One version's traffic in the window (routed queries only: leave out those an admin forced).
 
     requests: queries this version served (or failed) in the window.
     errors: those that failed on this version (a V2 failure answered by V1's fallback counts for V2).

@@ -13,8 +13,7 @@ slower by more than the margin, not whether it differs at all, which enough samp
 
 Nothing is judged before both versions have `min_samples` latencies in the stage: a stage
 starts with V2's caches and index pages cold, and its first minutes must not decide.
-At 100 % V1 serves nothing, so only the ceiling is judged (unless the caller passes V1
-latencies from an earlier window as a baseline).
+At 100 % V1 serves nothing, so only the ceiling is judged.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ NAME = "latency"
 def latency_gate(evidence: Evidence, thresholds: Thresholds) -> GateResult:
     t = thresholds
     v1, v2 = evidence.v1.latencies_s, evidence.v2.latencies_s
-    compared = evidence.percentage < 100 or len(v1) > 0
+    compared = evidence.percentage < 100
     limits = {"latency_margin": t.latency_margin, "max_p95_ms": t.max_p95_s * 1000, "quantile": t.latency_quantile,
               "min_samples": t.min_samples, "rollback_alpha": t.rollback_alpha,
               "advance_confidence": t.advance_confidence}
