@@ -2,27 +2,28 @@
 against a Flagger-style fixed-threshold check on the same synthetic traffic.
 
 Traffic: V1 latency lognormal (median 120 ms, sigma 0.5: p95 274 ms), top similarity
-Beta(mean 0.78, concentration 30), errors Bernoulli(0.02 %). V2 is healthy (the same as
-V1), healthy within the tolerance (5 % slower, 0.05 % errors, similarity 0.76), or regressed:
+Beta(mean 0.78, concentration 30), errors Bernoulli(0.02 %). V2 is healthy (the same as V1),
+healthy within the tolerance (5 % slower, 0.05 % errors, similarity 0.76), or regressed:
 p95 +25 % with every request 25 % slower, p95 +25 % in the tail alone (median unchanged),
-similarity -0.1, error rate 1 %. One request in five carries a shadow overlap, Beta(mean 0.72).
+similarity -0.1, error rate 1 %. One V2 request in five carries a shadow overlap, Beta(mean 0.72).
 
 A stage: the split of one of the stages 10/25/50/75 % (100 % has no V1 to compare with),
-traffic such that the smaller side reaches the default minimum samples exactly when the
-stage's minimum time ends, and 12 evaluations over that time (the j-th when it has j/12 of them). Ours judges the stage's
-growing window with `rollout.controller.judge` and the default plan, and `apply_verdict`
-moves the stage (a paused stage is still watched and may roll back, as in the controller).
-A healthy stage still holding at the end keeps going (up to three times as long) so the
-table shows when it advances. Regressions count as detected only when rolled back within
-the minimum stage.
+with traffic such that the smaller side reaches the default minimum samples exactly when the
+stage's minimum time ends, and 12 evaluations over that time (the j-th when the smaller side
+has j/12 of them). Ours judges the stage's growing window with `rollout.controller.judge` and
+the default plan, and `apply_verdict` moves the stage (a paused stage is still watched and may
+roll back, as in the controller). A healthy stage still holding at the end keeps going (up to
+three times as long) so the table shows when it advances. A regression counts as detected only
+when rolled back within the minimum stage. The hardest one (tail only) runs again under lower
+minimum samples to show what lowering ROLLOUT_MIN_SAMPLES costs.
 
-The baseline mimics Flagger's analysis: at every check it reads V2's metrics over the last
-interval alone and fails the check when any is out of its fixed range; the stage rolls back
-once the failed checks reach the threshold (5, as in Flagger's examples), else it advances.
-Its ranges are our thresholds made fixed: success rate >= 99.9 %, p95 <= 1.1 x V1's known
-p95 and <= 800 ms, mean similarity >= 0.7. It gets the generous setting of one check per
-evaluation (hundreds of V2 requests per check); Flagger's default one-minute interval would
-give it fewer requests per check and more false rollbacks.
+The baseline mimics Flagger's analysis: each check reads V2's metrics over the last interval
+alone and fails when any is out of its fixed range; failed checks add up over the analysis (a
+passing check does not reset them, as in Flagger's scheduler) and the stage rolls back when
+they reach the threshold (5, as in Flagger's examples), else it advances. Its ranges are our
+thresholds made fixed: success rate >= 99.9 %, p95 <= 1.1 x V1's known p95 and <= 800 ms,
+mean similarity >= 0.7. It gets the generous setting of one check per evaluation (hundreds
+of V2 requests per check); a second column gives it four times as many, shorter checks.
 Targets: false rollbacks of a healthy V2 <= 1 % per stage; >= 99 % of each regression
 rolled back within one stage at the default minimum samples.
 """

@@ -208,7 +208,8 @@ def test_rate_bounds_are_scipy_clopper_pearson(errors, requests):
 def test_critical_errors_hold_the_stage():
     passed = critical_errors_gate(evidence(v2=version(10, critical_errors=0)), T, 86400)
     held = critical_errors_gate(evidence(v2=version(10, critical_errors=1)), T, 86400)
-    allowed = critical_errors_gate(evidence(v2=version(10, critical_errors=2)), Thresholds(max_critical_errors=2), 86400)
+    two = evidence(v2=version(10, critical_errors=2))
+    allowed = critical_errors_gate(two, Thresholds(max_critical_errors=2), 86400)
     assert passed.status is GateStatus.PASSED and allowed.status is GateStatus.PASSED
     assert held.status is GateStatus.FAILED and held.outcome is Outcome.HOLD and "last 24 h" in held.reason
 

@@ -260,8 +260,8 @@ def test_a_healthy_v2_climbs_every_stage_and_completes():
     path, now = [current.percentage], 0.0
     while current.status is Status.RUNNING:
         now += 30.0
-        step = apply_verdict(plan, current, judge(healthy_window(current.percentage, current.stage_started_at, now), plan))
-        current = step.after
+        window = healthy_window(current.percentage, current.stage_started_at, now)
+        current = apply_verdict(plan, current, judge(window, plan)).after
         path.append(current.percentage)
     assert current.status is Status.COMPLETE
     assert sorted(set(path)) == [10, 50, 100] and now == 30.0 * (2 + 2 + 4)
