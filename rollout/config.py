@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Literal
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from flags import V2_PERCENTAGE, FlagError, definition
 from rollout.errors import ConfigError
 
 VERSIONS = ("v1", "v2")
 EmbedderKind = Literal["local", "openai", "google"]
+RollbackTarget = Literal["zero", "previous"]
+DEFAULT_STAGES = (10.0, 25.0, 50.0, 75.0, 100.0)
 
 
 def read_environment(env_file: str | os.PathLike | None = ".env") -> dict[str, str]:
@@ -113,6 +116,26 @@ class Settings(BaseModel):
     gunicorn_timeout_s: int = Field(30, alias="GUNICORN_TIMEOUT", ge=1)
     metrics_dir: Path | None = Field(None, alias="PROMETHEUS_MULTIPROC_DIR")
 
+    # staged rollout: the plan and the thresholds of its gates (see README, "how V2 is judged")
+    rollout_stages: tuple[float, ...] = Field(DEFAULT_STAGES, alias="ROLLOUT_STAGES")
+    rollout_min_stage_s: float = Field(72 * 3600, alias="ROLLOUT_MIN_STAGE_S", ge=0)
+    rollout_min_samples: int = Field(8000, alias="ROLLOUT_MIN_SAMPLES", ge=20)
+    rollout_min_samples_to_roll_back: int = Field(500, alias="ROLLOUT_MIN_SAMPLES_TO_ROLL_BACK", ge=20)
+    rollout_evaluation_interval_s: float = Field(300, alias="ROLLOUT_EVALUATION_INTERVAL_S", gt=0)
+    rollout_rollback_to: RollbackTarget = Field("zero", alias="ROLLOUT_ROLLBACK_TO")
+    rollout_complete_after_s: float = Field(48 * 3600, alias="ROLLOUT_COMPLETE_AFTER_S", ge=0)
+    rollout_latency_margin: float = Field(0.10, alias="ROLLOUT_LATENCY_MARGIN", ge=0, le=1)
+    rollout_max_p95_ms: float = Field(800, alias="ROLLOUT_MAX_P95_MS", gt=0)
+    rollout_min_similarity: float = Field(0.7, alias="ROLLOUT_MIN_SIMILARITY", ge=-1, le=1)
+    rollout_min_shadow_overlap: float = Field(0.5, alias="ROLLOUT_MIN_SHADOW_OVERLAP", ge=0, le=1)
+    rollout_min_shadow_samples: int = Field(200, alias="ROLLOUT_MIN_SHADOW_SAMPLES", ge=20)
+    rollout_max_error_rate: float = Field(0.001, alias="ROLLOUT_MAX_ERROR_RATE", gt=0, lt=1)
+    rollout_max_critical_errors: int = Field(0, alias="ROLLOUT_MAX_CRITICAL_ERRORS", ge=0)
+    rollout_critical_window_s: float = Field(24 * 3600, alias="ROLLOUT_CRITICAL_WINDOW_S", gt=0)
+    rollout_rollback_alpha: float = Field(0.001, alias="ROLLOUT_ROLLBACK_ALPHA", gt=0, lt=0.5)
+    rollout_advance_confidence: float = Field(0.95, alias="ROLLOUT_ADVANCE_CONFIDENCE", ge=0.5, lt=1)
+    rollout_srm_alpha: float = Field(0.001, alias="ROLLOUT_SRM_ALPHA", gt=0, lt=0.5)
+
     # the FF_* flag defaults, kept raw: the flags package parses and validates them
     flag_env: dict[str, str] = Field(default_factory=dict)
 
@@ -122,6 +145,17 @@ class Settings(BaseModel):
     @classmethod
     def _blank_is_unset(cls, value):
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("rollout_stages", mode="before")
+    @classmethod
+    def _stages(cls, value):
+        return parse_stages(value)
+
+    @model_validator(mode="after")
+    def _rollback_samples_within_minimum(self):
+        if self.rollout_min_samples_to_roll_back > self.rollout_min_samples:
+            raise ValueError("ROLLOUT_MIN_SAMPLES_TO_ROLL_BACK must not exceed ROLLOUT_MIN_SAMPLES")
+        return self
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -133,7 +167,7 @@ class Settings(BaseModel):
             return cls.model_validate(data)
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+                ": ".join(filter(None, ('.'.join(str(p) for p in err['loc']), err['msg']))) for err in exc.errors()
             )
             raise ConfigError(f"invalid configuration: {problems}") from None
 
@@ -162,6 +196,35 @@ class Settings(BaseModel):
             dimensions=getattr(self, f"{name}_dimensions"),
             table=f"doc_embeddings_{name}",
         )
+
+
+def parse_stages(value: str | object) -> tuple[float, ...]:
+    """The rollout's percentages ("10,25,50,75,100"): strictly increasing, above 0, ending at 100.
+
+    Each is a valid FF_NEW_EMBEDDINGS_PERCENTAGE (0.01 % steps). Raises ValueError saying what is wrong.
+    """
+    if isinstance(value, str):
+        raw: list[object] = [part.strip() for part in value.split(",")]
+    elif isinstance(value, (list, tuple)):
+        raw = list(value)
+    else:
+        raise ValueError(f"stages are a comma-separated list such as 10,25,50,75,100, not {value!r}")
+    if not raw or raw == [""]:
+        raise ValueError("give at least one stage, e.g. 10,25,50,75,100")
+    stages: list[float] = []
+    for item in raw:
+        try:
+            stage = definition(V2_PERCENTAGE).parse(item)
+        except FlagError:
+            raise ValueError(f"stage {item!r} is not a percentage from 0 to 100 in 0.01 steps") from None
+        if stage <= 0:
+            raise ValueError("stages must be above 0 (0 % is where a rollout starts and rolls back to)")
+        if stages and stage <= stages[-1]:
+            raise ValueError(f"stages must increase strictly: {stage:g} comes after {stages[-1]:g}")
+        stages.append(stage)
+    if stages[-1] != 100.0:
+        raise ValueError(f"the last stage must be 100 (all traffic on V2), not {stages[-1]:g}")
+    return tuple(stages)
 
 
 def default_model(embedder: str, version: str) -> str:

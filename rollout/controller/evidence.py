@@ -1,0 +1,85 @@
+"""Evidence: what the gates judge, as plain data the controller gathers for one evaluation.
+
+Everything covers the current stage's window (from the moment the percentage was set to
+the evaluation), except `critical_errors`, which covers the plan's critical window (the
+seed's "zero critical errors in the last 24 hours"). The gates never fetch anything: the
+caller reads query_log, the breaker and the alerts, builds an `Evidence`, and hands it
+over, so every verdict can be replayed from what it was given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def _array(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    return np.asarray(values, dtype=float).reshape(-1)
+
+
+@dataclass(frozen=True, eq=False)
+class VersionEvidence:
+    """One version's traffic in the window (routed queries only: leave out those an admin forced).
+
+    requests: queries this version served (or failed) in the window.
+    errors: those that failed on this version (a V2 failure answered by V1's fallback counts for V2).
+    critical_errors: failures the user saw (no answer at all), over the plan's critical window.
+    latencies_s: one latency per answered request, in seconds (all of them, or a random sample).
+    top_similarities: the best result's cosine similarity per answered request (or a random sample).
+    assigned: randomisation units the percentage split sent to this version, for the sample ratio
+        check; count distinct users (the unit the split is sticky on), or requests when users are
+        unknown. None: use `requests`. Count the split's assignment, not who served: a V2-bucketed
+        query that a guard (breaker, alert, incomplete coverage) sent to V1 is still a V2 assignment.
+    """
+
+    requests: int = 0
+    errors: int = 0
+    critical_errors: int = 0
+    latencies_s: np.ndarray = field(default_factory=lambda: np.empty(0))
+    top_similarities: np.ndarray = field(default_factory=lambda: np.empty(0))
+    assigned: int | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "latencies_s", _array(self.latencies_s))
+        object.__setattr__(self, "top_similarities", _array(self.top_similarities))
+
+    @property
+    def assignments(self) -> int:
+        return self.requests if self.assigned is None else self.assigned
+
+
+@dataclass(frozen=True, eq=False)
+class Evidence:
+    """All a verdict rests on: both versions' traffic, the shadow comparisons, and the caller's facts.
+
+    percentage: FF_NEW_EMBEDDINGS_PERCENTAGE during the window (the target share of V2).
+    window_started_at / evaluated_at: epoch seconds; the window starts when the stage did.
+    shadow_overlaps: per shadow-compared query, the share (0-1) of V1's top-k documents V2 also
+        returned; empty when shadow queries are off.
+    coverage_complete: V2 has embedded every category the rollout routes to it (detail says which not).
+    breaker_closed: V2's circuit breaker is closed (open or half-open: False).
+    tripping_alerts: names of firing alerts that hold V2 off.
+    """
+
+    percentage: float
+    window_started_at: float
+    evaluated_at: float
+    v1: VersionEvidence
+    v2: VersionEvidence
+    shadow_overlaps: np.ndarray = field(default_factory=lambda: np.empty(0))
+    coverage_complete: bool = True
+    coverage_detail: str = ""
+    breaker_closed: bool = True
+    breaker_detail: str = ""
+    tripping_alerts: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "shadow_overlaps", _array(self.shadow_overlaps))
+        object.__setattr__(self, "tripping_alerts", tuple(self.tripping_alerts))
+
+    @property
+    def window_s(self) -> float:
+        """Time in the stage so far."""
+        return self.evaluated_at - self.window_started_at

@@ -1,0 +1,100 @@
+"""GateResult: one gate's answer, with the values it looked at and the thresholds it used.
+
+Values are kept JSON-ready (plain Python numbers, NaN and infinities as None) so a verdict
+goes into `rollout_decisions` and back without loss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+
+from rollout.controller.outcome import Outcome
+
+JSONValue = None | bool | int | float | str | list
+
+
+class GateStatus(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    NOT_ENOUGH_DATA = "not_enough_data"   # neither proven fine nor proven broken yet
+    SKIPPED = "skipped"                   # does not apply here (e.g. untrusted data)
+
+
+def plain(value: object) -> JSONValue:
+    """A JSON-safe copy: numpy scalars to Python, non-finite floats to None, sequences to lists."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [plain(item) for item in value]
+    raise TypeError(f"gate values must be numbers, strings or lists, not {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class GateResult:
+    name: str
+    status: GateStatus
+    on_failure: Outcome
+    reason: str
+    values: Mapping[str, JSONValue] = field(default_factory=dict)
+    thresholds: Mapping[str, JSONValue] = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "values", {k: plain(v) for k, v in self.values.items()})
+        object.__setattr__(self, "thresholds", {k: plain(v) for k, v in self.thresholds.items()})
+
+    @property
+    def outcome(self) -> Outcome:
+        """What this gate alone asks for."""
+        if self.status is GateStatus.FAILED:
+            return self.on_failure
+        if self.status is GateStatus.NOT_ENOUGH_DATA:
+            return Outcome.HOLD
+        return Outcome.ADVANCE
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "status": self.status.value, "on_failure": self.on_failure.value,
+                "reason": self.reason, "values": dict(self.values), "thresholds": dict(self.thresholds)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> GateResult:
+        return cls(name=data["name"], status=GateStatus(data["status"]), on_failure=Outcome(data["on_failure"]),
+                   reason=data["reason"], values=data.get("values", {}), thresholds=data.get("thresholds", {}))
+
+
+@dataclass
+class Findings:
+    """What a gate with several checks found: any failure fails it, else anything unproven holds it."""
+
+    failed: list[str] = field(default_factory=list)
+    unproven: list[str] = field(default_factory=list)
+    fine: list[str] = field(default_factory=list)
+
+    def result(self, name: str, on_failure: Outcome, values: Mapping[str, object],
+               thresholds: Mapping[str, object]) -> GateResult:
+        if self.failed:
+            return GateResult(name, GateStatus.FAILED, on_failure, "; ".join(self.failed), values, thresholds)
+        if self.unproven:
+            return GateResult(name, GateStatus.NOT_ENOUGH_DATA, on_failure, "; ".join(self.unproven), values,
+                              thresholds)
+        return GateResult(name, GateStatus.PASSED, on_failure, "; ".join(self.fine), values, thresholds)
+
+
+def percent(fraction: float, digits: int = 1) -> str:
+    """0.0123 -> '1.2 %' (with more digits for small rates)."""
+    return f"{fraction * 100:.{digits}f} %"
+
+
+def signed_percent(ratio: float) -> str:
+    """A ratio as a change: 1.27 -> '+27 %', 0.93 -> '-7 %'."""
+    return f"{(ratio - 1) * 100:+.0f} %"

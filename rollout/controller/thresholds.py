@@ -1,0 +1,82 @@
+"""Thresholds: the numbers the gates judge against, and how sure they must be.
+
+Two confidence levels shape every statistical gate:
+- `rollback_alpha` (default 0.001): a gate fails (rolls back) only when the evidence of a breach
+  is this strong, one-sided. Strict, because a false rollback costs days of stages, and the
+  controller looks at the same growing window many times.
+- `advance_confidence` (default 0.95): a gate passes only when the bound on the right side of
+  the threshold holds at this level. Everything between the two is "not enough data": hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+from rollout.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rollout.config import Settings
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_samples: int = 8000                # per version, before latency is judged and anything passes
+    min_samples_to_roll_back: int = 500    # V2 similarities before a clear quality drop may roll back
+    latency_margin: float = 0.10           # V2 may be this much slower than V1 (p95 and typical request)
+    max_p95_s: float = 0.8                 # V2's own p95 ceiling
+    latency_quantile: float = 0.95
+    min_similarity: float = 0.7            # V2's mean top similarity must stay above (V2's own scale)
+    min_shadow_overlap: float = 0.5        # mean share of V1's top-k that V2 also returns
+    min_shadow_samples: int = 200
+    max_error_rate: float = 0.001
+    max_critical_errors: int = 0
+    rollback_alpha: float = 0.001
+    advance_confidence: float = 0.95
+    srm_alpha: float = 0.001
+    bootstrap_draws: int = 20_000
+    seed: int = 0                          # the bootstrap's: the same evidence always gets the same verdict
+
+    def __post_init__(self):
+        problems = []
+        if self.min_samples < 20:
+            problems.append("min_samples must be at least 20")
+        if not 20 <= self.min_samples_to_roll_back <= self.min_samples:
+            problems.append("min_samples_to_roll_back must be from 20 to min_samples")
+        if not 0 <= self.latency_margin <= 1:
+            problems.append("latency_margin is a fraction from 0 to 1")
+        if self.max_p95_s <= 0:
+            problems.append("max_p95_s must be positive")
+        if not 0.5 <= self.latency_quantile < 1:
+            problems.append("latency_quantile must be in [0.5, 1)")
+        if not 0 < self.max_error_rate < 1:
+            problems.append("max_error_rate must be in (0, 1)")
+        for name in ("rollback_alpha", "srm_alpha"):
+            if not 0 < getattr(self, name) < 0.5:
+                problems.append(f"{name} must be in (0, 0.5)")
+        if not 0.5 <= self.advance_confidence < 1:
+            problems.append("advance_confidence must be in [0.5, 1)")
+        if self.bootstrap_draws < 1000:
+            problems.append("bootstrap_draws must be at least 1000")
+        if problems:
+            raise ConfigError("invalid rollout thresholds: " + "; ".join(problems))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Thresholds:
+        return cls(
+            min_samples=settings.rollout_min_samples,
+            min_samples_to_roll_back=settings.rollout_min_samples_to_roll_back,
+            latency_margin=settings.rollout_latency_margin,
+            max_p95_s=settings.rollout_max_p95_ms / 1000,
+            min_similarity=settings.rollout_min_similarity,
+            min_shadow_overlap=settings.rollout_min_shadow_overlap,
+            min_shadow_samples=settings.rollout_min_shadow_samples,
+            max_error_rate=settings.rollout_max_error_rate,
+            max_critical_errors=settings.rollout_max_critical_errors,
+            rollback_alpha=settings.rollout_rollback_alpha,
+            advance_confidence=settings.rollout_advance_confidence,
+            srm_alpha=settings.rollout_srm_alpha,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
