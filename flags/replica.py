@@ -1,8 +1,10 @@
 """A Redis hash mirrored in every process, so that reading it never waits on the network.
 
 Writers change the hash, bump its version and announce the change on a pub/sub
-channel in one MULTI/EXEC. A `Replicator` thread per process listens to the
-channels of its hashes and reloads on each announcement; every `check_interval_s`
+channel in one MULTI/EXEC (`write`), or in one compare-and-set Lua call whose
+announcement carries the new copy (`transact`: read-decide-write, e.g. the circuit
+breaker). A `Replicator` thread per process listens to the channels of its hashes and
+installs the announced copy, or reloads when the message only says "changed"; every `check_interval_s`
 it also compares versions (one MGET), which catches a missed message. When Redis
 is unreachable the last copy keeps serving, the replicator reports itself
 unhealthy, retries with backoff, and reloads everything once Redis answers again.
@@ -10,18 +12,36 @@ unhealthy, retries with backoff, and reloads everything once Redis answers again
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import TypeVar
 
 import redis
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[["ReplicatedHash"], None]
+Change = tuple[Mapping[str, str], Iterable[str]]  # (fields to set, fields to delete)
+T = TypeVar("T")
+
+
+# KEYS: hash, version; ARGV: expected version, channel, JSON updates, JSON deletes.
+_COMPARE_AND_SET = """
+if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[1]) then return false end
+for field, value in pairs(cjson.decode(ARGV[3])) do redis.call('HSET', KEYS[1], field, value) end
+for _, field in ipairs(cjson.decode(ARGV[4])) do redis.call('HDEL', KEYS[1], field) end
+local version = redis.call('INCR', KEYS[2])
+local flat = redis.call('HGETALL', KEYS[1])
+local data = {}
+for i = 1, #flat, 2 do data[flat[i]] = flat[i + 1] end
+redis.call('PUBLISH', ARGV[2], cjson.encode({version = version, data = data}))
+return {version, flat}
+"""
 
 
 @dataclass(frozen=True)
@@ -41,6 +61,7 @@ class ReplicatedHash:
         self._copy = _Copy(MappingProxyType({}), None)
         self._install_lock = threading.Lock()
         self._listeners: list[Listener] = []
+        self._compare_and_set = client.register_script(_COMPARE_AND_SET)
 
     @property
     def data(self) -> Mapping[str, str]:
@@ -55,12 +76,25 @@ class ReplicatedHash:
         self._listeners.append(listener)
 
     def load(self, *, force: bool = False) -> bool:
-        """Fetch hash and version together; install unless older than the copy (or `force`)."""
+        """Fetch hash and version together; install unless older than the copy (or `force`).
+
+        A forced load that reads an older version than the copy looks once more: a write
+        of this process may have landed between the read and now, and installing the
+        older read would serve a stale copy until the next announcement. Only a version
+        that is still older (Redis was emptied or restored) replaces the copy.
+        """
+        version, data = self._fetch()
+        current = self._copy.version
+        if force and current is not None and version < current:
+            version, data = self._fetch()
+        return self._install(version, data, force=force)
+
+    def _fetch(self) -> tuple[int, dict[str, str]]:
         pipe = self.client.pipeline(transaction=True)
         pipe.get(self.version_key)
         pipe.hgetall(self.key)
         version, data = pipe.execute()
-        return self._install(int(version or 0), data, force=force)
+        return int(version or 0), data
 
     def write(self, updates: Mapping[str, str] | None = None, deletes: Iterable[str] = ()) -> int:
         """Apply changes atomically, announce them, install them locally; return the new version."""
@@ -76,6 +110,49 @@ class ReplicatedHash:
         *_, version, data, _receivers = pipe.execute()
         self._install(int(version), data, force=False)
         return int(version)
+
+    def transact(self, compute: Callable[[Mapping[str, str]], tuple[Change | None, T]],
+                 attempts: int = 50) -> tuple[int | None, T]:
+        """Read, decide and write atomically against concurrent writers (compare-and-set on the version).
+
+        `compute` sees the current hash and returns `(change, result)`: `change` is
+        `(updates, deletes)` to apply and announce, or None to leave the hash alone.
+        It may run more than once (a concurrent write retries it), so it must be a
+        pure function of its argument. The first decision is made on the local copy;
+        the write is one Lua call that applies the change only if Redis still holds
+        that version (else it reads Redis and decides again), and announces the new
+        copy in the message itself, so receivers install it without a round trip.
+        Returns the new version (None: unchanged) and the result of the run that counted.
+        """
+        copy = self._copy
+        for attempt in range(attempts):
+            # optimistic first: the local copy is almost always current, which saves a round trip
+            version, data = (copy.version, copy.data) if attempt == 0 and copy.version is not None else self._fetch()
+            change, result = compute(data)
+            if change is None:
+                return None, result
+            updates, deletes = change
+            reply = self._compare_and_set(keys=[self.key, self.version_key],
+                                          args=[version, self.channel, json.dumps(dict(updates)),
+                                                json.dumps(list(deletes))])
+            if reply is None:
+                continue  # another writer got there first: decide again on its result
+            new_version, flat = reply
+            self._install(int(new_version), dict(zip(flat[::2], flat[1::2])), force=False)
+            return int(new_version), result
+        raise redis.WatchError(f"{self.key}: gave up after {attempts} concurrent writes")
+
+    def receive(self, message: str | bytes) -> None:
+        """An announcement: install the copy it carries (newer only), else fetch the hash."""
+        text = _text(message)
+        if text.startswith("{"):
+            try:
+                announced = json.loads(text)
+                self._install(int(announced["version"]), dict(announced["data"]), force=False)
+                return
+            except (ValueError, KeyError, TypeError):
+                log.warning("%s: unreadable announcement; fetching the hash", self.key)
+        self.load()
 
     def install_local(self, data: Mapping[str, str]) -> None:
         """Change this process's copy only (Redis unreachable); the next sync replaces it."""
@@ -171,7 +248,7 @@ class Replicator:
                 wait = max(0.0, min(0.5, next_check - time.monotonic()))
                 message = pubsub.get_message(timeout=wait)
                 if message and message.get("type") == "message":
-                    self.hashes[_text(message["channel"])].load()
+                    self.hashes[_text(message["channel"])].receive(message["data"])
                     self._mark_up()
                 if time.monotonic() >= next_check:
                     self._check_versions()
@@ -180,9 +257,17 @@ class Replicator:
             except (redis.RedisError, OSError, ValueError) as exc:
                 self._mark_down(exc)
                 pubsub = _close(pubsub)
-                self._stop.wait(backoff)
+                self._pause(backoff)
                 backoff = min(backoff * 2, 5.0)
         _close(pubsub)
+
+    def _pause(self, seconds: float) -> None:
+        """Wait out a reconnection backoff, still ticking about twice a second (timers run on ticks)."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.wait(max(0.0, min(0.5, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                return
+            self._tick()
 
     def on_tick(self, callback: Callable[[], None]) -> None:
         """Run `callback` about twice a second on this thread (gauges, timers): no extra thread."""

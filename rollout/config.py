@@ -109,6 +109,22 @@ class Settings(BaseModel):
     routing_group: str = Field("embeddings-v2", alias="ROUTING_GROUP", min_length=1)
     flags_check_interval_s: float = Field(5.0, alias="FLAGS_CHECK_INTERVAL_S", gt=0)
 
+    # circuit breaker and alert webhooks
+    breaker_fail_max: int = Field(5, alias="BREAKER_FAIL_MAX", ge=1, le=1000)
+    breaker_reset_timeout_s: float = Field(30.0, alias="BREAKER_RESET_TIMEOUT_S", gt=0)
+    breaker_probe_lease_s: float = Field(10.0, alias="BREAKER_PROBE_LEASE_S", gt=0)
+    alert_trip_severities: str = Field("critical", alias="ALERT_TRIP_SEVERITIES")
+    alert_trip_label: str = Field("rollout_action=rollback", alias="ALERT_TRIP_LABEL")
+    alert_set_percentage_zero: bool = Field(True, alias="ALERT_SET_PERCENTAGE_ZERO")
+    alert_on_resolve: Literal["rearm", "auto"] = Field("rearm", alias="ALERT_ON_RESOLVE")
+    alert_restore_percentage: bool = Field(True, alias="ALERT_RESTORE_PERCENTAGE")
+    alert_hmac_signature_header: str = Field("X-Grafana-Alerting-Signature", alias="ALERT_HMAC_SIGNATURE_HEADER",
+                                             min_length=1)
+    alert_hmac_timestamp_header: str = Field("X-Grafana-Alerting-Timestamp", alias="ALERT_HMAC_TIMESTAMP_HEADER",
+                                             min_length=1)
+    alert_hmac_max_age_s: float = Field(300.0, alias="ALERT_HMAC_MAX_AGE_S", gt=0)
+    alert_outage_poll_s: float = Field(2.0, alias="ALERT_OUTAGE_POLL_S", gt=0)
+
     # server
     host: str = Field("127.0.0.1", alias="ROLLOUT_HOST")
     port: int = Field(8000, alias="ROLLOUT_PORT", ge=1, le=65535)
@@ -183,6 +199,16 @@ class Settings(BaseModel):
     @property
     def development(self) -> bool:
         return self.environment == "development"
+
+    @property
+    def trip_severities(self) -> frozenset[str]:
+        return frozenset(s.strip().lower() for s in self.alert_trip_severities.split(",") if s.strip())
+
+    @property
+    def trip_label(self) -> tuple[str, str] | None:
+        """ALERT_TRIP_LABEL as (name, value); None when unset."""
+        name, _, value = self.alert_trip_label.partition("=")
+        return (name.strip(), value.strip()) if name.strip() else None
 
     def version(self, name: str) -> VersionSettings:
         """The embedding set-up of `v1` or `v2`."""

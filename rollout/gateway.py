@@ -141,8 +141,9 @@ class RagGateway:
         except SearchFailed as exc:
             self.metrics.requests.labels("v1", "error").inc()
             latency_ms = (time.perf_counter() - started) * 1000
+            final = exc  # `exc` is unbound when the block ends; the record may be written later
             self._complete_later(shadow, handoff, lambda run: self._emit(
-                self._failure_record(query, decision, exc, failure, arrived, latency_ms)))
+                self._failure_record(query, decision, final, failure, arrived, latency_ms)))
             raise
         except BaseException:
             if not handoff.done():

@@ -108,6 +108,26 @@ class Metrics:
         for outcome in ("written", "dropped", "failed"):
             self.query_log_rows.labels(outcome)
 
+        # circuit breakers, alerts, rollbacks
+        self.breaker_state = Gauge("circuit_breaker_state",
+                                   "Circuit breaker state per version: 0 closed, 1 half-open, 2 open (worst worker).",
+                                   ["version"], multiprocess_mode="max", registry=r)
+        self.breaker_failures = Gauge("circuit_breaker_failures",
+                                      "Consecutive failures counted by the shared breaker of a version.",
+                                      ["version"], multiprocess_mode="max", registry=r)
+        self.breaker_local_only = Gauge("circuit_breaker_local_only",
+                                        "1 while a worker holds breaker state Redis has not seen (Redis down).",
+                                        multiprocess_mode="max", registry=r)
+        self.alerts_received = Counter("alerts_received", "Alerts received by the webhook, per alert.",
+                                       ["source", "severity", "status"], registry=r)
+        self.alert_repeats = Counter("alerts_repeats", "Alert notifications that repeated one already applied.",
+                                     ["source"], registry=r)
+        self.alerts_deferred = Counter("alerts_deferred",
+                                       "Tripping alerts applied on one worker only (Redis unreachable), stored "
+                                       "for replay.", registry=r)
+        self.rollbacks = Counter("rollout_rollbacks", "Times V2 traffic was taken away, by trigger "
+                                 "(alert, failures, manual).", ["trigger"], registry=r)
+
     def render(self) -> bytes:
         """The text exposition: merged across workers in multiprocess mode."""
         if multiprocess_mode():

@@ -18,7 +18,9 @@ from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagStore, ReplicatedHash, R
 from flags.audit import FlagAudit
 from rollout.analytics.figures import Figures
 from rollout.analytics.querylog import QueryLogWriter, QueryText
+from rollout.alerts import AlertEventStore, AlertPolicy, AlertService, RollbackActions
 from rollout.backends import VersionBackend
+from rollout.breaker import BreakerPolicy, CircuitBreakers, ReplicatedBreakerStorage
 from rollout.config import VERSIONS, Settings
 from rollout.database import open_pool
 from rollout.embedders import build_embedder
@@ -58,11 +60,29 @@ class Runtime:
             self.flags.add_audit_sink(self.flag_audit.record)
             self.backends = {v: VersionBackend(settings.version(v), self.embedders[v], self.pool) for v in VERSIONS}
             self.router = Router(self.flags, settings.routing_group)
+
+            self.breaker_replica = ReplicatedHash(self.redis, self.key("breaker"))
+            self.replicator.watch(self.breaker_replica)
+            self.breakers = CircuitBreakers(
+                ReplicatedBreakerStorage(self.breaker_replica, VERSIONS),
+                BreakerPolicy(settings.breaker_fail_max, settings.breaker_reset_timeout_s,
+                              settings.breaker_probe_lease_s),
+                self.metrics, redis_up=lambda: self.replicator.healthy)
+            self.router.add_guard(self.breakers)
+            self.alert_events = AlertEventStore(self.pool)
+            self.rollback = RollbackActions(self.breakers, self.flags, self.alert_events)
+            self.alerts = AlertService(self.breakers, self.flags, self.alert_events, self.rollback,
+                                       AlertPolicy.from_settings(settings), self.metrics,
+                                       redis_up=lambda: self.replicator.healthy,
+                                       outage_poll_s=settings.alert_outage_poll_s)
+            self.replicator.on_tick(self.breakers.tick)  # write back local state before alerts replay
+            self.replicator.on_tick(self.alerts.tick)
+
             self.shadow_pool = ShadowPool(settings.shadow_max_concurrency)
             merger = Merger(NearDuplicates(self.pool, [settings.version(v).table for v in VERSIONS]),
                             threshold=settings.merge_duplicate_similarity,
                             min_per_version=settings.merge_min_per_version, rrf_k=settings.merge_rrf_k)
-            self.gateway = RagGateway(self.router, self.backends, self.metrics, self.flags,
+            self.gateway = RagGateway(self.router, self.backends, self.metrics, self.flags, health=self.breakers,
                                       shadow_pool=self.shadow_pool, shadow_sample_rate=settings.shadow_sample_rate,
                                       merger=merger, query_text=QueryText(settings.query_log_store_text,
                                                                           settings.query_log_hash_key))

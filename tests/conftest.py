@@ -8,6 +8,7 @@ its own Redis key prefix and empty tables, so tests never see each other's state
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from rollout.config import Settings
 from rollout.documents import Document, DocumentStore
 from rollout.runtime import Runtime
 from rollout.services import ServiceUrls, service_urls
+from rollout.services.ports import free_port
+from rollout.services.redis import EmbeddedRedis
 
 ADMIN_TOKEN = "test-admin-token"
 WEBHOOK_SECRET = "test-webhook-secret"
@@ -150,3 +153,23 @@ def fresh_database(services):
     yield psycopg.conninfo.make_conninfo(services.database_url, dbname=name)
     with psycopg.connect(**{**admin, "dbname": "postgres"}, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def wait_until(predicate, timeout_s: float = 10.0, interval_s: float = 0.01) -> bool:
+    """Poll `predicate` until it holds or `timeout_s` passes (bounded: tests never hang)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    return predicate()
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A Redis of this test's own, so the test can stop and restart it."""
+    server = EmbeddedRedis(tmp_path)
+    port = free_port()
+    url = server.start(port)
+    yield server, port, url
+    server.stop()

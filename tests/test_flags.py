@@ -11,18 +11,10 @@ import pytest
 from flags import (GRADUAL_MIGRATION, PARALLEL_RAG, V2_PERCENTAGE, FlagStore, InvalidFlagValue, ReplicatedHash,
                    Source, UnknownFlag, definition)
 from flags.audit import FlagAudit
-from rollout.services.redis import EmbeddedRedis
 from rollout.services.ports import free_port
-from conftest import admin_headers, load_and_embed, settings_for
+from conftest import admin_headers, load_and_embed, settings_for, wait_until
 
 
-def wait_until(predicate, timeout_s=5.0, interval_s=0.01):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval_s)
-    return predicate()
 
 
 # -- parsing (pure) ------------------------------------------------------------------
@@ -140,14 +132,6 @@ def test_a_missed_message_is_caught_by_the_version_check(make_runtime, services)
     assert wait_until(lambda: watcher.flags.get(V2_PERCENTAGE) == 7.0, timeout_s=5)
 
 
-@pytest.fixture
-def private_redis(tmp_path):
-    """A Redis of this test's own, so the test can stop and restart it."""
-    server = EmbeddedRedis(tmp_path)
-    port = free_port()
-    url = server.start(port)
-    yield server, port, url
-    server.stop()
 
 
 def test_redis_down_keeps_serving_the_last_snapshot_then_resyncs(make_runtime, services, private_redis):

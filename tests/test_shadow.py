@@ -12,7 +12,7 @@ from rollout.migration.backfill import Backfill
 from rollout.routing import Reason
 from rollout.services.ports import free_port
 from conftest import load_and_embed, sample_documents, settings_for
-from test_flags import wait_until
+from conftest import wait_until
 
 QUERY = {"query": "When does the pool open on weekends?", "user_id": "alice", "k": 5}
 
@@ -205,3 +205,19 @@ def test_a_v2_routed_query_is_shadowed_by_v1(make_runtime):
     assert wait_until(lambda: comparisons(runtime, "v2") == 1)
     assert sample(runtime, "rag_shadow_duration_seconds_count", version="v1") == 1
     assert runtime.flags.snapshot()[GRADUAL_MIGRATION] and runtime.flags.snapshot()[V2_PERCENTAGE] == 100
+
+
+def test_when_v1_fails_with_a_shadow_in_flight_the_query_is_still_recorded(make_runtime, services):
+    runtime = make_runtime(settings_for(services, V1_EMBEDDER="openai", OPENAI_API_KEY="sk-test",
+                                        OPENAI_BASE_URL=f"http://127.0.0.1:{free_port()}/v1",
+                                        QUERY_EMBEDDING_MAX_ATTEMPTS="1", FF_USE_PARALLEL_RAG="true",
+                                        FF_ENABLE_QUERY_ANALYTICS="true", QUERY_LOG_FLUSH_INTERVAL_S="0.05"))
+    DocumentStore(runtime.pool).upsert_many(sample_documents())
+    Backfill(runtime.pool, runtime.backends["v2"]).run()
+    response = app_client(runtime).post("/api/rag/query", json=QUERY)
+    assert response.status_code == 503
+
+    def recorded():
+        with runtime.pool.connection() as conn:
+            return conn.execute("SELECT error_kind, routed_version FROM query_log").fetchall()
+    assert wait_until(lambda: recorded() == [("embedding", "v1")])

@@ -169,7 +169,7 @@ _SIMILARITY = f"""
         WHERE {_WINDOW} AND mode = 'routed' AND other_version IS NOT NULL
     ) observed GROUP BY version"""
 
-_TOTALS = f"""
+_TOTALS = """
     SELECT count(*) FILTER (WHERE logged_at >= %(since)s),
            count(*) FILTER (WHERE logged_at >= %(since)s AND mode = 'merged'),
            count(*) FILTER (WHERE logged_at >= %(since)s AND served_version IS NULL),

@@ -16,16 +16,17 @@ log = logging.getLogger(__name__)
 class ApiError(Exception):
     """An error meant for the client: HTTP status, a stable code, a readable detail."""
 
-    def __init__(self, status: int, error: str, detail: str, **extra):
+    def __init__(self, status: int, error: str, detail: str, *, headers: dict[str, str] | None = None, **extra):
         super().__init__(detail)
         self.status = status
         self.error = error
         self.detail = detail
+        self.headers = headers or {}
         self.extra = extra
 
     def response(self):
         body = {"error": self.error, "detail": self.detail, **self.extra}
-        return jsonify(body), self.status
+        return jsonify(body), self.status, self.headers
 
 
 def bad_request(detail: str, error: str = "invalid_request", **extra) -> ApiError:

@@ -10,7 +10,7 @@ from flags import FlagError, UnknownFlag
 from rollout.api.auth import admin_required, check_admin
 from rollout.api.errors import ApiError, bad_request
 from rollout.api.openapi import operation, query_parameter
-from rollout.api.validation import parse
+from rollout.api.validation import limit_argument, parse
 
 bp = Blueprint("flags", __name__)
 
@@ -73,10 +73,5 @@ def update_flag(name: str):
                        query_parameter("flag", {"type": "string"}, "Only this flag.")])
 @admin_required
 def flag_audit():
-    try:
-        limit = int(request.args.get("limit", "50"))
-    except ValueError:
-        raise bad_request("limit must be a whole number") from None
-    if not 1 <= limit <= 1000:
-        raise bad_request("limit must be between 1 and 1000")
+    limit = limit_argument()
     return jsonify({"changes": _runtime().flag_audit.recent(limit, request.args.get("flag"))})

@@ -42,3 +42,14 @@ def parse(model: type[Model], max_bytes: int | None = None) -> Model:
         fields = describe(exc)
         summary = "; ".join(f"{f['field']}: {f['problem']}" for f in fields)
         raise ApiError(400, "invalid_request", summary, fields=fields) from None
+
+
+def limit_argument(default: int = 50, maximum: int = 1000) -> int:
+    """The `limit` query parameter: a whole number from 1 to `maximum` (400 otherwise)."""
+    try:
+        limit = int(request.args.get("limit", str(default)))
+    except ValueError:
+        raise bad_request("limit must be a whole number") from None
+    if not 1 <= limit <= maximum:
+        raise bad_request(f"limit must be between 1 and {maximum}")
+    return limit

@@ -120,6 +120,9 @@ Try:
   curl -s -X PUT {url}/api/flags/FF_NEW_EMBEDDINGS_PERCENTAGE -H "Authorization: Bearer {settings.admin_token}" \\
        -H 'Content-Type: application/json' -d '{{"value": 50, "reason": "next stage"}}'
   curl -s {url}/api/rag/v2/health
+  curl -s -X POST {url}/api/alerts/webhook -H "Authorization: Bearer {settings.alert_webhook_secret}" \\
+       -H 'Content-Type: application/json' -d '{{"type": "error_rate", "severity": "critical", "value": 0.5}}'
+  curl -s {url}/api/monitoring/circuit-breaker        # then: rollout breaker rearm
   curl -s {url}/metrics | grep '^rag_requests_total'
   curl -s '{url}/api/monitoring/dashboard?range=1h'
   rollout monitor --range 1h        # V1 beside V2 and the success criteria, in this folder

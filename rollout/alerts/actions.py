@@ -1,0 +1,95 @@
+"""What operators and alerts do to the rollout: open, close, re-arm, roll back, restore.
+
+Shared by the webhook, the API and the CLI, so a rollback is the same thing from
+everywhere and every action lands in `alert_events` with who did it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+
+from flags import V2_PERCENTAGE, FlagStore
+from rollout.alerts.events import AlertEvent, AlertEventStore
+from rollout.breaker import CircuitBreakers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ActionResult:
+    outcome: str
+    actions: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class RollbackActions:
+    def __init__(self, breakers: CircuitBreakers, flags: FlagStore, events: AlertEventStore):
+        self.breakers = breakers
+        self.flags = flags
+        self.events = events
+
+    # -- pieces, also used by the alert service ------------------------------------------
+    def zero_percentage(self, *, actor: str, reason: str, result: ActionResult) -> None:
+        """FF_NEW_EMBEDDINGS_PERCENTAGE to 0 (audited), unless it already is."""
+        old = self.flags.get(V2_PERCENTAGE)
+        if old == 0:
+            return
+        change = self.flags.set(V2_PERCENTAGE, 0, actor=actor, reason=reason)
+        result.actions.append(f"{V2_PERCENTAGE} {_pct(change.old)} -> 0")
+        if change.audit_error:
+            result.warnings.append(f"flag change not audited: {change.audit_error}")
+
+    def restore_percentage(self, *, actor: str, reason: str, result: ActionResult) -> None:
+        """Put back the percentage the rollback saved (once)."""
+        saved = self.breakers.take_saved_percentage()
+        if saved is None:
+            return
+        change = self.flags.set(V2_PERCENTAGE, saved, actor=actor, reason=reason)
+        result.actions.append(f"{V2_PERCENTAGE} {_pct(change.old)} -> {_pct(saved)} (restored)")
+
+    # -- operator actions ---------------------------------------------------------------------
+    def open(self, version: str, *, actor: str, reason: str | None, source: str) -> ActionResult:
+        result = ActionResult(self.breakers.open(version, reason=reason, actor=actor))
+        result.actions.append(f"breaker {version} open")
+        return self._recorded(result, source, actor, reason or f"open {version}")
+
+    def close(self, version: str, *, actor: str, reason: str | None, source: str, force: bool = False,
+              restore: bool = False) -> ActionResult:
+        result = ActionResult(self.breakers.close(version, actor=actor, force=force))
+        result.actions.append(f"breaker {version} closed")
+        if restore:
+            self.restore_percentage(actor=actor, reason=reason or "breaker closed", result=result)
+        return self._recorded(result, source, actor, reason or f"close {version}")
+
+    def rearm(self, version: str, *, actor: str, reason: str | None, source: str, force: bool = False,
+              restore: bool = True) -> ActionResult:
+        result = ActionResult(self.breakers.rearm(version, actor=actor, force=force))
+        if result.outcome == "rearmed":
+            result.actions.append(f"breaker {version} half-open (one probe decides)")
+        if restore:
+            self.restore_percentage(actor=actor, reason=reason or "re-armed", result=result)
+        return self._recorded(result, source, actor, reason or f"re-arm {version}")
+
+    def rollback(self, *, actor: str, reason: str | None, source: str) -> ActionResult:
+        """Percentage to 0 and V2's breaker open, the percentage saved for a later re-arm."""
+        result = ActionResult(self.breakers.open("v2", reason=reason or "rollback", actor=actor,
+                                                 percentage=self.flags.get(V2_PERCENTAGE)))
+        result.actions.append("breaker v2 open")
+        self.zero_percentage(actor=actor, reason=reason or "rollback", result=result)
+        return self._recorded(result, source, actor, reason or "rollback")
+
+    def _recorded(self, result: ActionResult, source: str, actor: str, detail: str) -> ActionResult:
+        try:
+            self.events.record([AlertEvent("action", source, result.outcome, actions=result.actions,
+                                           actor=actor, detail=detail)])
+        except Exception as exc:  # the action stands; say that its record is missing
+            log.error("breaker action applied but not recorded in alert_events: %s", exc)
+            result.warnings.append(f"not recorded in alert_events: {exc}")
+        return result
+
+
+def _pct(value: float) -> str:
+    return f"{value:g}"
+

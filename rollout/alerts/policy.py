@@ -1,0 +1,27 @@
+"""Which alerts roll V2 back, and what a rollback and its release do (from Settings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rollout.alerts.payloads import Alert
+from rollout.config import Settings
+
+
+@dataclass(frozen=True)
+class AlertPolicy:
+    trip_severities: frozenset[str] = frozenset({"critical"})
+    trip_label: tuple[str, str] | None = ("rollout_action", "rollback")
+    set_percentage_zero: bool = True  # a trip also sets FF_NEW_EMBEDDINGS_PERCENTAGE to 0
+    auto_release: bool = False        # all resolved: half-open at once (else wait for a re-arm)
+    restore_percentage: bool = True   # on release or re-arm: restore the percentage saved by the trip
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AlertPolicy:
+        return cls(settings.trip_severities, settings.trip_label, settings.alert_set_percentage_zero,
+                   settings.alert_on_resolve == "auto", settings.alert_restore_percentage)
+
+    def trips(self, alert: Alert) -> bool:
+        if alert.severity in self.trip_severities:
+            return True
+        return self.trip_label is not None and alert.labels.get(self.trip_label[0]) == self.trip_label[1]

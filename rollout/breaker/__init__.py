@@ -1,0 +1,20 @@
+"""Circuit breakers per version, shared by every worker and host through a replicated Redis hash."""
+
+from rollout.breaker.breakers import CircuitBreakers
+from rollout.breaker.state import (
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    BreakerConflict,
+    BreakerPolicy,
+    BreakerState,
+    Cause,
+    FiringAlert,
+    VersionRecord,
+)
+from rollout.breaker.storage import MemoryBreakerStorage, ReplicatedBreakerStorage
+
+__all__ = [
+    "CLOSED", "HALF_OPEN", "OPEN", "BreakerConflict", "BreakerPolicy", "BreakerState", "Cause",
+    "CircuitBreakers", "FiringAlert", "MemoryBreakerStorage", "ReplicatedBreakerStorage", "VersionRecord",
+]

@@ -1,0 +1,263 @@
+"""The circuit breakers of both versions, as the router and the gateway see them.
+
+A routing decision reads only this process's copy (`v2_blocked`); the gateway's
+outcomes (`record_success` / `record_failure`) change the shared state in Redis,
+where a failure is one atomic transaction and a success costs nothing unless the
+local copy shows failures to reset. The half-open probe is claimed from the
+replicator's tick by one worker (atomically), and only that worker lets one request
+through to V2. Without Redis, transitions apply to a process-local copy that only
+ever holds V2 off (no probe is claimed without Redis) and is written back to Redis
+once it answers again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import TypeVar
+
+import redis
+
+from rollout.breaker import state as transitions
+from rollout.breaker.state import (
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    STATE_VALUES,
+    BreakerPolicy,
+    BreakerState,
+    Cause,
+    FiringAlert,
+)
+from rollout.breaker.storage import MemoryBreakerStorage, ReplicatedBreakerStorage, Transition
+from rollout.metrics import Metrics
+from rollout.routing import Reason
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+TRIGGERS = {Cause.FAILURES: "failures", Cause.ALERT: "alert", Cause.MANUAL: "manual"}
+
+
+def _iso(epoch: float | None) -> str | None:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat() if epoch else None
+
+
+def worker_identity() -> str:
+    """Unique per breaker instance: host, pid and a random part (two runtimes in one process differ)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class CircuitBreakers:
+    def __init__(self, storage: ReplicatedBreakerStorage, policy: BreakerPolicy, metrics: Metrics, *,
+                 redis_up: Callable[[], bool], clock: Callable[[], float] = time.time):
+        self.shared = storage
+        self.policy = policy
+        self.metrics = metrics
+        self.redis_up = redis_up
+        self.clock = clock
+        self.worker = worker_identity()
+        self._local: MemoryBreakerStorage | None = None  # only while Redis is unreachable
+        self._local_lock = threading.Lock()
+        self._probe_lock = threading.Lock()
+        self._probe_sent: float | None = None  # claim time of the probe this worker let through
+        self._resetting = threading.Lock()
+        self._demand_at: dict[str, float] = {}  # when this worker last had a request for each version
+
+    # -- reading (no I/O) ---------------------------------------------------------
+    def state(self) -> BreakerState:
+        local = self._local
+        return local.state() if local is not None else self.shared.state()
+
+    @property
+    def local_only(self) -> bool:
+        """True while this worker holds state Redis has not seen (Redis was unreachable)."""
+        return self._local is not None
+
+    def describe(self) -> dict:
+        """State per version, why, the firing alerts and the saved percentage (API, CLI)."""
+        current = self.state()
+        versions = {}
+        for version, record in current.records.items():
+            held = current.held(version)
+            next_probe = None
+            if record.state == OPEN and record.cause is Cause.FAILURES and record.opened_at and not held:
+                next_probe = _iso(record.opened_at + self.policy.reset_timeout_s)
+            versions[version] = {
+                "state": record.state, "failures": record.failures, "fail_max": self.policy.fail_max,
+                "opened_at": _iso(record.opened_at), "cause": record.cause.value if record.cause else None,
+                "detail": record.detail, "actor": record.actor, "fingerprint": record.fingerprint,
+                "alertname": record.alertname, "held_by_alerts": held,
+                "awaiting_rearm": record.state == OPEN and record.cause is not Cause.FAILURES and not held,
+                "next_probe_at": next_probe, "probe_owner": record.probe_owner,
+                "changed_at": _iso(record.changed_at),
+            }
+        alerts = [{"fingerprint": a.fingerprint, "alertname": a.alertname, "severity": a.severity,
+                   "source": a.source, "starts_at": a.starts_at, "since": _iso(a.since)}
+                  for a in sorted(current.alerts.values(), key=lambda a: a.since)]
+        return {"versions": versions, "firing_alerts": alerts, "saved_percentage": current.saved_percentage,
+                "reset_timeout_s": self.policy.reset_timeout_s, "local_only": self.local_only,
+                "redis": "ok" if self.redis_up() else "unreachable",
+                "worker": {"pid": os.getpid(), "state_version": self.shared.replica.version,
+                           "installed_at": _iso(self.shared.installed_at)}}
+
+    # -- the router's guard ---------------------------------------------------------
+    def v2_blocked(self, category: str | None) -> Reason | None:
+        self._demand_at["v2"] = time.monotonic()
+        record = self.state().records["v2"]
+        if record.state == CLOSED:
+            return None
+        if record.state == HALF_OPEN and record.probe_owner == self.worker and self._take_probe(record):
+            return None
+        return Reason.ALERT if record.cause is Cause.ALERT else Reason.BREAKER_OPEN
+
+    def _take_probe(self, record) -> bool:
+        """Exactly one request per claim goes through as the probe."""
+        with self._probe_lock:
+            if self._probe_sent == record.probe_claimed_at:
+                return False
+            self._probe_sent = record.probe_claimed_at
+            return True
+
+    # -- the gateway's health recorder ---------------------------------------------------
+    def record_success(self, version: str) -> None:
+        self._demand_at[version] = time.monotonic()
+        record = self.state().records[version]
+        if record.state == CLOSED and not record.failures:
+            return  # the common case: nothing to do, no I/O
+        if record.state == OPEN or (record.state == HALF_OPEN and record.probe_owner != self.worker):
+            return
+        if not self._resetting.acquire(blocking=False):
+            return  # another thread of this worker is already resetting
+        try:
+            self._apply(lambda s: transitions.succeeded(s, version, self.worker, self.clock()))
+        finally:
+            self._resetting.release()
+
+    def record_failure(self, version: str, kind: str) -> None:
+        changed, outcome = self._apply(
+            lambda s: transitions.failed(s, version, kind, self.clock(), self.policy))
+        if changed and outcome in ("tripped", "reopened"):
+            log.warning("circuit breaker %s opened: %s (%s)", version, outcome, kind)
+            self._count_rollback(version, Cause.FAILURES)
+
+    # -- the replicator's tick ------------------------------------------------------------
+    def tick(self) -> None:
+        """Write a local-only state back to Redis, claim due probes, refresh the gauges."""
+        if self.redis_up():
+            try:
+                self._write_back()
+                self._claim_probes()
+            except redis.RedisError as exc:
+                log.warning("circuit breaker: Redis failed during the tick: %s", exc)
+        self.refresh_gauges()
+
+    def _claim_probes(self) -> None:
+        """Only a worker with recent requests for the version claims its probe: a process that
+        serves no queries (a CLI command, a controller) would hold the probe and never send it."""
+        now, recent = self.clock(), time.monotonic() - self.policy.probe_lease_s
+        current = self.state()
+        for version, record in current.records.items():
+            if self._demand_at.get(version, float("-inf")) < recent:
+                continue
+            if record.probe_due(now, self.policy, current.held(version)):
+                changed, _ = self.shared.update(
+                    lambda s, v=version: transitions.probe_claimed(s, v, self.worker, self.clock(), self.policy))
+                if changed:
+                    log.info("circuit breaker %s half-open: this worker sends the probe", version)
+
+    def _write_back(self) -> None:
+        """Redis is back: make every version this worker held open locally open in Redis too."""
+        with self._local_lock:
+            local = self._local
+            if local is None:
+                return
+            held = local.state()
+
+            def merge(shared: BreakerState):
+                new = shared
+                for version, record in held.records.items():
+                    if record.state != CLOSED and new.records[version].state == CLOSED:
+                        new = new.with_record(version, replace(record, state=OPEN, probe_owner=None,
+                                                               probe_claimed_at=None))
+                return (new if new is not shared else None), None
+
+            self.shared.update(merge)
+            self._local = None
+        log.info("circuit breaker: Redis reachable again; local state written back")
+
+    def refresh_gauges(self) -> None:
+        current = self.state()
+        for version, record in current.records.items():
+            self.metrics.breaker_state.labels(version).set(STATE_VALUES[record.state])
+            self.metrics.breaker_failures.labels(version).set(record.failures)
+        self.metrics.breaker_local_only.set(1 if self.local_only else 0)
+
+    # -- operators and alerts -----------------------------------------------------------------
+    def open(self, version: str, *, reason: str | None, actor: str,
+             percentage: float | None = None) -> str:
+        before = self.state().records[version].state
+        changed, outcome = self.shared.update(
+            lambda s: transitions.forced_open(s, version, self.clock(), reason=reason, actor=actor,
+                                              percentage=percentage))
+        if changed and before != OPEN:
+            self._count_rollback(version, Cause.MANUAL)
+        return outcome
+
+    def close(self, version: str, *, actor: str, force: bool = False) -> str:
+        return self.shared.update(
+            lambda s: transitions.closed(s, version, self.clock(), force=force, actor=actor))[1]
+
+    def rearm(self, version: str, *, actor: str, force: bool = False) -> str:
+        return self.shared.update(
+            lambda s: transitions.rearmed(s, version, self.clock(), force=force, actor=actor))[1]
+
+    def take_saved_percentage(self) -> float | None:
+        return self.shared.update(transitions.percentage_restored)[1]
+
+    def alert_fired(self, alert: FiringAlert, *, percentage: float, save_percentage: bool) -> tuple[str, bool]:
+        """Hold V2 open for the alert; (outcome, shared): shared is False when applied locally only."""
+        before = self.state().records["v2"].state
+
+        def fire(s):
+            return transitions.alert_fired(s, alert, self.clock(), percentage=percentage,
+                                           save_percentage=save_percentage)
+
+        changed, outcome, shared = self._apply_reporting(fire)
+        if changed and before != OPEN:
+            self._count_rollback("v2", Cause.ALERT)
+        return outcome, shared
+
+    def alert_resolved(self, fingerprint: str, *, auto_release: bool) -> str:
+        return self.shared.update(
+            lambda s: transitions.alert_resolved(s, fingerprint, self.clock(), auto_release=auto_release))[1]
+
+    # -- internals ----------------------------------------------------------------------------
+    def _apply(self, transition: Transition[T]) -> tuple[bool, T]:
+        changed, result, _shared = self._apply_reporting(transition)
+        return changed, result
+
+    def _apply_reporting(self, transition: Transition[T]) -> tuple[bool, T, bool]:
+        """In Redis when it answers, else on the local copy (which then shadows Redis until written back)."""
+        if self.redis_up():
+            try:
+                changed, result = self.shared.update(transition)
+                return changed, result, True
+            except redis.RedisError as exc:
+                log.warning("circuit breaker: Redis unreachable, applying locally: %s", exc)
+        with self._local_lock:
+            if self._local is None:
+                self._local = MemoryBreakerStorage(self.shared.state())
+            changed, result = self._local.update(transition)
+        self.refresh_gauges()
+        return changed, result, False
+
+    def _count_rollback(self, version: str, cause: Cause) -> None:
+        if version == "v2":
+            self.metrics.rollbacks.labels(TRIGGERS[cause]).inc()
