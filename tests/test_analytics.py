@@ -15,7 +15,7 @@ from rollout.server import GatewayProcess
 from rollout.services.ports import free_port
 from analytics_rows import NOW, insert, record
 from conftest import load_and_embed
-from test_flags import wait_until
+from conftest import wait_until
 from test_shadow import QUERY, app_client, locked, sample
 
 COLUMNS = ("request_id, mode, bucket, reason, routed_version, served_version, query_hash, query_text, k, "
