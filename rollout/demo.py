@@ -7,7 +7,7 @@ from pathlib import Path
 
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, Source
 from rollout.documents import DocumentStore, UpsertCounts, read_jsonl
-from rollout.migration.backfill import Backfill, BackfillReport
+from rollout.migration.backfill import BackfillReport, backfill_for
 from rollout.runtime import Runtime
 
 DEMO_ACTOR = "rollout demo"
@@ -27,7 +27,10 @@ def load_corpus(runtime: Runtime) -> UpsertCounts:
 
 
 def embed_corpus(runtime: Runtime) -> list[BackfillReport]:
-    return [Backfill(runtime.pool, backend).run() for backend in runtime.backends.values()]
+    """Backfill every version (document-purpose embedders), then count coverage for the router."""
+    reports = [backfill_for(runtime, version).run() for version in runtime.backends]
+    runtime.coverage.refresh()
+    return reports
 
 
 def start_first_stage(runtime: Runtime) -> list[str]:

@@ -20,8 +20,11 @@ from rollout.backends import VersionBackend
 from rollout.config import VERSIONS, Settings
 from rollout.database import open_pool
 from rollout.embedders import build_embedder
+from rollout.embedding_cache import QueryEmbeddingCache
 from rollout.gateway import RagGateway
 from rollout.metrics import Metrics
+from rollout.migration.coverage import CoverageMonitor
+from rollout.migration.writer import DocumentWriter
 from rollout.routing import Router
 from rollout.services import service_urls
 
@@ -56,6 +59,17 @@ class Runtime:
         self.router = Router(self.flags, settings.routing_group)
         self.gateway = RagGateway(self.router, self.backends, self.metrics, self.flags)
 
+        # migration: query embedding cache, V2 coverage guard, dual-write of documents
+        self.embedding_cache = (QueryEmbeddingCache.from_settings(settings, redis_url, self.metrics)
+                                if settings.embedding_cache_enabled else None)
+        for backend in self.backends.values():
+            backend.query_cache = self.embedding_cache
+        self.coverage = CoverageMonitor(self.pool, {v: settings.version(v) for v in VERSIONS}, self.metrics,
+                                        min_percent=settings.v2_min_coverage_percent,
+                                        interval_s=settings.coverage_refresh_s)
+        self.router.add_guard(self.coverage)
+        self.document_writer = DocumentWriter(self.pool, settings)
+
     def key(self, name: str) -> str:
         """A Redis key in this deployment's namespace (REDIS_KEY_PREFIX)."""
         return f"{self.settings.redis_key_prefix}:{name}"
@@ -64,11 +78,13 @@ class Runtime:
         """Load the replicated state once, then keep it current from a background thread."""
         self.replicator.sync_now()
         self.replicator.start()
+        self.coverage.start()
         self.refresh_gauges()
         return self
 
     def sync(self) -> bool:
         """Load the replicated state once, without a thread (short-lived CLI commands)."""
+        self.coverage.refresh()
         return self.replicator.sync_now()
 
     def refresh_gauges(self) -> None:
@@ -82,6 +98,9 @@ class Runtime:
 
     def close(self) -> None:
         self.replicator.stop()
+        self.coverage.stop()
+        if self.embedding_cache is not None:
+            self.embedding_cache.close()
         self.pool.close()
         self.redis.close()
 

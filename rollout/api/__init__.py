@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Flask
 
-from rollout.api import errors, flags, rag, system
+from rollout.api import documents, errors, flags, rag, system
 
-BLUEPRINTS = (rag.bp, flags.bp, system.bp)
+BLUEPRINTS = (rag.bp, flags.bp, system.bp, documents.bp)
 
 
 def init_app(app: Flask) -> None:

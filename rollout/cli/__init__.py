@@ -63,6 +63,6 @@ def cli(verbose: bool) -> None:
 
 
 def main() -> None:
-    from rollout.cli import database, flags, server  # noqa: F401  (registers the commands)
+    from rollout.cli import database, flags, importer, migrate, server  # noqa: F401  (registers the commands)
 
     cli(prog_name="rollout")
