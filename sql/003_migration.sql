@@ -1,6 +1,13 @@
 -- Embedding migration: progress per version and category, the backfill's work queue,
 -- documents a provider refused, and HNSW indexes dropped for a bulk load.
 
+-- A version someone started migrating to (`rollout migrate setup` or `run`): from then on the
+-- documents API embeds new and changed documents for it too (dual-write).
+CREATE TABLE IF NOT EXISTS embedding_migrations (
+    version     text PRIMARY KEY,
+    started_at  timestamptz NOT NULL DEFAULT now()
+);
+
 -- One row per (version, category), kept by `rollout migrate run` and shown by `rollout migrate status`.
 -- total/done/failed are recounted exactly at the start and end of each run and moved per batch
 -- in between (in the batch's own transaction, so they never count a batch that rolled back).

@@ -58,7 +58,7 @@ def setup(ctx: click.Context, version: str) -> None:
         with runtime.pool.connection() as conn:
             for name in _versions(version):
                 v = settings.version(name)
-                counts = MigrationStatus(v).recount(conn)
+                counts = MigrationStatus(v).start(conn)
                 built = VectorIndex(v).ensure(conn, maintenance_work_mem=settings.migration_maintenance_work_mem,
                                               maintenance_workers=settings.migration_maintenance_workers)
                 total, done = sum(c.total for c in counts), sum(c.done for c in counts)

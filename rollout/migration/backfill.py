@@ -223,11 +223,13 @@ class Backfill:
                         "category": self.options.category, "retry": self.options.retry_failed}
 
     # -- connections ----------------------------------------------------------------------
-    def connect(self) -> psycopg.Connection:
-        """A connection of its own (not the pool's): no statement timeout, named for pg_stat_activity,
-        and cut off by the server if it sits inside a transaction too long (a vanished host)."""
+    def connect(self, *, worker: bool = False) -> psycopg.Connection:
+        """A connection of its own (not the pool's): no statement timeout, named for pg_stat_activity
+        (workers by one name, so a finishing run sees who still loads), and cut off by the server if
+        it sits inside a transaction too long (a vanished host)."""
+        name = worker_application_name(self.version.version)
         conn = psycopg.connect(self.pool.conninfo, autocommit=True,
-                               application_name=worker_application_name(self.version.version))
+                               application_name=name if worker else name.replace("migrate", "migrate-control"))
         register_vector(conn)
         conn.execute("SELECT set_config('statement_timeout', '0', false), "
                      "set_config('idle_in_transaction_session_timeout', %s, false)",
@@ -308,7 +310,7 @@ class Backfill:
                 future.result()  # a worker's unexpected exception ends the run here
 
     def _worker(self, shared: _Shared) -> None:
-        with self.connect() as conn:
+        with self.connect(worker=True) as conn:
             while not shared.stop.is_set():
                 wanted = shared.take(self.options.batch_size)
                 if wanted == 0:

@@ -83,6 +83,12 @@ class MigrationStatus:
     def __init__(self, version: VersionSettings):
         self.version = version
 
+    def start(self, conn: psycopg.Connection) -> list[CategoryCounts]:
+        """Mark the migration of this version started (dual-write begins) and count where it stands."""
+        conn.execute("INSERT INTO embedding_migrations (version) VALUES (%s) ON CONFLICT DO NOTHING",
+                     (self.version.version,))
+        return self.recount(conn)
+
     def recount(self, conn: psycopg.Connection, category: str | None = None) -> list[CategoryCounts]:
         """Store exact total/done/failed per category; drop rows of categories that no longer exist."""
         counts = category_counts(conn, self.version, category)
@@ -100,7 +106,7 @@ class MigrationStatus:
         return counts
 
     def begin_run(self, conn: psycopg.Connection, category: str | None) -> None:
-        self.recount(conn, category)
+        self.start(conn)
         conn.execute("""
             UPDATE embedding_migration_status SET started_at = now(), finished_at = NULL, embedded_in_run = 0,
                 rate = NULL, last_error = NULL, updated_at = now()
@@ -160,6 +166,6 @@ class MigrationStatus:
 
 
 def migration_started(conn: psycopg.Connection, version: str) -> bool:
-    """Whether a migration of `version` was set up or run (it has status rows)."""
-    return conn.execute("SELECT EXISTS (SELECT 1 FROM embedding_migration_status WHERE version = %s)",
+    """Whether a migration of `version` was set up or run."""
+    return conn.execute("SELECT EXISTS (SELECT 1 FROM embedding_migrations WHERE version = %s)",
                         (version,)).fetchone()[0]

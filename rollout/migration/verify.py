@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import psycopg
 
+from rollout.backends import SearchFailed
 from rollout.config import VERSIONS, VersionSettings
 from rollout.embedders import EmbeddingError
 from rollout.migration.index import VectorIndex
@@ -191,7 +192,7 @@ class Verifier:
             try:
                 vectors = backend.embedder.embed(titles)
                 results[name] = [[hit.id for hit in backend.search_vector(v, self.k)] for v in vectors]
-            except (EmbeddingError, psycopg.Error) as exc:
+            except (EmbeddingError, SearchFailed) as exc:
                 checks.append(Check("self-retrieval", False, f"sample queries failed: {exc}", name))
                 continue
             at_k = sum(doc_id in ids for (doc_id, _), ids in zip(samples, results[name])) / len(samples)

@@ -2,7 +2,7 @@
 
 Which versions are written: the baseline (V1) whenever its table exists, and V2
 while a migration to it is active, meaning `rollout migrate setup` or `run` has
-been run for it (it has status rows) or its table already holds vectors, until
+been run for it (noted in `embedding_migrations`) or its table holds vectors, until
 the table is dropped after cutover. So a document added or changed in the middle
 of a backfill is never missing from V2, and nothing is paid for V2 before anyone
 started moving to it.
