@@ -70,14 +70,17 @@ class BackfillOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings, **changes) -> BackfillOptions:
-        batches = math.ceil(settings.migration_batch_size / settings.embedding_batch_size)
-        per_call = settings.embedding_timeout_s * settings.embedding_max_attempts + 20.0 * settings.embedding_max_attempts
-        options = cls(batch_size=settings.migration_batch_size, workers=settings.migration_workers,
-                      rebuild_share=settings.migration_index_rebuild_share,
-                      maintenance_work_mem=settings.migration_maintenance_work_mem,
-                      maintenance_workers=settings.migration_maintenance_workers,
-                      idle_timeout_s=max(600.0, 2 * batches * per_call))
-        return replace(options, **{k: v for k, v in changes.items() if v is not None})
+        """The settings' defaults, overridden by `changes` that are not None (the CLI's options)."""
+        options = replace(cls(batch_size=settings.migration_batch_size, workers=settings.migration_workers,
+                              rebuild_share=settings.migration_index_rebuild_share,
+                              maintenance_work_mem=settings.migration_maintenance_work_mem,
+                              maintenance_workers=settings.migration_maintenance_workers),
+                          **{k: v for k, v in changes.items() if v is not None})
+        # the longest a batch may spend in the embedder: every provider call of it, every attempt
+        # timing out and waiting the retry layer's longest backoff (20 s), twice over for safety
+        calls = math.ceil(options.batch_size / settings.embedding_batch_size)
+        worst = calls * settings.embedding_max_attempts * (settings.embedding_timeout_s + 20.0)
+        return replace(options, idle_timeout_s=max(600.0, 2 * worst))
 
 
 @dataclass(frozen=True)
@@ -231,8 +234,12 @@ class Backfill:
         conn = psycopg.connect(self.pool.conninfo, autocommit=True,
                                application_name=name if worker else name.replace("migrate", "migrate-control"))
         register_vector(conn)
+        # synchronous_commit off: a batch's commit does not wait for its WAL to reach the disk. A server
+        # crash may then lose the last batches committed, queue deletions and status counts with their
+        # vectors (one transaction), so the next run embeds them again: nothing is half-stored.
         conn.execute("SELECT set_config('statement_timeout', '0', false), "
-                     "set_config('idle_in_transaction_session_timeout', %s, false)",
+                     "set_config('idle_in_transaction_session_timeout', %s, false), "
+                     "set_config('synchronous_commit', 'off', false)",
                      (f"{int(self.options.idle_timeout_s * 1000)}ms",))
         return conn
 
