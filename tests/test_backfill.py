@@ -69,6 +69,8 @@ def test_a_run_embeds_everything_then_nothing(runtime):
     assert report.embedded == len(documents) and report.failed == [] and report.error is None
     assert report.index_dropped == ["doc_embeddings_v2_hnsw"] and report.index_build_seconds is not None
     assert_complete_and_exact(runtime, documents)
+    with runtime.pool.connection() as conn:  # the build's parallel_workers request was undone
+        assert conn.execute("SELECT reloptions FROM pg_class WHERE relname = 'doc_embeddings_v2'").fetchone()[0] is None
     again = backfill_for(runtime, "v2", options(runtime)).run()
     assert again.embedded == 0 and again.queued == 0 and again.texts_embedded == 0
 

@@ -461,8 +461,8 @@ class Backfill:
 def rebuilds_index(options: BackfillOptions, to_load: int, total: int) -> bool:
     """Whether a run loading `to_load` of `total` documents drops the HNSW index and builds it after.
 
-    Measured on 2 cores (bench/backfill.py): inserting into the graph costs about 1 ms a row, a
-    build from scratch about 0.2 ms a row of the whole table, so a rebuild pays from about a fifth.
+    Measured on 2 cores (768-d): inserting into the graph costs 1 ms a row and more as it grows, a
+    build from scratch 0.2 to 0.5 ms a row of the whole table, so a rebuild pays from about a quarter.
     """
     if options.index == "keep" or to_load == 0:
         return False

@@ -95,6 +95,7 @@ class VectorIndex:
                          "set_config('max_parallel_maintenance_workers', %s, true), "
                          "set_config('statement_timeout', '0', true)",
                          (maintenance_work_mem, str(maintenance_workers)))
+            restore = self._ask_parallel_workers(conn, maintenance_workers)
             for name in state.invalid:
                 conn.execute(f'DROP INDEX "{name}"')
             built = False
@@ -107,4 +108,20 @@ class VectorIndex:
             if not definitions and not valid:
                 conn.execute(DEFAULT_DEFINITION.format(name=self.default_name, table=self.table))
                 built = True
+            conn.execute(restore)
             return time.perf_counter() - started if built else None
+
+    def _ask_parallel_workers(self, conn: psycopg.Connection, workers: int) -> str:
+        """Make the build use `workers` parallel workers; return the statement that undoes it.
+
+        PostgreSQL sizes a parallel index build by the heap's pages, and the vectors live out of
+        line (TOAST), so it would plan none; the table's `parallel_workers` asks for them (about
+        twice as fast on 2 cores). Set and undone inside the build's transaction.
+        """
+        previous = conn.execute("SELECT option_value FROM pg_options_to_table("
+                                "(SELECT reloptions FROM pg_class WHERE oid = to_regclass(%s))) "
+                                "WHERE option_name = 'parallel_workers'", (self.table,)).fetchone()
+        conn.execute(f"ALTER TABLE {self.table} SET (parallel_workers = {int(workers)})")
+        if previous:
+            return f"ALTER TABLE {self.table} SET (parallel_workers = {int(previous[0])})"
+        return f"ALTER TABLE {self.table} RESET (parallel_workers)"
