@@ -214,9 +214,9 @@ def test_worker_threads_never_embed_a_document_twice(make_runtime, services):
 
 
 def test_two_processes_at_once_never_embed_a_document_twice(runtime):
-    documents = load(runtime, extra=300)
+    documents = load(runtime, extra=600)
     with FakeEmbeddingServer() as server:
-        server.delay_s = 0.02
+        server.delay_s = 0.05  # enough work that both processes are still at it when the other starts
         env = child_env(runtime, V2_EMBEDDER="openai", OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=f"{server.url}/v1",
                         EMBEDDING_BATCH_SIZE="10")
         command = [sys.executable, "-m", "rollout.cli", "migrate", "run", "--batch-size", "10", "--workers", "2",
@@ -286,7 +286,7 @@ def test_a_refused_key_stops_the_run_at_once(make_runtime, services):
         runtime = openai_runtime(make_runtime, services, server)
         load(runtime, extra=20)
         server.fail_next(401, times=5)
-        report = backfill_for(runtime, "v2", options(runtime, batch_size=10)).run()
+        report = backfill_for(runtime, "v2", options(runtime, batch_size=10, workers=1)).run()
         assert report.embedded == 0 and "OPENAI_API_KEY" in report.error and len(server.requests) == 1
 
 
