@@ -105,6 +105,26 @@ class Settings(BaseModel):
     criteria_min_cache_hit_rate: float = Field(0.7, alias="CRITERIA_MIN_CACHE_HIT_RATE", ge=0, le=1)
     criteria_min_samples: int = Field(100, alias="CRITERIA_MIN_SAMPLES", ge=1)
 
+    # migration: backfill, coverage guard, dual-write (`rollout migrate ...`)
+    migration_batch_size: int = Field(500, alias="MIGRATION_BATCH_SIZE", ge=1, le=20000)
+    migration_workers: int = Field(2, alias="MIGRATION_WORKERS", ge=1, le=64)
+    migration_index_rebuild_share: float = Field(0.25, alias="MIGRATION_INDEX_REBUILD_SHARE", ge=0, le=1)
+    migration_maintenance_work_mem: str = Field("1GB", alias="MIGRATION_MAINTENANCE_WORK_MEM",
+                                                pattern=r"^[0-9]+ ?(kB|MB|GB|TB)?$")
+    migration_maintenance_workers: int = Field(2, alias="MIGRATION_MAINTENANCE_WORKERS", ge=0, le=64)
+    embedding_prices: dict[str, float] = Field(
+        default_factory=lambda: {"text-embedding-3-small": 0.02, "gemini-embedding-001": 0.15},
+        alias="EMBEDDING_PRICES_PER_MTOK")
+    v2_min_coverage_percent: float = Field(100.0, alias="V2_MIN_COVERAGE_PERCENT", ge=0, le=100)
+    coverage_refresh_s: float = Field(10.0, alias="COVERAGE_REFRESH_S", gt=0)
+
+    # query embedding cache (Redis)
+    embedding_cache_enabled: bool = Field(True, alias="EMBEDDING_CACHE")
+    embedding_cache_ttl_s: int = Field(86400, alias="EMBEDDING_CACHE_TTL_S", ge=1)
+    embedding_cache_max_entries: int = Field(50000, alias="EMBEDDING_CACHE_MAX_ENTRIES", ge=1)
+    embedding_cache_timeout_ms: int = Field(50, alias="EMBEDDING_CACHE_TIMEOUT_MS", ge=1, le=10000)
+    embedding_cache_cooldown_s: float = Field(5.0, alias="EMBEDDING_CACHE_COOLDOWN_S", ge=0)
+
     # flags and routing
     routing_group: str = Field("embeddings-v2", alias="ROUTING_GROUP", min_length=1)
     flags_check_interval_s: float = Field(5.0, alias="FLAGS_CHECK_INTERVAL_S", gt=0)
@@ -172,6 +192,20 @@ class Settings(BaseModel):
         if self.rollout_min_samples_to_roll_back > self.rollout_min_samples:
             raise ValueError("ROLLOUT_MIN_SAMPLES_TO_ROLL_BACK must not exceed ROLLOUT_MIN_SAMPLES")
         return self
+
+    @field_validator("embedding_prices", mode="before")
+    @classmethod
+    def _price_list(cls, value):
+        """`model=USD per 1M tokens` pairs, comma-separated."""
+        if not isinstance(value, str):
+            return value
+        prices = {}
+        for pair in filter(None, (p.strip() for p in value.split(","))):
+            model, sep, price = pair.partition("=")
+            if not sep or not model.strip():
+                raise ValueError(f"expected model=price pairs, got {pair!r}")
+            prices[model.strip()] = float(price)
+        return prices
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:

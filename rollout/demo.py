@@ -13,7 +13,7 @@ from flags import GRADUAL_MIGRATION, PARALLEL_RAG, QUERY_ANALYTICS, V2_PERCENTAG
 from rollout import schema
 from rollout.config import Settings
 from rollout.documents import DocumentStore, UpsertCounts, read_jsonl
-from rollout.migration.backfill import Backfill, BackfillReport
+from rollout.migration.backfill import BackfillReport, backfill_for
 from rollout.runtime import Runtime
 from rollout.services import ServiceUrls, service_urls
 
@@ -35,7 +35,10 @@ def load_corpus(runtime: Runtime) -> UpsertCounts:
 
 
 def embed_corpus(runtime: Runtime) -> list[BackfillReport]:
-    return [Backfill(runtime.pool, backend).run() for backend in runtime.backends.values()]
+    """Backfill every version (document-purpose embedders), then count coverage for the router."""
+    reports = [backfill_for(runtime, version).run() for version in runtime.backends]
+    runtime.coverage.refresh()
+    return reports
 
 
 def start_first_stage(runtime: Runtime) -> list[str]:

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from rollout.errors import RolloutError
@@ -71,35 +72,42 @@ def read_jsonl(path: Path) -> list[Document]:
     return documents
 
 
+def upsert_documents(conn: psycopg.Connection, documents: Iterable[Document]) -> UpsertCounts:
+    """The upsert of `DocumentStore.upsert_many` inside the caller's transaction (with its vectors, say)."""
+    rows = [(d.id, d.category, d.title, d.content, json.dumps(d.metadata), d.content_hash) for d in documents]
+    if not rows:
+        return UpsertCounts(0, 0, 0)
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS incoming_documents (id text, category text, title text, "
+                 "content text, metadata jsonb, content_hash text) ON COMMIT DELETE ROWS")
+    with conn.cursor().copy("COPY incoming_documents FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+    result = conn.execute("""
+        INSERT INTO documents AS d (id, category, title, content, metadata, content_hash)
+        SELECT DISTINCT ON (id) id, category, title, content, metadata, content_hash FROM incoming_documents
+        ORDER BY id
+        ON CONFLICT (id) DO UPDATE SET
+            category = EXCLUDED.category, title = EXCLUDED.title, content = EXCLUDED.content,
+            metadata = EXCLUDED.metadata, content_hash = EXCLUDED.content_hash, updated_at = now()
+        WHERE (d.category, d.title, d.content, d.metadata, d.content_hash)
+              IS DISTINCT FROM (EXCLUDED.category, EXCLUDED.title, EXCLUDED.content,
+                                EXCLUDED.metadata, EXCLUDED.content_hash)
+        RETURNING (xmax = 0) AS inserted""").fetchall()
+    conn.execute("TRUNCATE incoming_documents")
+    inserted = sum(1 for (was_insert,) in result if was_insert)
+    distinct = len({row[0] for row in rows})
+    return UpsertCounts(inserted, len(result) - inserted, distinct - len(result))
+
+
 class DocumentStore:
     def __init__(self, pool: ConnectionPool):
         self.pool = pool
 
     def upsert_many(self, documents: Iterable[Document]) -> UpsertCounts:
         """Insert new documents, update changed ones, leave identical ones untouched; one transaction."""
-        rows = [(d.id, d.category, d.title, d.content, json.dumps(d.metadata), d.content_hash) for d in documents]
-        if not rows:
-            return UpsertCounts(0, 0, 0)
         with self.pool.connection() as conn, conn.transaction():
-            conn.execute("CREATE TEMP TABLE incoming_documents (id text, category text, title text, content text, "
-                         "metadata jsonb, content_hash text) ON COMMIT DROP")
-            with conn.cursor().copy("COPY incoming_documents FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-            result = conn.execute("""
-                INSERT INTO documents AS d (id, category, title, content, metadata, content_hash)
-                SELECT DISTINCT ON (id) id, category, title, content, metadata, content_hash FROM incoming_documents
-                ORDER BY id
-                ON CONFLICT (id) DO UPDATE SET
-                    category = EXCLUDED.category, title = EXCLUDED.title, content = EXCLUDED.content,
-                    metadata = EXCLUDED.metadata, content_hash = EXCLUDED.content_hash, updated_at = now()
-                WHERE (d.category, d.title, d.content, d.metadata, d.content_hash)
-                      IS DISTINCT FROM (EXCLUDED.category, EXCLUDED.title, EXCLUDED.content,
-                                        EXCLUDED.metadata, EXCLUDED.content_hash)
-                RETURNING (xmax = 0) AS inserted""").fetchall()
-        inserted = sum(1 for (was_insert,) in result if was_insert)
-        distinct = len({row[0] for row in rows})
-        return UpsertCounts(inserted, len(result) - inserted, distinct - len(result))
+            conn.execute("SET LOCAL statement_timeout = 0")  # a bulk write, not a search
+            return upsert_documents(conn, documents)
 
     def delete(self, document_id: str) -> bool:
         """Delete a document; its embeddings in every version go with it (ON DELETE CASCADE)."""

@@ -128,6 +128,20 @@ class Metrics:
         self.rollbacks = Counter("rollout_rollbacks", "Times V2 traffic was taken away, by trigger "
                                  "(alert, failures, manual).", ["trigger"], registry=r)
 
+        # migration and the query embedding cache
+        self.migration_coverage = Gauge(
+            "rag_migration_coverage_ratio",
+            "Share of documents embedded by the version's current model, per category (__all__: the corpus).",
+            ["version", "category"], multiprocess_mode="mostrecent", registry=r)
+        self.embedding_cache_hits = Counter("rag_embedding_cache_hits", "Query embeddings served from Redis.",
+                                            ["version"], registry=r)
+        self.embedding_cache_misses = Counter("rag_embedding_cache_misses",
+                                              "Query embeddings computed (not cached, or the cache unavailable).",
+                                              ["version"], registry=r)
+        self.embedding_cache_errors = Counter("rag_embedding_cache_errors",
+                                              "Cache reads or writes that failed (Redis down or slow).",
+                                              ["version"], registry=r)
+
     def render(self) -> bytes:
         """The text exposition: merged across workers in multiprocess mode."""
         if multiprocess_mode():

@@ -24,9 +24,12 @@ from rollout.breaker import BreakerPolicy, CircuitBreakers, ReplicatedBreakerSto
 from rollout.config import VERSIONS, Settings
 from rollout.database import open_pool
 from rollout.embedders import build_embedder
+from rollout.embedding_cache import QueryEmbeddingCache
 from rollout.gateway import RagGateway
 from rollout.merging import Merger, NearDuplicates
 from rollout.metrics import Metrics
+from rollout.migration.coverage import CoverageMonitor
+from rollout.migration.writer import DocumentWriter
 from rollout.routing import Router
 from rollout.services import service_urls
 from rollout.shadow import ShadowPool
@@ -78,6 +81,17 @@ class Runtime:
             self.replicator.on_tick(self.breakers.tick)  # write back local state before alerts replay
             self.replicator.on_tick(self.alerts.tick)
 
+            # migration: query embedding cache, V2 coverage guard, dual-write of documents
+            self.embedding_cache = (QueryEmbeddingCache.from_settings(settings, redis_url, self.metrics)
+                                    if settings.embedding_cache_enabled else None)
+            for backend in self.backends.values():
+                backend.query_cache = self.embedding_cache
+            self.coverage = CoverageMonitor(self.pool, {v: settings.version(v) for v in VERSIONS}, self.metrics,
+                                            min_percent=settings.v2_min_coverage_percent,
+                                            interval_s=settings.coverage_refresh_s)
+            self.router.add_guard(self.coverage)
+            self.document_writer = DocumentWriter(self.pool, settings)
+
             self.shadow_pool = ShadowPool(settings.shadow_max_concurrency)
             merger = Merger(NearDuplicates(self.pool, [settings.version(v).table for v in VERSIONS]),
                             threshold=settings.merge_duplicate_similarity,
@@ -105,11 +119,13 @@ class Runtime:
         self.replicator.sync_now()
         self.replicator.start()
         self.query_log.start()
+        self.coverage.start()
         self.refresh_gauges()
         return self
 
     def sync(self) -> bool:
         """Load the replicated state once, without a thread (short-lived CLI commands)."""
+        self.coverage.refresh()
         return self.replicator.sync_now()
 
     def refresh_gauges(self) -> None:
@@ -125,6 +141,9 @@ class Runtime:
         self.replicator.stop()
         self.shadow_pool.shutdown()  # shadows in flight finish and hand their rows to the writer
         self.query_log.close()
+        self.coverage.stop()
+        if self.embedding_cache is not None:
+            self.embedding_cache.close()
         self.pool.close()
         self.redis.close()
 

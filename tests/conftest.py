@@ -134,12 +134,11 @@ def sample_documents(extra: int = 0) -> list[Document]:
 
 def load_and_embed(runtime: Runtime, documents: list[Document] | None = None) -> list[Document]:
     """Store documents and embed them for both versions, the way the demo does."""
-    from rollout.migration.backfill import Backfill
+    from rollout.demo import embed_corpus
 
     documents = documents if documents is not None else sample_documents()
     DocumentStore(runtime.pool).upsert_many(documents)
-    for backend in runtime.backends.values():
-        Backfill(runtime.pool, backend).run()
+    embed_corpus(runtime)
     return documents
 
 

@@ -83,6 +83,7 @@ class FakeEmbeddingServer:
         self.dimension_override: int | None = None
         self.delay_s = 0.0
         self.reverse_order = False  # answer OpenAI's `data` back to front (clients must sort by index)
+        self.reject_marker: str | None = None  # a request with a text holding it gets 400, as too-long input does
         self._failures: deque[ScriptedFailure] = deque()
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -132,6 +133,9 @@ class FakeEmbeddingServer:
             return 404, {"error": {"message": f"no route {route}", "code": 404}}, {}
         api = "gemini" if gemini else "openai"
         failure = self._next_failure()
+        if failure is None and self.reject_marker and any(self.reject_marker in text for text in
+                                                           RecordedRequest(path, {}, body).texts):
+            failure = ScriptedFailure(400)
         if failure:
             headers = {"Retry-After": failure.retry_after} if failure.retry_after else {}
             return failure.status, _error_body(api, failure, body, key), headers

@@ -42,7 +42,7 @@ def test_one_row_per_query_only_while_the_flag_is_on(runtime, client):
     assert row["bucket"] == body["decision"]["bucket"] and row["k"] == 5 and row["result_count"] == 5
     assert row["top_similarity"] == pytest.approx(body["results"][0]["similarity"], abs=1e-6)
     assert row["query_text"] is None and len(row["query_hash"]) == 32  # text not kept by default
-    assert row["cache_hit"] is None  # no query cache configured: unknown, not "miss"
+    assert row["cache_hit"] is True  # the same text was embedded by the first query
     assert row["fallback"] is False and row["error_kind"] is None and row["other_version"] is None
     assert sample(runtime, "rollout_query_log_rows_total", outcome="written") == 1
 

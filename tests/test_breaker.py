@@ -42,8 +42,12 @@ def ask(client, user, headers=None):
 
 
 def failing_v2(services, prefix, **env):
-    """V2 embeds queries through OpenAI's SDK pointed at a closed port: every V2 search fails for real."""
+    """V2 embeds queries through OpenAI's SDK pointed at a closed port: every V2 search fails for real.
+
+    The coverage guard is off: V2's model has no vectors here, and these tests are about the breaker.
+    """
     return settings_for(services, REDIS_KEY_PREFIX=prefix, V2_EMBEDDER="openai", OPENAI_API_KEY="sk-test",
+                        V2_MIN_COVERAGE_PERCENT="0",
                         OPENAI_BASE_URL=f"http://127.0.0.1:{free_port()}/v1", QUERY_EMBEDDING_MAX_ATTEMPTS="1",
                         QUERY_EMBEDDING_TIMEOUT_S="1", **env)
 

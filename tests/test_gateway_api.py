@@ -101,6 +101,7 @@ def test_metrics_count_answers_per_version(runtime, client, corpus):
 def test_v2_provider_down_is_answered_by_v1(make_runtime, services):
     runtime = make_runtime(settings_for(services, FF_ENABLE_GRADUAL_MIGRATION="true",
                                         FF_NEW_EMBEDDINGS_PERCENTAGE="100", V2_EMBEDDER="openai",
+                                        V2_MIN_COVERAGE_PERCENT="0",  # V2 holds nothing: route it anyway
                                         OPENAI_API_KEY="sk-test", QUERY_EMBEDDING_MAX_ATTEMPTS="1",
                                         OPENAI_BASE_URL=f"http://127.0.0.1:{free_port()}/v1"))
     _v1_only(runtime)
@@ -129,6 +130,7 @@ def test_v2_provider_too_slow_is_answered_by_v1(make_runtime, services):
     with FakeEmbeddingServer() as server:
         runtime = make_runtime(settings_for(services, FF_ENABLE_GRADUAL_MIGRATION="true",
                                             FF_NEW_EMBEDDINGS_PERCENTAGE="100", V2_EMBEDDER="openai",
+                                            V2_MIN_COVERAGE_PERCENT="0",  # V2 holds nothing: route it anyway
                                             OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=f"{server.url}/v1",
                                             QUERY_EMBEDDING_TIMEOUT_S="0.2", QUERY_EMBEDDING_MAX_ATTEMPTS="1"))
         _v1_only(runtime)

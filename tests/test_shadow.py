@@ -46,8 +46,11 @@ def locked(database_url: str, table: str):
 
 
 def failing_v2(services, **extra):
-    """Settings whose V2 embedder calls a port where nothing listens: a real, immediate failure."""
-    return settings_for(services, V2_EMBEDDER="openai", OPENAI_API_KEY="sk-test",
+    """Settings whose V2 embedder calls a port where nothing listens: a real, immediate failure.
+
+    The coverage guard is off: V2's model has no vectors here, and V2 must still be routed to.
+    """
+    return settings_for(services, V2_EMBEDDER="openai", OPENAI_API_KEY="sk-test", V2_MIN_COVERAGE_PERCENT="0",
                         OPENAI_BASE_URL=f"http://127.0.0.1:{free_port()}/v1", QUERY_EMBEDDING_MAX_ATTEMPTS="1",
                         **extra)
 

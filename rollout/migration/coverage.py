@@ -1,0 +1,128 @@
+"""Coverage: the share of documents each version has embedded, per category; V2's routing guard.
+
+V2 can only answer what V2 has embedded, so the router refuses V2 (reason
+`v2_incomplete`) for a category whose coverage is below V2_MIN_COVERAGE_PERCENT,
+and for queries without a category when the whole corpus is below it. A routing
+decision must not touch the database, so a thread counts every
+COVERAGE_REFRESH_S seconds and the guard reads the last counts. Before the first
+count succeeds V2 is refused: not knowing is not being complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from rollout.config import VersionSettings
+from rollout.metrics import Metrics
+from rollout.migration.status import category_counts
+from rollout.routing import Reason
+
+log = logging.getLogger(__name__)
+
+CORPUS = "__all__"  # the gauge's category label for the whole corpus
+GUARDED = "v2"
+
+
+@dataclass(frozen=True)
+class Coverage:
+    embedded: int
+    total: int
+
+    @property
+    def ratio(self) -> float:
+        return self.embedded / self.total if self.total else 1.0
+
+    def below(self, percent: float) -> bool:
+        return self.embedded * 100 < percent * self.total
+
+
+class CoverageMonitor:
+    def __init__(self, pool: ConnectionPool, versions: Mapping[str, VersionSettings], metrics: Metrics, *,
+                 min_percent: float = 100.0, interval_s: float = 10.0):
+        self.pool = pool
+        self.versions = dict(versions)
+        self.metrics = metrics
+        self.min_percent = min_percent
+        self.interval_s = interval_s
+        self._snapshot: Mapping[str, Mapping[str, Coverage]] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: str | None = None
+
+    # -- the guard (local state only) -------------------------------------------------
+    def v2_blocked(self, category: str | None) -> Reason | None:
+        if self.min_percent <= 0:
+            return None
+        snapshot = self._snapshot
+        if snapshot is None:
+            return Reason.V2_INCOMPLETE
+        counts = snapshot.get(GUARDED, {}).get(CORPUS if category is None else category)
+        if counts is not None and counts.below(self.min_percent):
+            return Reason.V2_INCOMPLETE
+        return None  # a category without documents has nothing V2 could miss
+
+    def coverage(self, version: str, category: str | None = None) -> Coverage | None:
+        snapshot = self._snapshot
+        if snapshot is None:
+            return None
+        return snapshot.get(version, {}).get(CORPUS if category is None else category)
+
+    # -- counting (off the request path) ----------------------------------------------
+    def refresh(self) -> bool:
+        """Count now; on failure keep the last counts and return False."""
+        try:
+            with self.pool.connection(timeout=5) as conn:
+                snapshot = {name: self._count(conn, version) for name, version in self.versions.items()}
+        except (psycopg.Error, PoolTimeout) as exc:
+            if self.last_error is None:
+                log.warning("coverage: counting failed, keeping the last counts: %s", exc)
+            self.last_error = str(exc).strip() or type(exc).__name__
+            return False
+        previous = self._snapshot or {}
+        self._snapshot = MappingProxyType(snapshot)
+        self.last_error = None
+        self._export(previous, snapshot)
+        return True
+
+    @staticmethod
+    def _count(conn: psycopg.Connection, version: VersionSettings) -> Mapping[str, Coverage]:
+        counts = {c.category: Coverage(c.embedded, c.total) for c in category_counts(conn, version)}
+        counts[CORPUS] = Coverage(sum(c.embedded for c in counts.values()), sum(c.total for c in counts.values()))
+        return MappingProxyType(counts)
+
+    def _export(self, previous: Mapping[str, Mapping[str, Coverage]],
+                snapshot: Mapping[str, Mapping[str, Coverage]]) -> None:
+        gauge = self.metrics.migration_coverage
+        for version, categories in snapshot.items():
+            for category, counts in categories.items():
+                gauge.labels(version, category).set(counts.ratio)
+            for gone in set(previous.get(version, {})) - set(categories):
+                try:
+                    gauge.remove(version, gone)
+                except KeyError:
+                    pass
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        self.refresh()
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="coverage", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.refresh()
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)

@@ -1,0 +1,264 @@
+"""`rollout import`: a corpus from another vector store into `documents` (and, if asked, its vectors).
+
+One module per format reads a store into `SourceRecord`s; this module turns them
+into documents and writes them in one transaction, so a bad file writes nothing:
+
+- stable ids `{namespace}_{source}_{chunk}`: the source is the record's `source`
+  metadata (or `doc_id`, `parent_id`, `url`, `path`) or else its own id in the
+  store (Chroma collection or Vespa document type in front), the chunk its
+  `chunk` / `chunk_index` metadata or its rank within the source; importing the
+  same store again updates the same documents;
+- records with the same text (content hash) are imported once, and a text the
+  corpus already holds under another id is not imported again;
+- metadata is kept as it was, with `imported_from` (format, original id) added;
+- vectors are ignored unless `keep_vectors`, and then kept only for the version
+  whose dimension they have (normalised; the backfill embeds the rest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from rollout.config import VERSIONS, Settings
+from rollout.documents import Document, UpsertCounts, upsert_documents
+from rollout.embedders.base import normalise_rows
+from rollout.migration.importers import chroma, faiss, jsonl, vespa
+from rollout.migration.importers.source import ImportFileError, SourceRecord, SourceScan
+from rollout.migration.loader import EmbeddingLoader, EmbeddingRow, storable
+
+READERS = {"jsonl": jsonl.read, "chroma": chroma.read, "faiss": faiss.read, "vespa": vespa.read}
+FORMATS = tuple(READERS)
+
+SOURCE_KEYS = ("source", "doc_id", "document_id", "parent_id", "url", "path", "file")
+CHUNK_KEYS = ("chunk", "chunk_index", "chunk_id", "chunk_number")
+TITLE_KEYS = ("title", "name", "heading", "subject")
+TITLE_CHARS = 120
+_UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")  # "_" separates the parts of a stable id
+NAMESPACE_PATTERN = r"^[A-Za-z0-9.-]{1,64}$"
+
+__all__ = ["FORMATS", "ImportFileError", "ImportPlan", "apply_import", "plan_import", "preview", "read_source"]
+
+
+def read_source(path: Path, fmt: str, *, vectors: bool = False, collection: str | None = None) -> SourceScan:
+    if fmt not in READERS:
+        raise ImportFileError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if not path.exists():
+        raise ImportFileError(f"{path}: no such file or directory")
+    return READERS[fmt](path, vectors=vectors, collection=collection)
+
+
+def id_part(value: str, limit: int = 96) -> str:
+    """`value` as a piece of an id: unchanged if safe and short, else cleaned with a hash suffix (no collisions)."""
+    cleaned = _UNSAFE.sub("-", value).strip("-")
+    if cleaned == value and 0 < len(value) <= limit:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8")).hexdigest()[:10]
+    return f"{cleaned[:limit - 11]}-{digest}" if cleaned else digest
+
+
+def default_namespace(path: Path) -> str:
+    return id_part(path.resolve().stem or "import", 64)
+
+
+@dataclass
+class ImportPlan:
+    scan: SourceScan
+    namespace: str
+    documents: list[Document]
+    vectors: dict[str, list[EmbeddingRow]] = field(default_factory=dict)
+    duplicates: int = 0              # records whose text another record of the store already has
+    empty: int = 0                   # records without text
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        dimensions = Counter(r.vector.size for r in self.scan.records if r.vector is not None)
+        return {
+            "format": self.scan.format, "path": str(self.scan.path), "namespace": self.namespace,
+            "files": self.scan.files, "bytes": sum(self.scan.files.values()), "records": len(self.scan.records),
+            "documents": len(self.documents), "duplicates": self.duplicates, "empty": self.empty,
+            "categories": dict(Counter(d.category for d in self.documents).most_common()),
+            "vector_dimensions": {str(k): v for k, v in dimensions.items()},
+            "vectors_kept": {v: len(rows) for v, rows in self.vectors.items()},
+            "notes": self.scan.notes + self.notes,
+        }
+
+
+def plan_import(scan: SourceScan, namespace: str, settings: Settings, *, keep_vectors: bool = False,
+                vectors_version: str | None = None) -> ImportPlan:
+    if not re.match(NAMESPACE_PATTERN, namespace):
+        raise ImportFileError(f"namespace {namespace!r}: use 1-64 letters, digits, '.' or '-'")
+    plan = ImportPlan(scan, namespace, [])
+    seen_hash: dict[str, str] = {}
+    seen_id: dict[str, str] = {}
+    ranks: Counter = Counter()
+    kept: list[tuple[str, np.ndarray]] = []
+    for record in scan.records:
+        if not record.content.strip():
+            plan.empty += 1
+            continue
+        document = _document(record, namespace, scan.format, ranks)
+        digest = document.content_hash
+        if digest in seen_hash:
+            plan.duplicates += 1
+            continue
+        if document.id in seen_id:
+            raise ImportFileError(f"two records of different text map to the id {document.id!r} (their source "
+                                  "and chunk metadata collide); fix the metadata or import them separately")
+        seen_hash[digest] = seen_id[document.id] = document.id
+        plan.documents.append(document)
+        if record.vector is not None:
+            kept.append((document.id, record.vector))
+    if keep_vectors:
+        _keep_vectors(plan, kept, settings, vectors_version)
+    elif kept:
+        plan.notes.append(f"{len(kept)} vectors found and ignored (--keep-vectors keeps those of a version's "
+                          "dimension)")
+    return plan
+
+
+def _document(record: SourceRecord, namespace: str, fmt: str, ranks: Counter) -> Document:
+    meta = record.metadata
+    source_key = next((str(meta[k]) for k in SOURCE_KEYS if meta.get(k) not in (None, "")), None)
+    if source_key is None:
+        own = record.original_id or hashlib.sha256(record.content.encode("utf-8")).hexdigest()[:16]
+        source_key = f"{record.scope}.{own}" if record.scope else own
+    chunk = next((meta[k] for k in CHUNK_KEYS if _whole_number(meta.get(k))), None)
+    if chunk is None:
+        chunk = ranks[source_key]
+    ranks[source_key] += 1
+    document_id = f"{namespace}_{id_part(source_key)}_{int(chunk)}"
+    title = record.title or next((str(meta[k]) for k in TITLE_KEYS if isinstance(meta.get(k), str)
+                                  and meta[k].strip()), None) or _first_line(record.content)
+    metadata = _jsonable(meta)
+    provenance = {"format": fmt, "id": record.original_id}
+    if record.scope:
+        provenance["scope"] = record.scope
+    metadata.setdefault("imported_from", provenance)
+    return Document(document_id, title.strip()[:1000], record.content, (record.category or "general")[:128],
+                    metadata)
+
+
+def _whole_number(value) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, np.integer)):
+        return value >= 0
+    return isinstance(value, str) and value.isdigit()
+
+
+def _first_line(content: str) -> str:
+    line = next((part.strip() for part in content.splitlines() if part.strip()), content.strip())
+    if len(line) <= TITLE_CHARS:
+        return line
+    cut = line[:TITLE_CHARS].rsplit(" ", 1)[0]
+    return f"{cut}…"
+
+
+def _jsonable(value):
+    """Metadata as JSON can hold it: numpy scalars and arrays unwrapped, dates and the rest as text."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def _keep_vectors(plan: ImportPlan, kept: list[tuple[str, np.ndarray]], settings: Settings,
+                  vectors_version: str | None) -> None:
+    if not kept:
+        plan.notes.append("--keep-vectors: the store holds no vectors")
+        return
+    sizes = Counter(vector.size for _, vector in kept)
+    hashes = {d.id: d.content_hash for d in plan.documents}
+    for size, count in sorted(sizes.items()):
+        matching = [v for v in VERSIONS if settings.version(v).dimensions == size]
+        if vectors_version is not None:
+            matching = [v for v in matching if v == vectors_version]
+        if not matching:
+            plan.notes.append(f"{count} vectors of dimension {size} match no version's dimension: ignored")
+            continue
+        if len(matching) > 1:
+            raise ImportFileError(f"vectors of dimension {size} fit {' and '.join(matching)}; "
+                                  "say which with --vectors-version")
+        version = matching[0]
+        ids = [i for i, vector in kept if vector.size == size]
+        matrix = normalise_rows(np.stack([vector for _, vector in kept if vector.size == size]))
+        usable = storable(matrix)
+        plan.vectors[version] = [EmbeddingRow(i, matrix[n], hashes[i]) for n, i in enumerate(ids) if usable[n]]
+        if not usable.all():
+            plan.notes.append(f"{int((~usable).sum())} vectors with NaN, infinite or only zero values: not kept")
+        plan.notes.append(f"{len(plan.vectors[version])} vectors kept for {version} "
+                          f"(as {settings.version(version).model}: they must come from that model)")
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    counts: UpsertCounts
+    vectors: dict[str, int]
+    already_present: dict[str, str]  # our id -> the id the corpus holds the same text under
+
+    def as_json(self) -> dict:
+        return {"inserted": self.counts.inserted, "updated": self.counts.updated,
+                "unchanged": self.counts.unchanged, "vectors_stored": self.vectors,
+                "already_present": len(self.already_present)}
+
+
+def _already_present(conn: psycopg.Connection, plan: ImportPlan) -> dict[str, str]:
+    """Documents of the plan whose text the corpus holds under another id."""
+    rows = conn.execute("SELECT content_hash, min(id) FROM documents WHERE content_hash = ANY(%s) "
+                        "AND NOT (id = ANY(%s)) GROUP BY 1",
+                        ([d.content_hash for d in plan.documents], [d.id for d in plan.documents])).fetchall()
+    elsewhere = dict(rows)
+    return {d.id: elsewhere[d.content_hash] for d in plan.documents if d.content_hash in elsewhere}
+
+
+def preview(pool: ConnectionPool, plan: ImportPlan) -> dict:
+    """What `apply_import` would do, read-only: new, changed and unchanged documents."""
+    with pool.connection() as conn:
+        present = _already_present(conn, plan)
+        rows = conn.execute("SELECT id, category, title, content, metadata FROM documents WHERE id = ANY(%s)",
+                            ([d.id for d in plan.documents],)).fetchall()
+    stored = {r[0]: tuple(r[1:]) for r in rows}
+    new = changed = 0
+    for d in plan.documents:
+        if d.id in present:
+            continue
+        if d.id not in stored:
+            new += 1
+        elif stored[d.id] != (d.category, d.title, d.content, json.loads(json.dumps(d.metadata))):
+            changed += 1
+    considered = len(plan.documents) - len(present)
+    return {"new": new, "changed": changed, "unchanged": considered - new - changed,
+            "already_present": len(present)}
+
+
+def apply_import(pool: ConnectionPool, plan: ImportPlan, settings: Settings) -> ImportResult:
+    """Documents and kept vectors in one transaction: all of them, or nothing."""
+    with pool.connection() as conn, conn.transaction():
+        conn.execute("SELECT set_config('statement_timeout', '0', true)")
+        present = _already_present(conn, plan)
+        documents = [d for d in plan.documents if d.id not in present]
+        counts = upsert_documents(conn, documents)
+        stored = {}
+        for version, rows in plan.vectors.items():
+            target = settings.version(version)
+            stored[version] = len(EmbeddingLoader(target.table, target.model)
+                                  .store(conn, [r for r in rows if r.document_id not in present]))
+    return ImportResult(counts, stored, present)

@@ -1,0 +1,272 @@
+"""`rollout import`: each format read from a real store, stable ids, dedupe, vectors, bad files write nothing."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import DATA, load_and_embed
+from rollout.cli import cli
+from rollout.cli import importer, migrate  # noqa: F401  (register the commands)
+from rollout.documents import DocumentStore
+from rollout.migration.importers import ImportFileError, apply_import, plan_import, read_source
+
+pytestmark = pytest.mark.timeout(60)
+
+CHROMA = DATA / "chroma_store"  # written by scripts/make_import_fixtures.py with the real chromadb
+
+
+def run(runtime, *args) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["import", *map(str, args)], obj=runtime.settings)
+    return result.exit_code, result.output
+
+
+def documents(runtime) -> dict[str, tuple]:
+    with runtime.pool.connection() as conn:
+        rows = conn.execute("SELECT id, title, content, category, metadata FROM documents").fetchall()
+    return {r[0]: r[1:] for r in rows}
+
+
+def vector_ids(runtime, version) -> set[str]:
+    with runtime.pool.connection() as conn:
+        return {r[0] for r in conn.execute(f"SELECT document_id FROM doc_embeddings_{version}").fetchall()}
+
+
+# -- JSONL -------------------------------------------------------------------------------------------
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_jsonl_import_is_stable_deduplicated_and_keeps_metadata(runtime, tmp_path):
+    path = write_jsonl(tmp_path / "corpus.jsonl", [
+        {"id": "a1", "title": "Opening hours", "content": "Open 8 to 8.", "category": "facilities",
+         "metadata": {"owner": "desk", "tags": ["hours"]}},
+        {"title": "Parking", "content": "Level B1.", "metadata": {"source": "guide.pdf", "chunk": 3}},
+        {"id": "a1-copy", "title": "Opening hours", "content": "Open 8 to 8."},  # same text: imported once
+        {"id": "untitled", "content": "A text without a title.\nSecond line."},
+    ])
+    code, output = run(runtime, path, "--format", "jsonl", "--namespace", "site")
+    assert code == 0, output
+    stored = documents(runtime)
+    assert set(stored) == {"site_a1_0", "site_guide.pdf_3", "site_untitled_0"}
+    title, content, category, metadata = stored["site_a1_0"]
+    assert (title, category) == ("Opening hours", "facilities")
+    assert metadata == {"owner": "desk", "tags": ["hours"], "imported_from": {"format": "jsonl", "id": "a1"}}
+    assert stored["site_untitled_0"][0] == "A text without a title."
+    assert "1 duplicate texts" in output
+    code, again = run(runtime, path, "--format", "jsonl", "--namespace", "site")
+    assert code == 0 and "0 new, 0 updated, 3 unchanged" in again
+
+
+def test_jsonl_truncated_file_is_a_clear_error_and_nothing_is_written(runtime, tmp_path):
+    path = tmp_path / "cut.jsonl"
+    path.write_text(json.dumps({"id": "1", "title": "T", "content": "ok"}) + "\n" + '{"id": "2", "title": "T", "con')
+    code, output = run(runtime, path, "--format", "jsonl")
+    assert code == 2 and "cut.jsonl:2: not valid JSON" in output and "Traceback" not in output
+    assert documents(runtime) == {}
+
+
+def test_a_file_of_another_format_is_a_clear_error(runtime, tmp_path):
+    code, output = run(runtime, CHROMA / "chroma.sqlite3", "--format", "jsonl")
+    assert code == 2 and "not UTF-8 text" in output or "not valid JSON" in output
+    code, output = run(runtime, write_jsonl(tmp_path / "x.jsonl", [{"content": "x"}]), "--format", "chroma")
+    assert code == 2 and "not an SQLite database" in output
+    code, output = run(runtime, tmp_path, "--format", "vespa")
+    assert code == 2 and "no Vespa documents found" in output
+    assert documents(runtime) == {}
+
+
+def test_vectors_are_kept_only_when_asked_and_of_a_versions_dimension(runtime, tmp_path):
+    rng = np.random.default_rng(1)
+    rows = [{"id": f"v{n}", "title": f"T{n}", "content": f"Text {n}", "embedding": rng.normal(size=768).tolist()}
+            for n in range(3)] + [{"id": "small", "title": "S", "content": "Small vector", "embedding": [1, 2]}]
+    path = write_jsonl(tmp_path / "vectors.jsonl", rows)
+    code, output = run(runtime, path, "--format", "jsonl", "--dry-run")
+    assert code == 0 and "4 vectors found and ignored" in output
+    code, output = run(runtime, path, "--format", "jsonl")
+    assert code == 0 and vector_ids(runtime, "v2") == set()
+    code, output = run(runtime, path, "--format", "jsonl", "--keep-vectors")
+    assert code == 0, output
+    assert vector_ids(runtime, "v2") == {"vectors_v0_0", "vectors_v1_0", "vectors_v2_0"}
+    assert "1 vectors of dimension 2 match no version" in output
+    with runtime.pool.connection() as conn:
+        norms = [r[0] for r in conn.execute("SELECT vector_norm(embedding) FROM doc_embeddings_v2").fetchall()]
+    assert np.allclose(norms, 1.0, atol=1e-5)
+
+
+# -- Chroma ----------------------------------------------------------------------------------------
+
+def test_chroma_store_written_by_chromadb(runtime):
+    code, output = run(runtime, CHROMA, "--format", "chroma", "--namespace", "kb", "--keep-vectors")
+    assert code == 0, output
+    stored = documents(runtime)
+    handbook = {k: v for k, v in stored.items() if "handbook-" in k}
+    assert len(handbook) == 11  # 12 added, 1 deleted; the duplicate text skipped
+    title, content, category, metadata = stored["kb_handbook-0.md_0"]
+    assert content == "Section 0, revised: parking is free after 6pm." and title == "Handbook section 0"
+    assert metadata["tags"] == ["handbook", "s0"] and metadata["reviewed"] is True and category == "policies"
+    assert metadata["imported_from"] == {"format": "chroma", "id": "hb-0", "scope": "handbook"}
+    assert {"kb_faq.faq-0_0", "kb_faq.faq-1_0", "kb_faq.faq-2_0"} <= set(stored)
+    assert vector_ids(runtime, "v2") == set(handbook)  # 768-d kept for V2; the 4-d faq vectors match nothing
+    assert "3 vectors of dimension 4 match no version" in output
+
+
+def test_chroma_vectors_match_what_chromadb_stored(runtime):
+    scan = read_source(CHROMA, "chroma", vectors=True, collection="handbook")
+    by_id = {r.original_id: r.vector for r in scan.records}
+    assert set(by_id) == {f"hb-{n}" for n in range(11)} | {"hb-dup"}
+    assert all(v is not None and v.shape == (768,) for v in by_id.values())
+    assert len({v.tobytes() for v in by_id.values()}) == 12  # from the HNSW files and from the log, all distinct
+
+
+def test_chroma_unknown_collection_and_missing_store(runtime, tmp_path):
+    code, output = run(runtime, CHROMA, "--format", "chroma", "--collection", "nope")
+    assert code == 2 and "no collection 'nope' (found: faq, handbook)" in output
+    code, output = run(runtime, tmp_path, "--format", "chroma")
+    assert code == 2 and "not a Chroma directory" in output
+
+
+# -- FAISS -----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def faiss_store(tmp_path) -> Path:
+    faiss = pytest.importorskip("faiss")
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(5, 768)).astype(np.float32)
+    index = faiss.IndexFlatIP(768)
+    index.add(vectors)
+    folder = tmp_path / "faiss_store"
+    folder.mkdir()
+    faiss.write_index(index, str(folder / "index.faiss"))
+    texts = [f"FAISS passage {n} about the {topic}." for n, topic in enumerate(["gym", "pool", "bar", "gym", "lift"])]
+    metadata = [{"source": "venue.txt", "chunk": n, "category": "facilities", "weight": np.float32(0.5)}
+                for n in range(5)]
+    with open(folder / "text.pkl", "wb") as handle:
+        pickle.dump(texts, handle)
+    with open(folder / "metadata.pkl", "wb") as handle:
+        pickle.dump(metadata, handle)
+    return folder
+
+
+def test_faiss_store_with_pickled_texts_and_metadata(runtime, faiss_store):
+    code, output = run(runtime, faiss_store, "--format", "faiss", "--namespace", "fx", "--keep-vectors")
+    assert code == 0, output
+    stored = documents(runtime)
+    assert set(stored) == {f"fx_venue.txt_{n}" for n in range(5)}
+    assert stored["fx_venue.txt_1"][1] == "FAISS passage 1 about the pool."
+    assert stored["fx_venue.txt_1"][3]["weight"] == 0.5
+    assert vector_ids(runtime, "v2") == set(stored)
+    assert "IndexFlatIP: 5 vectors of dimension 768" in output
+
+
+def test_faiss_missing_pickle_is_a_clear_error(runtime, faiss_store):
+    (faiss_store / "metadata.pkl").unlink()
+    code, output = run(runtime, faiss_store, "--format", "faiss")
+    assert code == 2 and "metadata.pkl is missing" in output
+    assert documents(runtime) == {}
+
+
+def test_faiss_refuses_pickles_that_run_code(runtime, faiss_store):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    with open(faiss_store / "text.pkl", "wb") as handle:
+        pickle.dump([Payload()] * 5, handle)
+    code, output = run(runtime, faiss_store, "--format", "faiss")
+    assert code == 2 and "refusing to load builtins.print" in output
+
+
+def test_faiss_index_that_is_not_one(runtime, faiss_store):
+    (faiss_store / "index.faiss").write_bytes(b"not an index at all")
+    code, output = run(runtime, faiss_store, "--format", "faiss")
+    assert code == 2 and "not a FAISS index" in output
+
+
+# -- Vespa -----------------------------------------------------------------------------------------
+
+SEARCH_RESULT = {"root": {"id": "toplevel", "fields": {"totalCount": 2}, "children": [
+    {"id": "index:content/0/abc", "relevance": 0.9, "fields": {
+        "sddocname": "doc", "documentid": "id:venue:doc::pool-1", "title": "Pool rules",
+        "text": "Shower before swimming.", "category": "facilities", "lang": "en",
+        "embedding": {"type": "tensor<float>(x[768])", "values": [0.1] * 768}}},
+    {"id": "index:content/0/def", "relevance": 0.8, "fields": {
+        "sddocname": "doc", "documentid": "id:venue:doc::bar-1", "title": "Bar hours", "text": "Open until 1am."}},
+]}}
+
+
+def test_vespa_search_result_and_visit_export(runtime, tmp_path):
+    folder = tmp_path / "vespa"
+    folder.mkdir()
+    (folder / "1-search.json").write_text(json.dumps(SEARCH_RESULT))
+    hex_values = np.full(768, 0.25, dtype=">f4").tobytes().hex()
+    visit = {"pathId": "/document/v1/venue/doc/docid", "documentCount": 2, "documents": [
+        {"id": "id:venue:doc::gym-1", "fields": {"title": "Gym", "content": "Open 24/7.", "floor": 2,
+                                                  "embedding": {"type": "tensor<float>(x[768])",
+                                                                "values": hex_values}}},
+        {"id": "id:venue:doc::pool-1", "fields": {"title": "Pool rules", "text": "Shower before swimming."}}]}
+    (folder / "2-visit.json").write_text(json.dumps(visit))
+    (folder / "3-feed.jsonl").write_text(json.dumps({"put": "id:venue:doc::cafe-1", "fields": {
+        "title": "Cafe", "body": "Coffee from 7am."}}) + "\n")
+    code, output = run(runtime, folder, "--format", "vespa", "--namespace", "vx", "--keep-vectors")
+    assert code == 0, output
+    stored = documents(runtime)
+    assert set(stored) == {"vx_doc.pool-1_0", "vx_doc.bar-1_0", "vx_doc.gym-1_0", "vx_doc.cafe-1_0"}
+    assert stored["vx_doc.pool-1_0"][3]["lang"] == "en" and stored["vx_doc.gym-1_0"][3]["floor"] == 2
+    assert vector_ids(runtime, "v2") == {"vx_doc.pool-1_0", "vx_doc.gym-1_0"}
+    assert "1 duplicate texts" in output  # pool-1 is in both files
+
+
+def test_vespa_truncated_export(runtime, tmp_path):
+    path = tmp_path / "visit.json"
+    path.write_text(json.dumps(SEARCH_RESULT)[:-40])
+    code, output = run(runtime, path, "--format", "vespa")
+    assert code == 2 and "not valid JSON" in output
+    assert documents(runtime) == {}
+
+
+# -- the whole import is one transaction -------------------------------------------------------------
+
+def test_dry_run_reports_and_writes_nothing(runtime):
+    load_and_embed(runtime)
+    code, output = run(runtime, CHROMA, "--format", "chroma", "--dry-run", "--json")
+    assert code == 0, output
+    summary = json.loads(output)
+    assert summary["records"] == 15 and summary["documents"] == 14 and summary["duplicates"] == 1
+    assert summary["would"] == {"new": 14, "changed": 0, "unchanged": 0, "already_present": 0}
+    assert summary["bytes"] > 0 and summary["vector_dimensions"] == {"768": 12, "4": 3}
+    assert DocumentStore(runtime.pool).count() == 6
+
+
+def test_a_failure_while_writing_leaves_nothing(runtime, tmp_path):
+    scan = read_source(write_jsonl(tmp_path / "ok.jsonl", [{"id": f"d{n}", "title": "T", "content": f"C{n}"}
+                                                            for n in range(5)]), "jsonl")
+    plan = plan_import(scan, "ns", runtime.settings)
+    plan.documents[3] = plan.documents[3].__class__("x" * 300, "T", "C", "general", {})  # over the id limit
+    with pytest.raises(Exception):
+        apply_import(runtime.pool, plan, runtime.settings)
+    assert documents(runtime) == {}
+
+
+def test_colliding_ids_are_refused(runtime, tmp_path):
+    path = write_jsonl(tmp_path / "c.jsonl", [
+        {"title": "A", "content": "one", "metadata": {"source": "s", "chunk": 1}},
+        {"title": "B", "content": "two", "metadata": {"source": "s", "chunk": 1}}])
+    with pytest.raises(ImportFileError, match="map to the id 'c_s_1'"):
+        plan_import(read_source(path, "jsonl"), "c", runtime.settings)
+
+
+def test_a_copy_of_the_store_keeps_the_same_ids(runtime, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(CHROMA, copy)
+    first = plan_import(read_source(CHROMA, "chroma"), "kb", runtime.settings)
+    second = plan_import(read_source(copy, "chroma"), "kb", runtime.settings)
+    assert [d.id for d in first.documents] == [d.id for d in second.documents]
