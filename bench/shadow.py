@@ -17,6 +17,10 @@ changed through the API between blocks, and the blocks alternate (off, on, off, 
 2. Throughput (4 client threads, shadow off, local embedders): requests per second
    with FF_ENABLE_QUERY_ANALYTICS off and on. Target: the writer costs ≤ 5 %.
 
+The query embedding cache is off in both gateways, so every request pays for the
+embedding the shadow doubles; the provider gateway also turns the coverage guard off,
+since the vectors it searches were stored under the local models' names.
+
 Uses DATABASE_URL / REDIS_URL when set, else embedded services in a temporary folder.
 """
 
@@ -180,7 +184,7 @@ def run(requests: int, seconds: float, rounds: int) -> list[str]:
             def gateway(name: str, **extra: str) -> GatewayProcess:
                 env = {"DATABASE_URL": urls.database_url, "REDIS_URL": urls.redis_url, "ROLLOUT_ADMIN_TOKEN": token,
                        "REDIS_KEY_PREFIX": f"bench-shadow-{secrets.token_hex(4)}", "GUNICORN_LOG_LEVEL": "warning",
-                       "FF_ENABLE_GRADUAL_MIGRATION": "true", **extra}
+                       "FF_ENABLE_GRADUAL_MIGRATION": "true", "EMBEDDING_CACHE": "false", **extra}
                 return GatewayProcess(env, port=free_port(), workers=2, metrics_dir=folder / f"metrics-{name}",
                                       log_file=folder / f"gateway-{name}.log")
 
@@ -209,7 +213,7 @@ def run(requests: int, seconds: float, rounds: int) -> list[str]:
                 provider.delay_s = PROVIDER_DELAY_S
                 remote = gateway("provider", V1_EMBEDDER="google", GOOGLE_API_KEY="bench-key",
                                  GOOGLE_BASE_URL=provider.url, V2_EMBEDDER="openai", OPENAI_API_KEY="bench-key",
-                                 OPENAI_BASE_URL=f"{provider.url}/v1")
+                                 OPENAI_BASE_URL=f"{provider.url}/v1", V2_MIN_COVERAGE_PERCENT="0")
                 with remote.start():
                     client = Client(remote.port, token)
                     blocks = latency_blocks(client, queries, requests // 2, rounds)
