@@ -172,12 +172,21 @@ class Settings(BaseModel):
     rollout_advance_confidence: float = Field(0.95, alias="ROLLOUT_ADVANCE_CONFIDENCE", ge=0.5, lt=1)
     rollout_srm_alpha: float = Field(0.001, alias="ROLLOUT_SRM_ALPHA", gt=0, lt=0.5)
 
+    # staged rollout: the controller process, its evidence and its notifications
+    rollout_evidence_max_samples: int = Field(100_000, alias="ROLLOUT_EVIDENCE_MAX_SAMPLES", ge=1000, le=5_000_000)
+    rollout_leader_ttl_s: float = Field(30.0, alias="ROLLOUT_LEADER_TTL_S", ge=1, le=3600)
+    rollout_notify_url: str | None = Field(None, alias="ROLLOUT_NOTIFY_URL", pattern=r"^https?://")
+    rollout_notify_token: str | None = Field(None, alias="ROLLOUT_NOTIFY_TOKEN")
+    rollout_notify_timeout_s: float = Field(5.0, alias="ROLLOUT_NOTIFY_TIMEOUT_S", gt=0, le=60)
+    rollout_notify_attempts: int = Field(3, alias="ROLLOUT_NOTIFY_ATTEMPTS", ge=1, le=10)
+
     # the FF_* flag defaults, kept raw: the flags package parses and validates them
     flag_env: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("database_url", "redis_url", "admin_token", "alert_webhook_secret",
                      "openai_api_key", "google_api_key", "openai_base_url", "google_base_url",
-                     "v1_model", "v2_model", "query_log_hash_key", mode="before")
+                     "v1_model", "v2_model", "query_log_hash_key", "rollout_notify_url", "rollout_notify_token",
+                     mode="before")
     @classmethod
     def _blank_is_unset(cls, value):
         return None if isinstance(value, str) and not value.strip() else value
@@ -191,6 +200,9 @@ class Settings(BaseModel):
     def _rollback_samples_within_minimum(self):
         if self.rollout_min_samples_to_roll_back > self.rollout_min_samples:
             raise ValueError("ROLLOUT_MIN_SAMPLES_TO_ROLL_BACK must not exceed ROLLOUT_MIN_SAMPLES")
+        if self.rollout_evidence_max_samples < self.rollout_min_samples:
+            raise ValueError("ROLLOUT_EVIDENCE_MAX_SAMPLES must be at least ROLLOUT_MIN_SAMPLES (a sample smaller "
+                             "than the minimum would never let latency be judged)")
         return self
 
     @field_validator("embedding_prices", mode="before")

@@ -7,6 +7,9 @@ autocommit: a search is one round trip, with no BEGIN/COMMIT around it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import psycopg
 from pgvector.psycopg import register_vector
 from psycopg_pool import ConnectionPool
@@ -42,3 +45,13 @@ def open_pool(database_url: str, settings: Settings, *, name: str = "rollout",
         timeout=10.0,
         open=True,
     )
+
+
+@contextmanager
+def read_snapshot(pool: ConnectionPool, statement_timeout_ms: int) -> Iterator[psycopg.Connection]:
+    """A read-only REPEATABLE READ transaction: every query in it sees the same rows, each bounded in time
+    (analytics reads run longer than the pool's search timeout allows)."""
+    with pool.connection() as conn, conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{statement_timeout_ms}ms",))
+        yield conn

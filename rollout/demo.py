@@ -1,5 +1,5 @@
-"""What `rollout demo` prepares: the demo corpus embedded for both versions, and a first 10 % stage
-with shadow queries and query analytics on."""
+"""What `rollout demo` prepares: the demo corpus embedded for both versions, and the staged rollout's
+first stage (10 %) started with shadow queries and query analytics on."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from pathlib import Path
 from flags import GRADUAL_MIGRATION, PARALLEL_RAG, QUERY_ANALYTICS, V2_PERCENTAGE, Source
 from rollout import schema
 from rollout.config import Settings
+from rollout.controller import Action, Command, Status
 from rollout.documents import DocumentStore, UpsertCounts, read_jsonl
 from rollout.migration.backfill import BackfillReport, backfill_for
 from rollout.runtime import Runtime
 from rollout.services import ServiceUrls, service_urls
 
 DEMO_ACTOR = "rollout demo"
-FIRST_STAGE = {GRADUAL_MIGRATION: True, V2_PERCENTAGE: 10,
-               PARALLEL_RAG: True, QUERY_ANALYTICS: True}  # the demo shows V1 beside V2 from the first query
+COMPARISON = {PARALLEL_RAG: True, QUERY_ANALYTICS: True}  # the demo shows V1 beside V2 from the first query
 
 
 def corpus_path() -> Path:
@@ -42,12 +42,18 @@ def embed_corpus(runtime: Runtime) -> list[BackfillReport]:
 
 
 def start_first_stage(runtime: Runtime) -> list[str]:
-    """Turn the migration on at 10 %, unless someone already chose values (environment or override)."""
+    """Shadow queries and analytics on, and the rollout's first stage started the way a person would
+    (`rollout stage advance`), unless someone already chose values (environment, override, a rollout)."""
     changed = []
-    for name, value in FIRST_STAGE.items():
+    for name, value in COMPARISON.items():
         if runtime.flags.snapshot().sources[name] is Source.DEFAULT:
-            runtime.flags.set(name, value, actor=DEMO_ACTOR, reason="demo: first rollout stage")
+            runtime.flags.set(name, value, actor=DEMO_ACTOR, reason="demo: compare V1 and V2")
             changed.append(f"{name}={value}")
+    sources = runtime.flags.snapshot().sources
+    untouched = all(sources[name] is Source.DEFAULT for name in (GRADUAL_MIGRATION, V2_PERCENTAGE))
+    if untouched and runtime.stages.store.read().state.status is Status.IDLE:
+        decision = runtime.stages.command(Command(Action.ADVANCE, actor=DEMO_ACTOR, reason="demo: first stage"))
+        changed += decision["flag_changes"]
     return changed
 
 

@@ -323,10 +323,11 @@ class RagGateway:
 
     def _base(self, query: RagQuery, decision: Decision, arrived: float, latency_ms: float, mode: str) -> dict:
         query_hash, text = self.query_text(query.text)
+        user_hash, _ = self.query_text(query.user_key)  # the same keyed hash; the key itself is never kept
         return dict(logged_at=datetime.fromtimestamp(arrived, UTC), request_id=query.request_id, mode=mode,
                     bucket=decision.bucket, reason=decision.reason.value, routed_version=decision.version,
                     query_hash=query_hash, query_text=text, category=query.category, k=query.k,
-                    latency_ms=latency_ms)
+                    latency_ms=latency_ms, user_hash=user_hash or None)
 
     def _answer_record(self, answer: RagAnswer, arrived: float, shadow: SearchRun | None,
                        comparison: Comparison | None) -> QueryRecord:

@@ -22,6 +22,12 @@ from rollout.alerts import AlertEventStore, AlertPolicy, AlertService, RollbackA
 from rollout.backends import VersionBackend
 from rollout.breaker import BreakerPolicy, CircuitBreakers, ReplicatedBreakerStorage
 from rollout.config import VERSIONS, Settings
+from rollout.controller.collector import EvidenceCollector
+from rollout.controller.leader import LEADER_KEY
+from rollout.controller.notifier import Notifier
+from rollout.controller.plan import RolloutPlan
+from rollout.controller.service import RolloutService
+from rollout.controller.store import RolloutStore
 from rollout.database import open_pool
 from rollout.embedders import build_embedder
 from rollout.embedding_cache import QueryEmbeddingCache
@@ -106,6 +112,19 @@ class Runtime:
                                             flush_interval_s=settings.query_log_flush_interval_s)
             self.gateway.record_listeners.append(self.query_log.record)
             self.figures = Figures(self.pool, settings)
+
+            # staged rollout: one service for the status, people's commands and the controller's evaluations
+            rollout_store = RolloutStore(self.pool)
+            self.stages = RolloutService(
+                RolloutPlan.from_settings(settings), rollout_store,
+                EvidenceCollector(self.pool, self.breakers, self.coverage,
+                                  max_samples=settings.rollout_evidence_max_samples,
+                                  statement_timeout_ms=settings.monitoring_query_timeout_ms),
+                self.flags,
+                Notifier(settings.rollout_notify_url, token=settings.rollout_notify_token,
+                         timeout_s=settings.rollout_notify_timeout_s, attempts=settings.rollout_notify_attempts,
+                         on_result=rollout_store.set_notification),
+                self.redis, self.key(LEADER_KEY))
         except BaseException:
             self.pool.close()
             raise
@@ -141,6 +160,7 @@ class Runtime:
         self.replicator.stop()
         self.shadow_pool.shutdown()  # shadows in flight finish and hand their rows to the writer
         self.query_log.close()
+        self.stages.notifier.close()  # before the pool: delivery results are written to rollout_decisions
         self.coverage.stop()
         if self.embedding_cache is not None:
             self.embedding_cache.close()

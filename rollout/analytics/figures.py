@@ -27,6 +27,7 @@ from psycopg_pool import ConnectionPool
 
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagSnapshot
 from rollout.config import VERSIONS, Settings
+from rollout.database import read_snapshot
 
 RANGES: dict[str, timedelta] = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
 CRITICAL_WINDOW = timedelta(hours=24)
@@ -191,10 +192,7 @@ class Figures:
         until = until or datetime.now(UTC)
         params = {"since": until - window, "until": until, "day_ago": until - CRITICAL_WINDOW}
         versions = {v: VersionFigures(v) for v in VERSIONS}
-        with self.pool.connection() as conn, conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            conn.execute("SELECT set_config('statement_timeout', %s, true)",
-                         (f"{self.settings.monitoring_query_timeout_ms}ms",))
+        with read_snapshot(self.pool, self.settings.monitoring_query_timeout_ms) as conn:
             for version, requests, percentiles, errors, fallbacks in conn.execute(_BY_ROUTED, params):
                 f = versions[version]
                 f.requests, f.errors, f.fallbacks = requests, errors, fallbacks

@@ -41,6 +41,7 @@ class QueryRecord:
     rbo: float | None = None
     kendall_tau: float | None = None
     top1_agreement: bool | None = None
+    user_hash: str | None = None        # keyed hash of the routing key: distinct users for the sample ratio check
 
     def row(self) -> tuple:
         return tuple(getattr(self, name) for name in COLUMNS)

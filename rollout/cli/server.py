@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import signal
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import click
 import psycopg
@@ -13,6 +13,7 @@ from rollout import demo as demo_steps
 from rollout import schema
 from rollout.cli import cli, settings_of
 from rollout.config import Settings
+from rollout.controller.process import background_controller
 from rollout.maintenance import Maintenance
 from rollout.runtime import Runtime
 from rollout.server import GatewayProcess
@@ -53,12 +54,14 @@ def _gateway_env(settings: Settings, urls: ServiceUrls) -> dict[str, str]:
     return env
 
 
-def _run_gateway(settings: Settings, urls: ServiceUrls, port: int, workers: int, banner) -> None:
+def _run_gateway(settings: Settings, urls: ServiceUrls, port: int, workers: int, banner, *,
+                 controller: bool = False) -> None:
     metrics_dir = settings.metrics_dir or (settings.data_dir.resolve() / "metrics")
     gateway = GatewayProcess(_gateway_env(settings, urls), host=settings.host, port=port, workers=workers,
                              metrics_dir=metrics_dir)
     maintenance = Maintenance(settings, urls.database_url)  # scheduled jobs: here, never in a web worker
-    with _terminate_as_interrupt(), maintenance:
+    hosted = background_controller(settings, urls.database_url, urls.redis_url) if controller else nullcontext()
+    with _terminate_as_interrupt(), maintenance, hosted:
         try:
             gateway.start()
             banner(gateway.url)
@@ -77,7 +80,7 @@ def _run_gateway(settings: Settings, urls: ServiceUrls, port: int, workers: int,
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="gunicorn workers (default WEB_CONCURRENCY).")
 @click.pass_context
 def demo(ctx: click.Context, port: int | None, workers: int | None) -> None:
-    """Everything in one command: services, schema, demo corpus embedded for V1 and V2, gateway."""
+    """Everything in one command: services, schema, demo corpus embedded for V1 and V2, gateway, controller."""
     settings, generated = _secrets(settings_of(ctx))
     port = port or settings.port
     with service_urls(settings) as urls:
@@ -104,7 +107,7 @@ def demo(ctx: click.Context, port: int | None, workers: int | None) -> None:
         def banner(url: str) -> None:
             _print_demo_banner(url, settings, generated)
 
-        _run_gateway(settings, urls, port, workers or settings.web_concurrency, banner)
+        _run_gateway(settings, urls, port, workers or settings.web_concurrency, banner, controller=True)
 
 
 def _print_demo_banner(url: str, settings: Settings, generated: list[str]) -> None:
@@ -125,6 +128,8 @@ Try:
   curl -s {url}/api/monitoring/circuit-breaker        # then: rollout breaker rearm
   curl -s {url}/metrics | grep '^rag_requests_total'
   curl -s '{url}/api/monitoring/dashboard?range=1h'
+  curl -s {url}/api/rollout/status   # the staged rollout: stage, last decision and why
+  rollout stage status              # the same in this folder; rollout stage advance|hold|resume|rollback|set
   rollout monitor --range 1h        # V1 beside V2 and the success criteria, in this folder
   rollout compare --k 5             # the demo queries against both versions directly
 """)

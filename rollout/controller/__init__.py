@@ -1,6 +1,9 @@
-"""The staged rollout's judgement: evidence in, gates, a verdict, and the plan's state transitions.
+"""The staged rollout: its judgement, and the process that carries it out.
 
-Pure code, no I/O: the controller process gathers the evidence and carries out transitions.
+The judgement is pure code, no I/O (evidence, gates, verdict, plan, state transitions; exported
+here). The rest does the I/O around it: `collector` gathers the evidence from query_log, `store`
+keeps the state and the decisions in PostgreSQL, `service` applies verdicts and people's commands
+to the flags, `leader`, `notifier` and `process` make up `rollout controller`.
 """
 
 from rollout.controller.evidence import Evidence, VersionEvidence

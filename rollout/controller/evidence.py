@@ -56,8 +56,8 @@ class Evidence:
 
     percentage: FF_NEW_EMBEDDINGS_PERCENTAGE during the window (the target share of V2).
     window_started_at / evaluated_at: epoch seconds; the window starts when the stage did.
-    shadow_overlaps: per shadow-compared query, the share (0-1) of V1's top-k documents V2 also
-        returned; empty when shadow queries are off.
+    shadow_overlaps: per shadow-compared query, the overlap (0-1, Jaccard, as query_log keeps it) of
+        V1's and V2's top-k documents; empty when shadow queries are off.
     coverage_complete: V2 has embedded every category the rollout routes to it (detail says which not).
     breaker_closed: V2's circuit breaker is closed (open or half-open: False).
     tripping_alerts: names of firing alerts that hold V2 off.

@@ -27,7 +27,7 @@ class Thresholds:
     max_p95_s: float = 0.8                 # V2's own p95 ceiling
     latency_quantile: float = 0.95
     min_similarity: float = 0.7            # V2's mean top similarity must stay above (V2's own scale)
-    min_shadow_overlap: float = 0.5        # mean share of V1's top-k that V2 also returns
+    min_shadow_overlap: float = 0.5        # mean overlap (Jaccard) of V1's and V2's top-k on shadow queries
     min_shadow_samples: int = 200
     max_error_rate: float = 0.001
     max_critical_errors: int = 0

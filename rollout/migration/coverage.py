@@ -74,6 +74,14 @@ class CoverageMonitor:
             return None
         return snapshot.get(version, {}).get(CORPUS if category is None else category)
 
+    def shortfalls(self, version: str = GUARDED) -> list[tuple[str, Coverage]] | None:
+        """The categories of `version` below the routing bar, from the last count; None before the first count."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            return None
+        return [(category, counts) for category, counts in sorted(snapshot.get(version, {}).items())
+                if category != CORPUS and counts.below(self.min_percent)]
+
     # -- counting (off the request path) ----------------------------------------------
     def refresh(self) -> bool:
         """Count now; on failure keep the last counts and return False."""

@@ -1,0 +1,150 @@
+"""`GET /api/rollout/status`, `POST /api/rollout/stage` (admin) and `GET /api/rollout/decisions`.
+
+The same `RolloutService` as `rollout stage ...` and the controller process: a command here
+is applied under the state's lock, carried out on the flags (audited with the caller as
+actor) and stored in `rollout_decisions`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from flask import Blueprint, current_app, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from flags import V2_PERCENTAGE, FlagError, definition
+from rollout.api.auth import admin_required, check_admin
+from rollout.api.errors import ApiError, bad_request
+from rollout.api.openapi import operation, query_parameter
+from rollout.api.validation import limit_argument, parse
+from rollout.controller import Action, Command, TransitionError
+
+bp = Blueprint("stages", __name__)
+
+_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+DECISION_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"}, "decided_at": {"type": "string", "format": "date-time"},
+        "kind": {"enum": ["evaluation", "command", "flag_change"]},
+        "action": {"type": "string", "description": "The verdict (advance, hold, pause, rollback) or the command."},
+        "actor": {"type": "string", "description": "controller, or who gave the command or changed the flag."},
+        "reason": {"type": "string"},
+        "percentage_before": {"type": "number"}, "percentage_after": {"type": "number"},
+        "status_before": {"type": "string"}, "status_after": {"type": "string"},
+        "gates": {"type": "array", "description": "Evaluations: each gate's status and reason.",
+                  "items": {"type": "object"}},
+        "flag_changes": {"type": "array", "items": {"type": "string"}},
+        "error": {"type": ["string", "null"], "description": "The change could not be carried out."},
+        "notification": {"type": ["object", "null"], "description": "Rollbacks and pauses: the POST to "
+                                                                    "ROLLOUT_NOTIFY_URL and how it went."},
+    },
+}
+STATUS_SCHEMA = {
+    "type": "object",
+    "required": ["status", "percentage", "summary", "complete", "v1_retirable"],
+    "properties": {
+        "status": {"enum": ["idle", "running", "held", "paused", "rolled_back", "complete"]},
+        "percentage": {"type": "number", "description": "The share of V2 the rollout is at."},
+        "stage": {"type": ["integer", "null"], "description": "1-based place among the plan's stages."},
+        "stages": {"type": "array", "items": {"type": "number"}},
+        "next_stage": {"type": ["number", "null"]},
+        "reason": {"type": "string", "description": "Why the rollout is where it is."},
+        "stage_started_at": _NULLABLE_TIME, "time_in_stage_s": {"type": ["number", "null"]},
+        "required_time_s": {"type": ["number", "null"], "description": "Minimum time of this stage (at 100 %: "
+                                                                       "stable time before completion)."},
+        "last_evaluated_at": _NULLABLE_TIME, "next_evaluation_at": _NULLABLE_TIME,
+        "last_decision": {"oneOf": [DECISION_SCHEMA, {"type": "null"}]},
+        "last_evaluation": {"oneOf": [DECISION_SCHEMA, {"type": "null"}]},
+        "flags": {"type": "object", "description": "The flags now, and whether they agree with the rollout."},
+        "controller": {"type": "object", "description": "The active controller (leader lock holder), if any."},
+        "complete": {"type": "boolean"},
+        "v1_retirable": {"type": "boolean", "description": "100 % and stable for the plan's time: V1 can be "
+                                                          "retired (nothing is dropped automatically)."},
+        "plan": {"type": "object"}, "warnings": {"type": "array", "items": {"type": "string"}},
+        "summary": {"type": "string"},
+    },
+}
+
+
+class StageCommand(BaseModel):
+    """The body of POST /api/rollout/stage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["advance", "hold", "resume", "rollback", "set"] = Field(
+        description="advance: to the next stage (at 100 %: declare complete); hold: stop advancing (still rolled "
+                    "back on a clear failure); resume: hand control back to the controller (from 0 %: start); "
+                    "rollback: to 0 % or the previous stage; set: to `percentage`.")
+    percentage: float | None = Field(None, ge=0, le=100, description="set: the share of V2, 0-100 in 0.01 steps.")
+    rollback_to: Literal["zero", "previous"] | None = Field(
+        None, description="rollback: where to (default ROLLOUT_ROLLBACK_TO).")
+    reason: str | None = Field(None, max_length=500, description="Why: kept with the decision and the flag audit.")
+    expected_percentage: float | None = Field(
+        None, ge=0, le=100, description="Refuse (409) unless the rollout is at this percentage now.")
+
+    @field_validator("percentage", "expected_percentage")
+    @classmethod
+    def _a_valid_percentage(cls, value: float | None) -> float | None:
+        if value is None:
+            return None
+        try:
+            return definition(V2_PERCENTAGE).parse(value)
+        except FlagError as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _fields_fit_the_action(self):
+        if self.action == "set" and self.percentage is None:
+            raise ValueError("set needs a percentage")
+        if self.action != "set" and self.percentage is not None:
+            raise ValueError("percentage is only for set")
+        if self.action != "rollback" and self.rollback_to is not None:
+            raise ValueError("rollback_to is only for rollback")
+        return self
+
+
+def _service():
+    return current_app.extensions["rollout"].stages
+
+
+@bp.get("/api/rollout/status")
+@operation("The staged rollout: plan, stage, time in stage, next evaluation, the last decision and why, the "
+           "active controller, and whether V1 can be retired.", tags=("rollout",), ok=STATUS_SCHEMA, errors=(503,))
+def status():
+    return jsonify(_service().status())
+
+
+@bp.post("/api/rollout/stage")
+@operation("Advance, hold, resume, roll back the rollout or set its percentage; stored in rollout_decisions "
+           "with the actor, the flag change audited.", tags=("rollout",), body=StageCommand, admin=True,
+           ok={"type": "object", "properties": {"decision": DECISION_SCHEMA, "status": STATUS_SCHEMA}},
+           errors=(409, 413))
+def command():
+    actor = check_admin()
+    body = parse(StageCommand, max_bytes=16 * 1024)
+    service = _service()
+    try:
+        decision = service.command(
+            Command(Action(body.action), actor=actor, reason=body.reason or "", percentage=body.percentage,
+                    rollback_to=body.rollback_to),
+            expected_percentage=body.expected_percentage)
+    except TransitionError as exc:
+        raise ApiError(409, "conflict", str(exc), rollout=service.status()["summary"]) from None
+    return jsonify({"decision": decision, "status": service.status()})
+
+
+@bp.get("/api/rollout/decisions")
+@operation("The latest rollout decisions, newest first: evaluations with their gates, commands, flag changes.",
+           tags=("rollout",), admin=True,
+           ok={"type": "object", "properties": {"decisions": {"type": "array", "items": DECISION_SCHEMA}}},
+           parameters=[query_parameter("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Rows."),
+                       query_parameter("details", {"type": "boolean"},
+                                       "Include each verdict, its evidence summary and the plan.")])
+@admin_required
+def decisions():
+    limit = limit_argument(default=20)
+    details = request.args.get("details", "false").lower()
+    if details not in ("true", "false", "1", "0"):
+        raise bad_request("details must be true or false")
+    return jsonify({"decisions": _service().decisions(limit, details=details in ("true", "1"))})

@@ -1,0 +1,52 @@
+"""`rollout controller`: the staged rollout's schedule, in a process of its own (never in a web worker)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import click
+
+from rollout import schema
+from rollout.cli import cli, settings_of
+from rollout.cli.stage import decision_line
+from rollout.controller.process import ControllerProcess
+from rollout.runtime import command_runtime
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="One evaluation now, as the leader, then exit (cron, tests).")
+@click.option("--retention/--no-retention", default=True, show_default=True,
+              help="Also run the query_log retention job (it runs once at a time wherever it is scheduled).")
+@click.pass_context
+def controller(ctx: click.Context, once: bool, retention: bool) -> None:
+    """Judge the current stage every ROLLOUT_EVALUATION_INTERVAL_S and advance, hold, pause or roll back.
+
+    Run it on one host or several: exactly one is active (a Redis lock with a TTL); the
+    others wait and take over when it stops. SIGINT/SIGTERM stop it cleanly.
+    """
+    settings = settings_of(ctx)
+    logging.getLogger("rollout").setLevel(logging.INFO)  # a daemon's decisions belong in its log
+    with command_runtime(settings, replicate=not once) as runtime:
+        with runtime.pool.connection() as conn:
+            schema.check(conn, settings)
+        process = ControllerProcess(runtime, retention=retention and not once)
+        if once:
+            decisions = process.run_once()
+            for decision in decisions:
+                click.echo(decision_line(decision))
+            if not decisions:
+                state = runtime.stages.store.read().state
+                click.echo(f"nothing to judge: the rollout is {state.status.value} at {state.percentage:g} %")
+            return
+        stop = threading.Event()
+        previous = {sig: signal.signal(sig, lambda signum, frame: stop.set())
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            click.echo(f"controller {process.identity}: running (Ctrl-C stops it)")
+            process.run(stop)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        click.echo(f"controller {process.identity}: stopped")

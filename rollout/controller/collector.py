@@ -1,0 +1,171 @@
+"""The evidence collector: what the gates judge, read from `query_log`, V2's breaker and the coverage counts.
+
+The window is the stage's: from `stage_started_at` (when the percentage was set) to the
+evaluation. Only routed queries count (mode `routed`, reason not `forced`): merged-mode
+answers and requests an admin forced to a version say nothing about the split or about
+what users get from it. Per routed version, as `Figures` counts them: a V2 failure answered
+by V1 is a V2 error and its latency is what the V2 user waited; a similarity counts only
+when the routed version itself answered (V1's similarity after a fallback lives on V1's scale).
+
+Sample ratio: the split's assignments, not who served. A query routed by `percentage`
+counts for its version; one a guard (breaker, alert, incomplete coverage) sent to V1 counts
+for V2 when its bucket is inside the percentage (a forced-V2 request a guard turned away is
+left out). Units are distinct users (the keyed hash of the routing key; routing is sticky
+per user), and rows without a user hash (written before the column existed) count one each.
+
+Bounded: counts are exact, but each version's latencies and similarities are a uniform
+random sample of at most `max_samples` rows (Bernoulli sampling in PostgreSQL, keeping each
+answered row with probability max_samples / answered), and the same for shadow overlaps.
+Every read shares one REPEATABLE READ snapshot, so samples never outnumber the counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+from psycopg_pool import ConnectionPool
+
+from flags import threshold
+from rollout.breaker import CircuitBreakers
+from rollout.breaker.state import CLOSED
+from rollout.controller.evidence import Evidence, VersionEvidence
+from rollout.database import read_snapshot
+from rollout.migration.coverage import CoverageMonitor
+from rollout.routing import Reason
+
+GUARD_REASONS = [Reason.BREAKER_OPEN.value, Reason.ALERT.value, Reason.V2_INCOMPLETE.value]
+
+_WINDOW = "logged_at >= %(since)s AND logged_at < %(until)s"
+_ROUTED = "mode = 'routed' AND reason <> 'forced'"
+
+_COUNTS = f"""
+    SELECT routed_version,
+           count(*) FILTER (WHERE logged_at >= %(since)s),
+           count(*) FILTER (WHERE logged_at >= %(since)s AND (fallback OR served_version IS NULL)),
+           count(*) FILTER (WHERE logged_at >= %(since)s AND served_version IS NOT NULL),
+           count(overlap) FILTER (WHERE logged_at >= %(since)s),
+           count(*) FILTER (WHERE logged_at >= %(critical_since)s AND served_version IS NULL)
+    FROM query_log
+    WHERE logged_at >= least(%(since)s, %(critical_since)s) AND logged_at < %(until)s AND {_ROUTED}
+    GROUP BY routed_version"""
+
+_ASSIGNMENTS = f"""
+    SELECT assigned, count(DISTINCT user_hash) + count(*) FILTER (WHERE user_hash IS NULL)
+    FROM (SELECT CASE WHEN reason = 'percentage' THEN routed_version ELSE 'v2' END AS assigned, user_hash
+          FROM query_log
+          WHERE {_WINDOW} AND mode = 'routed'
+            AND (reason = 'percentage' OR (reason = ANY(%(guards)s) AND bucket < %(threshold)s))) split
+    GROUP BY assigned"""
+
+_SAMPLES = f"""
+    SELECT routed_version, latency_ms, CASE WHEN served_version = routed_version THEN top_similarity END
+    FROM query_log
+    WHERE {_WINDOW} AND {_ROUTED} AND served_version IS NOT NULL
+      AND random() < CASE routed_version WHEN 'v1' THEN %(keep_v1)s ELSE %(keep_v2)s END"""
+
+_OVERLAPS = f"""
+    SELECT overlap FROM query_log
+    WHERE {_WINDOW} AND {_ROUTED} AND overlap IS NOT NULL AND random() < %(keep)s"""
+
+
+def _time(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _keep(available: int, wanted: int) -> float:
+    """The share of rows to keep so that about `wanted` of `available` remain (1.0: all of them)."""
+    return 1.0 if available <= wanted else wanted / available
+
+
+@dataclass
+class _Counts:
+    requests: int = 0
+    errors: int = 0
+    answered: int = 0
+    overlaps: int = 0
+    critical: int = 0
+    assigned: int = 0
+
+
+@dataclass(frozen=True)
+class Collected:
+    """The evidence, and a JSON summary of how it was gathered (kept with the decision)."""
+
+    evidence: Evidence
+    summary: dict
+
+
+class EvidenceCollector:
+    def __init__(self, pool: ConnectionPool, breakers: CircuitBreakers, coverage: CoverageMonitor, *,
+                 max_samples: int, statement_timeout_ms: int):
+        self.pool = pool
+        self.breakers = breakers
+        self.coverage = coverage
+        self.max_samples = max_samples
+        self.statement_timeout_ms = statement_timeout_ms
+
+    def collect(self, percentage: float, since: float, until: float, critical_window_s: float) -> Collected:
+        """The evidence of the window [since, until) at `percentage` (epoch seconds)."""
+        params = {"since": _time(since), "until": _time(until), "critical_since": _time(until - critical_window_s),
+                  "guards": GUARD_REASONS, "threshold": threshold(percentage)}
+        counts = {"v1": _Counts(), "v2": _Counts()}
+        with read_snapshot(self.pool, self.statement_timeout_ms) as conn:
+            for version, requests, errors, answered, overlaps, critical in conn.execute(_COUNTS, params):
+                counts[version] = _Counts(requests, errors, answered, overlaps, critical)
+            for version, assigned in conn.execute(_ASSIGNMENTS, params):
+                counts[version].assigned = assigned
+            keep = {v: _keep(c.answered, self.max_samples) for v, c in counts.items()}
+            latencies: dict[str, list[float]] = {"v1": [], "v2": []}
+            similarities: dict[str, list[float]] = {"v1": [], "v2": []}
+            for version, latency_ms, similarity in conn.execute(
+                    _SAMPLES, {**params, "keep_v1": keep["v1"], "keep_v2": keep["v2"]}):
+                latencies[version].append(latency_ms / 1000)
+                if similarity is not None:
+                    similarities[version].append(similarity)
+            overlap_total = sum(c.overlaps for c in counts.values())
+            keep_overlaps = _keep(overlap_total, self.max_samples)
+            overlaps = [row[0] for row in conn.execute(_OVERLAPS, {**params, "keep": keep_overlaps})]
+        facts = self.facts()
+        versions = {v: VersionEvidence(requests=c.requests, errors=c.errors, critical_errors=c.critical,
+                                       latencies_s=np.asarray(latencies[v]),
+                                       top_similarities=np.asarray(similarities[v]), assigned=c.assigned)
+                    for v, c in counts.items()}
+        evidence = Evidence(percentage=percentage, window_started_at=since, evaluated_at=until,
+                            v1=versions["v1"], v2=versions["v2"], shadow_overlaps=np.asarray(overlaps, dtype=float),
+                            **facts)
+        summary = {
+            "window": {"since": params["since"].isoformat(), "until": params["until"].isoformat(),
+                       "seconds": until - since},
+            "critical_since": params["critical_since"].isoformat(),
+            "max_samples": self.max_samples,
+            **{v: {"requests": c.requests, "errors": c.errors, "critical_errors": c.critical, "answered": c.answered,
+                   "assigned_users": c.assigned, "latency_samples": len(latencies[v]),
+                   "similarity_samples": len(similarities[v]), "sampled_share": keep[v]}
+               for v, c in counts.items()},
+            "shadow": {"compared": overlap_total, "samples": len(overlaps), "sampled_share": keep_overlaps},
+            "facts": {"coverage_complete": facts["coverage_complete"], "coverage_detail": facts["coverage_detail"],
+                      "breaker_closed": facts["breaker_closed"], "breaker_detail": facts["breaker_detail"],
+                      "tripping_alerts": list(facts["tripping_alerts"])},
+        }
+        return Collected(evidence, summary)
+
+    def facts(self) -> dict:
+        """V2's coverage, V2's breaker and the tripping alerts, from this process's copies."""
+        shortfalls = self.coverage.shortfalls("v2")
+        if shortfalls is None:
+            complete, coverage = False, "not counted yet" + (f" ({self.coverage.last_error})"
+                                                             if self.coverage.last_error else "")
+        else:
+            complete = not shortfalls
+            coverage = ", ".join(f"{category} {c.embedded}/{c.total}" for category, c in shortfalls[:10])
+            if len(shortfalls) > 10:
+                coverage += f" and {len(shortfalls) - 10} more"
+        state = self.breakers.state()
+        record = state.records["v2"]
+        breaker = record.state if record.state == CLOSED else ", ".join(
+            filter(None, [record.state, record.cause.value if record.cause else None, record.detail]))
+        return {"coverage_complete": complete, "coverage_detail": coverage,
+                "breaker_closed": record.state == CLOSED, "breaker_detail": breaker,
+                "tripping_alerts": tuple(sorted(alert.alertname for alert in state.alerts.values()))}

@@ -1,0 +1,141 @@
+"""The controller process (`rollout controller`): the schedule, the leader lock, a clean stop.
+
+One APScheduler BackgroundScheduler runs two jobs (and, unless turned off, the query_log
+retention job of `rollout/maintenance.py`, which guards itself with an advisory lock):
+
+- `leader`, every third of ROLLOUT_LEADER_TTL_S: renew the leader lock, or try to take it;
+- `evaluation`, every min(evaluation interval, a third of the TTL): on the leader only, take
+  any flag change made elsewhere, then evaluate when the state's `next_evaluation_at` has
+  come. The due time lives in PostgreSQL, so a new leader (or a restarted controller)
+  keeps the schedule where the last one left it, instead of starting it over.
+
+Never inside a web worker: gunicorn would run one scheduler per worker. SIGINT or SIGTERM
+stops the schedule (an evaluation under way finishes), releases the lock so a standby
+takes over at once, and waits a bounded time for notifications still being delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import psycopg
+import redis
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from rollout.controller.leader import LeaderLock
+from rollout.errors import RolloutError
+from rollout.maintenance import Maintenance
+from rollout.config import Settings
+from rollout.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class LeaderBusy(RolloutError):
+    """Another controller holds the leader lock."""
+
+
+class ControllerProcess:
+    def __init__(self, runtime: Runtime, *, retention: bool = True, identity: str | None = None):
+        self.runtime = runtime
+        self.service = runtime.stages
+        settings = runtime.settings
+        self.leader = LeaderLock(runtime.redis, self.service.leader_key, settings.rollout_leader_ttl_s, identity)
+        renew_s = settings.rollout_leader_ttl_s / 3
+        self.poll_s = min(self.service.plan.evaluation_interval_s, renew_s)
+        now = datetime.now(UTC)
+        self.scheduler = BackgroundScheduler(timezone=UTC)
+        self.scheduler.add_job(self._lead, "interval", seconds=renew_s, id="leader", max_instances=1,
+                               coalesce=True, next_run_time=now)
+        self.scheduler.add_job(self._evaluate, "interval", seconds=self.poll_s, id="evaluation", max_instances=1,
+                               coalesce=True, next_run_time=now)
+        self.maintenance = (Maintenance(settings, runtime.database_url, scheduler=self.scheduler)
+                            if retention else None)
+        self._stopped = False
+
+    @property
+    def identity(self) -> str:
+        return self.leader.identity
+
+    def start(self) -> ControllerProcess:
+        """Start the schedule in the background (`rollout demo` hosts a controller this way)."""
+        logging.getLogger("apscheduler").setLevel(logging.ERROR)  # a skipped overlapping run is not news
+        self.scheduler.start()
+        log.info("controller %s started: evaluation every %g s, leader lock TTL %g s", self.identity,
+                 self.service.plan.evaluation_interval_s, self.leader.ttl_s)
+        return self
+
+    def run(self, stop: threading.Event) -> None:
+        """Run the schedule until `stop` is set (the signal handlers set it), then shut down cleanly."""
+        self.start()
+        try:
+            while not stop.wait(1.0):
+                pass
+        finally:
+            self.shutdown()
+
+    def run_once(self) -> list[dict]:
+        """One evaluation now, as the leader (LeaderBusy if another controller is active)."""
+        if not self.leader.refresh():
+            holder = self.leader.holder()
+            raise LeaderBusy(f"another controller is active ({holder[0] if holder else 'unknown'}); "
+                             "nothing was evaluated")
+        try:
+            return self.service.evaluate(leading=lambda: self.leader.held, controller=self.identity)
+        finally:
+            self.leader.release()
+            self.service.notifier.close()
+
+    def shutdown(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.maintenance is not None:
+            self.maintenance.retention.stop()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        if self.maintenance is not None:
+            self.maintenance.stop()
+        self.leader.release()
+        self.service.notifier.close()
+        log.info("controller %s stopped", self.identity)
+
+    # -- jobs -------------------------------------------------------------------------------------
+    def _lead(self) -> None:
+        try:
+            self.leader.refresh()
+        except Exception:
+            log.exception("controller %s: leader lock check failed", self.identity)
+
+    def _evaluate(self) -> None:
+        if not self.leader.held:
+            return
+        try:
+            for decision in self.service.evaluate(due_only=True, leading=lambda: self.leader.held,
+                                                  controller=self.identity):
+                log.info("rollout %s (%s): %s %% -> %s %%, %s: %s", decision["kind"], decision["actor"],
+                         f"{decision['percentage_before']:g}", f"{decision['percentage_after']:g}",
+                         decision["status_after"], decision["reason"])
+        except (psycopg.OperationalError, redis.RedisError, OSError) as exc:  # an outage: one line, not a traceback
+            log.warning("controller %s: evaluation skipped, a service is unreachable (%s: %s)", self.identity,
+                        type(exc).__name__, str(exc).strip())
+        except Exception:  # the next run tries again; the state is only changed by a committed transaction
+            log.exception("controller %s: evaluation failed", self.identity)
+
+
+@contextmanager
+def background_controller(settings: Settings, database_url: str, redis_url: str) -> Iterator[ControllerProcess]:
+    """A controller beside something else in this process (`rollout demo`): its own runtime, stopped on exit."""
+    runtime = Runtime(settings, database_url, redis_url, pool_size=2).start()
+    try:
+        process = ControllerProcess(runtime, retention=False).start()
+        try:
+            yield process
+        finally:
+            process.shutdown()
+    finally:
+        runtime.close()

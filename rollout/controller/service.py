@@ -1,0 +1,338 @@
+"""The rollout service: status, people's commands and the controller's evaluations, through one code path.
+
+`GET /api/rollout/status`, `POST /api/rollout/stage`, `rollout stage ...` and the
+controller process all call this object, so a change from any of them is the same
+change: applied under the state row's lock (`RolloutStore.locked`), carried out on the
+flags (FF_NEW_EMBEDDINGS_PERCENTAGE, and FF_ENABLE_GRADUAL_MIGRATION when V2 gets traffic
+while it is off) through the FlagStore, so every flag change is audited with its actor,
+and recorded in `rollout_decisions`.
+
+A flag changed elsewhere (`PUT /api/flags`, `rollout flags set`, an alert's rollback)
+is respected, never undone: the next look (a command or an evaluation) finds the live
+share of V2 differing from the state's, records the change with the actor flag_audit
+names, and takes it as the new stage: held there (a person took the wheel; `resume` hands
+it back), or rolled back when V2 lost all its traffic during a rollout (an alert's rollback
+sets the percentage to 0). Its window starts when the flag changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+
+from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagStore
+from rollout.controller.collector import EvidenceCollector
+from rollout.controller.leader import leader_of
+from rollout.controller.notifier import Notifier
+from rollout.controller.plan import RolloutPlan
+from rollout.controller.state import (
+    WATCHED,
+    Command,
+    RolloutState,
+    Status,
+    Transition,
+    TransitionError,
+    apply_command,
+    apply_verdict,
+)
+from rollout.controller.store import DecisionRecord, RolloutStore, StoredState, iso
+from rollout.controller.verdict import judge
+
+log = logging.getLogger(__name__)
+
+CONTROLLER = "controller"  # the actor of the controller's own flag changes and decisions
+UNKNOWN_ACTOR = "unknown (no flag_audit row)"
+
+
+def pct(value: float) -> str:
+    return f"{value:g} %"
+
+
+def duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@dataclass(frozen=True)
+class LiveFlags:
+    percentage: float
+    enabled: bool
+
+    @property
+    def share(self) -> float:
+        """The share of V2 the flags give now: the percentage, or 0 while the master switch is off."""
+        return self.percentage if self.enabled else 0.0
+
+
+class RolloutService:
+    def __init__(self, plan: RolloutPlan, store: RolloutStore, collector: EvidenceCollector, flags: FlagStore,
+                 notifier: Notifier, redis_client: redis.Redis, leader_key: str):
+        self.plan = plan
+        self.store = store
+        self.collector = collector
+        self.flags = flags
+        self.notifier = notifier
+        self.redis = redis_client
+        self.leader_key = leader_key
+
+    # -- reading ------------------------------------------------------------------------------
+    def status(self, now: float | None = None) -> dict:
+        """Plan, stage, time in stage, next evaluation, the last decision and why, the controller, completion."""
+        now = time.time() if now is None else now
+        stored = self.store.read()
+        state = stored.state
+        flags = self._flags()
+        decisions = self.store.decisions(1)
+        evaluations = self.store.decisions(1, kinds=["evaluation"])
+        controller = self._controller()
+        watched = state.status in WATCHED
+        in_stage = state.time_in_stage(now) if state.status is not Status.IDLE else None
+        following = self.plan.next_stage(state.percentage) if state.status is not Status.COMPLETE else None
+        next_at = None
+        if watched:
+            next_at = max(stored.next_evaluation_at or now, now)
+        complete = state.status is Status.COMPLETE
+        report = {
+            "status": state.status.value,
+            "percentage": state.percentage,
+            "stage": self.plan.stage_number(state.percentage),
+            "stages": list(self.plan.stages),
+            "next_stage": following,
+            "reason": state.reason,
+            "stage_started_at": iso(state.stage_started_at) if state.status is not Status.IDLE else None,
+            "time_in_stage_s": in_stage,
+            "required_time_s": self.plan.required_time_s(state.percentage) if watched else None,
+            "last_evaluated_at": iso(stored.last_evaluated_at),
+            "next_evaluation_at": iso(next_at),
+            "last_decision": decisions[0] if decisions else None,
+            "last_evaluation": evaluations[0] if evaluations else None,
+            "flags": {V2_PERCENTAGE: flags.percentage, GRADUAL_MIGRATION: flags.enabled,
+                      "effective_percentage": flags.share, "in_sync": flags.share == state.percentage},
+            "controller": controller,
+            "complete": complete,
+            "v1_retirable": complete and state.percentage >= self.plan.final,
+            "plan": self.plan.to_dict(),
+        }
+        report["warnings"] = self._warnings(report, stored, flags, now)
+        report["summary"] = self._summary(report)
+        return report
+
+    def decisions(self, limit: int = 20, *, details: bool = False) -> list[dict]:
+        return self.store.decisions(limit, details=details)
+
+    # -- people ---------------------------------------------------------------------------------
+    def command(self, command: Command, *, expected_percentage: float | None = None,
+                now: float | None = None) -> dict:
+        """Apply a person's command; TransitionError (nothing changed) when it does not apply.
+
+        `expected_percentage`: refuse unless the rollout is at this percentage (a guard
+        against acting on a status that someone else changed meanwhile).
+        """
+        now = time.time() if now is None else now
+        self.reconcile(now)
+        with self.store.locked() as (conn, stored):
+            state = stored.state
+            if expected_percentage is not None and state.percentage != expected_percentage:
+                raise TransitionError(f"the rollout is at {pct(state.percentage)}, not "
+                                      f"{pct(expected_percentage)}: nothing changed")
+            transition = apply_command(self.plan, state, command, now)
+            changes = self._set_flags(transition, command.actor)  # a Redis error rolls the whole command back
+            decision = self._record(conn, stored, transition, DecisionRecord(
+                kind="command", actor=command.actor, transition=transition, plan=self.plan.to_dict(),
+                stage=self.plan.stage_number(state.percentage), flag_changes=changes))
+        log.info("rollout %s by %s: %s", command.action.value, command.actor, transition.reason)
+        return self._notify(decision)
+
+    # -- the controller -------------------------------------------------------------------------
+    def reconcile(self, now: float | None = None) -> dict | None:
+        """Take a flag change made elsewhere as the new stage (recorded); None when the flags agree."""
+        now = time.time() if now is None else now
+        flags = self._flags(fresh=True)
+        if flags.share == self.store.read().state.percentage:
+            return None
+        with self.store.locked() as (conn, stored):
+            state = stored.state
+            if flags.share == state.percentage:
+                return None
+            change = self.store.last_flag_change(conn, (V2_PERCENTAGE, GRADUAL_MIGRATION))
+            actor = change[0] if change else UNKNOWN_ACTOR
+            started = min(change[1], now) if change and change[1] > state.stage_started_at else now
+            transition = adopted(state, flags, actor, started)
+            decision = self._record(conn, stored, transition, DecisionRecord(
+                kind="flag_change", actor=actor, transition=transition, plan=self.plan.to_dict(),
+                stage=self.plan.stage_number(state.percentage)))
+        log.warning("rollout: %s", transition.reason)
+        return decision
+
+    def evaluate(self, now: float | None = None, *, due_only: bool = False,
+                 leading: Callable[[], bool] = lambda: True, controller: str | None = None) -> list[dict]:
+        """One evaluation of the current stage (the controller's job); the decisions it recorded.
+
+        `due_only`: skip unless the state's next evaluation time has come. `leading` is
+        asked again before anything is written: a controller that lost the leader lock while
+        gathering evidence writes nothing. `controller`: the process's identity, kept on the row.
+        """
+        now = time.time() if now is None else now
+        made = [d for d in (self.reconcile(now),) if d is not None]
+        stored = self.store.read()
+        state = stored.state
+        if state.status not in WATCHED:
+            return made
+        if due_only and stored.next_evaluation_at is not None and stored.next_evaluation_at > now:
+            return made
+        collected = self.collector.collect(state.percentage, state.stage_started_at, now, self.plan.critical_window_s)
+        verdict = judge(collected.evidence, self.plan)
+        if not leading():
+            log.warning("rollout: no longer the leader; the evaluation at %s is dropped", pct(state.percentage))
+            return made
+        with self.store.locked() as (conn, current):
+            transition = apply_verdict(self.plan, current.state, verdict)
+            changes, error = [], None
+            try:
+                changes = self._set_flags(transition, CONTROLLER)
+            except (redis.RedisError, OSError) as exc:
+                error = f"{V2_PERCENTAGE} could not be set, nothing changed: {exc}"
+                transition = Transition(current.state, current.state, "verdict", transition.action,
+                                        f"{transition.reason} (not carried out: Redis unreachable)")
+            current = StoredState(current.state, now, now + self.plan.evaluation_interval_s)
+            decision = self._record(conn, current, transition, DecisionRecord(
+                kind="evaluation", actor=CONTROLLER, controller=controller, transition=transition,
+                plan=self.plan.to_dict(),
+                stage=self.plan.stage_number(current.state.percentage), verdict=verdict.to_dict(),
+                evidence=collected.summary, flag_changes=changes, error=error))
+        made.append(self._notify(decision))
+        return made
+
+    # -- carrying a transition out -------------------------------------------------------------
+    def _record(self, conn, stored: StoredState, transition: Transition, record: DecisionRecord) -> dict:
+        """Save the new state and the decision, in the caller's locked transaction."""
+        after = transition.after
+        next_at = stored.next_evaluation_at if after.status in WATCHED else None
+        self.store.save(conn, StoredState(after, stored.last_evaluated_at, next_at))
+        if notification_event(transition) is not None:
+            record.notification = self.notifier.initial_record()
+        decision_id, decided_at = self.store.record(conn, record)
+        return {"id": decision_id, "decided_at": decided_at.isoformat(), "kind": record.kind,
+                "controller": record.controller, "action": record.action, "actor": record.actor,
+                "reason": record.reason, "percentage_before": transition.before.percentage,
+                "percentage_after": after.percentage, "status_before": transition.before.status.value,
+                "status_after": after.status.value, "flag_changes": record.flag_changes, "error": record.error,
+                "notification": record.notification, "transition": transition, "verdict": record.verdict}
+
+    def _set_flags(self, transition: Transition, actor: str) -> list[str]:
+        """The flags for the transition's new percentage; each change audited with `actor`."""
+        if not transition.percentage_changed:
+            return []
+        target = transition.after.percentage
+        reason = f"staged rollout: {transition.reason}"[:500]
+        changes = []
+        change = self.flags.set(V2_PERCENTAGE, target, actor=actor, reason=reason)
+        changes.append(f"{V2_PERCENTAGE} {change.old:g} -> {change.new:g}")
+        if target > 0 and not self.flags.get(GRADUAL_MIGRATION):  # percentage first: never V2 at a stale share
+            change = self.flags.set(GRADUAL_MIGRATION, True, actor=actor, reason=reason)
+            changes.append(f"{GRADUAL_MIGRATION} false -> true")
+        return changes
+
+    def _notify(self, decision: dict) -> dict:
+        """Queue the notification of a rollback or a pause (never waits); the decision, JSON-ready."""
+        transition: Transition = decision.pop("transition")
+        verdict = decision.pop("verdict")
+        event = notification_event(transition)
+        if event is not None and self.notifier.configured:
+            self.notifier.send(decision["id"], notification(event, decision, verdict))
+        return decision
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def _flags(self, *, fresh: bool = False) -> LiveFlags:
+        if fresh:  # under a change, read Redis itself rather than this process's copy
+            self.flags.replica.load(force=True)
+        snapshot = self.flags.snapshot()
+        return LiveFlags(float(snapshot[V2_PERCENTAGE]), bool(snapshot[GRADUAL_MIGRATION]))
+
+    def _controller(self) -> dict:
+        try:
+            holder = leader_of(self.redis, self.leader_key)
+        except (redis.RedisError, OSError) as exc:
+            return {"active": None, "leader": None, "lock_expires_in_s": None,
+                    "detail": f"unknown: Redis is unreachable ({exc})"}
+        if holder is None:
+            return {"active": False, "leader": None, "lock_expires_in_s": None,
+                    "detail": "no controller is running: nothing is judged until `rollout controller` runs"}
+        return {"active": True, "leader": holder[0], "lock_expires_in_s": holder[1], "detail": f"led by {holder[0]}"}
+
+    def _warnings(self, report: dict, stored: StoredState, flags: LiveFlags, now: float) -> list[str]:
+        warnings = []
+        if not report["flags"]["in_sync"]:
+            warnings.append(f"the flags give V2 {pct(flags.share)} but the rollout is at "
+                            f"{pct(stored.state.percentage)}: the change is taken as a person's at the next look")
+        if stored.state.status in WATCHED:
+            if report["controller"]["active"] is False:
+                warnings.append(report["controller"]["detail"])
+            late = stored.next_evaluation_at is not None and now - stored.next_evaluation_at > \
+                2 * self.plan.evaluation_interval_s
+            if late and report["controller"]["active"]:
+                warnings.append(f"the last evaluation is overdue by {duration(now - stored.next_evaluation_at)}")
+        return warnings
+
+    def _summary(self, report: dict) -> str:
+        status, at = report["status"], pct(report["percentage"])
+        if report["v1_retirable"]:
+            return (f"complete: V2 serves {at}, stable for {duration(report['time_in_stage_s'] or 0)}; "
+                    "V1 can be retired (nothing is dropped automatically)")
+        if status == Status.IDLE.value:
+            return f"idle at {at}: `rollout stage advance` starts the first stage ({pct(self.plan.stages[0])})"
+        where = f"stage {report['stage']} of {len(self.plan.stages)}" if report["stage"] else "not a plan stage"
+        line = f"{status} at {at} ({where}), {duration(report['time_in_stage_s'] or 0)} in the stage"
+        if report["required_time_s"] is not None:
+            line += f" of at least {duration(report['required_time_s'])}"
+        return line
+
+
+def adopted(state: RolloutState, flags: LiveFlags, actor: str, started: float) -> Transition:
+    """The state a flag change made elsewhere leads to: held at the new share (a person chose it), rolled
+    back when V2 lost all its traffic during a rollout (an alert, an operator's emergency), idle otherwise."""
+    share = flags.share
+    what = (f"{V2_PERCENTAGE}={flags.percentage:g}, {GRADUAL_MIGRATION}={str(flags.enabled).lower()}: "
+            f"V2 gets {pct(share)} instead of {pct(state.percentage)}")
+    if share == 0 and state.status in WATCHED:
+        status, verb = Status.ROLLED_BACK, "rolled back"
+    elif share == 0:
+        status, verb = Status.IDLE, "stopped"
+    else:
+        status, verb = Status.HELD, "held"
+    reason = f"{what}, changed outside the controller by {actor}: {verb} at {pct(share)}"
+    if status is not Status.IDLE:
+        reason += "; `rollout stage resume` lets the controller go on"
+    after = RolloutState(percentage=share, status=status, stage_started_at=started, reason=reason)
+    return Transition(state, after, "command", "set", reason)
+
+
+def notification_event(transition: Transition) -> str | None:
+    """rollback (the percentage went down by a rollback) or pause (the data needs a person), else None."""
+    if transition.rolled_back:
+        return "rollback"
+    if transition.after.status is Status.PAUSED and transition.before.status is not Status.PAUSED:
+        return "pause"
+    return None
+
+
+def notification(event: str, decision: dict, verdict: dict | None) -> dict:
+    before, after = decision["percentage_before"], decision["percentage_after"]
+    if event == "rollback":
+        headline = f"V2 rolled back from {pct(before)} to {pct(after)} by {decision['actor']}"
+    else:
+        headline = f"rollout paused at {pct(before)}: a person must decide (`rollout stage resume`)"
+    failed = [{"name": g["name"], "reason": g["reason"]} for g in (verdict or {}).get("gates", [])
+              if g["status"] == "failed"]
+    return {"event": event, "text": f"rag-rollout: {headline}: {decision['reason']}",
+            "decision_id": decision["id"], "kind": decision["kind"], "actor": decision["actor"],
+            "from_percentage": before, "to_percentage": after, "status": decision["status_after"],
+            "reason": decision["reason"], "failed_gates": failed, "decided_at": decision["decided_at"],
+            "verdict": verdict["outcome"] if verdict else None}
