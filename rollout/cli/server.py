@@ -120,8 +120,8 @@ Try:
   curl -s {url}/api/rag/query -H 'Content-Type: application/json' \\
        -d '{{"query": "When does the pool open on weekends?", "user_id": "alice"}}'
   curl -s {url}/api/flags
-  curl -s -X PUT {url}/api/flags/FF_NEW_EMBEDDINGS_PERCENTAGE -H "Authorization: Bearer {settings.admin_token}" \\
-       -H 'Content-Type: application/json' -d '{{"value": 50, "reason": "next stage"}}'
+  curl -s -X POST {url}/api/rollout/stage -H "Authorization: Bearer {settings.admin_token}" \\
+       -H 'Content-Type: application/json' -d '{{"action": "advance", "reason": "looks good"}}'
   curl -s {url}/api/rag/v2/health
   curl -s -X POST {url}/api/alerts/webhook -H "Authorization: Bearer {settings.alert_webhook_secret}" \\
        -H 'Content-Type: application/json' -d '{{"type": "error_rate", "severity": "critical", "value": 0.5}}'
