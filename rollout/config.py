@@ -80,7 +80,7 @@ class Settings(BaseModel):
 
     # search
     search_timeout_ms: int = Field(2000, alias="RAG_SEARCH_TIMEOUT_MS", ge=10)
-    hnsw_ef_search: int = Field(100, alias="HNSW_EF_SEARCH", ge=1, le=1000)
+    hnsw_ef_search: int = Field(200, alias="HNSW_EF_SEARCH", ge=1, le=1000)
     db_pool_min_size: int = Field(1, alias="DB_POOL_MIN_SIZE", ge=0)
     db_pool_max_size: int = Field(8, alias="DB_POOL_MAX_SIZE", ge=1)
 
