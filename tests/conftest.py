@@ -18,8 +18,9 @@ from prometheus_client import CollectorRegistry
 
 from rollout import schema
 from rollout.app import create_app
-from rollout.config import Settings
+from rollout.config import VERSIONS, Settings
 from rollout.documents import Document, DocumentStore
+from rollout.migration.index import VectorIndex
 from rollout.runtime import Runtime
 from rollout.services import ServiceUrls, service_urls
 from rollout.services.ports import free_port
@@ -66,11 +67,14 @@ def _data_tables(conn: psycopg.Connection) -> list[str]:
 
 @pytest.fixture
 def clean_db(services):
-    """Empty every data table before the test (what a failed test left behind goes too)."""
+    """Empty every data table and restore the vector indexes before the test (what a failed or
+    killed test left behind goes too)."""
     with psycopg.connect(services.database_url, autocommit=True) as conn:
         tables = _data_tables(conn)
         if tables:
             conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+        for version in VERSIONS:  # an index a killed bulk load left dropped: built again (empty: instant)
+            VectorIndex(Settings.from_environ({}).version(version)).ensure(conn)
     return services
 
 

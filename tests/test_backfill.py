@@ -298,3 +298,19 @@ def test_migrate_status_and_setup_commands(runtime):
     status = json.loads(run_cli(runtime, "migrate", "status", "--json").stdout)["status"]
     assert {r["category"] for r in status} == {"facilities", "parking", "pricing", "events", "policies"}
     assert all(r["done"] == r["total"] and r["pending"] == 0 and r["finished_at"] for r in status)
+
+
+def test_a_runs_own_workers_never_count_as_other_loaders(runtime):
+    """A closed worker's backend lingers in pg_stat_activity; the run must not wait for itself."""
+    import psycopg
+
+    from rollout.migration.index import worker_application_name
+
+    index = VectorIndex(runtime.settings.version("v2"))
+    name = worker_application_name("v2")
+    with psycopg.connect(runtime.database_url, application_name=name) as own, \
+            psycopg.connect(runtime.database_url, application_name=name) as other, \
+            psycopg.connect(runtime.database_url, autocommit=True) as control:
+        assert index.others_loading(control) == 2
+        assert index.others_loading(control, exclude={own.info.backend_pid}) == 1
+        assert index.others_loading(control, exclude={own.info.backend_pid, other.info.backend_pid}) == 0

@@ -222,6 +222,7 @@ class Backfill:
         self.index = VectorIndex(self.version)
         self.progress = progress
         self._progress_lock = threading.Lock()
+        self._worker_pids: set[int] = set()  # this run's own workers' backends (see _finish_index)
         self._params = {"version": self.version.version, "model": self.version.model,
                         "category": self.options.category, "retry": self.options.retry_failed}
 
@@ -241,6 +242,8 @@ class Backfill:
                      "set_config('idle_in_transaction_session_timeout', %s, false), "
                      "set_config('synchronous_commit', 'off', false)",
                      (f"{int(self.options.idle_timeout_s * 1000)}ms",))
+        if worker:
+            self._worker_pids.add(conn.info.backend_pid)
         return conn
 
     # -- what is left ----------------------------------------------------------------------
@@ -449,7 +452,8 @@ class Backfill:
         """Build what this or an earlier run dropped, unless other workers of this version still load."""
         if self.index.state(conn).searchable:
             return None
-        others = self.index.others_loading(conn)
+        # A closed worker's backend lingers in pg_stat_activity for a moment: not another loader.
+        others = self.index.others_loading(conn, exclude=self._worker_pids)
         if others:
             log.info("%s: %d other backfill connection(s) still loading; the last one builds the index",
                      self.version.version, others)

@@ -11,6 +11,8 @@ advisory lock per version, so two processes never drop or build at once.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import time
 from dataclasses import dataclass
 
@@ -71,11 +73,12 @@ class VectorIndex:
                 conn.execute(f'DROP INDEX "{name}"')
         return [name for name, _ in rows]
 
-    def others_loading(self, conn: psycopg.Connection) -> int:
-        """Backfill connections of this version in other sessions (other workers, processes, hosts)."""
+    def others_loading(self, conn: psycopg.Connection, exclude: Collection[int] = ()) -> int:
+        """Backfill connections of this version in other sessions (other processes, hosts), leaving out
+        this session and the backends in `exclude` (a run's own workers, closed or closing)."""
         return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
-                            "AND pid <> pg_backend_pid()",
-                            (worker_application_name(self.version),)).fetchone()[0]
+                            "AND pid <> pg_backend_pid() AND NOT pid = ANY(%s)",
+                            (worker_application_name(self.version), list(exclude))).fetchone()[0]
 
     def ensure(self, conn: psycopg.Connection, *, maintenance_work_mem: str = "1GB",
                maintenance_workers: int = 2) -> float | None:
