@@ -19,15 +19,15 @@ from conftest import load_and_embed
 
 
 @pytest.fixture
-def run(runtime, tmp_path):
+def run(runtime, tmp_path, monkeypatch):
     """Invoke `rollout ...` in this process against the test's services and Redis namespace."""
     env = {"DATABASE_URL": runtime.database_url, "REDIS_URL": runtime.redis_url,
            "REDIS_KEY_PREFIX": runtime.settings.redis_key_prefix, "CRITERIA_MIN_SAMPLES": "5"}
 
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
     def invoke(*args: str):
-        runner = CliRunner()
-        with runner.isolated_filesystem(temp_dir=tmp_path):
-            return runner.invoke(cli, list(args), env=env, catch_exceptions=False)
+        return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
 
     invoke.env = env
     return invoke

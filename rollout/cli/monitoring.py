@@ -7,6 +7,7 @@ this module only lays them out.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -110,7 +111,7 @@ def monitor(ctx: click.Context, range_name: str, continuous: bool, interval: flo
                 if as_json:
                     click.echo(json.dumps(d.as_json(), default=str))
                 else:
-                    if continuous and shown and click.get_text_stream("stdout").isatty():
+                    if continuous and shown and sys.stdout.isatty():
                         click.clear()
                     click.echo(render_dashboard(d))
                 shown += 1
