@@ -1,4 +1,4 @@
-"""Schema migrations: the numbered files in `sql/`, applied in order, once each.
+"""Schema migrations: the numbered files in `rollout/sql/`, applied in order, once each.
 
 Each file runs in its own transaction and is recorded in `schema_migrations` with
 a checksum; a session advisory lock keeps two processes from racing. Files may use
@@ -17,7 +17,7 @@ import psycopg
 from rollout.config import VERSIONS, Settings
 from rollout.errors import SchemaError
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+SQL_DIR = Path(__file__).resolve().parent / "sql"  # package data: a wheel carries it
 _LOCK_KEY = 0x726F6C6C  # "roll": one advisory lock id for schema changes
 _FILE_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z0-9_]+)\s*\}\}")

@@ -1,7 +1,10 @@
 """Schema files: applied once each, in order, under a lock; drift and dimension mismatches refused."""
 
+import fnmatch
 import shutil
 import threading
+import tomllib
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -18,6 +21,18 @@ def settings(**env):
 def applied_versions(url):
     with psycopg.connect(url) as conn:
         return [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+
+
+def test_schema_files_ship_inside_the_package():
+    """A wheel (not only an editable install) must carry the schema: it is package data of `rollout`."""
+    package = Path(schema.__file__).parent
+    pyproject = tomllib.loads((package.parent / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["rollout"]
+    files = [m.path for m in schema.migrations()]
+    assert files and all(path.parent.parent == package for path in files)
+    for path in files:
+        relative = path.relative_to(package).as_posix()
+        assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), relative
 
 
 def test_upgrade_applies_everything_once(fresh_database):

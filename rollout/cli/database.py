@@ -17,7 +17,7 @@ def db() -> None:
 @db.command()
 @click.pass_context
 def upgrade(ctx: click.Context) -> None:
-    """Apply the schema files of sql/ that this database lacks (safe to run again)."""
+    """Apply the schema files of rollout/sql/ that this database lacks (safe to run again)."""
     settings = settings_of(ctx)
     with service_urls(settings) as urls:
         applied = schema.upgrade(urls.database_url, settings)
