@@ -53,15 +53,18 @@ class _Copy:
 class ReplicatedHash:
     """One Redis hash (`key`), its version counter (`key:version`) and channel (`key:changed`)."""
 
-    def __init__(self, client: redis.Redis, key: str):
+    def __init__(self, client: redis.Redis, key: str, *, write_client: redis.Redis | None = None):
+        """`write_client` (default `client`) serves `write` and `transact`: writers on a request path
+        give it a shorter socket timeout than the replicator's reads, so a hung Redis holds them briefly."""
         self.client = client
+        self.writer = write_client or client
         self.key = key
         self.version_key = f"{key}:version"
         self.channel = f"{key}:changed"
         self._copy = _Copy(MappingProxyType({}), None)
         self._install_lock = threading.Lock()
         self._listeners: list[Listener] = []
-        self._compare_and_set = client.register_script(_COMPARE_AND_SET)
+        self._compare_and_set = self.writer.register_script(_COMPARE_AND_SET)
 
     @property
     def data(self) -> Mapping[str, str]:
@@ -89,8 +92,8 @@ class ReplicatedHash:
             version, data = self._fetch()
         return self._install(version, data, force=force)
 
-    def _fetch(self) -> tuple[int, dict[str, str]]:
-        pipe = self.client.pipeline(transaction=True)
+    def _fetch(self, client: redis.Redis | None = None) -> tuple[int, dict[str, str]]:
+        pipe = (client or self.client).pipeline(transaction=True)
         pipe.get(self.version_key)
         pipe.hgetall(self.key)
         version, data = pipe.execute()
@@ -99,7 +102,7 @@ class ReplicatedHash:
     def write(self, updates: Mapping[str, str] | None = None, deletes: Iterable[str] = ()) -> int:
         """Apply changes atomically, announce them, install them locally; return the new version."""
         deletes = list(deletes)
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.writer.pipeline(transaction=True)
         if updates:
             pipe.hset(self.key, mapping=dict(updates))
         if deletes:
@@ -127,7 +130,7 @@ class ReplicatedHash:
         copy = self._copy
         for attempt in range(attempts):
             # optimistic first: the local copy is almost always current, which saves a round trip
-            version, data = (copy.version, copy.data) if attempt == 0 and copy.version is not None else self._fetch()
+            version, data = (copy.version, copy.data) if attempt == 0 and copy.version is not None else self._fetch(self.writer)
             change, result = compute(data)
             if change is None:
                 return None, result

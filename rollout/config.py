@@ -133,6 +133,7 @@ class Settings(BaseModel):
     breaker_fail_max: int = Field(5, alias="BREAKER_FAIL_MAX", ge=1, le=1000)
     breaker_reset_timeout_s: float = Field(30.0, alias="BREAKER_RESET_TIMEOUT_S", gt=0)
     breaker_probe_lease_s: float = Field(10.0, alias="BREAKER_PROBE_LEASE_S", gt=0)
+    breaker_redis_timeout_ms: int = Field(250, alias="BREAKER_REDIS_TIMEOUT_MS", ge=1, le=10000)
     alert_trip_severities: str = Field("critical", alias="ALERT_TRIP_SEVERITIES")
     alert_trip_label: str = Field("rollout_action=rollback", alias="ALERT_TRIP_LABEL")
     alert_set_percentage_zero: bool = Field(True, alias="ALERT_SET_PERCENTAGE_ZERO")

@@ -41,10 +41,10 @@ from rollout.services import service_urls
 from rollout.shadow import ShadowPool
 
 
-def redis_client(url: str) -> redis.Redis:
+def redis_client(url: str, timeout_s: float = 2.0) -> redis.Redis:
     """Short timeouts: a slow Redis must never hold a request or a rollback for long."""
-    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=2.0,
-                                socket_connect_timeout=1.0, retry_on_timeout=False)
+    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout_s,
+                                socket_connect_timeout=min(timeout_s, 1.0), retry_on_timeout=False)
 
 
 class Runtime:
@@ -70,7 +70,10 @@ class Runtime:
             self.backends = {v: VersionBackend(settings.version(v), self.embedders[v], self.pool) for v in VERSIONS}
             self.router = Router(self.flags, settings.routing_group)
 
-            self.breaker_replica = ReplicatedHash(self.redis, self.key("breaker"))
+            # Breaker writes happen on the request path (a V2 failure) and on alerts: their own client
+            # with a shorter timeout, past which the change is applied locally and written back later.
+            self.breaker_redis = redis_client(redis_url, settings.breaker_redis_timeout_ms / 1000)
+            self.breaker_replica = ReplicatedHash(self.redis, self.key("breaker"), write_client=self.breaker_redis)
             self.replicator.watch(self.breaker_replica)
             self.breakers = CircuitBreakers(
                 ReplicatedBreakerStorage(self.breaker_replica, VERSIONS),
@@ -165,6 +168,7 @@ class Runtime:
         if self.embedding_cache is not None:
             self.embedding_cache.close()
         self.pool.close()
+        self.breaker_redis.close()
         self.redis.close()
 
 

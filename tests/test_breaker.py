@@ -3,6 +3,7 @@ the API and CLI, an alert while Redis is down, and gunicorn workers switching to
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,8 +22,6 @@ from alert_payloads import alertmanager
 
 BREAKER = "/api/monitoring/circuit-breaker"
 BEARER = {"Authorization": f"Bearer {WEBHOOK_SECRET}"}
-
-
 
 
 def all_to_v2(runtime):
@@ -304,6 +303,30 @@ def test_failures_while_redis_is_down_trip_locally_and_are_written_back(make_run
     assert wait_until(lambda: not runtime.breakers.local_only, timeout_s=15)
     fresh = make_runtime(settings)
     assert fresh.breakers.state().records["v2"].cause.value == "failures"
+
+
+def test_a_hung_redis_holds_a_failure_only_for_the_breaker_timeout(make_runtime, services, private_redis):
+    """A Redis that keeps its connections but never answers (stopped by SIGSTOP): the failing request
+    records its failure locally after BREAKER_REDIS_TIMEOUT_MS, not after the 2 s of the other client."""
+    server, port, redis_url = private_redis
+    settings = settings_for(services, REDIS_URL=redis_url, FLAGS_CHECK_INTERVAL_S="0.2", BREAKER_FAIL_MAX="1",
+                            BREAKER_REDIS_TIMEOUT_MS="100")
+    runtime = make_runtime(settings)
+    runtime.breakers.record_success("v2")
+    assert runtime.breakers.describe()["redis"] == "ok"
+    pid = int(server.pidfile.read_text())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        runtime.breakers.record_failure("v2", "timeout")
+        waited = time.monotonic() - started
+        assert runtime.breakers.local_only and state(runtime).state == "open"
+        assert runtime.router.decide("u", forced="v2").reason is Reason.BREAKER_OPEN
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert waited < 1.5, waited  # 100 ms and some scheduling; the replicator's client would wait 2 s
+    assert wait_until(lambda: not runtime.breakers.local_only, timeout_s=15)  # written back to Redis
+    assert make_runtime(settings).breakers.state().records["v2"].state == "open"
 
 
 # -- gunicorn workers ---------------------------------------------------------------------------
