@@ -123,6 +123,28 @@ def test_a_failing_v2_is_rolled_back_and_the_webhook_told(make):
     assert again["percentage_after"] == 0.0 and again["status_after"] == "rolled_back"
 
 
+def test_a_notification_a_stopped_process_never_sent_is_sent_by_the_leader(make, monkeypatch):
+    from notify_server import NotifyServer
+
+    with NotifyServer() as hook:
+        crashed = make(ROLLOUT_NOTIFY_URL=hook.url)
+        advance(crashed)
+        monkeypatch.setattr(crashed.stages.notifier, "send", lambda *args: None)  # killed before its POST
+        rolled = crashed.stages.command(Command(Action.ROLLBACK, actor="erin", reason="wrong prices"), now=T0 + 5)
+        assert rolled["notification"]["status"] == "pending"
+
+        leader = make(ROLLOUT_NOTIFY_URL=hook.url)
+        assert leader.stages.resend_undelivered() == []  # within the delivery deadline: its sender may be busy
+        assert leader.stages.resend_undelivered(older_than_s=0) == [rolled["id"]]
+        assert wait_until(lambda: leader.stages.store.decision(rolled["id"])["notification"]["status"] == "sent")
+        assert leader.stages.resend_undelivered(older_than_s=0) == []  # delivered: never again
+    [request] = hook.requests
+    body = request["body"]
+    assert (body["event"], body["decision_id"], body["redelivered"]) == ("rollback", rolled["id"], True)
+    assert (body["from_percentage"], body["to_percentage"], body["actor"]) == (50.0, 0.0, "erin")
+    assert "wrong prices" in body["text"]
+
+
 def test_a_sample_ratio_mismatch_pauses_until_a_person_resumes(make):
     from notify_server import NotifyServer
 

@@ -58,11 +58,22 @@ class Notifier:
         self.on_result = on_result
         self._executor: ThreadPoolExecutor | None = None
         self._pending: set[Future] = set()
+        self._in_flight: set[int] = set()  # decision ids queued or being delivered by this process
         self._lock = threading.Lock()
 
     @property
     def configured(self) -> bool:
         return bool(self.url)
+
+    @property
+    def delivery_deadline_s(self) -> float:
+        """Longer than any delivery can take here (every attempt timing out, every backoff at its cap):
+        a notification still `pending` after this was left behind by a process that stopped."""
+        return self.attempts * (self.timeout_s + 10.0) + 30.0
+
+    def in_flight(self, decision_id: int) -> bool:
+        with self._lock:
+            return decision_id in self._in_flight
 
     def initial_record(self) -> dict:
         """What the decision's row says before delivery ends."""
@@ -79,8 +90,14 @@ class Notifier:
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout-notify")
             future = self._executor.submit(self._deliver, decision_id, payload)
             self._pending.add(future)
-        future.add_done_callback(self._pending.discard)
+            self._in_flight.add(decision_id)
+        future.add_done_callback(lambda done: self._finished(done, decision_id))
         return future
+
+    def _finished(self, future: Future, decision_id: int) -> None:
+        with self._lock:
+            self._pending.discard(future)
+            self._in_flight.discard(decision_id)
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Let queued notifications finish (within `timeout_s`), then stop the thread."""

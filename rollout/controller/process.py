@@ -7,7 +7,8 @@ retention job of `rollout/maintenance.py`, which guards itself with an advisory 
 - `evaluation`, every min(evaluation interval, a third of the TTL): on the leader only, take
   any flag change made elsewhere, then evaluate when the state's `next_evaluation_at` has
   come. The due time lives in PostgreSQL, so a new leader (or a restarted controller)
-  keeps the schedule where the last one left it, instead of starting it over.
+  keeps the schedule where the last one left it, instead of starting it over. Then it sends
+  again any notification a stopped process left undelivered (`resend_undelivered`).
 
 Never inside a web worker: gunicorn would run one scheduler per worker. SIGINT or SIGTERM
 stops the schedule (an evaluation under way finishes), releases the lock so a standby
@@ -85,7 +86,9 @@ class ControllerProcess:
             raise LeaderBusy(f"another controller is active ({holder[0] if holder else 'unknown'}); "
                              "nothing was evaluated")
         try:
-            return self.service.evaluate(leading=lambda: self.leader.held, controller=self.identity)
+            decisions = self.service.evaluate(leading=lambda: self.leader.held, controller=self.identity)
+            self.service.resend_undelivered()
+            return decisions
         finally:
             self.leader.release()
             self.service.notifier.close()
@@ -120,6 +123,7 @@ class ControllerProcess:
                 log.info("rollout %s (%s): %s %% -> %s %%, %s: %s", decision["kind"], decision["actor"],
                          f"{decision['percentage_before']:g}", f"{decision['percentage_after']:g}",
                          decision["status_after"], decision["reason"])
+            self.service.resend_undelivered()
         except (psycopg.OperationalError, redis.RedisError, OSError) as exc:  # an outage: one line, not a traceback
             log.warning("controller %s: evaluation skipped, a service is unreachable (%s: %s)", self.identity,
                         type(exc).__name__, str(exc).strip())

@@ -249,6 +249,25 @@ class RolloutService:
             self.notifier.send(decision["id"], notification(event, decision, verdict))
         return decision
 
+    def resend_undelivered(self, older_than_s: float | None = None) -> list[int]:
+        """Send again the notifications a stopped process left `pending` (killed before or during its
+        POST); the ids sent. At least once: a receiver may see a decision twice, marked `redelivered`."""
+        if not self.notifier.configured:
+            return []
+        grace = self.notifier.delivery_deadline_s if older_than_s is None else older_than_s
+        sent = []
+        for decision in self.store.undelivered(grace):
+            if self.notifier.in_flight(decision["id"]):
+                continue
+            event = "pause" if decision["status_after"] == Status.PAUSED.value else "rollback"
+            payload = notification(event, decision, decision["verdict"])
+            payload["redelivered"] = True
+            log.warning("rollout notification for decision %d was never delivered; sending it again",
+                        decision["id"])
+            self.notifier.send(decision["id"], payload)
+            sent.append(decision["id"])
+        return sent
+
     # -- helpers ------------------------------------------------------------------------------------
     def _flags(self, *, fresh: bool = False) -> LiveFlags:
         if fresh:  # under a change, read Redis itself rather than this process's copy

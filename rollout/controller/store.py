@@ -122,6 +122,15 @@ class RolloutStore:
             conn.execute("UPDATE rollout_decisions SET notification = %s WHERE id = %s",
                          (Jsonb(notification), decision_id))
 
+    def undelivered(self, older_than_s: float, limit: int = 20) -> list[dict]:
+        """Decisions whose notification is still `pending` after `older_than_s`, oldest first, in full."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {_DECISION_COLUMNS} FROM rollout_decisions "
+                "WHERE notification->>'status' = 'pending' AND decided_at < now() - make_interval(secs => %s) "
+                "ORDER BY id LIMIT %s", (older_than_s, limit)).fetchall()
+        return [_decision(row, True) for row in rows]
+
     def decisions(self, limit: int = 20, *, kinds: Sequence[str] | None = None, details: bool = False) -> list[dict]:
         """The latest decisions, newest first (`details`: with verdict, evidence and plan)."""
         with self.pool.connection() as conn:
