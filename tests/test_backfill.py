@@ -314,3 +314,39 @@ def test_a_runs_own_workers_never_count_as_other_loaders(runtime):
         assert index.others_loading(control) == 2
         assert index.others_loading(control, exclude={own.info.backend_pid}) == 1
         assert index.others_loading(control, exclude={own.info.backend_pid, other.info.backend_pid}) == 0
+    with psycopg.connect(runtime.database_url, application_name=name, autocommit=True) as idle, \
+            psycopg.connect(runtime.database_url, application_name=name) as busy, \
+            psycopg.connect(runtime.database_url, autocommit=True) as control:
+        busy.execute("SELECT 1")  # inside a batch's transaction: idle in transaction
+        assert index.others_loading(control) == 2
+        assert index.others_loading(control, busy_only=True) == 1
+
+
+def test_a_run_that_joins_another_keeps_its_start_and_the_last_one_closes_it(runtime):
+    """Two backfills of one version at once: one run in the status, counted together, closed by the last."""
+    from collections import Counter as Categories
+
+    load(runtime, extra=0)
+    status = MigrationStatus(runtime.settings.version("v2"))
+
+    def row():
+        with runtime.pool.connection() as conn:
+            return conn.execute("SELECT started_at, finished_at, embedded_in_run FROM embedding_migration_status "
+                                "WHERE version = 'v2' AND category = 'facilities'").fetchone()
+
+    with runtime.pool.connection() as conn:
+        status.begin_run(conn, None)
+        status.record_batch(conn, Categories(facilities=3), Categories(), None)
+    started, finished, embedded = row()
+    assert finished is None and embedded == 3
+    with runtime.pool.connection() as conn:
+        status.begin_run(conn, None, joining=True)
+        status.record_batch(conn, Categories(facilities=2), Categories(), None)
+        status.finish_run(conn, None, others_loading=True)  # the joiner ends first: the run goes on
+    assert row() == (started, None, 5)
+    with runtime.pool.connection() as conn:
+        status.finish_run(conn, None)
+    assert row()[0] == started and row()[1] is not None and row()[2] == 5
+    with runtime.pool.connection() as conn:
+        status.begin_run(conn, None)  # a later run on its own starts afresh
+    assert row()[0] > started and row()[1] is None and row()[2] == 0

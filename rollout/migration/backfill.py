@@ -285,7 +285,7 @@ class Backfill:
         with self.connect() as conn:
             report.queued = self.enqueue(conn)
             report.index_dropped = self._maybe_drop_index(conn, report.queued)
-            self.status.begin_run(conn, self.options.category)
+            self.status.begin_run(conn, self.options.category, joining=self.index.others_loading(conn) > 0)
         shared = _Shared(self.options.limit)
         load_started = time.perf_counter()
         try:
@@ -295,7 +295,9 @@ class Backfill:
             report.embedded, report.skipped, report.failed = shared.embedded, shared.skipped, shared.failed
             report.error = shared.error
             with self.connect() as conn:
-                self.status.finish_run(conn, self.options.category, shared.error)
+                # Busy ones only: closing a run early is corrected by the last one; never closing it is not.
+                others = self.index.others_loading(conn, exclude=self._worker_pids, busy_only=True)
+                self.status.finish_run(conn, self.options.category, shared.error, others_loading=others > 0)
                 report.remaining = self.queued(conn)
                 report.index_build_seconds = self._finish_index(conn)
             usage = self.embedder.usage.snapshot()

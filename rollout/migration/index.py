@@ -73,12 +73,16 @@ class VectorIndex:
                 conn.execute(f'DROP INDEX "{name}"')
         return [name for name, _ in rows]
 
-    def others_loading(self, conn: psycopg.Connection, exclude: Collection[int] = ()) -> int:
+    def others_loading(self, conn: psycopg.Connection, exclude: Collection[int] = (), *,
+                       busy_only: bool = False) -> int:
         """Backfill connections of this version in other sessions (other processes, hosts), leaving out
-        this session and the backends in `exclude` (a run's own workers, closed or closing)."""
+        this session and the backends in `exclude` (a run's own workers, closed or closing).
+        `busy_only`: only those inside a statement or a batch's transaction, not idle ones (which
+        include another run's workers that have closed but not yet left pg_stat_activity)."""
         return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
-                            "AND pid <> pg_backend_pid() AND NOT pid = ANY(%s)",
-                            (worker_application_name(self.version), list(exclude))).fetchone()[0]
+                            "AND pid <> pg_backend_pid() AND NOT pid = ANY(%s) "
+                            "AND (NOT %s OR state IS DISTINCT FROM 'idle')",
+                            (worker_application_name(self.version), list(exclude), busy_only)).fetchone()[0]
 
     def ensure(self, conn: psycopg.Connection, *, maintenance_work_mem: str = "1GB",
                maintenance_workers: int = 2) -> float | None:

@@ -105,8 +105,12 @@ class MigrationStatus:
                              "AND NOT (category = ANY(%s))", (self.version.version, [c.category for c in counts]))
         return counts
 
-    def begin_run(self, conn: psycopg.Connection, category: str | None) -> None:
+    def begin_run(self, conn: psycopg.Connection, category: str | None, *, joining: bool = False) -> None:
+        """Open a run's figures; `joining` (another backfill of this version is loading) keeps the run
+        under way, so its start and counts go on and the two runs' rate is one."""
         self.start(conn)
+        if joining:
+            return
         conn.execute("""
             UPDATE embedding_migration_status SET started_at = now(), finished_at = NULL, embedded_in_run = 0,
                 rate = NULL, last_error = NULL, updated_at = now()
@@ -139,8 +143,17 @@ class MigrationStatus:
                      "WHERE version = %(version)s AND (%(category)s::text IS NULL OR category = %(category)s)",
                      {"version": self.version.version, "category": category, "error": error[:2000]})
 
-    def finish_run(self, conn: psycopg.Connection, category: str | None, error: str | None = None) -> None:
+    def finish_run(self, conn: psycopg.Connection, category: str | None, error: str | None = None, *,
+                   others_loading: bool = False) -> None:
+        """Close a run's figures; with `others_loading` only the counts and the error: the last one closes."""
         self.recount(conn, category)
+        if others_loading:
+            if error is not None:
+                conn.execute("""
+                    UPDATE embedding_migration_status SET last_error = %(error)s, updated_at = now()
+                    WHERE version = %(version)s AND (%(category)s::text IS NULL OR category = %(category)s)""",
+                             {"version": self.version.version, "category": category, "error": error})
+            return
         conn.execute("""
             UPDATE embedding_migration_status SET finished_at = now(),
                 rate = embedded_in_run / greatest(extract(epoch FROM now() - coalesce(started_at, now())), 0.001),
