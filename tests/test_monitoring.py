@@ -1,12 +1,12 @@
 """GET /api/monitoring/dashboard: every figure checked against rows this test writes into query_log."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE
-from analytics_rows import NOW, insert, record
+from analytics_rows import insert, record
 
 
 def f32(values) -> np.ndarray:
@@ -18,7 +18,8 @@ def f32(values) -> np.ndarray:
 def traffic(runtime):
     """A known hour of traffic: V1 and V2 routed queries, fallbacks, a failure, shadows, merged queries."""
     rng = np.random.default_rng(42)
-    at = lambda minutes: NOW - timedelta(minutes=minutes)  # noqa: E731
+    now = datetime.now(UTC)  # the test's own: the range is counted back from the request's time
+    at = lambda minutes: now - timedelta(minutes=minutes)  # noqa: E731
     v1 = [record(request_id=f"v1-{n}", logged_at=at(rng.uniform(1, 55)), latency_ms=float(rng.lognormal(3, 0.4)),
                  top_similarity=float(rng.uniform(0.6, 0.9)), other_version="v2" if n % 2 == 0 else None,
                  other_top_similarity=float(rng.uniform(0.5, 0.9)) if n % 2 == 0 else None,
@@ -38,10 +39,10 @@ def traffic(runtime):
                      result_count=0, embed_ms=None, search_ms=None)]
     merged = [record(request_id=f"m-{n}", logged_at=at(5), mode="merged", served_version="merged", latency_ms=5000.0)
               for n in range(3)]
-    earlier = [record(request_id="earlier", logged_at=NOW - timedelta(hours=3), latency_ms=7000.0),
-               record(request_id="critical-earlier", logged_at=NOW - timedelta(hours=10), served_version=None,
+    earlier = [record(request_id="earlier", logged_at=now - timedelta(hours=3), latency_ms=7000.0),
+               record(request_id="critical-earlier", logged_at=now - timedelta(hours=10), served_version=None,
                       error_kind="database", top_similarity=None),
-               record(request_id="last-month", logged_at=NOW - timedelta(days=30))]
+               record(request_id="last-month", logged_at=now - timedelta(days=30))]
     insert(runtime.pool, v1 + v2 + fallbacks + failed + merged + earlier)
     runtime.flags.set(GRADUAL_MIGRATION, True, actor="test")
     runtime.flags.set(V2_PERCENTAGE, 40, actor="test")
