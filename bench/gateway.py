@@ -4,11 +4,6 @@ Both run under the same gunicorn config (2 workers), on the same database and de
 corpus, serving V2; load comes from separate processes, in alternating rounds (A B A B ...)
 so drift on a shared machine hits both alike. Target: ratio >= 0.85 (routing, flags,
 breaker and metrics cost <= 15 %).
-
-The gateway's query embedding cache is off here, as the bare endpoint has none: with the
-local embedder, the cache's Redis round trip costs more than the embedding it saves
-(0.26 ms), so it would be measured as overhead it is not. Its worth is with provider
-embedders, whose calls take tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -43,8 +38,7 @@ def main() -> None:
         runtime.close()
 
         env = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
-               "REDIS_KEY_PREFIX": settings.redis_key_prefix, "GUNICORN_LOG_LEVEL": "warning",
-               "EMBEDDING_CACHE": "false"}
+               "REDIS_KEY_PREFIX": settings.redis_key_prefix, "GUNICORN_LOG_LEVEL": "warning"}
         gateway = GatewayProcess(env, port=free_port(), workers=WORKERS, metrics_dir=Path(folder) / "metrics")
         bare = GatewayProcess(env, port=free_port(), workers=WORKERS, app="bare_search_app:create_app()",
                               chdir=Path(__file__).resolve().parent)
