@@ -81,6 +81,7 @@ class Runtime:
                               settings.breaker_probe_lease_s),
                 self.metrics, redis_up=lambda: self.replicator.healthy)
             self.router.add_guard(self.breakers)
+            self.router.remember_rollbacks(self.breakers)
             self.alert_events = AlertEventStore(self.pool)
             self.rollback = RollbackActions(self.breakers, self.flags, self.alert_events)
             self.alerts = AlertService(self.breakers, self.flags, self.alert_events, self.rollback,

@@ -203,6 +203,25 @@ def test_routing_moves_to_v1_with_reason_alert(make_runtime, services):
     assert answer["served_by"] == "v1" and answer["decision"]["reason"] == "alert"
 
 
+def test_after_a_rollback_the_users_it_moved_say_alert_and_the_others_percentage(client, runtime):
+    from flags import bucket, threshold
+
+    at_percentage(runtime, 40)
+    users = [f"user-{n}" for n in range(400)]
+    inside = [u for u in users if bucket(runtime.settings.routing_group, u) < threshold(40)]
+    outside = [u for u in users if u not in inside]
+    assert {runtime.router.decide(u).reason.value for u in inside} == {"percentage"}
+    post(client, alertmanager())
+    assert runtime.flags.get(V2_PERCENTAGE) == 0
+    assert {(d.version, d.reason.value) for d in map(runtime.router.decide, inside)} == {("v1", "alert")}
+    assert {(d.version, d.reason.value) for d in map(runtime.router.decide, outside)} == {("v1", "percentage")}
+    post(client, alertmanager("resolved"))
+    assert runtime.router.decide(inside[0]).reason.value == "alert"  # resolved, still held until re-armed
+    client.post(BREAKER, json={"action": "rearm", "reason": "fixed"}, headers=admin_headers())
+    assert runtime.breakers.describe()["saved_percentage"] is None and runtime.flags.get(V2_PERCENTAGE) == 40
+    assert {d.reason.value for d in map(runtime.router.decide, outside)} == {"percentage"}
+
+
 def test_forced_v2_is_still_held_off_by_an_alert(client, runtime):
     load_and_embed(runtime)
     post(client, simple())

@@ -25,6 +25,7 @@ from typing import TypeVar
 
 import redis
 
+from flags import threshold
 from rollout.breaker import state as transitions
 from rollout.breaker.state import (
     CLOSED,
@@ -114,6 +115,18 @@ class CircuitBreakers:
         if record.state == CLOSED:
             return None
         if record.state == HALF_OPEN and record.probe_owner == self.worker and self._take_probe(record):
+            return None
+        return Reason.ALERT if record.cause is Cause.ALERT else Reason.BREAKER_OPEN
+
+    def held_back(self, user_bucket: int) -> Reason | None:
+        """The router's rollback memory: while V2 is held and a rollback saved the percentage it
+        lowered, a user inside that saved percentage is on V1 because of the hold, not the flag."""
+        current = self.state()
+        saved = current.saved_percentage
+        if saved is None or user_bucket >= threshold(saved):
+            return None
+        record = current.records["v2"]
+        if record.state == CLOSED:
             return None
         return Reason.ALERT if record.cause is Cause.ALERT else Reason.BREAKER_OPEN
 
