@@ -180,6 +180,8 @@ class Settings(BaseModel):
     rollout_notify_token: str | None = Field(None, alias="ROLLOUT_NOTIFY_TOKEN")
     rollout_notify_timeout_s: float = Field(5.0, alias="ROLLOUT_NOTIFY_TIMEOUT_S", gt=0, le=60)
     rollout_notify_attempts: int = Field(3, alias="ROLLOUT_NOTIFY_ATTEMPTS", ge=1, le=10)
+    rollout_controller_metrics_port: int | None = Field(None, alias="ROLLOUT_CONTROLLER_METRICS_PORT",
+                                                        ge=1, le=65535)
 
     # the FF_* flag defaults, kept raw: the flags package parses and validates them
     flag_env: dict[str, str] = Field(default_factory=dict)
@@ -187,7 +189,7 @@ class Settings(BaseModel):
     @field_validator("database_url", "redis_url", "admin_token", "alert_webhook_secret",
                      "openai_api_key", "google_api_key", "openai_base_url", "google_base_url",
                      "v1_model", "v2_model", "query_log_hash_key", "rollout_notify_url", "rollout_notify_token",
-                     mode="before")
+                     "rollout_controller_metrics_port", mode="before")
     @classmethod
     def _blank_is_unset(cls, value):
         return None if isinstance(value, str) and not value.strip() else value

@@ -222,3 +222,51 @@ def test_one_active_controller_survives_kills_and_hands_over_on_sigterm(make_run
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(10)
+
+
+def metric_values(url: str) -> dict[str, float]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        lines = response.read().decode().splitlines()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in lines if not line.startswith("#")}
+
+
+def test_the_controller_serves_its_own_metrics(make_runtime, tmp_path):
+    plan = {"ROLLOUT_STAGES": "50,100", "ROLLOUT_MIN_STAGE_S": "3600", "ROLLOUT_EVALUATION_INTERVAL_S": "0.5",
+            "ROLLOUT_LEADER_TTL_S": "1.5"}
+    runtime = make_runtime(**plan)
+    runtime.stages.command(Command(Action.ADVANCE, actor="test"), now=time.time() - 600)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    controller = spawn(service_env(runtime.settings, **plan, ROLLOUT_CONTROLLER_METRICS_PORT=str(port)),
+                       tmp_path / "controller.log")
+    try:
+        def evaluated() -> bool:
+            try:
+                values = metric_values(url)
+            except OSError:
+                return False
+            return values.get('rollout_controller_decisions_total{action="hold",kind="evaluation"}', 0) >= 2
+        assert wait_until(evaluated, timeout_s=30, interval_s=0.2)
+        values = metric_values(url)
+        assert values["rollout_controller_leader"] == 1 and values['rollout_controller_runs_total{result="ok"}'] >= 2
+        assert values["rollout_controller_stage_percentage"] == 50
+        assert time.time() - values["rollout_controller_last_run_timestamp_seconds"] < 60
+        controller.send_signal(signal.SIGTERM)
+        assert controller.wait(20) == 0
+    finally:
+        if controller.poll() is None:
+            os.killpg(controller.pid, signal.SIGKILL)
+            controller.wait(10)
+
+
+def test_a_metrics_port_in_use_is_a_clear_error(runtime, tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = rollout(service_env(runtime.settings, ROLLOUT_CONTROLLER_METRICS_PORT=str(port)), "controller",
+                         "--no-retention", cwd=tmp_path)
+    assert result.returncode != 0 and "ROLLOUT_CONTROLLER_METRICS_PORT" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -7,10 +7,12 @@ import signal
 import threading
 
 import click
+from prometheus_client import start_http_server
 
 from rollout import schema
 from rollout.cli import cli, settings_of
 from rollout.cli.stage import decision_line
+from rollout.controller.metrics import ControllerMetrics
 from rollout.controller.process import ControllerProcess
 from rollout.runtime import command_runtime
 
@@ -31,7 +33,8 @@ def controller(ctx: click.Context, once: bool, retention: bool) -> None:
     with command_runtime(settings, replicate=not once) as runtime:
         with runtime.pool.connection() as conn:
             schema.check(conn, settings)
-        process = ControllerProcess(runtime, retention=retention and not once)
+        metrics = ControllerMetrics()
+        process = ControllerProcess(runtime, retention=retention and not once, metrics=metrics)
         if once:
             decisions = process.run_once()
             for decision in decisions:
@@ -43,10 +46,25 @@ def controller(ctx: click.Context, once: bool, retention: bool) -> None:
         stop = threading.Event()
         previous = {sig: signal.signal(sig, lambda signum, frame: stop.set())
                     for sig in (signal.SIGINT, signal.SIGTERM)}
+        server = None
         try:
+            if settings.rollout_controller_metrics_port is not None:
+                try:
+                    server, _ = start_http_server(settings.rollout_controller_metrics_port, settings.host,
+                                                  registry=metrics.registry)
+                except OSError as exc:
+                    raise click.ClickException(
+                        f"cannot serve the controller's metrics on {settings.host}:"
+                        f"{settings.rollout_controller_metrics_port} ({exc.strerror or exc}); "
+                        "set ROLLOUT_CONTROLLER_METRICS_PORT to a free port") from None
+                click.echo(f"controller metrics on http://{settings.host}:"
+                           f"{settings.rollout_controller_metrics_port}/metrics")
             click.echo(f"controller {process.identity}: running (Ctrl-C stops it)")
             process.run(stop)
         finally:
+            if server is not None:
+                server.shutdown()
+                server.server_close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         click.echo(f"controller {process.identity}: stopped")

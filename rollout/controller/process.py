@@ -28,6 +28,7 @@ import redis
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from rollout.controller.leader import LeaderLock
+from rollout.controller.metrics import ControllerMetrics
 from rollout.errors import RolloutError
 from rollout.maintenance import Maintenance
 from rollout.config import Settings
@@ -41,9 +42,11 @@ class LeaderBusy(RolloutError):
 
 
 class ControllerProcess:
-    def __init__(self, runtime: Runtime, *, retention: bool = True, identity: str | None = None):
+    def __init__(self, runtime: Runtime, *, retention: bool = True, identity: str | None = None,
+                 metrics: ControllerMetrics | None = None):
         self.runtime = runtime
         self.service = runtime.stages
+        self.metrics = metrics or ControllerMetrics()
         settings = runtime.settings
         self.leader = LeaderLock(runtime.redis, self.service.leader_key, settings.rollout_leader_ttl_s, identity)
         renew_s = settings.rollout_leader_ttl_s / 3
@@ -104,6 +107,7 @@ class ControllerProcess:
         if self.maintenance is not None:
             self.maintenance.stop()
         self.leader.release()
+        self.metrics.leader.set(0)
         self.service.notifier.close()
         log.info("controller %s stopped", self.identity)
 
@@ -113,21 +117,26 @@ class ControllerProcess:
             self.leader.refresh()
         except Exception:
             log.exception("controller %s: leader lock check failed", self.identity)
+        self.metrics.leader.set(1 if self.leader.held else 0)
 
     def _evaluate(self) -> None:
         if not self.leader.held:
             return
         try:
-            for decision in self.service.evaluate(due_only=True, leading=lambda: self.leader.held,
-                                                  controller=self.identity):
+            decisions = self.service.evaluate(due_only=True, leading=lambda: self.leader.held,
+                                              controller=self.identity)
+            for decision in decisions:
                 log.info("rollout %s (%s): %s %% -> %s %%, %s: %s", decision["kind"], decision["actor"],
                          f"{decision['percentage_before']:g}", f"{decision['percentage_after']:g}",
                          decision["status_after"], decision["reason"])
-            self.service.resend_undelivered()
+            redelivered = self.service.resend_undelivered()
+            self.metrics.ran("ok", decisions, len(redelivered))
         except (psycopg.OperationalError, redis.RedisError, OSError) as exc:  # an outage: one line, not a traceback
+            self.metrics.ran("skipped")
             log.warning("controller %s: evaluation skipped, a service is unreachable (%s: %s)", self.identity,
                         type(exc).__name__, str(exc).strip())
         except Exception:  # the next run tries again; the state is only changed by a committed transaction
+            self.metrics.ran("failed")
             log.exception("controller %s: evaluation failed", self.identity)
 
 

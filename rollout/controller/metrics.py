@@ -1,0 +1,45 @@
+"""The controller process's own metrics, so a stopped or stuck controller is seen, not assumed.
+
+The controller is one process (not a gunicorn worker), so it keeps a plain registry and,
+when ROLLOUT_CONTROLLER_METRICS_PORT is set, serves it on its own port for Prometheus.
+An alert on `time() - rollout_controller_last_run_timestamp_seconds` catches a controller
+that no longer evaluates; `max(rollout_controller_leader)` = 0 one that nobody leads.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class ControllerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        self.leader = Gauge("rollout_controller_leader", "1 while this controller holds the leader lock.",
+                            registry=self.registry)
+        self.runs = Counter("rollout_controller_runs", "Evaluation runs of the leading controller, by result "
+                            "(ok, skipped: a service was unreachable, failed: an unexpected error).",
+                            ["result"], registry=self.registry)
+        self.last_run = Gauge("rollout_controller_last_run_timestamp_seconds",
+                              "When the leading controller last completed an evaluation run.", registry=self.registry)
+        self.decisions = Counter("rollout_controller_decisions", "Decisions this controller recorded, by kind "
+                                 "and action (advance, hold, pause, rollback, ...).", ["kind", "action"],
+                                 registry=self.registry)
+        self.redelivered = Counter("rollout_controller_notifications_redelivered",
+                                   "Notifications a stopped process left pending, sent again.", registry=self.registry)
+        self.percentage = Gauge("rollout_controller_stage_percentage",
+                                "The rollout's percentage after this controller's last decision.",
+                                registry=self.registry)
+        for result in ("ok", "skipped", "failed"):
+            self.runs.labels(result)
+
+    def ran(self, result: str, decisions: list[dict] = (), redelivered: int = 0) -> None:
+        self.runs.labels(result).inc()
+        if result == "ok":
+            self.last_run.set(time.time())
+        for decision in decisions:
+            self.decisions.labels(decision["kind"], decision["action"]).inc()
+            self.percentage.set(decision["percentage_after"])
+        if redelivered:
+            self.redelivered.inc(redelivered)
