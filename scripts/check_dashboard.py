@@ -59,6 +59,9 @@ ELSEWHERE = {  # metric -> the component that exports it (not necessarily part o
     "rag_migration_coverage_ratio": "embedding migration",
     "rag_embedding_cache_hits_total": "query embedding cache",
     "rag_embedding_cache_misses_total": "query embedding cache",
+    "rollout_controller_leader": "rollout controller (its own port; promtool unit tests cover its rules)",
+    "rollout_controller_last_run_timestamp_seconds": "rollout controller (its own port; promtool unit tests cover "
+                                                     "its rules)",
 }
 METRIC = re.compile(r"\b((?:rag|rollout|flags|circuit_breaker|alerts)_[a-zA-Z0-9_]+)")
 
