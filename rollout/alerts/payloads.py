@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-SOURCES = ("seed", "alertmanager", "grafana")
 STATUSES = ("firing", "resolved")
 SEVERITIES = ("critical", "error", "warning", "info", "none")  # others count as "other" in metrics
 MAX_ALERTS = 1000

@@ -116,7 +116,7 @@ class CircuitBreakers:
             return None
         if record.state == HALF_OPEN and record.probe_owner == self.worker and self._take_probe(record):
             return None
-        return Reason.ALERT if record.cause is Cause.ALERT else Reason.BREAKER_OPEN
+        return _hold_reason(record)
 
     def held_back(self, user_bucket: int) -> Reason | None:
         """The router's rollback memory: while V2 is held and a rollback saved the percentage it
@@ -126,9 +126,7 @@ class CircuitBreakers:
         if saved is None or user_bucket >= threshold(saved):
             return None
         record = current.records["v2"]
-        if record.state == CLOSED:
-            return None
-        return Reason.ALERT if record.cause is Cause.ALERT else Reason.BREAKER_OPEN
+        return None if record.state == CLOSED else _hold_reason(record)
 
     def _take_probe(self, record) -> bool:
         """Exactly one request per claim goes through as the probe."""
@@ -274,3 +272,8 @@ class CircuitBreakers:
     def _count_rollback(self, version: str, cause: Cause) -> None:
         if version == "v2":
             self.metrics.rollbacks.labels(TRIGGERS[cause]).inc()
+
+
+def _hold_reason(record) -> Reason:
+    """The routing reason of a V2 held off by its breaker: the alert that tripped it, or the breaker."""
+    return Reason.ALERT if record.cause is Cause.ALERT else Reason.BREAKER_OPEN

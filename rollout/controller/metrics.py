@@ -9,6 +9,7 @@ that no longer evaluates; `max(rollout_controller_leader)` = 0 one that nobody l
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -34,7 +35,7 @@ class ControllerMetrics:
         for result in ("ok", "skipped", "failed"):
             self.runs.labels(result)
 
-    def ran(self, result: str, decisions: list[dict] = (), redelivered: int = 0) -> None:
+    def ran(self, result: str, decisions: Sequence[dict] = (), redelivered: int = 0) -> None:
         self.runs.labels(result).inc()
         if result == "ok":
             self.last_run.set(time.time())

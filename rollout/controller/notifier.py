@@ -57,8 +57,7 @@ class Notifier:
         self.backoff_s = backoff_s
         self.on_result = on_result
         self._executor: ThreadPoolExecutor | None = None
-        self._pending: set[Future] = set()
-        self._in_flight: set[int] = set()  # decision ids queued or being delivered by this process
+        self._pending: dict[int, Future] = {}  # by decision id: queued or being delivered by this process
         self._lock = threading.Lock()
 
     @property
@@ -73,7 +72,7 @@ class Notifier:
 
     def in_flight(self, decision_id: int) -> bool:
         with self._lock:
-            return decision_id in self._in_flight
+            return decision_id in self._pending
 
     def initial_record(self) -> dict:
         """What the decision's row says before delivery ends."""
@@ -89,20 +88,19 @@ class Notifier:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout-notify")
             future = self._executor.submit(self._deliver, decision_id, payload)
-            self._pending.add(future)
-            self._in_flight.add(decision_id)
+            self._pending[decision_id] = future
         future.add_done_callback(lambda done: self._finished(done, decision_id))
         return future
 
     def _finished(self, future: Future, decision_id: int) -> None:
         with self._lock:
-            self._pending.discard(future)
-            self._in_flight.discard(decision_id)
+            if self._pending.get(decision_id) is future:
+                del self._pending[decision_id]
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Let queued notifications finish (within `timeout_s`), then stop the thread."""
         with self._lock:
-            executor, pending = self._executor, list(self._pending)
+            executor, pending = self._executor, list(self._pending.values())
             self._executor = None
         if executor is None:
             return

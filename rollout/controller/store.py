@@ -20,7 +20,7 @@ from psycopg_pool import ConnectionPool
 from rollout.controller.state import RolloutState, Status, Transition
 
 _ENSURE = "INSERT INTO rollout_state (id) VALUES (1) ON CONFLICT (id) DO NOTHING"
-_STATE = """SELECT percentage, status, stage_started_at, reason, last_evaluated_at, next_evaluation_at, updated_at
+_STATE = """SELECT percentage, status, stage_started_at, reason, last_evaluated_at, next_evaluation_at
             FROM rollout_state WHERE id = 1"""
 _DECISION_COLUMNS = ("id, decided_at, kind, action, actor, controller, reason, stage, percentage_before, "
                      "percentage_after, status_before, status_after, window_started_at, verdict, transition, evidence, "
@@ -46,7 +46,6 @@ class StoredState:
     state: RolloutState
     last_evaluated_at: float | None = None
     next_evaluation_at: float | None = None
-    updated_at: float | None = None
 
 
 @dataclass
@@ -160,10 +159,10 @@ def _json(value: dict | None) -> Jsonb | None:
 
 
 def _stored(row) -> StoredState:
-    percentage, status, started, reason, evaluated, next_at, updated = row
+    percentage, status, started, reason, evaluated, next_at = row
     return StoredState(RolloutState(percentage=float(percentage), status=Status(status),
                                     stage_started_at=started.timestamp(), reason=reason),
-                       epoch(evaluated), epoch(next_at), epoch(updated))
+                       epoch(evaluated), epoch(next_at))
 
 
 def _decision(row, details: bool) -> dict:

@@ -147,19 +147,17 @@ class MigrationStatus:
                    others_loading: bool = False) -> None:
         """Close a run's figures; with `others_loading` only the counts and the error: the last one closes."""
         self.recount(conn, category)
-        if others_loading:
-            if error is not None:
-                conn.execute("""
-                    UPDATE embedding_migration_status SET last_error = %(error)s, updated_at = now()
-                    WHERE version = %(version)s AND (%(category)s::text IS NULL OR category = %(category)s)""",
-                             {"version": self.version.version, "category": category, "error": error})
-            return
         conn.execute("""
-            UPDATE embedding_migration_status SET finished_at = now(),
-                rate = embedded_in_run / greatest(extract(epoch FROM now() - coalesce(started_at, now())), 0.001),
+            UPDATE embedding_migration_status SET
+                finished_at = CASE WHEN %(closing)s THEN now() ELSE finished_at END,
+                rate = CASE WHEN %(closing)s
+                            THEN embedded_in_run / greatest(extract(epoch FROM now() - coalesce(started_at, now())),
+                                                            0.001)
+                            ELSE rate END,
                 last_error = coalesce(%(error)s, last_error), updated_at = now()
             WHERE version = %(version)s AND (%(category)s::text IS NULL OR category = %(category)s)""",
-                     {"version": self.version.version, "category": category, "error": error})
+                     {"version": self.version.version, "category": category, "error": error,
+                      "closing": not others_loading})
 
     def runs(self, conn: psycopg.Connection) -> dict[str, RunInfo]:
         rows = conn.execute("SELECT category, embedded_in_run, rate, started_at, finished_at, last_error "
