@@ -61,3 +61,37 @@ def dashboard():
     except InvalidRange as exc:
         raise bad_request(str(exc), "invalid_range") from None
     return jsonify({**figures.as_json(), "query_analytics": bool(snapshot[QUERY_ANALYTICS])})
+
+
+SERIES_POINT = {
+    "type": "object",
+    "properties": {
+        "at": {"type": "string", "format": "date-time", "description": "Start of the point's interval."},
+        "requests": {"type": "integer"}, "rate_per_s": {"type": "number"},
+        "p50_ms": {"type": "number"}, "p95_ms": {"type": "number"}, "p99_ms": {"type": "number"},
+        "error_rate": {"type": "number"}, "fallback_rate": {"type": "number"},
+        "cache_hit_rate": {"type": ["number", "null"]}, "mean_overlap": {"type": ["number", "null"]},
+        "mean_top_similarity": {"type": ["number", "null"]},
+    },
+}
+SERIES_SCHEMA = {
+    "type": "object",
+    "required": ["range", "step_s", "versions"],
+    "properties": {
+        "range": {"enum": list(RANGES)}, "since": {"type": "string"}, "until": {"type": "string"},
+        "step_s": {"type": "number", "description": "Width of one point."},
+        "versions": {"type": "object", "additionalProperties": {"type": "array", "items": SERIES_POINT}},
+    },
+}
+
+
+@bp.get("/api/monitoring/series")
+@operation("The dashboard's per-version figures over time (requests, latency percentiles, error, fallback and "
+           "cache hit rates, similarity, shadow overlap), one point per step of the range.", tags=("monitoring",),
+           ok=SERIES_SCHEMA, errors=(400, 503),
+           parameters=[query_parameter("range", {"enum": list(RANGES), "default": "24h"}, "The window.")])
+def series():
+    try:
+        return jsonify(current_app.extensions["rollout"].figures.series(request.args.get("range", "24h")))
+    except InvalidRange as exc:
+        raise bad_request(str(exc), "invalid_range") from None

@@ -140,6 +140,19 @@ class RolloutStore:
                 {"kinds": list(kinds) if kinds else None, "limit": limit}).fetchall()
         return [_decision(row, details) for row in rows]
 
+    def gate_history(self, since: datetime, limit: int = 500) -> list[dict]:
+        """Each evaluation since `since`, oldest first: its verdict and every gate's values and thresholds."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT id, decided_at, action, percentage_before, verdict FROM ("
+                "  SELECT id, decided_at, action, percentage_before, verdict FROM rollout_decisions"
+                "  WHERE kind = 'evaluation' AND decided_at >= %s AND verdict IS NOT NULL"
+                "  ORDER BY decided_at DESC, id DESC LIMIT %s) latest ORDER BY decided_at, id",
+                (since, limit)).fetchall()
+        return [{"id": decision_id, "decided_at": decided_at.isoformat(), "action": action,
+                 "percentage": percentage, "gates": verdict.get("gates", [])}
+                for decision_id, decided_at, action, percentage, verdict in rows]
+
     def decision(self, decision_id: int) -> dict | None:
         with self.pool.connection() as conn:
             row = conn.execute(f"SELECT {_DECISION_COLUMNS} FROM rollout_decisions WHERE id = %s",
