@@ -27,7 +27,7 @@ bp = Blueprint("console", __name__, template_folder="templates")
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-ASSETS = {"console.js": "text/javascript", "console.css": "text/css"}
+ASSETS = {"console.js": "text/javascript", "console.css": "text/css", "favicon.svg": "image/svg+xml"}
 LOGIN_MESSAGES = {"failed": "The admin token is wrong.", "expired": "The form expired; try again.",
                   "disabled": "ROLLOUT_ADMIN_TOKEN is not set on the server: nobody can log in."}
 # chart name -> (title, field of a series point, unit)
@@ -119,7 +119,7 @@ def page():
 
 
 @bp.get("/console/assets/<name>")
-@operation("The console's script and style sheet (served by the gateway: the page needs no other site).",
+@operation("The console's script, style sheet and icon (served by the gateway: the page needs no other site).",
            tags=("console",), content_type="text/plain", ok={"type": "string"}, errors=(404,))
 def asset(name: str):
     if name not in ASSETS:
