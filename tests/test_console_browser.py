@@ -6,6 +6,7 @@ Screenshots at 1280x800 and 390x844 are written under test-artifacts/ (ignored b
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -53,13 +54,15 @@ def gateway(make_runtime):
     started = time.time() - 3600
     runtime.stages.command(Command(Action.ADVANCE, actor="alice", reason="first stage"), now=started)
     rng = np.random.default_rng(13)
+    # a day of queries: every minute before the stage, every 3 s during it; one in ten routed to the candidate
+    moments = [started - 82800 + 60 * i for i in range(1380)] + [started + 1 + 3 * i for i in range(1190)]
     insert(runtime.pool, [
-        record(logged_at=datetime.fromtimestamp(started + 1 + i * 6, UTC), routed_version=version,
-               served_version=version, latency_ms=float(rng.lognormal(np.log(base), 0.3)),
+        record(logged_at=datetime.fromtimestamp(at, UTC), routed_version=version, served_version=version,
+               latency_ms=float(rng.lognormal(np.log(46 if version == "v2" else 40), 0.3)),
                top_similarity=float(rng.beta(8, 2)), user_hash=f"{version}-{uuid.uuid4().hex[:8]}",
                other_version="v1" if version == "v2" else "v2", overlap=float(rng.uniform(0.5, 0.9)), rbo=0.7,
-               top1_agreement=bool(i % 3))
-        for i in range(580) for version, base in (("v1", 40), ("v2", 46))])
+               top1_agreement=bool(i % 3), cache_hit=bool(rng.random() < 0.8))
+        for i, at in enumerate(moments) for version in ("v2" if i % 10 == 0 else "v1",)])
     runtime.stages.evaluate(now=started + 3590)
     server = make_server("127.0.0.1", free_port(), app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -99,6 +102,22 @@ def loaded(driver) -> bool:
     return text(driver, "updated").startswith("updated")
 
 
+def full_page(driver, name: str, width: int, part_height: int = 1600) -> list[Path]:
+    """The whole page at `width` in parts of `part_height`, for a person to look at (the viewport pictures
+    show the first screen only)."""
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": 800, "deviceScaleFactor": 1, "mobile": width < 600})
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    ARTIFACTS.mkdir(exist_ok=True)
+    paths = []
+    for number, top in enumerate(range(0, height, part_height), start=1):
+        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"captureBeyondViewport": True, "clip": {
+            "x": 0, "y": top, "width": width, "height": min(part_height, height - top), "scale": 1}})
+        paths.append(ARTIFACTS / f"{name}-{width}-full-{number}.png")
+        paths[-1].write_bytes(base64.b64decode(shot["data"]))
+    return paths
+
+
 def console_errors(driver) -> list[dict]:
     return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 
@@ -106,6 +125,7 @@ def console_errors(driver) -> list[dict]:
 def screenshot(driver, name: str, width: int, height: int) -> Path:
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
+    driver.execute_script("window.scrollTo(0, 0)")
     time.sleep(0.3)  # let the layout settle before the picture (not an assertion)
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}-{width}x{height}.png"
@@ -166,6 +186,7 @@ def test_a_visitor_reads_the_rollout_and_the_numbers_are_the_apis(gateway, brows
     assert call(f"{url}/api/monitoring/circuit-breaker", {"action": "open"}, cookies)[0] == 401
     assert call(f"{url}/api/flags/audit", cookies=cookies)[0] == 401
 
+    full_page(browser, "console-visitor", 1280)
     screenshot(browser, "console-visitor", 1280, 800)
     screenshot(browser, "console-visitor", 390, 844)
     assert browser.execute_script("return document.documentElement.scrollWidth") <= 390
@@ -223,6 +244,8 @@ def test_an_admin_logs_in_advances_and_sees_the_audit_row(gateway, browser, capl
     assert (status, body["error"]) == (403, "csrf_failed")
     assert runtime.stages.status()["status"] == after["status"]
 
+    full_page(browser, "console-admin", 1280)
+    full_page(browser, "console-admin", 390)
     screenshot(browser, "console-admin", 1280, 800)
     screenshot(browser, "console-admin", 390, 844)
     assert console_errors(browser) == []

@@ -18,7 +18,7 @@ from rollout.analytics.figures import RANGES, InvalidRange, parse_range
 from rollout.api.auth import tokens_match
 from rollout.api.errors import ApiError, bad_request
 from rollout.api.openapi import operation, query_parameter
-from rollout.console.charts import Line, line_chart
+from rollout.console.charts import MAX_WIDTH, MIN_WIDTH, WIDTH, Line, line_chart
 from rollout.console.roles import version_roles
 from rollout.console.sessions import CSRF_FIELD, ConsoleSessions
 
@@ -43,6 +43,8 @@ CHARTS = {
     "overlap": ("Shadow overlap (Jaccard of the top k)", "mean_overlap", "%"),
 }
 _RANGE = query_parameter("range", {"enum": list(RANGES), "default": "24h"}, "The window.")
+_WIDTH = query_parameter("width", {"type": "integer", "minimum": MIN_WIDTH, "maximum": MAX_WIDTH, "default": WIDTH},
+                         "The chart's width in pixels (the space the page has for it).")
 _SVG = {"type": "string", "description": "An SVG document."}
 _HTML = {"type": "string", "description": "An HTML page."}
 
@@ -79,6 +81,13 @@ def _sessions() -> ConsoleSessions:
 def _recent() -> RecentValues:
     return current_app.extensions.setdefault(
         "console_recent", RecentValues(min(2.0, _runtime().settings.console_refresh_s / 2)))
+
+
+def _width() -> int:
+    raw = request.args.get("width", str(WIDTH))
+    if not raw.isdigit() or not MIN_WIDTH <= int(raw) <= MAX_WIDTH:
+        raise bad_request(f"width must be a whole number of pixels from {MIN_WIDTH} to {MAX_WIDTH}")
+    return int(raw)
 
 
 def _range() -> str:
@@ -165,7 +174,7 @@ def logout():
 @bp.get("/console/charts/<name>.svg")
 @operation("A chart of /api/monitoring/series: the baseline and the candidate on the same axes.",
            tags=("console",), content_type="image/svg+xml", ok=_SVG, errors=(400, 404, 503),
-           parameters=[_RANGE])
+           parameters=[_RANGE, _WIDTH])
 def chart(name: str):
     if name not in CHARTS:
         raise ApiError(404, "not_found", f"no chart {name!r}; expected one of {', '.join(CHARTS)}")
@@ -177,12 +186,12 @@ def chart(name: str):
                                           for p in series["versions"].get(version, []) if p[field] is not None])
              for role, version in roles.items()]
     return _svg(line_chart(title, lines, datetime.fromisoformat(series["since"]),
-                           datetime.fromisoformat(series["until"]), unit=unit))
+                           datetime.fromisoformat(series["until"]), unit=unit, width=_width()))
 
 
 @bp.get("/console/charts/gates/<gate>/<statistic>.svg")
 @operation("A gate's statistic over time from /api/rollout/gates: its interval as a band, and the threshold.",
-           tags=("console",), content_type="image/svg+xml", ok=_SVG, errors=(400, 503), parameters=[_RANGE])
+           tags=("console",), content_type="image/svg+xml", ok=_SVG, errors=(400, 503), parameters=[_RANGE, _WIDTH])
 def gate_chart(gate: str, statistic: str):
     range_name = _range()
     since = datetime.now().astimezone() - parse_range(range_name)
@@ -203,7 +212,7 @@ def gate_chart(gate: str, statistic: str):
             threshold = threshold_for(statistic, result.get("thresholds", {}), threshold)
     unit = "ms" if statistic.endswith("_ms") else ("%" if "rate" in statistic else "")
     return _svg(line_chart(f"{gate}: {statistic}", [Line(statistic, points, band)], since,
-                           datetime.now().astimezone(), unit=unit, threshold=threshold))
+                           datetime.now().astimezone(), unit=unit, threshold=threshold, width=_width()))
 
 
 def bound_name(statistic: str, side: str) -> str:

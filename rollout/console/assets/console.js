@@ -22,7 +22,14 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
-function fill(tbody, rows) { tbody.replaceChildren(...rows); }
+function fill(parent, rows, empty = "nothing yet") {
+  if (rows.length || parent.tagName !== "TBODY") {
+    parent.replaceChildren(...rows);
+    return;
+  }
+  const columns = parent.parentNode.tHead ? parent.parentNode.tHead.rows[0].cells.length : 1;
+  parent.replaceChildren(el("tr", {class: "empty"}, el("td", {colspan: String(columns)}, empty)));
+}
 
 async function getJSON(url) {
   const response = await fetch(url, {credentials: "same-origin", headers: {Accept: "application/json"}});
@@ -45,7 +52,19 @@ const pct = (v, digits = 2) => v == null ? "–" : `${(v * 100).toFixed(digits)}
 const ms = (v) => v == null ? "–" : `${v.toFixed(1)} ms`;
 const num = (v, digits = 3) => v == null ? "–" : Number(v).toFixed(digits);
 const int = (v) => v == null ? "–" : Number(v).toLocaleString("en");
-const when = (iso) => iso ? new Date(iso).toLocaleString("en-GB", {hour12: false}) : "–";
+function when(iso) {
+  if (!iso) return "–";
+  const at = new Date(iso);
+  const time = at.toLocaleTimeString("en-GB", {hour12: false});
+  return at.toDateString() === new Date().toDateString() ? time :
+    `${at.toLocaleDateString("en-GB", {day: "numeric", month: "short"})} ${time}`;
+}
+
+function fromNow(iso) {
+  if (!iso) return "";
+  const seconds = (new Date(iso) - Date.now()) / 1000;
+  return seconds >= 0 ? ` (in ${duration(seconds)})` : ` (${duration(-seconds)} ago)`;
+}
 
 function duration(seconds) {
   if (seconds == null) return "–";
@@ -66,7 +85,7 @@ function showStatus(status) {
     (status.next_stage != null ? ` (next ${status.next_stage} %)` : "") : "not on a stage";
   $("now-time").textContent = duration(status.time_in_stage_s) +
     (status.required_time_s ? ` of ${duration(status.required_time_s)}` : "");
-  $("now-next").textContent = when(status.next_evaluation_at);
+  $("now-next").textContent = status.next_evaluation_at ? when(status.next_evaluation_at) + fromNow(status.next_evaluation_at) : "not watched";
   const c = status.controller || {};
   $("now-controller").textContent = c.leader || (c.active === false ? "none running" : "unknown");
   const d = status.last_decision;
@@ -110,19 +129,28 @@ function showDashboard(dash) {
   $("verdict").textContent = dash.verdict;
   $("verdict").className = `pill ${dash.verdict}`;
   fill($("criteria").tBodies[0], dash.criteria.map((c) => el("tr", {},
-    el("td", {}, c.description), el("td", {class: "num"}, c.value == null ? "–" : num(c.value, 4)),
-    el("td", {class: "num"}, num(c.threshold, 4)),
-    el("td", {}, el("span", {class: `pill ${c.status}`}, c.status)), el("td", {}, c.detail))));
+    el("td", {}, c.description, el("div", {class: "muted small"}, c.detail)),
+    el("td", {class: "num"}, c.value == null ? "–" : Number(Number(c.value).toPrecision(4))),
+    el("td", {class: "num"}, Number(c.threshold)),
+    el("td", {}, el("span", {class: `pill ${c.status}`}, c.status.replace("_", " "))))));
 }
 
-function chartImage(src, alt) {
-  return el("img", {src, alt, width: "560", height: "220", loading: "lazy"});
+function chartWidth(container) {
+  // the width one chart gets in its grid, in steps of 40 px so images are not asked for at every pixel
+  const columns = getComputedStyle(container).gridTemplateColumns.split(" ").length || 1;
+  const width = (container.clientWidth - 10 * (columns - 1)) / columns;
+  return Math.max(300, Math.min(1200, Math.floor(width / 40) * 40));
+}
+
+function chartImage(src, alt, width) {
+  return el("img", {src: `${src}&width=${width}`, alt, width: String(width), height: "240"});
 }
 
 function showCharts() {
   const stamp = Date.now();
+  const width = chartWidth($("charts"));
   fill($("charts"), CHARTS.map((name) =>
-    chartImage(`/console/charts/${name}.svg?range=${range()}&t=${stamp}`, `${name} chart, baseline and candidate`)));
+    chartImage(`/console/charts/${name}.svg?range=${range()}&t=${stamp}`, `${name} chart, baseline and candidate`, width)));
 }
 
 // -- Gates --------------------------------------------------------------------------------------
@@ -132,18 +160,27 @@ function statistics(gate) {
     ((k.endsWith("_ms") ? `${k.slice(0, -3)}_lower_ms` : `${k}_lower`) in values));
 }
 
+function pairs(object) {
+  return Object.entries(object || {}).map(([k, v]) => `${k} ${typeof v === "number" ? Number(v.toPrecision(4)) : v}`).join(" · ");
+}
+
 function showGates(status, history) {
   const evaluation = status.last_evaluation;
   const latest = history.evaluations.length ? history.evaluations[history.evaluations.length - 1] : null;
+  const measured = latest && evaluation && latest.id === evaluation.id ? latest.gates : [];
   $("gates-when").textContent = evaluation ? `· last evaluated ${when(evaluation.decided_at)}, verdict ${evaluation.action}` : "· no evaluation yet";
-  fill($("gate-table").tBodies[0], (evaluation ? evaluation.gates || [] : []).map((g) => el("tr", {},
-    el("td", {}, g.name), el("td", {}, el("span", {class: `pill ${g.status}`}, g.status)), el("td", {}, g.reason))));
+  fill($("gate-table").tBodies[0], (evaluation ? evaluation.gates || [] : []).map((g) => {
+    const full = measured.find((m) => m.name === g.name) || {};
+    return el("tr", {}, el("td", {}, g.name), el("td", {}, el("span", {class: `pill ${g.status}`}, g.status)),
+      el("td", {}, g.reason, el("div", {class: "raw"}, pairs(full.values)), el("div", {class: "raw muted"}, pairs(full.thresholds))));
+  }), "no evaluation yet: the controller judges the stage once it runs");
   const stamp = Date.now();
+  const width = chartWidth($("gate-charts"));
   const charts = [];
   for (const gate of latest ? latest.gates : []) {
     for (const statistic of statistics(gate)) {
       charts.push(chartImage(`/console/charts/gates/${encodeURIComponent(gate.name)}/${encodeURIComponent(statistic)}.svg` +
-        `?range=${range()}&t=${stamp}`, `${gate.name} ${statistic} over time`));
+        `?range=${range()}&t=${stamp}`, `${gate.name} ${statistic} over time`, width));
     }
   }
   fill($("gate-charts"), charts);
