@@ -144,14 +144,14 @@ class RolloutStore:
         """Each evaluation since `since`, oldest first: its verdict and every gate's values and thresholds."""
         with self.pool.connection() as conn:
             rows = conn.execute(
-                "SELECT id, decided_at, action, percentage_before, verdict FROM ("
-                "  SELECT id, decided_at, action, percentage_before, verdict FROM rollout_decisions"
+                "SELECT id, decided_at, action, percentage_before, gates FROM ("
+                "  SELECT id, decided_at, action, percentage_before, verdict->'gates' AS gates FROM rollout_decisions"
                 "  WHERE kind = 'evaluation' AND decided_at >= %s AND verdict IS NOT NULL"
                 "  ORDER BY decided_at DESC, id DESC LIMIT %s) latest ORDER BY decided_at, id",
                 (since, limit)).fetchall()
         return [{"id": decision_id, "decided_at": decided_at.isoformat(), "action": action,
-                 "percentage": percentage, "gates": verdict.get("gates", [])}
-                for decision_id, decided_at, action, percentage, verdict in rows]
+                 "percentage": percentage, "gates": gates or []}
+                for decision_id, decided_at, action, percentage, gates in rows]
 
     def decision(self, decision_id: int) -> dict | None:
         with self.pool.connection() as conn:
