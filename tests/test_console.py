@@ -137,3 +137,12 @@ def test_gate_history_comes_from_stored_evaluations(client, runtime):
     assert stored["gates"] == runtime.stages.store.decision(evaluation["id"])["verdict"]["gates"]
     assert stored["gates"] and all("values" in g and "thresholds" in g for g in stored["gates"])
     assert client.get("/console/charts/gates/latency/p95_ratio.svg?range=1h").status_code == 200
+
+
+def test_the_demo_prints_the_console_address_unless_it_is_off(settings, capsys):
+    from rollout.cli.server import _print_demo_banner
+
+    _print_demo_banner("http://127.0.0.1:8000", settings, [])
+    assert "console: http://127.0.0.1:8000/console" in capsys.readouterr().out
+    _print_demo_banner("http://127.0.0.1:8000", settings.with_overrides(console=False), [])
+    assert "/console" not in capsys.readouterr().out
