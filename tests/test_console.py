@@ -8,7 +8,7 @@ import re
 from datetime import timedelta
 
 from analytics_rows import NOW, insert, record
-from conftest import ADMIN_TOKEN, admin_headers
+from conftest import ADMIN_TOKEN, admin_headers, load_and_embed
 from rollout.app import create_app
 from rollout.console.sessions import COOKIE
 
@@ -106,7 +106,7 @@ def test_the_series_adds_up_to_the_dashboard(client, runtime):
     insert(runtime.pool, rows)
     dashboard = client.get("/api/monitoring/dashboard?range=24h").get_json()
     series = client.get("/api/monitoring/series?range=24h").get_json()
-    assert series["step_s"] == 1800
+    assert series["step_s"] == 900
     for version in ("v1", "v2"):
         points = series["versions"][version]
         assert sum(p["requests"] for p in points) == dashboard["versions"][version]["requests"] == 48
@@ -146,3 +146,30 @@ def test_the_demo_prints_the_console_address_unless_it_is_off(settings, capsys):
     assert "console: http://127.0.0.1:8000/console" in capsys.readouterr().out
     _print_demo_banner("http://127.0.0.1:8000", settings.with_overrides(console=False), [])
     assert "/console" not in capsys.readouterr().out
+
+
+def test_coverage_per_category_comes_from_the_routing_guard(client, runtime):
+    load_and_embed(runtime)
+    runtime.coverage.refresh()
+    body = client.get("/api/monitoring/coverage").get_json()
+    assert body["counted"] and body["error"] is None
+    for version in ("v1", "v2"):
+        counts = body["versions"][version]
+        total = counts.pop("all")
+        assert total["embedded"] == total["total"] == sum(c["total"] for c in counts.values()) > 0
+        assert all(c["ratio"] == 1.0 and c["routable"] for c in counts.values())
+
+
+def test_ended_points_are_kept_and_only_new_rows_counted(runtime):
+    """The second read counts the rows since the last ended point; a recount sees rows written late."""
+    series = runtime.figures._series
+    insert(runtime.pool, [record(logged_at=NOW - timedelta(hours=2), routed_version="v2", served_version="v2")])
+    first = runtime.figures.series("6h", until=NOW)
+    assert sum(p["requests"] for p in first["versions"]["v2"]) == 1
+    insert(runtime.pool, [record(logged_at=NOW - timedelta(hours=2), routed_version="v2", served_version="v2"),
+                          record(logged_at=NOW - timedelta(seconds=10), routed_version="v2", served_version="v2")])
+    second = runtime.figures.series("6h", until=NOW + timedelta(seconds=1))
+    assert sum(p["requests"] for p in second["versions"]["v2"]) == 2  # the late row's point had ended
+    series.forget()
+    recounted = runtime.figures.series("6h", until=NOW + timedelta(seconds=2))
+    assert sum(p["requests"] for p in recounted["versions"]["v2"]) == 3

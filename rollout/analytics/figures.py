@@ -27,13 +27,9 @@ from psycopg_pool import ConnectionPool
 
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagSnapshot
 from rollout.config import VERSIONS, Settings
+from rollout.analytics.series import RANGES, Series
 from rollout.database import read_snapshot
 
-RANGES: dict[str, timedelta] = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "6h": timedelta(hours=6),
-                                 "24h": timedelta(hours=24), "7d": timedelta(days=7)}
-# the width of one point of a time series over each range (48 to 84 points)
-STEPS: dict[str, timedelta] = {"15m": timedelta(seconds=15), "1h": timedelta(minutes=1),
-                                "6h": timedelta(minutes=5), "24h": timedelta(minutes=30), "7d": timedelta(hours=2)}
 CRITICAL_WINDOW = timedelta(hours=24)
 
 
@@ -181,15 +177,6 @@ _TOTALS = """
            count(*) FILTER (WHERE logged_at >= %(day_ago)s AND served_version IS NULL)
     FROM query_log WHERE logged_at >= least(%(since)s, %(day_ago)s) AND logged_at < %(until)s"""
 
-_SERIES = f"""
-    SELECT date_bin(%(step)s, logged_at, %(since)s) AS point, routed_version, count(*),
-           percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY latency_ms),
-           count(*) FILTER (WHERE fallback OR served_version IS NULL),
-           count(*) FILTER (WHERE fallback),
-           avg(cache_hit::int) FILTER (WHERE served_version = routed_version),
-           avg(overlap), avg(top_similarity) FILTER (WHERE served_version = routed_version)
-    FROM query_log WHERE {_WINDOW} AND mode = 'routed' GROUP BY 1, 2 ORDER BY 1, 2"""
-
 _LATEST_BASELINE = """SELECT id, created_at, range, figures, note FROM performance_baselines
                       WHERE version = 'v1' ORDER BY created_at DESC, id DESC LIMIT 1"""
 
@@ -198,6 +185,7 @@ class Figures:
     def __init__(self, pool: ConnectionPool, settings: Settings):
         self.pool = pool
         self.settings = settings
+        self._series = Series(pool, settings)
 
     def dashboard(self, range_name: str, flags: FlagSnapshot, *, until: datetime | None = None) -> Dashboard:
         """Figures over the last `range_name` (1h, 24h, 7d); InvalidRange otherwise."""
@@ -233,26 +221,9 @@ class Figures:
         return dashboard
 
     def series(self, range_name: str, *, until: datetime | None = None) -> dict:
-        """The dashboard's per-version figures over time: one point per STEPS[range_name], routed queries.
-
-        Each point: requests, p50/p95/p99 latency, error and fallback rates (as the dashboard
-        counts them), and, for the queries the routed version answered itself, cache hit rate,
-        mean top similarity and mean shadow overlap. Points without queries are left out.
-        """
-        window, step = parse_range(range_name), STEPS[range_name]
-        until = until or datetime.now(UTC)
-        params = {"since": until - window, "until": until, "step": step}
-        points: dict[str, list[dict]] = {v: [] for v in VERSIONS}
-        with read_snapshot(self.pool, self.settings.monitoring_query_timeout_ms) as conn:
-            for row in conn.execute(_SERIES, params):
-                at, version, requests, (p50, p95, p99), errors, fallbacks, cache, overlap, similarity = row
-                points.setdefault(version, []).append({
-                    "at": at.isoformat(), "requests": requests, "rate_per_s": requests / step.total_seconds(),
-                    "p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "error_rate": errors / requests,
-                    "fallback_rate": fallbacks / requests, "cache_hit_rate": _float(cache),
-                    "mean_overlap": _float(overlap), "mean_top_similarity": _float(similarity)})
-        return {"range": range_name, "since": params["since"].isoformat(), "until": until.isoformat(),
-                "step_s": step.total_seconds(), "versions": points}
+        """The dashboard's per-version figures over time (see rollout.analytics.series); InvalidRange."""
+        parse_range(range_name)
+        return self._series.read(range_name, until=until)
 
     def store_baseline(self, dashboard: Dashboard, note: str | None = None) -> Baseline:
         """Keep the V1 figures of `dashboard` as the baseline later figures are compared with."""

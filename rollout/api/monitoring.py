@@ -95,3 +95,28 @@ def series():
         return jsonify(current_app.extensions["rollout"].figures.series(request.args.get("range", "24h")))
     except InvalidRange as exc:
         raise bad_request(str(exc), "invalid_range") from None
+
+
+COVERAGE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "min_percent": {"type": "number", "description": "V2_MIN_COVERAGE_PERCENT: below it a category is not "
+                                                         "routed to the candidate."},
+        "counted": {"type": "boolean", "description": "false until the first count (the candidate is refused)."},
+        "error": {"type": ["string", "null"], "description": "Why the last count failed (the previous is kept)."},
+        "versions": {"type": "object", "additionalProperties": {"type": "object", "additionalProperties": {
+            "type": "object", "properties": {"embedded": {"type": "integer"}, "total": {"type": "integer"},
+                                             "ratio": {"type": "number"}, "routable": {"type": "boolean"}}}}},
+    },
+}
+
+
+@bp.get("/api/monitoring/coverage")
+@operation("Migration coverage per version and category (documents embedded of all), from the routing guard's "
+           "last count, and whether the candidate may answer each category.", tags=("monitoring",),
+           ok=COVERAGE_SCHEMA)
+def coverage():
+    monitor = current_app.extensions["rollout"].coverage
+    versions = monitor.describe()
+    return jsonify({"min_percent": monitor.min_percent, "counted": bool(versions), "error": monitor.last_error,
+                    "versions": versions})

@@ -103,6 +103,19 @@ function showBreakers(state) {
     el("li", {}, `firing: ${a.alertname || a.name || "alert"} ${a.severity ? `(${a.severity})` : ""}`)));
 }
 
+function showCoverage(coverage) {
+  $("coverage-bar").textContent = `· the candidate answers a category from ${coverage.min_percent} %` +
+    (coverage.error ? ` · last count failed: ${coverage.error}` : "");
+  const versions = coverage.versions || {};
+  const categories = [...new Set(Object.values(versions).flatMap((c) => Object.keys(c)))];
+  fill($("coverage").tBodies[0], categories.map((category) => el("tr", {}, el("td", {}, category),
+    ...[ROLES.baseline, ROLES.candidate].map((v) => {
+      const c = (versions[v] || {})[category];
+      return el("td", {class: `num${c && !c.routable ? " short" : ""}`},
+        c ? `${pct(c.ratio, 1)} (${int(c.embedded)}/${int(c.total)})` : "–");
+    }))), coverage.counted ? "no documents" : "not counted yet: the candidate is refused until it is");
+}
+
 // -- Baseline beside candidate ---------------------------------------------------------------------
 const FIGURES = [
   ["Requests routed", "requests", int], ["Share of traffic (target)", null, null],
@@ -292,11 +305,13 @@ function wireControls() {
 // -- the loop -----------------------------------------------------------------------------------------
 async function refresh() {
   try {
-    const [status, dash, breakers, gates] = await Promise.all([
+    const [status, dash, breakers, gates, coverage] = await Promise.all([
       getJSON("/api/rollout/status"), getJSON(`/api/monitoring/dashboard?range=${range()}`),
-      getJSON("/api/monitoring/circuit-breaker"), getJSON(`/api/rollout/gates?range=${range()}`)]);
+      getJSON("/api/monitoring/circuit-breaker"), getJSON(`/api/rollout/gates?range=${range()}`),
+      getJSON("/api/monitoring/coverage")]);
     showStatus(status);
     showBreakers(breakers);
+    showCoverage(coverage);
     showDashboard(dash);
     showGates(status, gates);
     showCharts();
