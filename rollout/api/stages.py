@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from flags import V2_PERCENTAGE, FlagError, definition
 from rollout.analytics.figures import RANGES, InvalidRange, parse_range
+from rollout.analytics.series import STEPS
 from rollout.api.auth import admin_required, check_admin
 from rollout.api.errors import ApiError, bad_request
 from rollout.api.openapi import operation, query_parameter
@@ -167,7 +168,8 @@ GATE_HISTORY_SCHEMA = {
 
 
 @bp.get("/api/rollout/gates")
-@operation("Each gate's values and thresholds over time, from the stored evaluations (at most 500, the latest).",
+@operation("Each gate's values and thresholds over time, from the stored evaluations: the latest of each step of "
+           "the range (the steps of /api/monitoring/series).",
            tags=("rollout",), ok=GATE_HISTORY_SCHEMA, errors=(400, 503),
            parameters=[query_parameter("range", {"enum": list(RANGES), "default": "24h"}, "The window.")])
 def gate_history():
@@ -177,4 +179,4 @@ def gate_history():
     except InvalidRange as exc:
         raise bad_request(str(exc), "invalid_range") from None
     return jsonify({"range": range_name, "since": since.isoformat(),
-                    "evaluations": _service().store.gate_history(since)})
+                    "evaluations": _service().store.gate_history(since, STEPS[range_name])})

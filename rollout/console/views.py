@@ -15,6 +15,7 @@ from importlib import resources
 from flask import Blueprint, Response, current_app, redirect, render_template, request
 
 from rollout.analytics.figures import RANGES, InvalidRange, parse_range
+from rollout.analytics.series import STEPS
 from rollout.api.auth import tokens_match
 from rollout.api.errors import ApiError, bad_request
 from rollout.api.openapi import operation, query_parameter
@@ -195,7 +196,8 @@ def chart(name: str):
 def gate_chart(gate: str, statistic: str):
     range_name = _range()
     since = datetime.now().astimezone() - parse_range(range_name)
-    history = _recent().get(("gates", range_name), lambda: _runtime().stages.store.gate_history(since))
+    history = _recent().get(("gates", range_name),
+                            lambda: _runtime().stages.store.gate_history(since, STEPS[range_name]))
     points, band, threshold = [], [], None
     for evaluation in history:
         at = datetime.fromisoformat(evaluation["decided_at"])
