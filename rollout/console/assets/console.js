@@ -34,6 +34,7 @@ function fill(parent, rows, empty = "nothing yet") {
 async function getJSON(url) {
   const response = await fetch(url, {credentials: "same-origin", headers: {Accept: "application/json"}});
   const data = await response.json();
+  if (response.status === 401 && ADMIN) throw new Error("your console login has ended: reload the page and log in again");
   if (!response.ok) throw new Error(`${url}: ${data.detail || response.status}`);
   return data;
 }
@@ -217,7 +218,8 @@ async function showHistory() {
   const [decisions, audit, events] = await Promise.all([
     getJSON("/api/rollout/decisions?limit=50"),
     getJSON("/api/flags/audit?limit=20" + ($("audit-flag").value ? `&flag=${encodeURIComponent($("audit-flag").value)}` : "")),
-    getJSON("/api/alerts/webhook?limit=20" + ($("event-kind").value ? `&kind=${$("event-kind").value}` : "")),
+    getJSON("/api/alerts/webhook?limit=20" + ($("event-kind").value ? `&kind=${$("event-kind").value}` : "") +
+      ($("event-severity").value.trim() ? `&severity=${encodeURIComponent($("event-severity").value.trim())}` : "")),
   ]);
   fill($("decisions"), decisions.decisions.filter((d) => !kind || d.kind === kind).map((d) => el("li", {"data-id": d.id},
     el("b", {}, `#${d.id} ${d.kind} ${d.action}`), ` ${when(d.decided_at)} by ${d.actor}: `,
@@ -327,7 +329,7 @@ async function refresh() {
 document.addEventListener("DOMContentLoaded", () => {
   $("range").addEventListener("change", refresh);
   if (ADMIN) {
-    for (const id of ["decision-kind", "audit-flag", "event-kind"]) $(id).addEventListener("change", showHistory);
+    for (const id of ["decision-kind", "audit-flag", "event-kind", "event-severity"]) $(id).addEventListener("change", showHistory);
     wireControls();
   }
   refresh();
