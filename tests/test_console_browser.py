@@ -24,7 +24,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from analytics_rows import insert, record
-from conftest import ADMIN_TOKEN, admin_headers
+from conftest import ADMIN_TOKEN, admin_headers, load_and_embed
 from rollout.app import create_app
 from rollout.controller import Action, Command
 from rollout.services.ports import free_port
@@ -50,6 +50,8 @@ if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
 def gateway(make_runtime):
     """The app on 127.0.0.1 in a thread, with a stage started and an hour of queries of both versions."""
     runtime = make_runtime(**PLAN)
+    load_and_embed(runtime)
+    runtime.coverage.refresh()
     app = create_app(runtime=runtime)
     started = time.time() - 3600
     runtime.stages.command(Command(Action.ADVANCE, actor="alice", reason="first stage"), now=started)
@@ -107,6 +109,7 @@ def full_page(driver, name: str, width: int, part_height: int = 1600) -> list[Pa
     show the first screen only)."""
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                            {"width": width, "height": 800, "deviceScaleFactor": 1, "mobile": width < 600})
+    driver.execute_script("document.querySelector('header.top').style.position = 'static'")  # not repeated
     height = driver.execute_script("return document.documentElement.scrollHeight")
     ARTIFACTS.mkdir(exist_ok=True)
     paths = []
@@ -115,6 +118,7 @@ def full_page(driver, name: str, width: int, part_height: int = 1600) -> list[Pa
             "x": 0, "y": top, "width": width, "height": min(part_height, height - top), "scale": 1}})
         paths.append(ARTIFACTS / f"{name}-{width}-full-{number}.png")
         paths[-1].write_bytes(base64.b64decode(shot["data"]))
+    driver.execute_script("document.querySelector('header.top').style.position = ''")
     return paths
 
 
@@ -172,6 +176,11 @@ def test_a_visitor_reads_the_rollout_and_the_numbers_are_the_apis(gateway, brows
         assert cell("p99_ms") == f"{figures['p99_ms']:.1f} ms"
         assert cell("mean_top_similarity") == f"{figures['mean_top_similarity']:.3f}"
     assert text(browser, "verdict") == dashboard["verdict"]
+    coverage = call(f"{url}/api/monitoring/coverage")[1]["versions"]["v2"]
+    shown = {row.find_element(By.TAG_NAME, "td").text: row.text for row in
+             browser.find_elements(By.CSS_SELECTOR, "#coverage tbody tr")}
+    assert set(shown) == set(coverage) and len(shown) > 1
+    assert all(f"({c['embedded']}/{c['total']})" in shown[name] for name, c in coverage.items())
     gates = status["last_evaluation"]["gates"]
     assert len(browser.find_elements(By.CSS_SELECTOR, "#gate-table tbody tr")) == len(gates) > 0
     charts = browser.find_elements(By.CSS_SELECTOR, "#charts img")

@@ -113,7 +113,7 @@ function showCoverage(coverage) {
     ...[ROLES.baseline, ROLES.candidate].map((v) => {
       const c = (versions[v] || {})[category];
       return el("td", {class: `num${c && !c.routable ? " short" : ""}`},
-        c ? `${pct(c.ratio, 1)} (${int(c.embedded)}/${int(c.total)})` : "–");
+        !c ? "–" : c.total ? `${pct(c.ratio, 1)} (${int(c.embedded)}/${int(c.total)})` : "no documents");
     }))), coverage.counted ? "no documents" : "not counted yet: the candidate is refused until it is");
 }
 
