@@ -156,15 +156,27 @@ function chartWidth(container) {
   return Math.max(300, Math.min(1200, Math.floor(width / 40) * 40));
 }
 
-function chartImage(src, alt, width) {
-  return el("img", {src: `${src}&width=${width}`, alt, width: String(width), height: "240"});
+function showImages(container, charts) {
+  // charts: [{key, src, alt}]. Images stay in place across refreshes; a new picture replaces the old one
+  // only once it has loaded, so a refresh never blanks a chart.
+  const keys = charts.map((c) => c.key).join("|");
+  if (container.dataset.keys !== keys) {
+    container.replaceChildren(...charts.map((c) => el("img", {alt: c.alt, width: String(c.width), height: "240", "data-key": c.key})));
+    container.dataset.keys = keys;
+  }
+  charts.forEach((chart, i) => {
+    const img = container.children[i];
+    const next = new Image();
+    next.addEventListener("load", () => { img.src = next.src; });
+    next.src = chart.src;
+  });
 }
 
 function showCharts() {
   const stamp = Date.now();
   const width = chartWidth($("charts"));
-  fill($("charts"), CHARTS.map((name) =>
-    chartImage(`/console/charts/${name}.svg?range=${range()}&t=${stamp}`, `${name} chart, baseline and candidate`, width)));
+  showImages($("charts"), CHARTS.map((name) => ({key: `${name}-${range()}-${width}`, width,
+    src: `/console/charts/${name}.svg?range=${range()}&width=${width}&t=${stamp}`, alt: `${name} chart, baseline and candidate`})));
 }
 
 // -- Gates --------------------------------------------------------------------------------------
@@ -193,11 +205,12 @@ function showGates(status, history) {
   const charts = [];
   for (const gate of latest ? latest.gates : []) {
     for (const statistic of statistics(gate)) {
-      charts.push(chartImage(`/console/charts/gates/${encodeURIComponent(gate.name)}/${encodeURIComponent(statistic)}.svg` +
-        `?range=${range()}&t=${stamp}`, `${gate.name} ${statistic} over time`, width));
+      charts.push({key: `${gate.name}-${statistic}-${range()}-${width}`, width, alt: `${gate.name} ${statistic} over time`,
+        src: `/console/charts/gates/${encodeURIComponent(gate.name)}/${encodeURIComponent(statistic)}.svg` +
+          `?range=${range()}&width=${width}&t=${stamp}`});
     }
   }
-  fill($("gate-charts"), charts);
+  showImages($("gate-charts"), charts);
 }
 
 // -- History (admins) ---------------------------------------------------------------------------
