@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from analytics_rows import NOW, insert, record
 from conftest import ADMIN_TOKEN, admin_headers, load_and_embed
+
 from rollout.app import create_app
 from rollout.console.sessions import COOKIE
 

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from werkzeug.serving import make_server
-
 from analytics_rows import insert, record
 from conftest import ADMIN_TOKEN, admin_headers, load_and_embed
+from werkzeug.serving import make_server
+
 from rollout.app import create_app
 from rollout.controller import Action, Command
 from rollout.services.ports import free_port
@@ -32,8 +32,9 @@ from rollout.services.ports import free_port
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 REFRESH_S = 1
-PLAN = dict(ROLLOUT_STAGES="10,25,50,100", ROLLOUT_MIN_STAGE_S="60", ROLLOUT_EVALUATION_INTERVAL_S="30",
-            ROLLOUT_MIN_SAMPLES="50", ROLLOUT_MIN_SAMPLES_TO_ROLL_BACK="20", ROLLOUT_CONSOLE_REFRESH_S=str(REFRESH_S))
+PLAN = {"ROLLOUT_STAGES": "10,25,50,100", "ROLLOUT_MIN_STAGE_S": "60", "ROLLOUT_EVALUATION_INTERVAL_S": "30",
+        "ROLLOUT_MIN_SAMPLES": "50", "ROLLOUT_MIN_SAMPLES_TO_ROLL_BACK": "20",
+        "ROLLOUT_CONSOLE_REFRESH_S": str(REFRESH_S)}
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
@@ -70,7 +71,7 @@ def gateway(make_runtime):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield app, runtime, f"http://127.0.0.1:{server.server_port}"
+        yield runtime, f"http://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
         thread.join(timeout=10)
@@ -159,7 +160,7 @@ def browser_cookies(driver) -> dict:
 
 
 def test_a_visitor_reads_the_rollout_and_the_numbers_are_the_apis(gateway, browser):
-    app, runtime, url = gateway
+    _, url = gateway
     browser.get(f"{url}/console")
     wait(browser, loaded)
     status = call(f"{url}/api/rollout/status")[1]
@@ -169,8 +170,10 @@ def test_a_visitor_reads_the_rollout_and_the_numbers_are_the_apis(gateway, brows
     assert text(browser, "summary") == status["summary"]
     for version in ("v1", "v2"):
         figures = dashboard["versions"][version]
-        cell = lambda figure: browser.find_element(  # noqa: E731
-            By.CSS_SELECTOR, f'td[data-version="{version}"][data-figure="{figure}"]').text
+
+        def cell(figure: str, version: str = version) -> str:
+            return browser.find_element(By.CSS_SELECTOR, f'td[data-version="{version}"][data-figure="{figure}"]').text
+
         assert cell("requests") == f"{figures['requests']:,}"
         assert cell("p95_ms") == f"{figures['p95_ms']:.1f} ms"
         assert cell("p99_ms") == f"{figures['p99_ms']:.1f} ms"
@@ -203,11 +206,11 @@ def test_a_visitor_reads_the_rollout_and_the_numbers_are_the_apis(gateway, brows
 
 
 def test_a_stage_change_through_the_api_appears_within_the_refresh_interval(gateway, browser):
-    app, runtime, url = gateway
+    _, url = gateway
     browser.get(f"{url}/console")
     wait(browser, loaded)
     before = shown_percentage(browser)
-    status, body = call(f"{url}/api/rollout/stage", {"action": "set", "percentage": 50, "reason": "by the API"},
+    status, _ = call(f"{url}/api/rollout/stage", {"action": "set", "percentage": 50, "reason": "by the API"},
                         headers=admin_headers())
     assert status == 200 and before == 10
     wait(browser, lambda d: shown_percentage(d) == 50, timeout_s=3 * REFRESH_S + 2)
@@ -216,7 +219,7 @@ def test_a_stage_change_through_the_api_appears_within_the_refresh_interval(gate
 
 
 def test_an_admin_logs_in_advances_and_sees_the_audit_row(gateway, browser, caplog):
-    app, runtime, url = gateway
+    runtime, url = gateway
     caplog.set_level(logging.INFO)
     browser.get(f"{url}/console")
     wait(browser, loaded)

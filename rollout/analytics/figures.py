@@ -26,8 +26,8 @@ import numpy as np
 from psycopg_pool import ConnectionPool
 
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagSnapshot
-from rollout.config import VERSIONS, Settings
 from rollout.analytics.series import RANGES, Series
+from rollout.config import VERSIONS, Settings
 from rollout.database import read_snapshot
 
 CRITICAL_WINDOW = timedelta(hours=24)

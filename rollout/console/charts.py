@@ -52,7 +52,7 @@ def line_chart(title: str, lines: list[Line], since: datetime, until: datetime, 
     if threshold is not None:
         values.append(threshold)
     low = min([0.0, *values])
-    high = max([*values, low + (1.0 if unit == "%" or not values else 1e-9)])
+    high = max([*values, low + (1.0 if not values else 1e-9)])
     high = high + (high - low) * 0.08
     if unit == "%" and high > 1 >= max(values, default=0):
         high = 1.0  # a share never reads above 100 %
