@@ -9,7 +9,9 @@ const REFRESH_MS = Number(body.dataset.refreshS || 5) * 1000;
 const ROLES = {baseline: body.dataset.baseline, candidate: body.dataset.candidate};
 const CSRF = document.querySelector('meta[name="csrf-token"]').content;
 const CHARTS = ["requests", "p95", "p50", "p99", "errors", "fallbacks", "cache", "similarity", "overlap"];
+const DASHBOARD_EVERY_MS = Math.max(REFRESH_MS, 30000);  // the dashboard reads every row of the range
 let lastStatus = null;
+let dashboardAt = {range: null, time: 0};
 
 const $ = (id) => document.getElementById(id);
 
@@ -320,14 +322,18 @@ function wireControls() {
 // -- the loop -----------------------------------------------------------------------------------------
 async function refresh() {
   try {
+    const dashboardDue = dashboardAt.range !== range() || Date.now() - dashboardAt.time >= DASHBOARD_EVERY_MS;
     const [status, dash, breakers, gates, coverage] = await Promise.all([
-      getJSON("/api/rollout/status"), getJSON(`/api/monitoring/dashboard?range=${range()}`),
+      getJSON("/api/rollout/status"), dashboardDue ? getJSON(`/api/monitoring/dashboard?range=${range()}`) : null,
       getJSON("/api/monitoring/circuit-breaker"), getJSON(`/api/rollout/gates?range=${range()}`),
       getJSON("/api/monitoring/coverage")]);
     showStatus(status);
     showBreakers(breakers);
     showCoverage(coverage);
-    showDashboard(dash);
+    if (dash) {
+      showDashboard(dash);
+      dashboardAt = {range: range(), time: Date.now()};
+    }
     showGates(status, gates);
     showCharts();
     if (ADMIN) await showHistory();
