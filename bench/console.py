@@ -76,7 +76,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
-    with bench_settings(ROLLOUT_MIN_STAGE_S="3600", ROLLOUT_STAGES="50,100") as settings:
+    # a long statement timeout: filling the log must not fail on a busy machine (no endpoint comes near it)
+    with bench_settings(ROLLOUT_MIN_STAGE_S="3600", ROLLOUT_STAGES="50,100", RAG_SEARCH_TIMEOUT_MS="120000") as settings:
         runtime = Runtime(settings, settings.database_url, settings.redis_url, pool_size=4).start()
         try:
             started = time.perf_counter()
