@@ -183,6 +183,11 @@ class Settings(BaseModel):
     rollout_controller_metrics_port: int | None = Field(None, alias="ROLLOUT_CONTROLLER_METRICS_PORT",
                                                         ge=1, le=65535)
 
+    # the operator console at /console
+    console: bool = Field(True, alias="ROLLOUT_CONSOLE")
+    console_refresh_s: float = Field(5.0, alias="ROLLOUT_CONSOLE_REFRESH_S", ge=1, le=300)
+    console_session_s: float = Field(8 * 3600.0, alias="ROLLOUT_CONSOLE_SESSION_S", ge=60, le=7 * 86400)
+
     # the FF_* flag defaults, kept raw: the flags package parses and validates them
     flag_env: dict[str, str] = Field(default_factory=dict)
 

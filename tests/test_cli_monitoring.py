@@ -86,7 +86,7 @@ def test_monitor_stops_cleanly_on_ctrl_c(run, logged, tmp_path):
 
 def test_monitor_refuses_an_unknown_range(run):
     result = run("monitor", "--range", "2h")
-    assert result.exit_code == 2 and "'2h' is not one of '1h', '24h', '7d'" in result.output
+    assert result.exit_code == 2 and "'2h' is not one of '15m', '1h', '6h', '24h', '7d'" in result.output
 
 
 def test_compare_runs_the_demo_queries_against_both_versions(run, runtime):

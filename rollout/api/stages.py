@@ -7,12 +7,15 @@ actor) and stored in `rollout_decisions`.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Literal
 
 from flask import Blueprint, current_app, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from flags import V2_PERCENTAGE, FlagError, definition
+from rollout.analytics.figures import RANGES, InvalidRange, parse_range
+from rollout.analytics.series import STEPS
 from rollout.api.auth import admin_required, check_admin
 from rollout.api.errors import ApiError, bad_request
 from rollout.api.openapi import operation, query_parameter
@@ -148,3 +151,32 @@ def decisions():
     if details not in ("true", "false", "1", "0"):
         raise bad_request("details must be true or false")
     return jsonify({"decisions": _service().decisions(limit, details=details in ("true", "1"))})
+
+
+GATE_HISTORY_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "range": {"type": "string"}, "since": {"type": "string", "format": "date-time"},
+        "evaluations": {"type": "array", "description": "Oldest first.", "items": {"type": "object", "properties": {
+            "id": {"type": "integer"}, "decided_at": {"type": "string", "format": "date-time"},
+            "action": {"type": "string", "description": "The verdict."}, "percentage": {"type": "number"},
+            "gates": {"type": "array", "items": {"type": "object", "description": "name, status, reason, and the "
+                                                                                  "values and thresholds it used."}},
+        }}},
+    },
+}
+
+
+@bp.get("/api/rollout/gates")
+@operation("Each gate's values and thresholds over time, from the stored evaluations: the latest of each step of "
+           "the range (the steps of /api/monitoring/series).",
+           tags=("rollout",), ok=GATE_HISTORY_SCHEMA, errors=(400, 503),
+           parameters=[query_parameter("range", {"enum": list(RANGES), "default": "24h"}, "The window.")])
+def gate_history():
+    range_name = request.args.get("range", "24h")
+    try:
+        since = datetime.now(UTC) - parse_range(range_name)
+    except InvalidRange as exc:
+        raise bad_request(str(exc), "invalid_range") from None
+    return jsonify({"range": range_name, "since": since.isoformat(),
+                    "evaluations": _service().store.gate_history(since, STEPS[range_name])})

@@ -111,7 +111,10 @@ def demo(ctx: click.Context, port: int | None, workers: int | None) -> None:
 
 
 def _print_demo_banner(url: str, settings: Settings, generated: list[str]) -> None:
-    click.echo(f"\ngateway ready on {url}  (Ctrl-C stops it and the services it started)\n")
+    click.echo(f"\ngateway ready on {url}  (Ctrl-C stops it and the services it started)")
+    if settings.console:
+        click.echo(f"console: {url}/console  (read-only; log in there with ROLLOUT_ADMIN_TOKEN to act)")
+    click.echo()
     for name in generated:
         value = settings.admin_token if name == "ROLLOUT_ADMIN_TOKEN" else settings.alert_webhook_secret
         click.echo(f"generated for this run: export {name}={value}")

@@ -74,6 +74,15 @@ class CoverageMonitor:
             return None
         return snapshot.get(version, {}).get(CORPUS if category is None else category)
 
+    def describe(self) -> dict:
+        """The last counts per version and category (the corpus as `all`), for people; {} before the first."""
+        snapshot = self._snapshot or {}
+        return {version: {("all" if category == CORPUS else category): {
+                    "embedded": counts.embedded, "total": counts.total, "ratio": counts.ratio,
+                    "routable": not counts.below(self.min_percent) if version == GUARDED else True}
+                 for category, counts in sorted(categories.items())}
+                for version, categories in snapshot.items()}
+
     def shortfalls(self, version: str = GUARDED) -> list[tuple[str, Coverage]] | None:
         """The categories of `version` below the routing bar, from the last count; None before the first count."""
         snapshot = self._snapshot
