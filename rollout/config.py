@@ -173,6 +173,10 @@ class Settings(BaseModel):
     rollout_advance_confidence: float = Field(0.95, alias="ROLLOUT_ADVANCE_CONFIDENCE", ge=0.5, lt=1)
     rollout_srm_alpha: float = Field(0.001, alias="ROLLOUT_SRM_ALPHA", gt=0, lt=0.5)
 
+    # relevance evidence (see README, "relevance evidence")
+    rollout_require_eval: bool = Field(False, alias="ROLLOUT_REQUIRE_EVAL")
+    relevance_margin: float = Field(0.02, alias="RELEVANCE_MARGIN", gt=0, lt=0.5)
+
     # staged rollout: the controller process, its evidence and its notifications
     rollout_evidence_max_samples: int = Field(100_000, alias="ROLLOUT_EVIDENCE_MAX_SAMPLES", ge=1000, le=5_000_000)
     rollout_leader_ttl_s: float = Field(30.0, alias="ROLLOUT_LEADER_TTL_S", ge=1, le=3600)

@@ -36,6 +36,8 @@ from rollout.merging import Merger, NearDuplicates
 from rollout.metrics import Metrics
 from rollout.migration.coverage import CoverageMonitor
 from rollout.migration.writer import DocumentWriter
+from rollout.relevance.golden import EvalStore
+from rollout.relevance.versions import baseline_and_candidate
 from rollout.routing import Router
 from rollout.services import service_urls
 from rollout.shadow import ShadowPool
@@ -128,10 +130,17 @@ class Runtime:
                 Notifier(settings.rollout_notify_url, token=settings.rollout_notify_token,
                          timeout_s=settings.rollout_notify_timeout_s, attempts=settings.rollout_notify_attempts,
                          on_result=rollout_store.set_notification),
-                self.redis, self.key(LEADER_KEY))
+                self.redis, self.key(LEADER_KEY), start_condition=self._start_condition())
         except BaseException:
             self.pool.close()
             raise
+
+    def _start_condition(self):
+        """ROLLOUT_REQUIRE_EVAL: the first stage needs a passing `rollout eval` of the pair."""
+        if not self.settings.rollout_require_eval:
+            return None
+        evals = EvalStore(self.pool)
+        return lambda: evals.start_refusal(*baseline_and_candidate())
 
     def key(self, name: str) -> str:
         """A Redis key in this deployment's namespace (REDIS_KEY_PREFIX)."""

@@ -73,8 +73,10 @@ class LiveFlags:
 
 class RolloutService:
     def __init__(self, plan: RolloutPlan, store: RolloutStore, collector: EvidenceCollector, flags: FlagStore,
-                 notifier: Notifier, redis_client: redis.Redis, leader_key: str):
+                 notifier: Notifier, redis_client: redis.Redis, leader_key: str, *,
+                 start_condition: Callable[[], str | None] | None = None):
         self.plan = plan
+        self.start_condition = start_condition  # why V2 may not get its first traffic yet, or None
         self.store = store
         self.collector = collector
         self.flags = flags
@@ -143,6 +145,7 @@ class RolloutService:
                 raise TransitionError(f"the rollout is at {pct(state.percentage)}, not "
                                       f"{pct(expected_percentage)}: nothing changed")
             transition = apply_command(self.plan, state, command, now)
+            self._check_start(transition)
             changes = self._set_flags(transition, command.actor)  # a Redis error rolls the whole command back
             decision = self._record(conn, stored, transition, DecisionRecord(
                 kind="command", actor=command.actor, transition=transition, plan=self.plan.to_dict(),
@@ -211,6 +214,14 @@ class RolloutService:
         return made
 
     # -- carrying a transition out -------------------------------------------------------------
+    def _check_start(self, transition: Transition) -> None:
+        """A command giving V2 its first traffic waits for the start condition (ROLLOUT_REQUIRE_EVAL)."""
+        if self.start_condition is None or transition.before.percentage > 0 or not transition.after.percentage > 0:
+            return
+        refusal = self.start_condition()
+        if refusal is not None:
+            raise TransitionError(f"{refusal}: nothing changed")
+
     def _record(self, conn, stored: StoredState, transition: Transition, record: DecisionRecord) -> dict:
         """Save the new state and the decision, in the caller's locked transaction."""
         after = transition.after

@@ -1,0 +1,82 @@
+"""`rollout eval`: the golden set, run against the baseline and the candidate side by side.
+
+Exit status: 0 when the candidate is non-inferior on nDCG@10 (within RELEVANCE_MARGIN),
+1 when it is not, so a script or CI job can stop a rollout before its first stage.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from rollout.cli import cli, settings_of
+from rollout.cli.monitoring import num, table
+from rollout.relevance.golden import (
+    NDCG_DEPTH,
+    EvalReport,
+    EvalStore,
+    demo_qrels_path,
+    evaluate,
+    read_qrels,
+)
+from rollout.relevance.versions import baseline_and_candidate
+from rollout.runtime import command_runtime
+
+
+@cli.command(name="eval")
+@click.option("--qrels", "qrels_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help='JSON Lines: {"query": ..., "relevant": {"doc_id": grade 0-3}, "category": ...} '
+                   "(default: the demo's labelled set).")
+@click.option("--k", type=click.IntRange(1, 50), default=10, show_default=True, help="Depth of recall@k.")
+@click.option("--draws", type=click.IntRange(100, 100_000), default=2000, show_default=True,
+              help="Bootstrap resamples of the queries.")
+@click.option("--record/--no-record", default=True, show_default=True,
+              help="Keep the result in relevance_evals (what ROLLOUT_REQUIRE_EVAL reads).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output, every query included.")
+@click.pass_context
+def eval_command(ctx: click.Context, qrels_file: Path | None, k: int, draws: int, record: bool,
+                 as_json: bool) -> None:
+    """recall@k, nDCG@10 and MRR of the baseline and the candidate on a labelled query set."""
+    settings = settings_of(ctx)
+    queries, digest = read_qrels(qrels_file or demo_qrels_path())  # a bad file stops before any service starts
+    baseline, candidate = baseline_and_candidate()
+    with command_runtime(settings) as runtime:
+        searchers = {v: (lambda text, depth, b=runtime.backends[v]: b.search(text, depth).ids)
+                     for v in (baseline, candidate)}
+        report = evaluate(queries, (baseline, searchers[baseline]), (candidate, searchers[candidate]),
+                          k=k, margin=settings.relevance_margin, draws=draws)
+        recorded = EvalStore(runtime.pool).record(report, digest) if record else None
+    if as_json:
+        click.echo(json.dumps({**report.as_json(), "recorded_id": recorded}, indent=2))
+    else:
+        click.echo(render(report, recorded))
+    if not report.passed:
+        sys.exit(1)
+
+
+def interval(measure) -> str:
+    return f"{num(measure.mean)} [{num(measure.low)}, {num(measure.high)}]"
+
+
+def render(report: EvalReport, recorded: int | None) -> str:
+    b, c = report.baseline, report.candidate
+    rows = [[m, interval(report.versions[b][m]), interval(report.versions[c][m]), interval(report.difference[m])]
+            for m in report.measure_names]
+    ndcg = f"ndcg@{NDCG_DEPTH}"
+    diff = report.difference[ndcg]
+    verdict = (f"PASS: {c} is non-inferior on {ndcg} (lower bound {diff.low:+.3f} >= -{report.margin:g})"
+               if report.passed else
+               f"FAIL: {c} may be worse on {ndcg} (lower bound {diff.low:+.3f} < -{report.margin:g})")
+    lines = [(f"{report.queries} labelled queries, baseline {b}, candidate {c}; means with 95 % bootstrap "
+             "intervals (paired for the difference)"), "",
+             table(["", f"{b} (baseline)", f"{c} (candidate)", "difference"], rows)]
+    if report.categories:
+        lines += ["", table(["category", f"{ndcg} {b}", f"{ndcg} {c}"],
+                            [[cat, num(v[b]), num(v[c])] for cat, v in report.categories.items()])]
+    lines += ["", verdict]
+    if recorded is not None:
+        lines.append(f"recorded as eval #{recorded}")
+    return "\n".join(lines)
