@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS relevance_feedback (
     UNIQUE (request_id, document_id, kind)
 );
 CREATE INDEX IF NOT EXISTS relevance_feedback_received_at_idx ON relevance_feedback (received_at);
+-- feedback finds the answering version by the request id the query returned
+CREATE INDEX IF NOT EXISTS query_log_request_id_idx ON query_log (request_id);
 
 -- Known-item probes: a document's title, first sentence or a template as the query; where each
 -- version ranked the document. Never part of user traffic or its metrics.
