@@ -176,6 +176,9 @@ class Settings(BaseModel):
     # relevance evidence (see README, "relevance evidence")
     rollout_require_eval: bool = Field(False, alias="ROLLOUT_REQUIRE_EVAL")
     relevance_margin: float = Field(0.02, alias="RELEVANCE_MARGIN", gt=0, lt=0.5)
+    relevance_probe_interval_s: float = Field(3600, alias="RELEVANCE_PROBE_INTERVAL_S", ge=0)
+    relevance_probes_per_category: int = Field(5, alias="RELEVANCE_PROBES_PER_CATEGORY", ge=1, le=1000)
+    relevance_probe_k: int = Field(10, alias="RELEVANCE_PROBE_K", ge=1, le=50)
 
     # staged rollout: the controller process, its evidence and its notifications
     rollout_evidence_max_samples: int = Field(100_000, alias="ROLLOUT_EVIDENCE_MAX_SAMPLES", ge=1000, le=5_000_000)

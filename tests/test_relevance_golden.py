@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from conftest import load_and_embed
 
 from rollout.cli import cli
-from rollout.cli import evaluate as _registers_eval  # noqa: F401
+from rollout.cli import relevance as _registers_eval  # noqa: F401
 from rollout.controller.state import Action, Command, TransitionError
 from rollout.relevance.golden import (
     EvalStore,

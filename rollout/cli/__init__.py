@@ -63,7 +63,7 @@ def cli(verbose: bool) -> None:
 
 
 def main() -> None:
-    from rollout.cli import (breaker, controller, database, evaluate, flags, importer, migrate,  # noqa: F401
-                             monitoring, rollback, server, stage)  # (importing registers the commands)
+    from rollout.cli import (breaker, controller, database, flags, importer, migrate, monitoring,  # noqa: F401
+                             relevance, rollback, server, stage)  # (importing registers the commands)
 
     cli(prog_name="rollout")

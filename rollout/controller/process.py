@@ -31,6 +31,7 @@ from rollout.controller.leader import LeaderLock
 from rollout.controller.metrics import ControllerMetrics
 from rollout.errors import RolloutError
 from rollout.maintenance import Maintenance
+from rollout.relevance.probes import KnownItemProbes
 from rollout.config import Settings
 from rollout.runtime import Runtime
 
@@ -57,6 +58,13 @@ class ControllerProcess:
                                coalesce=True, next_run_time=now)
         self.scheduler.add_job(self._evaluate, "interval", seconds=self.poll_s, id="evaluation", max_instances=1,
                                coalesce=True, next_run_time=now)
+        self.probes = None
+        if settings.relevance_probe_interval_s > 0:
+            self.probes = KnownItemProbes(runtime.pool, runtime.backends, runtime.metrics,
+                                          per_category=settings.relevance_probes_per_category,
+                                          k=settings.relevance_probe_k)
+            self.scheduler.add_job(self._probe, "interval", seconds=settings.relevance_probe_interval_s, id="probes",
+                                   max_instances=1, coalesce=True)
         self.maintenance = (Maintenance(settings, runtime.database_url, scheduler=self.scheduler)
                             if retention else None)
         self._stopped = False
@@ -138,6 +146,17 @@ class ControllerProcess:
         except Exception:  # the next run tries again; the state is only changed by a committed transaction
             self.metrics.ran("failed")
             log.exception("controller %s: evaluation failed", self.identity)
+
+    def _probe(self) -> None:
+        """A round of known-item probes (rollout.relevance.probes), on the leader only."""
+        if not self.leader.held:
+            return
+        try:
+            self.probes.run()
+        except (psycopg.OperationalError, OSError) as exc:
+            log.warning("controller %s: probes skipped, PostgreSQL is unreachable (%s)", self.identity, exc)
+        except Exception:
+            log.exception("controller %s: probe round failed", self.identity)
 
 
 @contextmanager

@@ -1,7 +1,8 @@
-"""`rollout eval`: the golden set, run against the baseline and the candidate side by side.
+"""`rollout eval` and `rollout probe`: relevance of the baseline and the candidate, side by side.
 
-Exit status: 0 when the candidate is non-inferior on nDCG@10 (within RELEVANCE_MARGIN),
-1 when it is not, so a script or CI job can stop a rollout before its first stage.
+`rollout eval` exits 0 when the candidate is non-inferior on nDCG@10 (within
+RELEVANCE_MARGIN) and 1 when it is not, so a script or CI job can stop a rollout before
+its first stage. `rollout probe` runs one round of known-item probes now.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 import click
 
 from rollout.cli import cli, settings_of
-from rollout.cli.monitoring import num, table
+from rollout.cli.monitoring import num, pct, table
+from rollout.errors import RolloutError
 from rollout.relevance.golden import (
     NDCG_DEPTH,
     EvalReport,
@@ -22,6 +24,7 @@ from rollout.relevance.golden import (
     evaluate,
     read_qrels,
 )
+from rollout.relevance.probes import KnownItemProbes, probe_summary
 from rollout.relevance.versions import baseline_and_candidate
 from rollout.runtime import command_runtime
 
@@ -80,3 +83,39 @@ def render(report: EvalReport, recorded: int | None) -> str:
     if recorded is not None:
         lines.append(f"recorded as eval #{recorded}")
     return "\n".join(lines)
+
+
+@cli.command(name="probe")
+@click.option("--per-category", type=click.IntRange(1, 1000), default=None,
+              help="Documents drawn per category (default RELEVANCE_PROBES_PER_CATEGORY).")
+@click.option("--seed", type=int, default=None, help="Draw the same documents every time.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def probe_command(ctx: click.Context, per_category: int | None, seed: int | None, as_json: bool) -> None:
+    """One round of known-item probes: does each version find the document a probe was made from?"""
+    settings = settings_of(ctx)
+    with command_runtime(settings) as runtime:
+        probes = KnownItemProbes(runtime.pool, runtime.backends, runtime.metrics, k=settings.relevance_probe_k,
+                                 per_category=per_category or settings.relevance_probes_per_category, seed=seed)
+        results = probes.run()
+        if not results:
+            raise RolloutError("the corpus is empty: there is no document to probe with")
+        summary = probe_summary(runtime.pool, since_s=3600)
+    rounds = {}
+    for r in results:
+        cell = rounds.setdefault(r.version, {"probes": 0, "hits": 0, "rr": 0.0, "errors": 0})
+        cell["errors" if r.error else "probes"] += 1
+        cell["hits"] += r.rank is not None
+        cell["rr"] += 1 / r.rank if r.rank else 0.0
+    this_round = {v: {"probes": c["probes"], "hits": c["hits"], "errors": c["errors"],
+                      "hit_rate": c["hits"] / c["probes"] if c["probes"] else None,
+                      "mrr": c["rr"] / c["probes"] if c["probes"] else None} for v, c in rounds.items()}
+    if as_json:
+        click.echo(json.dumps({"k": settings.relevance_probe_k, "round": this_round, "last_hour": summary}, indent=2))
+        return
+    versions = list(this_round)
+    rows = [["probes", *(str(this_round[v]["probes"]) for v in versions)],
+            [f"hit@{settings.relevance_probe_k}", *(pct(this_round[v]["hit_rate"]) for v in versions)],
+            ["reciprocal rank", *(num(this_round[v]["mrr"]) for v in versions)],
+            ["errors", *(str(this_round[v]["errors"]) for v in versions)]]
+    click.echo(table(["known-item probes", *versions], rows))
