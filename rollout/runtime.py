@@ -37,6 +37,8 @@ from rollout.metrics import Metrics
 from rollout.migration.coverage import CoverageMonitor
 from rollout.migration.writer import DocumentWriter
 from rollout.relevance.golden import EvalStore
+from rollout.relevance.judges import build_judge
+from rollout.relevance.judging import Budget, PairwiseJudging, shadow_listener
 from rollout.relevance.versions import baseline_and_candidate
 from rollout.routing import Router
 from rollout.services import service_urls
@@ -117,6 +119,7 @@ class Runtime:
                                             batch_size=settings.query_log_batch_size,
                                             flush_interval_s=settings.query_log_flush_interval_s)
             self.gateway.record_listeners.append(self.query_log.record)
+            self.judging = self._judging()
             self.figures = Figures(self.pool, settings)
 
             # staged rollout: one service for the status, people's commands and the controller's evaluations
@@ -135,6 +138,18 @@ class Runtime:
             self.pool.close()
             raise
 
+    def _judging(self) -> PairwiseJudging | None:
+        """The pairwise judge of shadow disagreements (RELEVANCE_JUDGE), fed by the gateway."""
+        judge = build_judge(self.settings)
+        if judge is None:
+            return None
+        s = self.settings
+        judging = PairwiseJudging(self.pool, judge, Budget(s.relevance_judge_daily_tokens, s.relevance_judge_daily_usd,
+                                                           s.relevance_judge_usd_per_1k_tokens), self.metrics,
+                                  sample_rate=s.relevance_judge_sample_rate, max_rbo=s.relevance_judge_max_rbo)
+        self.gateway.pair_listeners.append(shadow_listener(judging, *baseline_and_candidate()))
+        return judging
+
     def _start_condition(self):
         """ROLLOUT_REQUIRE_EVAL: the first stage needs a passing `rollout eval` of the pair."""
         if not self.settings.rollout_require_eval:
@@ -151,6 +166,8 @@ class Runtime:
         self.replicator.sync_now()
         self.replicator.start()
         self.query_log.start()
+        if self.judging is not None:
+            self.judging.start()
         self.coverage.start()
         self.refresh_gauges()
         return self
@@ -173,6 +190,8 @@ class Runtime:
         self.replicator.stop()
         self.shadow_pool.shutdown()  # shadows in flight finish and hand their rows to the writer
         self.query_log.close()
+        if self.judging is not None:
+            self.judging.close()
         self.stages.notifier.close()  # before the pool: delivery results are written to rollout_decisions
         self.coverage.stop()
         if self.embedding_cache is not None:
