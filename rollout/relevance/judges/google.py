@@ -9,7 +9,13 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from rollout.embedders.google import _TIMEOUTS, _TRANSPORT_ERRORS
-from rollout.relevance.judges.base import JudgeError, Listed, Preference, prompt, read_answer
+from rollout.relevance.judges.base import (
+    JudgeError,
+    Listed,
+    Preference,
+    prompt,
+    read_answer,
+)
 
 
 class GeminiJudge:

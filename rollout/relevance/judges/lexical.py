@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from rollout.relevance.judges.base import Listed, Preference
 
 _WORD = re.compile(r"[a-z0-9]+")
-STOP = frozenset("a an and are at be can do does for from how i in is it my of on or the to what when where "
-                 "which who why with you your".split())
+STOP = frozenset({"a", "an", "and", "are", "at", "be", "can", "do", "does", "for", "from", "how", "i", "in", "is",
+                  "it", "my", "of", "on", "or", "the", "to", "what", "when", "where", "which", "who", "why", "with",
+                  "you", "your"})
 
 
 def terms(text: str) -> set[str]:

@@ -6,7 +6,13 @@ from collections.abc import Sequence
 
 import openai
 
-from rollout.relevance.judges.base import JudgeError, Listed, Preference, prompt, read_answer
+from rollout.relevance.judges.base import (
+    JudgeError,
+    Listed,
+    Preference,
+    prompt,
+    read_answer,
+)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
