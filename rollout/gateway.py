@@ -119,6 +119,8 @@ class RagGateway:
         self.query_text = query_text or (lambda text: ("", None))
         self.observers: list[Observer] = []          # each routed answer, as soon as it is known
         self.record_listeners: list[RecordListener] = []  # each query's record, once complete
+        # a client's min_similarity is on the baseline's scale; this maps it to a version's (calibration)
+        self.threshold_for: Callable[[str, float | None], float | None] = lambda version, threshold: threshold
         self.pair_listeners: list[PairListener] = []  # each answer with its shadow's result (the relevance judge)
 
     # -- routed answers (with an optional shadow) -----------------------------------
@@ -266,7 +268,8 @@ class RagGateway:
 
     # -- searching and measuring ---------------------------------------------------------
     def _raw_search(self, version: str, query: RagQuery) -> SearchResult:
-        return self.backends[version].search(query.text, query.k, query.category, query.min_similarity)
+        return self.backends[version].search(query.text, query.k, query.category,
+                                             self.threshold_for(version, query.min_similarity))
 
     def _search(self, version: str, query: RagQuery) -> SearchResult:
         """A serving search: its failure or success counts for the version's health."""

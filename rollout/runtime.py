@@ -36,6 +36,7 @@ from rollout.merging import Merger, NearDuplicates
 from rollout.metrics import Metrics
 from rollout.migration.coverage import CoverageMonitor
 from rollout.migration.writer import DocumentWriter
+from rollout.relevance.calibration import Calibration
 from rollout.relevance.golden import EvalStore
 from rollout.relevance.judges import build_judge
 from rollout.relevance.judging import Budget, PairwiseJudging, shadow_listener
@@ -120,6 +121,12 @@ class Runtime:
                                             flush_interval_s=settings.query_log_flush_interval_s)
             self.gateway.record_listeners.append(self.query_log.record)
             self.judging = self._judging()
+            self.calibration = Calibration(self.pool, baseline_and_candidate()[0],
+                                           window_s=settings.relevance_calibration_window_s,
+                                           min_samples=settings.relevance_calibration_min_samples)
+            if settings.relevance_calibration:
+                self.gateway.threshold_for = self.calibration.threshold_for
+                self.replicator.on_tick(self.calibration.refresh_if_due)
             self.figures = Figures(self.pool, settings)
 
             # staged rollout: one service for the status, people's commands and the controller's evaluations
