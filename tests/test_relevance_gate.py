@@ -1,0 +1,81 @@
+"""The relevance gate on constructed evidence: non-inferiority within δ, per source and per category."""
+
+from rollout.controller.gates.relevance import (
+    Golden,
+    Proportions,
+    RelevanceEvidence,
+    RelevancePolicy,
+    Verdicts,
+    relevance_gate,
+)
+from rollout.controller.gates.result import GateStatus
+from rollout.controller.outcome import Outcome
+
+POLICY = RelevancePolicy(margin=0.02)
+
+
+def test_no_source_with_data_holds_and_says_so():
+    result = relevance_gate(RelevanceEvidence(judge={"": Verdicts(3, 1, 0)}), POLICY)  # too few verdicts
+    assert result.status is GateStatus.NOT_ENOUGH_DATA and result.outcome is Outcome.HOLD
+    assert "no relevance evidence yet" in result.reason and result.values["decided_by"] == []
+
+
+def test_a_candidate_the_judge_prefers_passes_naming_the_judge():
+    result = relevance_gate(RelevanceEvidence(judge={"": Verdicts(wins=120, losses=60, ties=20)}), POLICY)
+    assert result.status is GateStatus.PASSED and result.values["decided_by"] == ["judge"]
+    assert result.values["judge"] == (120 + 10) / 200
+    assert "judge: judge win rate" in result.reason
+
+
+def test_a_candidate_the_judge_rejects_rolls_back():
+    result = relevance_gate(RelevanceEvidence(judge={"": Verdicts(wins=40, losses=140, ties=20)}), POLICY)
+    assert result.status is GateStatus.FAILED and result.outcome is Outcome.ROLLBACK
+    assert result.values["decided_by"] == ["judge"]
+
+
+def test_ties_only_are_within_the_margin():
+    result = relevance_gate(RelevanceEvidence(judge={"": Verdicts(0, 0, 400)}), POLICY)
+    assert result.status is GateStatus.PASSED  # a win rate of exactly 0.5
+
+
+def test_worse_feedback_rolls_back_naming_feedback():
+    evidence = RelevanceEvidence(judge={"": Verdicts(110, 90, 0)},
+                                 feedback={"": Proportions(800, 1000, 650, 1000)})
+    result = relevance_gate(evidence, POLICY)
+    assert result.status is GateStatus.FAILED and result.values["decided_by"] == ["feedback"]
+    assert abs(result.values["feedback"] + 0.15) < 1e-12 and "feedback positive rate difference -0.150" in result.reason
+
+
+def test_a_regression_in_one_category_is_found_and_named():
+    evidence = RelevanceEvidence(probes={"": Proportions(1890, 2000, 1820, 2000),
+                                         "facilities": Proportions(960, 1000, 970, 1000),
+                                         "pricing": Proportions(930, 1000, 850, 1000)})
+    result = relevance_gate(evidence, POLICY)
+    assert result.status is GateStatus.FAILED
+    assert result.values["decided_by"] == ["probes_pricing"]
+    assert "in pricing" in result.reason and "facilities" not in result.reason
+
+
+def test_the_golden_set_decides_by_its_own_interval():
+    worse = relevance_gate(RelevanceEvidence(golden=Golden(-0.08, -0.12, -0.04, 40)), POLICY)
+    assert worse.status is GateStatus.FAILED and worse.values["decided_by"] == ["golden"]
+    fine = relevance_gate(RelevanceEvidence(golden=Golden(0.01, -0.01, 0.03, 40)), POLICY)
+    assert fine.status is GateStatus.PASSED
+    unsure = relevance_gate(RelevanceEvidence(golden=Golden(0.0, -0.06, 0.06, 40)), POLICY)
+    assert unsure.status is GateStatus.NOT_ENOUGH_DATA and unsure.values["decided_by"] == ["golden"]
+
+
+def test_one_source_unproven_holds_even_when_another_passes():
+    evidence = RelevanceEvidence(judge={"": Verdicts(130, 70, 0)}, feedback={"": Proportions(40, 60, 38, 60)})
+    result = relevance_gate(evidence, POLICY)
+    assert result.status is GateStatus.NOT_ENOUGH_DATA and result.values["decided_by"] == ["feedback"]
+
+
+def test_equal_sources_pass_and_the_result_round_trips():
+    evidence = RelevanceEvidence(feedback={"": Proportions(7000, 10000, 7010, 10000)},
+                                 probes={"": Proportions(950, 1000, 952, 1000)})
+    result = relevance_gate(evidence, POLICY)
+    assert result.status is GateStatus.PASSED and result.values["decided_by"] == ["feedback", "probes"]
+    from rollout.controller.gates.result import GateResult
+
+    assert GateResult.from_dict(result.to_dict()) == result
