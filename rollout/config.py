@@ -174,6 +174,7 @@ class Settings(BaseModel):
     rollout_srm_alpha: float = Field(0.001, alias="ROLLOUT_SRM_ALPHA", gt=0, lt=0.5)
 
     # relevance evidence (see README, "relevance evidence")
+    rollout_quality_gate: Literal["relevance", "similarity"] = Field("relevance", alias="ROLLOUT_QUALITY_GATE")
     rollout_require_eval: bool = Field(False, alias="ROLLOUT_REQUIRE_EVAL")
     relevance_margin: float = Field(0.02, alias="RELEVANCE_MARGIN", gt=0, lt=0.5)
     relevance_probe_interval_s: float = Field(3600, alias="RELEVANCE_PROBE_INTERVAL_S", ge=0)

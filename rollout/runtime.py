@@ -37,6 +37,7 @@ from rollout.metrics import Metrics
 from rollout.migration.coverage import CoverageMonitor
 from rollout.migration.writer import DocumentWriter
 from rollout.relevance.calibration import Calibration
+from rollout.relevance.evidence import RelevanceCollector
 from rollout.relevance.golden import EvalStore
 from rollout.relevance.judges import build_judge
 from rollout.relevance.judging import Budget, PairwiseJudging, shadow_listener
@@ -140,7 +141,9 @@ class Runtime:
                 Notifier(settings.rollout_notify_url, token=settings.rollout_notify_token,
                          timeout_s=settings.rollout_notify_timeout_s, attempts=settings.rollout_notify_attempts,
                          on_result=rollout_store.set_notification),
-                self.redis, self.key(LEADER_KEY), start_condition=self._start_condition())
+                self.redis, self.key(LEADER_KEY), start_condition=self._start_condition(),
+                relevance=(RelevanceCollector(self.pool, *baseline_and_candidate()).collect
+                           if settings.rollout_quality_gate == "relevance" else None))
         except BaseException:
             self.pool.close()
             raise

@@ -79,3 +79,58 @@ def test_equal_sources_pass_and_the_result_round_trips():
     from rollout.controller.gates.result import GateResult
 
     assert GateResult.from_dict(result.to_dict()) == result
+
+
+def test_the_collector_reads_each_source_for_the_window(runtime):
+    import time
+
+    from rollout.relevance.evidence import RelevanceCollector
+    from rollout.relevance.golden import EvalStore, evaluate, parse_qrels
+    from rollout.relevance.versions import baseline_and_candidate
+
+    baseline, candidate = baseline_and_candidate()
+    with runtime.pool.connection() as conn:
+        for winner, n in (("candidate", 3), ("baseline", 2), ("tie", 1)):
+            for i in range(n):
+                conn.execute("INSERT INTO relevance_judgements (pair_hash, baseline, candidate, category, judge, "
+                             "winner) VALUES (%s, %s, %s, 'pricing', 'lexical-overlap', %s)",
+                             (f"{winner}{i}", baseline, candidate, winner))
+        conn.execute("INSERT INTO relevance_judgements (judged_at, pair_hash, baseline, candidate, judge, winner) "
+                     "VALUES (now() - interval '2 hours', 'old', %s, %s, 'j', 'baseline')", (baseline, candidate))
+        for version, kind, value in ((baseline, "relevant", None), (baseline, "grade", 1), (candidate, "grade", 3),
+                                     (candidate, "clicked", None)):
+            conn.execute("INSERT INTO relevance_feedback (request_id, kind, value, version, category) "
+                         "VALUES (%s, %s, %s, %s, 'events')", (f"r-{version}-{kind}", kind, value, version))
+        for version, rank in ((baseline, 1), (baseline, None), (candidate, 2), (candidate, 3)):
+            conn.execute("INSERT INTO relevance_probes (round_id, version, document_id, category, style, rank, k) "
+                         "VALUES ('r', %s, 'd', 'food', 'title', %s, 10)", (version, rank))
+    queries = parse_qrels('{"query": "q", "relevant": {"a": 3}}')
+    EvalStore(runtime.pool).record(evaluate(queries, (baseline, lambda q, k: ["b", "a"]),
+                                            (candidate, lambda q, k: ["a"]), draws=100), "sha")
+    evidence = RelevanceCollector(runtime.pool, baseline, candidate).collect(time.time() - 3600)
+    assert evidence.judge == {"": Verdicts(3, 2, 1), "pricing": Verdicts(3, 2, 1)}
+    assert evidence.feedback == {"": Proportions(1, 2, 1, 1), "events": Proportions(1, 2, 1, 1)}  # clicks aside
+    assert evidence.probes == {"": Proportions(1, 2, 2, 2), "food": Proportions(1, 2, 2, 2)}
+    assert evidence.golden is not None and evidence.golden.queries == 1
+    assert abs(evidence.golden.difference - (1 - 1 / 1.5849625007211563)) < 1e-6  # 1 - 1/log2(3)
+
+
+def test_the_controller_judges_quality_by_relevance(runtime):
+    import time
+
+    from rollout.controller.state import Action, Command
+    from rollout.relevance.versions import baseline_and_candidate
+
+    runtime.stages.command(Command(Action.ADVANCE, actor="test"))
+    baseline, candidate = baseline_and_candidate()
+    with runtime.pool.connection() as conn:
+        for n in range(60):  # the candidate loses every probe the baseline wins: clearly worse
+            for version, rank in ((baseline, 1), (candidate, None)):
+                conn.execute("INSERT INTO relevance_probes (round_id, version, document_id, category, style, rank, "
+                             "k) VALUES ('r', %s, %s, 'food', 'title', %s, 10)", (version, f"d{n}", rank))
+    runtime.stages.evaluate(now=time.time() + 1)
+    [decision] = runtime.stages.decisions(1, details=True)
+    gates = {g["name"]: g for g in decision["verdict"]["gates"]}
+    assert "quality" not in gates
+    assert gates["relevance"]["status"] == "failed" and gates["relevance"]["values"]["decided_by"] == ["probes"]
+    assert decision["action"] == "rollback"

@@ -128,6 +128,8 @@ def relevance_gate(evidence: RelevanceEvidence, policy: RelevancePolicy = Releva
                                    ("probes", evidence.probes, p.min_probes)):
         judged = {c: x for c, x in table.items() if x.trials >= minimum}
         categories = [c for c in judged if c]
+        if len(categories) < 2:  # one category is the whole: nothing to look at apart
+            judged = {c: x for c, x in judged.items() if not c}
         for category, data in judged.items():
             checks.append((source, category, data, len(categories)))
     for source, category, data, category_count in checks:
