@@ -65,10 +65,13 @@ def test_the_golden_set_decides_by_its_own_interval():
     assert unsure.status is GateStatus.NOT_ENOUGH_DATA and unsure.values["decided_by"] == ["golden"]
 
 
-def test_one_source_unproven_holds_even_when_another_passes():
+def test_a_source_still_unsure_is_reported_but_does_not_hold_what_another_proves():
     evidence = RelevanceEvidence(judge={"": Verdicts(130, 70, 0)}, feedback={"": Proportions(40, 60, 38, 60)})
     result = relevance_gate(evidence, POLICY)
-    assert result.status is GateStatus.NOT_ENOUGH_DATA and result.values["decided_by"] == ["feedback"]
+    assert result.status is GateStatus.PASSED and result.values["decided_by"] == ["judge"]
+    assert "(not yet conclusive) feedback" in result.reason
+    alone = relevance_gate(RelevanceEvidence(feedback={"": Proportions(40, 60, 38, 60)}), POLICY)
+    assert alone.status is GateStatus.NOT_ENOUGH_DATA and alone.values["decided_by"] == ["feedback"]
 
 
 def test_equal_sources_pass_and_the_result_round_trips():

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from rollout.controller.gates.relevance import Golden, Proportions, RelevanceEvidence, Verdicts
+from rollout.controller.gates.relevance import (
+    Golden,
+    Proportions,
+    RelevanceEvidence,
+    Verdicts,
+)
 from rollout.relevance.feedback import EXPLICIT, POSITIVE_GRADE
 from rollout.relevance.golden import NDCG_DEPTH, EvalStore
 

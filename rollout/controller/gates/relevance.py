@@ -13,7 +13,9 @@ differs, not that it is worse. The sources (each optional, see `rollout.relevanc
 Each source is judged overall and per category where a category has enough data: it fails
 when the (1 − rollback_alpha) bound shows the candidate worse than −δ (per-category checks
 share alpha, Bonferroni), passes when the advance_confidence bound shows it within δ, and
-holds otherwise. Any failure rolls back; else anything unproven holds; else the gate passes.
+holds otherwise. Any failure rolls back; else a source that shows non-inferiority passes the
+gate (sources still inconclusive are reported beside it: a source with little data, such as
+feedback at a 10 % stage, must not hold a candidate the others have cleared); else hold.
 No source with data: hold, and say so. Every result names the sources that decided.
 
 `relevance_gate` is a pure function of a `RelevanceEvidence`, so a verdict can be replayed and the
@@ -178,6 +180,9 @@ def relevance_gate(evidence: RelevanceEvidence, policy: RelevancePolicy = Releva
     if not (deciding["failed"] or deciding["unproven"] or deciding["passed"]):
         findings.unproven.append("no relevance evidence yet (no source has enough data: judge, feedback, probes, "
                                  "golden)")
+    if deciding["passed"] and not deciding["failed"]:  # one source proves it; the unsure ones are reported
+        findings.fine += [f"(not yet conclusive) {reason}" for reason in findings.unproven]
+        findings.unproven = []
     result = findings.result(NAME, Outcome.ROLLBACK, values, limits)
     decided_by = {GateStatus.FAILED: deciding["failed"], GateStatus.NOT_ENOUGH_DATA: deciding["unproven"],
                   GateStatus.PASSED: deciding["passed"]}[result.status]
