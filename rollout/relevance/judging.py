@@ -59,6 +59,16 @@ class Budget:
         return tokens / 1000 * self.usd_per_1k_tokens
 
 
+def combine(forward: str, backward: str) -> str:
+    """The verdict of two asks: forward with the baseline as list A, backward with it as list B.
+
+    The same version preferred both times wins; anything else (a split, a tie) is a tie.
+    """
+    first = {"first": "baseline", "second": "candidate", "tie": "tie"}[forward]
+    second = {"first": "candidate", "second": "baseline", "tie": "tie"}[backward]
+    return first if first == second else "tie"
+
+
 def listed(hits: Sequence[Hit]) -> list[Listed]:
     return [Listed(h.title, h.snippet) for h in hits]
 
@@ -132,9 +142,7 @@ class PairwiseJudging:
         except JudgeError as exc:
             log.warning("pairwise judge %s: %s", self.judge.name, exc)
             return self._count("error")
-        first = {"first": "baseline", "second": "candidate", "tie": "tie"}[forward.choice]
-        second = {"first": "candidate", "second": "baseline", "tie": "tie"}[backward.choice]
-        winner = first if first == second else "tie"
+        winner = combine(forward.choice, backward.choice)
         tokens = forward.tokens + backward.tokens
         cost = self.budget.cost(tokens)
         self._store(pair, key, winner, tokens, cost)
