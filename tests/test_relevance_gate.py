@@ -57,10 +57,14 @@ def test_a_regression_in_one_category_is_found_and_named():
 
 
 def test_the_golden_set_decides_by_its_own_interval():
-    worse = relevance_gate(RelevanceEvidence(golden=Golden(-0.08, -0.12, -0.04, 40)), POLICY)
+    worse = relevance_gate(RelevanceEvidence(golden=Golden(-0.10, -0.12, -0.08, 40)), POLICY)
     assert worse.status is GateStatus.FAILED and worse.values["decided_by"] == ["golden"]
+    # se = 0.02 / 1.96 from the 95 % interval; upper bound at alpha 0.001: -0.10 + 3.09 * se
+    assert abs(worse.values["golden_upper"] - (-0.10 + 3.090232306167813 * 0.02 / 1.959963984540054)) < 1e-9
     fine = relevance_gate(RelevanceEvidence(golden=Golden(0.01, -0.01, 0.03, 40)), POLICY)
     assert fine.status is GateStatus.PASSED
+    not_sure_enough = relevance_gate(RelevanceEvidence(golden=Golden(-0.05, -0.09, -0.01, 40)), POLICY)
+    assert not_sure_enough.status is GateStatus.NOT_ENOUGH_DATA  # 95 % says worse; 99.9 % does not yet
     unsure = relevance_gate(RelevanceEvidence(golden=Golden(0.0, -0.06, 0.06, 40)), POLICY)
     assert unsure.status is GateStatus.NOT_ENOUGH_DATA and unsure.values["decided_by"] == ["golden"]
 

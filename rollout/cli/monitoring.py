@@ -21,6 +21,7 @@ from rollout.analytics.figures import RANGES, Baseline, Dashboard, VersionFigure
 from rollout.analytics.queryset import QuerySetReport, compare_query_set, read_queries
 from rollout.cli import cli, settings_of
 from rollout.errors import RolloutError
+from rollout.relevance.summary import render_relevance, runtime_relevance
 from rollout.runtime import Runtime, command_runtime
 
 STATUS = {"pass": ("PASS", "green"), "fail": ("FAIL", "red"), "insufficient_data": ("WAIT", "yellow"),
@@ -108,12 +109,14 @@ def monitor(ctx: click.Context, range_name: str, continuous: bool, interval: flo
         try:
             while refreshes is None or shown < refreshes:
                 d = _dashboard(runtime, range_name)
+                relevance = runtime_relevance(runtime, d.since)
                 if as_json:
-                    click.echo(json.dumps(d.as_json(), default=str))
+                    click.echo(json.dumps({**d.as_json(), "relevance": relevance}, default=str))
                 else:
                     if continuous and shown and sys.stdout.isatty():
                         click.clear()
                     click.echo(render_dashboard(d))
+                    click.echo(render_relevance(relevance))
                 shown += 1
                 if refreshes is None or shown < refreshes:
                     if not as_json:

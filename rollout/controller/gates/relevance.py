@@ -8,7 +8,8 @@ differs, not that it is worse. The sources (each optional, see `rollout.relevanc
   half) must be shown ≥ 0.5 − δ;
 - feedback: positive rate of explicit feedback, candidate minus baseline ≥ −δ;
 - probes: known-item hit rate, candidate minus baseline ≥ −δ;
-- golden: the latest `rollout eval`'s paired nDCG@10 difference ≥ −δ (its own bootstrap interval).
+- golden: the latest `rollout eval`'s paired nDCG@10 difference ≥ −δ (the standard error taken from
+  its 95 % bootstrap interval, read at the gate's own levels: the same eval is seen at every stage).
 
 Each source is judged overall and per category where a category has enough data: it fails
 when the (1 − rollback_alpha) bound shows the candidate worse than −δ (per-category checks
@@ -164,18 +165,21 @@ def relevance_gate(evidence: RelevanceEvidence, policy: RelevancePolicy = Releva
                 deciding["unproven"].append(key)
     golden = evidence.golden
     if golden is not None and golden.queries >= p.min_golden_queries:
-        values.update({"golden": golden.difference, "golden_lower": golden.low, "golden_upper": golden.high,
+        # the eval keeps a 95 % interval; its width gives the standard error, read at this gate's own levels
+        se = (golden.high - golden.low) / (2 * _z(0.975))
+        low, high = golden.difference - _z(p.advance_confidence) * se, golden.difference + _z(1 - p.rollback_alpha) * se
+        values.update({"golden": golden.difference, "golden_lower": low, "golden_upper": high,
                        "golden_n": golden.queries})
-        if golden.high < floor:
+        if high < floor:
             findings.failed.append(f"golden: nDCG@10 difference {golden.difference:+.3f} is below {floor:+.3f} "
-                                   f"(upper bound {golden.high:+.3f})")
+                                   f"(upper bound {high:+.3f})")
             deciding["failed"].append("golden")
-        elif golden.low >= floor:
+        elif low >= floor:
             findings.fine.append(f"golden: nDCG@10 difference {golden.difference:+.3f} within the margin")
             deciding["passed"].append("golden")
         else:
             findings.unproven.append(f"golden: nDCG@10 difference {golden.difference:+.3f} not yet shown within "
-                                     f"the margin (lower bound {golden.low:+.3f})")
+                                     f"the margin (lower bound {low:+.3f})")
             deciding["unproven"].append("golden")
     if not (deciding["failed"] or deciding["unproven"] or deciding["passed"]):
         findings.unproven.append("no relevance evidence yet (no source has enough data: judge, feedback, probes, "
