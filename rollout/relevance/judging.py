@@ -69,6 +69,15 @@ def combine(forward: str, backward: str) -> str:
     return first if first == second else "tie"
 
 
+def judge_lists(judge: Judge, query: str, baseline_hits: Sequence[Hit],
+                candidate_hits: Sequence[Hit]) -> tuple[str, int]:
+    """Ask twice, the order swapped: ('baseline' | 'candidate' | 'tie', tokens spent). JudgeError passes up."""
+    base, cand = listed(baseline_hits), listed(candidate_hits)
+    forward = judge.prefer(query, base, cand)    # A = baseline
+    backward = judge.prefer(query, cand, base)   # A = candidate
+    return combine(forward.choice, backward.choice), forward.tokens + backward.tokens
+
+
 def listed(hits: Sequence[Hit]) -> list[Listed]:
     return [Listed(h.title, h.snippet) for h in hits]
 
@@ -135,15 +144,11 @@ class PairwiseJudging:
             return cached
         if self._over_budget():
             return self._count("over_budget")
-        base, cand = listed(pair.baseline_hits), listed(pair.candidate_hits)
         try:
-            forward = self.judge.prefer(pair.query, base, cand)    # A = baseline
-            backward = self.judge.prefer(pair.query, cand, base)   # A = candidate
+            winner, tokens = judge_lists(self.judge, pair.query, pair.baseline_hits, pair.candidate_hits)
         except JudgeError as exc:
             log.warning("pairwise judge %s: %s", self.judge.name, exc)
             return self._count("error")
-        winner = combine(forward.choice, backward.choice)
-        tokens = forward.tokens + backward.tokens
         cost = self.budget.cost(tokens)
         self._store(pair, key, winner, tokens, cost)
         self._count("judged")
