@@ -17,7 +17,7 @@ def _rate(successes: int, trials: int) -> float | None:
 
 
 def relevance_summary(pool, since: datetime, baseline: str, candidate: str,
-                      policy: RelevancePolicy = RelevancePolicy(), calibration=None) -> dict:
+                      policy: RelevancePolicy | None = None, calibration=None) -> dict:
     evidence = RelevanceCollector(pool, baseline, candidate).collect(since.timestamp())
     judge = evidence.judge.get("")
     sources: dict[str, dict] = {}
@@ -34,7 +34,7 @@ def relevance_summary(pool, since: datetime, baseline: str, candidate: str,
     if evidence.golden is not None:
         g = evidence.golden
         sources["golden"] = {"ndcg_difference": g.difference, "low": g.low, "high": g.high, "queries": g.queries}
-    gate = relevance_gate(evidence, policy)
+    gate = relevance_gate(evidence, policy or RelevancePolicy())
     summary = {"baseline": baseline, "candidate": candidate, "since": since.isoformat(), "sources": sources,
                "gate": {"status": gate.status.value, "reason": gate.reason, "decided_by": gate.values["decided_by"]}}
     if calibration is not None:
