@@ -1,6 +1,6 @@
 """Relevance gate against today's similarity floor + overlap gate, in a simulated world with known relevance.
 
-    python bench/quality.py [--trials 100] [--queries 8000] [--seed 1]
+    python bench/quality.py [--trials 100] [--queries 20000] [--seed 1]
 
 The world: queries in four categories, each with 30 candidate documents of which three are
 relevant (grades 3, 2, 1); a version ranks them by strength × grade + noise, and its strength
@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import report  # noqa: E402
 
+from rollout.config import Settings  # noqa: E402
 from rollout.controller.evidence import Evidence, VersionEvidence  # noqa: E402
 from rollout.controller.gates.quality import quality_gate  # noqa: E402
 from rollout.controller.gates.relevance import (  # noqa: E402
@@ -65,7 +66,8 @@ JUDGE_SAMPLE, MAX_RBO, FEEDBACK_RATE, PROBES_PER_CATEGORY, GOLDEN_QUERIES = 0.5,
 PROBE_EASE = 0.6  # a probe's source document is its grade-3 answer, found with this share of a query's strength:
                   # hit@10 about 0.90 for the baseline, so probes do not saturate
 TODAY = Thresholds(min_samples=1000, min_samples_to_roll_back=500, min_shadow_samples=200)
-OURS = RelevancePolicy()
+JUDGED: dict[str, list[int]] = {}
+OURS = RelevancePolicy(margin=Settings.from_environ({}).relevance_margin)  # δ as configured by default
 
 
 def rank(rng, strength, n):
@@ -177,7 +179,7 @@ def golden_eval(rng, strengths):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=100)
-    parser.add_argument("--queries", type=int, default=8000, help="Shadow-compared user queries per stage.")
+    parser.add_argument("--queries", type=int, default=20000, help="Shadow-compared user queries per stage.")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
@@ -195,6 +197,7 @@ def main() -> None:
             ours, today = [], []
             for share in STAGES:
                 old, new = stage_evidence(rng, share, strengths, args.queries, golden)
+                JUDGED.setdefault(scenario, []).append(new.judge[""].trials)
                 result = relevance_gate(new, OURS)
                 ours.append((result.status, result.values["decided_by"]))
                 today.append((quality_gate(old, TODAY).status, []))
@@ -231,7 +234,10 @@ def main() -> None:
     rows.append(("one category worse: 'pricing' named (ours; today names none)", f"{named:.1%}"))
     false_ours, false_today = rollback_rate("ours", ["better", "equal"]), rollback_rate("today", ["better", "equal"])
     rows.append(("false rollbacks, better + equal stages (ours / today)", f"{false_ours:.1%} / {false_today:.1%}"))
-    rows.append(("trials per scenario, queries per stage, time", f"{args.trials}, {args.queries}, {elapsed:.0f} s"))
+    judged = np.mean([n for name in results for n in JUDGED[name]])
+    rows.append(("judged pairs per stage (mean; two judge calls each)", f"{judged:.0f}"))
+    rows.append(("margin, trials per scenario, queries per stage, time",
+                 f"{OURS.margin:g}, {args.trials}, {args.queries}, {elapsed:.0f} s"))
     report(f"relevance gate vs similarity floor + overlap ({len(STAGES)} stages, baseline nDCG@10 {base_ndcg:.3f})",
            rows, [
                ("better and equal advance in >= 99 % of stages",

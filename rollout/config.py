@@ -176,7 +176,7 @@ class Settings(BaseModel):
     # relevance evidence (see README, "relevance evidence")
     rollout_quality_gate: Literal["relevance", "similarity"] = Field("relevance", alias="ROLLOUT_QUALITY_GATE")
     rollout_require_eval: bool = Field(False, alias="ROLLOUT_REQUIRE_EVAL")
-    relevance_margin: float = Field(0.02, alias="RELEVANCE_MARGIN", gt=0, lt=0.5)
+    relevance_margin: float = Field(0.05, alias="RELEVANCE_MARGIN", gt=0, lt=0.5)
     relevance_probe_interval_s: float = Field(3600, alias="RELEVANCE_PROBE_INTERVAL_S", ge=0)
     relevance_probes_per_category: int = Field(5, alias="RELEVANCE_PROBES_PER_CATEGORY", ge=1, le=1000)
     relevance_probe_k: int = Field(10, alias="RELEVANCE_PROBE_K", ge=1, le=50)

@@ -35,7 +35,7 @@ class Thresholds:
     advance_confidence: float = 0.95
     srm_alpha: float = 0.001
     bootstrap_draws: int = 20_000
-    relevance_margin: float = 0.02        # δ of the relevance gate: how much worse the candidate may be
+    relevance_margin: float = 0.05        # δ of the relevance gate: how much worse the candidate may be
     seed: int = 0                          # the bootstrap's: the same evidence always gets the same verdict
 
     def __post_init__(self):

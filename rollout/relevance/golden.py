@@ -130,7 +130,7 @@ class EvalReport:
 
 
 def evaluate(queries: Sequence[LabelledQuery], baseline: tuple[str, Search], candidate: tuple[str, Search], *,
-             k: int = 10, margin: float = 0.02, draws: int = 2000, seed: int = 0) -> EvalReport:
+             k: int = 10, margin: float = 0.05, draws: int = 2000, seed: int = 0) -> EvalReport:
     """Run every query on both versions and measure them side by side."""
     depth = max(k, NDCG_DEPTH)
     names = [baseline[0], candidate[0]]

@@ -104,7 +104,7 @@ class RelevanceEvidence:
 
 @dataclass(frozen=True)
 class RelevancePolicy:
-    margin: float = 0.02                 # δ
+    margin: float = 0.05                 # δ
     rollback_alpha: float = 0.001
     advance_confidence: float = 0.95
     min_judgements: int = 30             # per source and category, before it is judged
