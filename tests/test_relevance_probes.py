@@ -92,3 +92,26 @@ def test_rollout_probe_on_an_empty_corpus_says_so(runtime, tmp_path, monkeypatch
            "REDIS_KEY_PREFIX": runtime.settings.redis_key_prefix}
     result = CliRunner().invoke(cli, ["probe"], env=env)
     assert result.exit_code != 0 and "the corpus is empty" in result.output
+
+
+def test_the_controller_runs_probe_rounds_as_the_leader_only(runtime, make_runtime):
+    from rollout.controller.process import ControllerProcess
+
+    load_and_embed(runtime)
+    process = ControllerProcess(runtime, retention=False)
+    try:
+        assert process.scheduler.get_job("probes") is not None  # scheduled (the scheduler is not started here)
+
+        def stored():
+            with psycopg.connect(runtime.database_url) as conn:
+                return count(conn, "relevance_probes")
+
+        process._probe()
+        assert stored() == 0  # not the leader: nothing probed
+        assert process.leader.refresh()
+        process._probe()
+        assert stored() == len(SAMPLE) * len(runtime.backends)  # at most 5 a category: every sample document
+    finally:
+        process.leader.release()
+    off = ControllerProcess(make_runtime(RELEVANCE_PROBE_INTERVAL_S="0"), retention=False)
+    assert off.scheduler.get_job("probes") is None
