@@ -69,3 +69,18 @@ def test_compare_shows_both_lists_and_the_judges_verdict(run, runtime, tmp_path)
                for d in data["disagreements"])
     unjudged = run("compare", "--queries", str(queries), "--k", "3")
     assert "order swapped" not in unjudged.output
+
+
+def test_abstain_rates_per_version_are_shown(client, runtime, run):
+    from analytics_rows import insert, record
+
+    baseline, candidate = baseline_and_candidate()
+    insert(runtime.pool, [record(request_id=f"a{n}", routed_version=baseline, served_version=baseline,
+                                 result_count=0 if n < 3 else 5) for n in range(20)]
+           + [record(request_id=f"b{n}", routed_version=candidate, served_version=candidate,
+                     result_count=0 if n < 1 else 5) for n in range(10)])
+    rates = client.get("/api/monitoring/dashboard?range=1h").get_json()["relevance"]["abstain_rate"]
+    assert rates == {baseline: {"empty": 3, "answered": 20, "rate": 0.15},
+                     candidate: {"empty": 1, "answered": 10, "rate": 0.1}}
+    assert (f"abstain   {baseline} 15.0 % (3 of 20), {candidate} 10.0 % (1 of 10) returned nothing"
+            in run("monitor", "--range", "1h").output)

@@ -16,6 +16,18 @@ def _rate(successes: int, trials: int) -> float | None:
     return successes / trials if trials else None
 
 
+def abstain_rates(pool, since: datetime) -> dict[str, dict]:
+    """Per serving version: the share of answered routed queries that returned no result (nothing cleared
+    the client's min_similarity). Calibrated, the candidate's stays within about a point of the baseline's."""
+    with pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT served_version, count(*) FILTER (WHERE result_count = 0), count(*) FROM query_log "
+            "WHERE logged_at >= %s AND mode = 'routed' AND served_version IS NOT NULL GROUP BY served_version",
+            (since,)).fetchall()
+    return {version: {"empty": empty, "answered": answered, "rate": _rate(empty, answered)}
+            for version, empty, answered in rows}
+
+
 def relevance_summary(pool, since: datetime, baseline: str, candidate: str,
                       policy: RelevancePolicy | None = None, calibration=None) -> dict:
     evidence = RelevanceCollector(pool, baseline, candidate).collect(since.timestamp())
@@ -36,6 +48,7 @@ def relevance_summary(pool, since: datetime, baseline: str, candidate: str,
         sources["golden"] = {"ndcg_difference": g.difference, "low": g.low, "high": g.high, "queries": g.queries}
     gate = relevance_gate(evidence, policy or RelevancePolicy())
     summary = {"baseline": baseline, "candidate": candidate, "since": since.isoformat(), "sources": sources,
+               "abstain_rate": abstain_rates(pool, since),
                "gate": {"status": gate.status.value, "reason": gate.reason, "decided_by": gate.values["decided_by"]}}
     if calibration is not None:
         summary["calibration"] = calibration.describe()
@@ -75,6 +88,10 @@ def render_relevance(summary: dict) -> str:
                      f"[{g['low']:+.3f}, {g['high']:+.3f}] over {g['queries']} queries")
     if not sources:
         lines.append("  no relevance evidence in this window (feedback, judge, probes) and no `rollout eval` yet")
+    abstain = summary.get("abstain_rate") or {}
+    if abstain:
+        lines.append("  abstain   " + ", ".join(f"{v} {pct(a['rate'])} ({a['empty']} of {a['answered']})"
+                                              for v, a in sorted(abstain.items())) + " returned nothing")
     for version, scale in (summary.get("calibration") or {}).items():
         lines.append(f"  scale     {version}: best score p10 {scale['p10']:.3f}, p50 {scale['p50']:.3f}, "
                      f"p90 {scale['p90']:.3f} ({scale['samples']} from {scale['source']})")
