@@ -127,7 +127,7 @@ class Runtime:
                                            min_samples=settings.relevance_calibration_min_samples)
             if settings.relevance_calibration:
                 self.gateway.threshold_for = self.calibration.threshold_for
-                self.replicator.on_tick(self.calibration.refresh_if_due)
+                self.replicator.on_tick(lambda: self.calibration.refresh_if_due(wait=False))
             self.figures = Figures(self.pool, settings)
 
             # staged rollout: one service for the status, people's commands and the controller's evaluations

@@ -27,6 +27,8 @@ import numpy as np
 import psycopg
 from psycopg_pool import PoolTimeout
 
+from rollout.database import read_snapshot
+
 log = logging.getLogger(__name__)
 
 GRID = np.linspace(0.0, 1.0, 201)  # the quantiles kept per version
@@ -71,13 +73,14 @@ class Calibration:
     """The learned scales, refreshed from query_log; maps thresholds from the baseline's scale."""
 
     def __init__(self, pool, baseline: str, *, window_s: float = 7 * 86400, min_samples: int = 200,
-                 max_samples: int = 20000, refresh_s: float = 600):
+                 max_samples: int = 20000, refresh_s: float = 600, statement_timeout_ms: int = 5000):
         self.pool = pool
         self.baseline = baseline
         self.window_s = window_s
         self.min_samples = min_samples
         self.max_samples = max_samples
         self.refresh_s = refresh_s
+        self.statement_timeout_ms = statement_timeout_ms
         self.scales: dict[str, ScoreScale] = {}
         self._learned_at = 0.0
         self._lock = threading.Lock()
@@ -113,12 +116,22 @@ class Calibration:
                     "p90": s.score_at(0.9)} for v, s in self.scales.items()}
 
     # -- query_log -------------------------------------------------------------------------------
-    def refresh_if_due(self) -> None:
-        """Learn the scales again when `refresh_s` has passed (a background tick calls this, never a query)."""
+    def refresh_if_due(self, *, wait: bool = True) -> None:
+        """Learn the scales again when `refresh_s` has passed (a background tick calls this, never a query).
+
+        `wait=False` reads query_log on a thread of its own, so the caller's loop (the flag
+        replicator's tick) is never held by a slow database.
+        """
         if self.pool is None or time.monotonic() - self._learned_at < self.refresh_s:
             return
         if not self._lock.acquire(blocking=False):
-            return  # another thread is refreshing: use the scales we have
+            return  # a refresh is under way: use the scales we have
+        if wait:
+            self._refresh()
+        else:
+            threading.Thread(target=self._refresh, name="calibration-refresh", daemon=True).start()
+
+    def _refresh(self) -> None:
         try:
             self.learn(self.read_samples())
         except (psycopg.Error, PoolTimeout) as exc:  # keep the last scales; a threshold never fails a query
@@ -130,7 +143,7 @@ class Calibration:
     def read_samples(self) -> dict[str, tuple[list[float], str]]:
         """Best scores per version: shadow pairs when there are enough, else the version's own traffic."""
         window = {"secs": self.window_s, "limit": self.max_samples}
-        with self.pool.connection() as conn:
+        with read_snapshot(self.pool, self.statement_timeout_ms) as conn:
             pairs = conn.execute(
                 "SELECT served_version, top_similarity, other_version, other_top_similarity FROM query_log "
                 "WHERE logged_at >= now() - make_interval(secs => %(secs)s) AND mode = 'routed' "
