@@ -173,6 +173,25 @@ class Settings(BaseModel):
     rollout_advance_confidence: float = Field(0.95, alias="ROLLOUT_ADVANCE_CONFIDENCE", ge=0.5, lt=1)
     rollout_srm_alpha: float = Field(0.001, alias="ROLLOUT_SRM_ALPHA", gt=0, lt=0.5)
 
+    # relevance evidence (see README, "relevance evidence")
+    rollout_quality_gate: Literal["relevance", "similarity"] = Field("relevance", alias="ROLLOUT_QUALITY_GATE")
+    rollout_require_eval: bool = Field(False, alias="ROLLOUT_REQUIRE_EVAL")
+    relevance_margin: float = Field(0.05, alias="RELEVANCE_MARGIN", gt=0, lt=0.5)
+    relevance_probe_interval_s: float = Field(3600, alias="RELEVANCE_PROBE_INTERVAL_S", ge=0)
+    relevance_probes_per_category: int = Field(5, alias="RELEVANCE_PROBES_PER_CATEGORY", ge=1, le=1000)
+    relevance_probe_k: int = Field(10, alias="RELEVANCE_PROBE_K", ge=1, le=50)
+    relevance_calibration: bool = Field(True, alias="RELEVANCE_CALIBRATION")
+    relevance_calibration_window_s: float = Field(7 * 86400, alias="RELEVANCE_CALIBRATION_WINDOW_S", gt=0)
+    relevance_calibration_min_samples: int = Field(200, alias="RELEVANCE_CALIBRATION_MIN_SAMPLES", ge=20)
+    relevance_judge: Literal["none", "lexical", "openai", "google"] = Field("none", alias="RELEVANCE_JUDGE")
+    relevance_judge_model: str | None = Field(None, alias="RELEVANCE_JUDGE_MODEL")
+    relevance_judge_sample_rate: float = Field(0.1, alias="RELEVANCE_JUDGE_SAMPLE_RATE", ge=0, le=1)
+    relevance_judge_max_rbo: float = Field(0.7, alias="RELEVANCE_JUDGE_MAX_RBO", gt=0, le=1)
+    relevance_judge_daily_tokens: int = Field(600_000, alias="RELEVANCE_JUDGE_DAILY_TOKENS", ge=0)
+    relevance_judge_daily_usd: float = Field(1.0, alias="RELEVANCE_JUDGE_DAILY_USD", ge=0)
+    relevance_judge_usd_per_1k_tokens: float = Field(0.00015, alias="RELEVANCE_JUDGE_USD_PER_1K_TOKENS", ge=0)
+    relevance_judge_timeout_s: float = Field(10.0, alias="RELEVANCE_JUDGE_TIMEOUT_S", gt=0, le=120)
+
     # staged rollout: the controller process, its evidence and its notifications
     rollout_evidence_max_samples: int = Field(100_000, alias="ROLLOUT_EVIDENCE_MAX_SAMPLES", ge=1000, le=5_000_000)
     rollout_leader_ttl_s: float = Field(30.0, alias="ROLLOUT_LEADER_TTL_S", ge=1, le=3600)
@@ -194,7 +213,7 @@ class Settings(BaseModel):
     @field_validator("database_url", "redis_url", "admin_token", "alert_webhook_secret",
                      "openai_api_key", "google_api_key", "openai_base_url", "google_base_url",
                      "v1_model", "v2_model", "query_log_hash_key", "rollout_notify_url", "rollout_notify_token",
-                     "rollout_controller_metrics_port", mode="before")
+                     "rollout_controller_metrics_port", "relevance_judge_model", mode="before")
     @classmethod
     def _blank_is_unset(cls, value):
         return None if isinstance(value, str) and not value.strip() else value

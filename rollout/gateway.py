@@ -85,6 +85,7 @@ class MergedAnswer:
 
 Observer = Callable[[RagAnswer], None]
 RecordListener = Callable[[QueryRecord], None]
+PairListener = Callable[["RagAnswer", SearchResult, Comparison], None]  # must return at once (enqueue only)
 TextPolicy = Callable[[str], tuple[str, str | None]]  # query text -> (hash, text kept or None)
 Finish = Callable[[SearchRun | None], None]  # completes a query's record, given its shadow's run
 HANDOFF_TIMEOUT_S = 120.0  # a safety net: every request path hands over (or cancels) at once
@@ -118,6 +119,9 @@ class RagGateway:
         self.query_text = query_text or (lambda text: ("", None))
         self.observers: list[Observer] = []          # each routed answer, as soon as it is known
         self.record_listeners: list[RecordListener] = []  # each query's record, once complete
+        # a client's min_similarity is on the baseline's scale; this maps it to a version's (calibration)
+        self.threshold_for: Callable[[str, float | None], float | None] = lambda version, threshold: threshold
+        self.pair_listeners: list[PairListener] = []  # each answer with its shadow's result (the relevance judge)
 
     # -- routed answers (with an optional shadow) -----------------------------------
     def answer(self, query: RagQuery) -> RagAnswer:
@@ -165,6 +169,8 @@ class RagGateway:
         if shadow is not None and shadow.result is not None:
             comparison = compare(answer.result.ids, shadow.result.ids, answer.query.k)
             self._measure_comparison(answer.served_by, comparison)
+            for listener in self.pair_listeners:
+                self._call(listener, answer, shadow.result, comparison)
         self._emit(self._answer_record(answer, arrived, shadow, comparison))
 
     def _start_shadow(self, version: str, query: RagQuery, handoff: Future) -> PendingSearch | None:
@@ -262,7 +268,8 @@ class RagGateway:
 
     # -- searching and measuring ---------------------------------------------------------
     def _raw_search(self, version: str, query: RagQuery) -> SearchResult:
-        return self.backends[version].search(query.text, query.k, query.category, query.min_similarity)
+        return self.backends[version].search(query.text, query.k, query.category,
+                                             self.threshold_for(version, query.min_similarity))
 
     def _search(self, version: str, query: RagQuery) -> SearchResult:
         """A serving search: its failure or success counts for the version's health."""
@@ -311,9 +318,9 @@ class RagGateway:
             self._call(listener, record)
 
     @staticmethod
-    def _call(callback: Callable, value: object) -> None:
+    def _call(callback: Callable, *values: object) -> None:
         try:
-            callback(value)
+            callback(*values)
         except Exception:  # a listener must never break an answer
             log.exception("query listener %r failed", callback)
 

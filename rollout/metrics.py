@@ -142,6 +142,18 @@ class Metrics:
                                               "Cache reads or writes that failed (Redis down or slow).",
                                               ["version"], registry=r)
 
+        # relevance evidence (rollout.relevance): by version name and source
+        self.relevance_signals = Counter(
+            "rag_relevance_signals", "Relevance evidence, by version, source (feedback, probe, judge) and outcome "
+            "(positive/negative, hit/miss, win/loss/tie).", ["version", "source", "outcome"], registry=r)
+        self.relevance_judge_calls = Counter(
+            "rag_relevance_judge_calls", "Pairwise judge calls by judge and outcome (judged, cached, error, "
+            "over_budget, sampled_out).", ["judge", "outcome"], registry=r)
+        self.relevance_judge_tokens = Counter("rag_relevance_judge_tokens", "Tokens the pairwise judge spent.",
+                                              ["judge"], registry=r)
+        self.relevance_judge_cost = Counter("rag_relevance_judge_cost_usd", "Money the pairwise judge spent.",
+                                            ["judge"], registry=r)
+
     def render(self) -> bytes:
         """The text exposition: merged across workers in multiprocess mode."""
         if multiprocess_mode():

@@ -36,6 +36,12 @@ from rollout.merging import Merger, NearDuplicates
 from rollout.metrics import Metrics
 from rollout.migration.coverage import CoverageMonitor
 from rollout.migration.writer import DocumentWriter
+from rollout.relevance.calibration import Calibration
+from rollout.relevance.evidence import RelevanceCollector
+from rollout.relevance.golden import EvalStore
+from rollout.relevance.judges import build_judge
+from rollout.relevance.judging import Budget, PairwiseJudging, shadow_listener
+from rollout.relevance.versions import baseline_and_candidate
 from rollout.routing import Router
 from rollout.services import service_urls
 from rollout.shadow import ShadowPool
@@ -115,6 +121,13 @@ class Runtime:
                                             batch_size=settings.query_log_batch_size,
                                             flush_interval_s=settings.query_log_flush_interval_s)
             self.gateway.record_listeners.append(self.query_log.record)
+            self.judging = self._judging()
+            self.calibration = Calibration(self.pool, baseline_and_candidate()[0],
+                                           window_s=settings.relevance_calibration_window_s,
+                                           min_samples=settings.relevance_calibration_min_samples)
+            if settings.relevance_calibration:
+                self.gateway.threshold_for = self.calibration.threshold_for
+                self.replicator.on_tick(lambda: self.calibration.refresh_if_due(wait=False))
             self.figures = Figures(self.pool, settings)
 
             # staged rollout: one service for the status, people's commands and the controller's evaluations
@@ -128,10 +141,31 @@ class Runtime:
                 Notifier(settings.rollout_notify_url, token=settings.rollout_notify_token,
                          timeout_s=settings.rollout_notify_timeout_s, attempts=settings.rollout_notify_attempts,
                          on_result=rollout_store.set_notification),
-                self.redis, self.key(LEADER_KEY))
+                self.redis, self.key(LEADER_KEY), start_condition=self._start_condition(),
+                relevance=(RelevanceCollector(self.pool, *baseline_and_candidate()).collect
+                           if settings.rollout_quality_gate == "relevance" else None))
         except BaseException:
             self.pool.close()
             raise
+
+    def _judging(self) -> PairwiseJudging | None:
+        """The pairwise judge of shadow disagreements (RELEVANCE_JUDGE), fed by the gateway."""
+        judge = build_judge(self.settings)
+        if judge is None:
+            return None
+        s = self.settings
+        judging = PairwiseJudging(self.pool, judge, Budget(s.relevance_judge_daily_tokens, s.relevance_judge_daily_usd,
+                                                           s.relevance_judge_usd_per_1k_tokens), self.metrics,
+                                  sample_rate=s.relevance_judge_sample_rate, max_rbo=s.relevance_judge_max_rbo)
+        self.gateway.pair_listeners.append(shadow_listener(judging, *baseline_and_candidate()))
+        return judging
+
+    def _start_condition(self):
+        """ROLLOUT_REQUIRE_EVAL: the first stage needs a passing `rollout eval` of the pair."""
+        if not self.settings.rollout_require_eval:
+            return None
+        evals = EvalStore(self.pool)
+        return lambda: evals.start_refusal(*baseline_and_candidate())
 
     def key(self, name: str) -> str:
         """A Redis key in this deployment's namespace (REDIS_KEY_PREFIX)."""
@@ -142,6 +176,8 @@ class Runtime:
         self.replicator.sync_now()
         self.replicator.start()
         self.query_log.start()
+        if self.judging is not None:
+            self.judging.start()
         self.coverage.start()
         self.refresh_gauges()
         return self
@@ -164,6 +200,8 @@ class Runtime:
         self.replicator.stop()
         self.shadow_pool.shutdown()  # shadows in flight finish and hand their rows to the writer
         self.query_log.close()
+        if self.judging is not None:
+            self.judging.close()
         self.stages.notifier.close()  # before the pool: delivery results are written to rollout_decisions
         self.coverage.stop()
         if self.embedding_cache is not None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from flask import Flask
 
-from rollout.api import alerts, breaker, documents, errors, flags, monitoring, rag, stages, system
+from rollout.api import alerts, breaker, documents, errors, feedback, flags, monitoring, rag, stages, system
 
-BLUEPRINTS = (rag.bp, flags.bp, system.bp, monitoring.bp, alerts.bp, breaker.bp, documents.bp, stages.bp)
+BLUEPRINTS = (rag.bp, flags.bp, system.bp, monitoring.bp, alerts.bp, breaker.bp, documents.bp, stages.bp,
+              feedback.bp)
 
 
 def init_app(app: Flask) -> None:

@@ -8,6 +8,7 @@ from flags import QUERY_ANALYTICS
 from rollout.analytics.figures import RANGES, InvalidRange
 from rollout.api.errors import bad_request
 from rollout.api.openapi import operation, query_parameter
+from rollout.relevance.summary import runtime_relevance
 
 bp = Blueprint("monitoring_dashboard", __name__)
 
@@ -43,6 +44,10 @@ DASHBOARD_SCHEMA = {
         "verdict": {"enum": ["pass", "fail", "incomplete"]},
         "baseline": {"type": ["object", "null"], "description": "The latest stored V1 baseline."},
         "query_analytics": {"type": "boolean", "description": "FF_ENABLE_QUERY_ANALYTICS now."},
+        "relevance": {"type": "object", "description": "Relevance evidence over the window: each source's figures "
+                      "(judge, feedback, probes, golden), the relevance gate's reading and the calibration.",
+                      "properties": {"sources": {"type": "object"}, "gate": {"type": "object"},
+                                     "calibration": {"type": "object"}}},
     },
 }
 
@@ -60,7 +65,8 @@ def dashboard():
         figures = runtime.figures.dashboard(range_name, snapshot)
     except InvalidRange as exc:
         raise bad_request(str(exc), "invalid_range") from None
-    return jsonify({**figures.as_json(), "query_analytics": bool(snapshot[QUERY_ANALYTICS])})
+    return jsonify({**figures.as_json(), "query_analytics": bool(snapshot[QUERY_ANALYTICS]),
+                    "relevance": runtime_relevance(runtime, figures.since)})
 
 
 SERIES_POINT = {
