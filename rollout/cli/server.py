@@ -56,7 +56,7 @@ def _gateway_env(settings: Settings, urls: ServiceUrls) -> dict[str, str]:
 
 def _run_gateway(settings: Settings, urls: ServiceUrls, port: int, workers: int, banner, *,
                  controller: bool = False) -> None:
-    metrics_dir = settings.metrics_dir or (settings.data_dir.resolve() / "metrics")
+    metrics_dir = settings.metrics_dir or (settings.data_dir.resolve() / f"metrics-{port}")  # one per gateway
     gateway = GatewayProcess(_gateway_env(settings, urls), host=settings.host, port=port, workers=workers,
                              metrics_dir=metrics_dir)
     maintenance = Maintenance(settings, urls.database_url)  # scheduled jobs: here, never in a web worker
