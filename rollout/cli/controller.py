@@ -9,7 +9,6 @@ import threading
 import click
 from prometheus_client import start_http_server
 
-from rollout import schema
 from rollout.cli import cli, settings_of
 from rollout.cli.stage import decision_line
 from rollout.controller.metrics import ControllerMetrics
@@ -31,8 +30,6 @@ def controller(ctx: click.Context, once: bool, retention: bool) -> None:
     settings = settings_of(ctx)
     logging.getLogger("rollout").setLevel(logging.INFO)  # a daemon's decisions belong in its log
     with command_runtime(settings, replicate=not once) as runtime:
-        with runtime.pool.connection() as conn:
-            schema.check(conn, settings)
         metrics = ControllerMetrics()
         process = ControllerProcess(runtime, retention=retention and not once, metrics=metrics)
         if once:

@@ -6,9 +6,7 @@ import json
 from pathlib import Path
 
 import click
-import psycopg
 
-from rollout import schema
 from rollout.cli import cli, settings_of
 from rollout.config import VERSIONS
 from rollout.migration.importers import (
@@ -50,8 +48,6 @@ def import_corpus(ctx: click.Context, path: Path, fmt: str, namespace: str | Non
     plan = plan_import(scan, namespace or default_namespace(path), settings, keep_vectors=keep_vectors,
                        vectors_version=vectors_version)
     with command_runtime(settings) as runtime:
-        with psycopg.connect(runtime.database_url, connect_timeout=5) as conn:
-            schema.check(conn, settings)
         if dry_run:
             summary = {**plan.as_json(), "would": preview(runtime.pool, plan)}
         else:

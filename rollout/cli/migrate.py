@@ -6,7 +6,6 @@ import json
 import sys
 
 import click
-import psycopg
 from tqdm import tqdm
 
 from rollout import schema
@@ -28,11 +27,6 @@ def migrate() -> None:
     """Backfill a version's embeddings (V2 by default), verify them, show progress."""
 
 
-def _checked_schema(runtime) -> None:
-    with psycopg.connect(runtime.database_url, connect_timeout=5) as conn:
-        schema.check(conn, runtime.settings)
-
-
 def _versions(version: str) -> list[str]:
     return list(VERSIONS) if version == "all" else [version]
 
@@ -52,7 +46,6 @@ def setup(ctx: click.Context, version: str) -> None:
     settings = settings_of(ctx)
     with command_runtime(settings) as runtime:
         applied = schema.upgrade(runtime.database_url, settings)
-        _checked_schema(runtime)
         if applied:
             click.echo(f"schema: applied {', '.join(applied)}")
         with runtime.pool.connection() as conn:
@@ -91,7 +84,6 @@ def run(ctx: click.Context, version: str, category: str | None, limit: int | Non
     options = BackfillOptions.from_settings(settings, category=category, limit=limit, batch_size=batch_size,
                                             workers=workers, index=index_policy, retry_failed=retry_failed)
     with command_runtime(settings) as runtime:
-        _checked_schema(runtime)
         if dry_run:
             with runtime.pool.connection() as conn:
                 plan = estimate(conn, settings.version(version), settings, document_embedder(settings, version),
@@ -168,7 +160,6 @@ def verify(ctx: click.Context, sample: int, k: int, min_self_retrieval: float, a
     """Check both versions against `documents`; exit 1 with the reasons when anything is wrong."""
     settings = settings_of(ctx)
     with command_runtime(settings) as runtime:
-        _checked_schema(runtime)
         report = Verifier(runtime, sample=sample, k=k, min_self_retrieval=min_self_retrieval).run()
     if as_json:
         click.echo(json.dumps(report.as_json(), indent=2))
@@ -192,7 +183,6 @@ def status(ctx: click.Context, version: str, as_json: bool) -> None:
     settings = settings_of(ctx)
     rows = []
     with command_runtime(settings) as runtime:
-        _checked_schema(runtime)
         with runtime.pool.connection() as conn:
             for name in _versions(version):
                 v = settings.version(name)
