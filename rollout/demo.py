@@ -35,7 +35,8 @@ LEXICAL_GATES = {"rollout_min_similarity": 0.2, "rollout_min_shadow_overlap": 0.
 # `rollout demo --fast`: the whole plan (10 -> 100 %) in a few minutes, with the demo's own traffic.
 FAST_PLAN = {"rollout_min_stage_s": 30.0, "rollout_evaluation_interval_s": 10.0, "rollout_min_samples": 100,
              "rollout_min_samples_to_roll_back": 50, "rollout_min_shadow_samples": 30,
-             "rollout_complete_after_s": 30.0}
+             "rollout_complete_after_s": 30.0,
+             "rollout_max_error_rate": 0.05}  # zero errors in 100 queries shows < 5 %, never < 0.1 %
 FAST_QUERIES_PER_S = 25
 
 log = logging.getLogger(__name__)
@@ -65,12 +66,24 @@ def demo_settings(settings: Settings, *, fast: bool) -> tuple[Settings, list[str
         chosen.update(plan)
         lines.append(f"plan: --fast: stages of {plan.get('rollout_min_stage_s', settings.rollout_min_stage_s):g} s "
                      f"at least, judged every {plan.get('rollout_evaluation_interval_s', settings.rollout_evaluation_interval_s):g} s "
-                     f"on {plan.get('rollout_min_samples', settings.rollout_min_samples)} V2 queries, with "
+                     f"on {plan.get('rollout_min_samples', settings.rollout_min_samples)} V2 queries (error rate "
+                     f"below {plan.get('rollout_max_error_rate', settings.rollout_max_error_rate):.0%}), with "
                      f"{FAST_QUERIES_PER_S} demo queries a second sent by the demo itself")
     else:
         lines.append(f"plan: each stage lasts at least {settings.rollout_min_stage_s / 3600:g} h and needs "
                      f"{settings.rollout_min_samples} V2 queries; `rollout demo --fast` runs 10 -> 100 % in minutes")
     return settings.with_overrides(**chosen), lines
+
+
+def write_webhook_secret(settings: Settings) -> Path:
+    """The webhook secret in `<data dir>/alert_webhook_secret` (owner only), where the example
+    Alertmanager configuration (grafana/alertmanager.yml) reads it."""
+    path = Path(settings.data_dir) / "alert_webhook_secret"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(settings.alert_webhook_secret or "")
+    return path
 
 
 def worth_printing(decision: dict, previous: dict | None) -> bool:
@@ -120,22 +133,27 @@ class DecisionFeed:
 class DemoTraffic:
     """`rollout demo --fast`: the demo queries, sent by many users at a steady rate until stopped."""
 
+    SENDERS = 4  # a query takes tens of ms on a small machine: one sender alone would fall behind
+
     def __init__(self, url: str, per_second: float = FAST_QUERIES_PER_S, seed: int = 7):
         self.url = url
-        self.pause_s = 1.0 / per_second
+        self.pause_s = self.SENDERS / per_second
         self.queries = [q for q in queries_path().read_text().splitlines() if q.strip()]
-        self.random = random.Random(seed)
+        self.seed = seed
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="demo-traffic", daemon=True)
+        self._threads = [threading.Thread(target=self._run, args=(n,), name=f"demo-traffic-{n}", daemon=True)
+                         for n in range(self.SENDERS)]
 
     def start(self) -> DemoTraffic:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
-    def _run(self) -> None:
+    def _run(self, sender: int) -> None:
+        chance = random.Random(self.seed + sender)
         while not self._stop.wait(self.pause_s):
-            body = json.dumps({"query": self.random.choice(self.queries),
-                               "user_id": f"demo-{self.random.randrange(5000)}"}).encode()
+            body = json.dumps({"query": chance.choice(self.queries),
+                               "user_id": f"demo-{chance.randrange(5000)}"}).encode()
             request = urllib.request.Request(f"{self.url}/api/rag/query", data=body, method="POST",
                                              headers={"Content-Type": "application/json"})
             try:
@@ -146,7 +164,8 @@ class DemoTraffic:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(5)
+        for thread in self._threads:
+            thread.join(5)
 
 
 def corpus_path() -> Path:

@@ -116,6 +116,7 @@ def demo(ctx: click.Context, port: int | None, workers: int | None, fast: bool) 
         click.echo(f"schema: {'applied ' + ', '.join(applied) if applied else 'up to date'}")
         for line in choices:
             click.echo(line)
+        demo_steps.write_webhook_secret(settings)
         runtime = Runtime(settings, urls.database_url, urls.redis_url, pool_size=4)
         try:
             runtime.sync()
