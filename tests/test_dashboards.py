@@ -17,7 +17,8 @@ DASHBOARD = GRAFANA / "dashboards" / "rag-rollout.json"
 RULES = GRAFANA / "prometheus" / "rules"
 PANELS = ("Latency p50 / p95 / p99", "Mean top similarity", "Error rate", "Traffic split: actual vs target",
           "Shadow overlap", "Fallbacks", "Circuit breaker state", "Migration coverage", "cache hit rate",
-          "Alerts received")
+          "Alerts received", "Controller: leader and stage", "Controller: evaluation runs",
+          "Controller: since the last run", "Controller: decisions")
 
 
 def load_script(name: str):
