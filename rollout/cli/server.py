@@ -153,7 +153,10 @@ Try:
   curl -s {url}/api/rag/v2/health
   curl -s -X POST {url}/api/alerts/webhook -H "Authorization: Bearer {settings.alert_webhook_secret}" \\
        -H 'Content-Type: application/json' -d '{{"type": "error_rate", "severity": "critical", "value": 0.5}}'
-  curl -s {url}/api/monitoring/circuit-breaker        # then: rollout breaker rearm
+       # resolve it: the same with "status": "resolved" (Alertmanager and Grafana resolve by themselves)
+  curl -s {url}/api/monitoring/circuit-breaker        # V2 held off while the alert fires
+  rollout recover                   # the recovery path: says what is in the way (here: the alert),
+                                    # re-arms V2 once it resolved, resumes the staged rollout
   curl -s {url}/metrics | grep '^rag_requests_total'
   curl -s '{url}/api/monitoring/dashboard?range=1h'
   curl -s {url}/api/rollout/status   # the staged rollout: stage, last decision and why
