@@ -244,7 +244,7 @@ def test_dry_run_reports_and_writes_nothing(runtime):
     assert code == 0, output
     summary = json.loads(output)
     assert summary["records"] == 15 and summary["documents"] == 15 and summary["duplicates"] == 0
-    assert summary["would"] == {"new": 15, "changed": 0, "unchanged": 0, "already_present": 0}
+    assert summary["would"] == {"new": 15, "changed": 0, "unchanged": 0, "already_present": 0, "superseded": []}
     assert summary["bytes"] > 0 and summary["vector_dimensions"] == {"768": 12, "4": 3}
     assert DocumentStore(runtime.pool).count() == 6
 
@@ -416,3 +416,15 @@ def test_weaviate_content_property_and_bad_exports(runtime, tmp_path):
     truncated.write_text(json.dumps({"objects": [weaviate_object(UUIDS[4], "Doc", {"content": "x"})]})[:-10])
     code, output = run(runtime, truncated, "--format", "weaviate")
     assert code == 2 and "not valid JSON" in output and "Traceback" not in output
+
+
+def test_records_an_earlier_import_stored_under_positional_ids_are_named(runtime, tmp_path):
+    old = {"source": "faq", "imported_from": {"format": "jsonl", "id": "a-1"}}  # as imports wrote them before
+    DocumentStore(runtime.pool).upsert_many([Document("faq_faq_0", "Alpha", "Alpha text.", "general", old)])
+    path = write_jsonl(tmp_path / "faq.jsonl", [{"id": "a-1", "title": "Alpha", "content": "Alpha text.",
+                                                 "metadata": {"source": "faq"}}])
+    for extra in (("--dry-run",), ()):
+        code, output = run(runtime, path, "--format", "jsonl", *extra)
+        assert code == 0, output
+        assert "note: 1 documents of an earlier import hold these records under their old ids (faq_faq_0)" in output
+    assert set(documents(runtime)) == {"faq_faq_0", "faq_a-1"}  # named, never deleted by the import

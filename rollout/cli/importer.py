@@ -58,6 +58,13 @@ def import_corpus(ctx: click.Context, path: Path, fmt: str, namespace: str | Non
     _print(summary, dry_run)
 
 
+def _print_superseded(ids: list[str]) -> None:
+    if ids:
+        shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+        click.echo(f"note: {len(ids)} documents of an earlier import hold these records under their old ids "
+                   f"({shown}); delete them (DELETE /api/documents/<id>) so each record is in the corpus once")
+
+
 def _print(summary: dict, dry_run: bool) -> None:
     sizes = ", ".join(f"{name} ({size:,} bytes)" for name, size in summary["files"].items())
     click.echo(f"{summary['format']} store {summary['path']}: {sizes}")
@@ -76,10 +83,12 @@ def _print(summary: dict, dry_run: bool) -> None:
         click.echo(f"dry run, nothing written: would insert {would['new']}, update {would['changed']}, "
                    f"leave {would['unchanged']} unchanged; {would['already_present']} texts already in the corpus "
                    "under another id")
+        _print_superseded(would["superseded"])
         return
     result = summary["result"]
     kept = ", ".join(f"{n} for {v}" for v, n in result["vectors_stored"].items())
     click.echo(f"imported: {result['inserted']} new, {result['updated']} updated, {result['unchanged']} unchanged, "
                f"{result['already_present']} skipped (text already in the corpus)"
                + (f"; vectors stored: {kept}" if kept else ""))
+    _print_superseded(result["superseded"])
     click.echo("next: `rollout migrate run --version v1` and `--version v2` embed what has no vector yet")

@@ -243,11 +243,12 @@ class ImportResult:
     counts: UpsertCounts
     vectors: dict[str, int]
     already_present: dict[str, str]  # our id -> the id the corpus holds the same text under
+    superseded: list[str] = field(default_factory=list)  # an earlier import's ids of the same records
 
     def as_json(self) -> dict:
         return {"inserted": self.counts.inserted, "updated": self.counts.updated,
                 "unchanged": self.counts.unchanged, "vectors_stored": self.vectors,
-                "already_present": len(self.already_present)}
+                "already_present": len(self.already_present), "superseded": self.superseded}
 
 
 def _already_present(conn: psycopg.Connection, plan: ImportPlan) -> dict[str, str]:
@@ -261,7 +262,26 @@ def _already_present(conn: psycopg.Connection, plan: ImportPlan) -> dict[str, st
 
 
 def _key(document: Document) -> str:
-    return document.metadata.get("imported_from", {}).get("key", "")
+    return _provenance(document).get("key", "")
+
+
+def _superseded(conn: psycopg.Connection, plan: ImportPlan) -> list[str]:
+    """Documents an import made before ids followed the records' own ids, of records this plan holds
+    under their new id: the same record twice. Named, never deleted here."""
+    owned = {(_provenance(d).get("format"), _provenance(d).get("scope"), _provenance(d).get("id"))
+             for d in plan.documents if _key(d).startswith("id:")}
+    if not owned:
+        return []
+    rows = conn.execute("SELECT id, metadata->'imported_from' FROM documents WHERE id LIKE %s "
+                        "AND metadata ? 'imported_from' AND NOT (metadata->'imported_from' ? 'key') "
+                        "AND NOT (id = ANY(%s))",
+                        (plan.namespace + r"\_%", [d.id for d in plan.documents])).fetchall()
+    return sorted(i for i, before in rows if isinstance(before, dict)
+                  and (before.get("format"), before.get("scope"), before.get("id")) in owned)
+
+
+def _provenance(document: Document) -> dict:
+    return document.metadata.get("imported_from", {})
 
 
 def _refuse_overwrites(conn: psycopg.Connection, plan: ImportPlan) -> None:
@@ -298,6 +318,7 @@ def preview(pool: ConnectionPool, plan: ImportPlan) -> dict:
     with pool.connection() as conn:
         _refuse_overwrites(conn, plan)
         present = _already_present(conn, plan)
+        superseded = _superseded(conn, plan)
         rows = conn.execute("SELECT id, category, title, content, metadata FROM documents WHERE id = ANY(%s)",
                             ([d.id for d in plan.documents],)).fetchall()
     stored = {r[0]: tuple(r[1:]) for r in rows}
@@ -311,7 +332,7 @@ def preview(pool: ConnectionPool, plan: ImportPlan) -> dict:
             changed += 1
     considered = len(plan.documents) - len(present)
     return {"new": new, "changed": changed, "unchanged": considered - new - changed,
-            "already_present": len(present)}
+            "already_present": len(present), "superseded": superseded}
 
 
 def apply_import(pool: ConnectionPool, plan: ImportPlan, settings: Settings) -> ImportResult:
@@ -321,6 +342,7 @@ def apply_import(pool: ConnectionPool, plan: ImportPlan, settings: Settings) -> 
         conn.execute("LOCK TABLE documents IN SHARE ROW EXCLUSIVE MODE")  # no writer slips in between check and write
         _refuse_overwrites(conn, plan)
         present = _already_present(conn, plan)
+        superseded = _superseded(conn, plan)
         documents = [d for d in plan.documents if d.id not in present]
         counts = upsert_documents(conn, documents)
         stored = {}
@@ -328,4 +350,4 @@ def apply_import(pool: ConnectionPool, plan: ImportPlan, settings: Settings) -> 
             target = settings.version(version)
             stored[version] = len(EmbeddingLoader(target.table, target.model)
                                   .store(conn, [r for r in rows if r.document_id not in present]))
-    return ImportResult(counts, stored, present)
+    return ImportResult(counts, stored, present, superseded)
