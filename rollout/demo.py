@@ -47,32 +47,28 @@ def demo_settings(settings: Settings, *, fast: bool) -> tuple[Settings, list[str
 
     A value the user set (environment or .env) is never replaced.
     """
-    chosen = {}
-    lines = []
     lexical = all(settings.version(v).embedder == "local" for v in ("v1", "v2"))
-    gates = {k: v for k, v in LEXICAL_GATES.items() if k not in settings.model_fields_set}
-    if lexical and gates:
-        chosen.update(gates)
+    gates = {k: v for k, v in LEXICAL_GATES.items() if k not in settings.model_fields_set} if lexical else {}
+    plan = {k: v for k, v in FAST_PLAN.items() if k not in settings.model_fields_set} if fast else {}
+    chosen = settings.with_overrides(**gates, **plan)
+    lines = []
+    if gates:
         lines.append("gates: the local lexical embedders score low by construction, so the quality gate's floors "
-                     f"are lowered for this demo (mean top similarity >= {gates.get('rollout_min_similarity', settings.rollout_min_similarity):g}, "
-                     f"shadow overlap >= {gates.get('rollout_min_shadow_overlap', settings.rollout_min_shadow_overlap):g}; "
-                     "production defaults 0.7 and 0.5). Set ROLLOUT_MIN_SHADOW_OVERLAP=0.5 to watch the "
-                     "controller roll V2 back instead.")
+                     f"are lowered for this demo (mean top similarity >= {chosen.rollout_min_similarity:g}, "
+                     f"shadow overlap >= {chosen.rollout_min_shadow_overlap:g}; production defaults 0.7 and 0.5). "
+                     "Set ROLLOUT_MIN_SHADOW_OVERLAP=0.5 to watch the controller roll V2 back instead.")
     elif lexical:
         lines.append("gates: your quality floors apply to lexical embedders: if V2's shadow overlap or similarity "
                      "stays below them, the controller rolls V2 back after a few hundred queries.")
     if fast:
-        plan = {k: v for k, v in FAST_PLAN.items() if k not in settings.model_fields_set}
-        chosen.update(plan)
-        lines.append(f"plan: --fast: stages of {plan.get('rollout_min_stage_s', settings.rollout_min_stage_s):g} s "
-                     f"at least, judged every {plan.get('rollout_evaluation_interval_s', settings.rollout_evaluation_interval_s):g} s "
-                     f"on {plan.get('rollout_min_samples', settings.rollout_min_samples)} V2 queries (error rate "
-                     f"below {plan.get('rollout_max_error_rate', settings.rollout_max_error_rate):.0%}), with "
-                     f"{FAST_QUERIES_PER_S} demo queries a second sent by the demo itself")
+        lines.append(f"plan: --fast: stages of {chosen.rollout_min_stage_s:g} s at least, judged every "
+                     f"{chosen.rollout_evaluation_interval_s:g} s on {chosen.rollout_min_samples} V2 queries "
+                     f"(error rate below {chosen.rollout_max_error_rate:.0%}), with {FAST_QUERIES_PER_S} demo "
+                     "queries a second sent by the demo itself")
     else:
-        lines.append(f"plan: each stage lasts at least {settings.rollout_min_stage_s / 3600:g} h and needs "
-                     f"{settings.rollout_min_samples} V2 queries; `rollout demo --fast` runs 10 -> 100 % in minutes")
-    return settings.with_overrides(**chosen), lines
+        lines.append(f"plan: each stage lasts at least {chosen.rollout_min_stage_s / 3600:g} h and needs "
+                     f"{chosen.rollout_min_samples} V2 queries; `rollout demo --fast` runs 10 -> 100 % in minutes")
+    return chosen, lines
 
 
 def write_webhook_secret(settings: Settings) -> Path:

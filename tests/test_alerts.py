@@ -352,7 +352,8 @@ def test_an_unknown_severity_in_the_simple_form_is_refused_with_the_known_ones(c
     at_percentage(runtime, 25)
     response = post(client, simple(severity="CRIT"))
     assert response.status_code == 400
-    assert "severity 'CRIT' is unknown: use one of critical, error, info, none, warning" in response.get_json()["detail"]
+    detail = response.get_json()["detail"]
+    assert "severity 'CRIT' is unknown: use one of critical, error, info, none, warning" in detail
     assert v2(runtime)["state"] == "closed" and runtime.flags.get(V2_PERCENTAGE) == 25
     assert post(client, simple(severity="CRITICAL")).status_code == 200  # case does not matter
     assert v2(runtime)["state"] == "open"
