@@ -1,14 +1,16 @@
 """gunicorn settings for the gateway (`gunicorn -c python:rollout.gunicorn_config 'rollout.app:create_app()'`).
 
 No preload: each worker builds its own pool, Redis client and replicator thread
-after the fork. Prometheus multiprocess files are wiped when the master starts and
-a dead worker's live gauges are dropped when it exits.
+after the fork. The master holds its Prometheus multiprocess folder for its life
+(`MetricsFolder`: refused if another gateway holds it, wiped when claimed), and a
+dead worker's live gauges are dropped when it exits.
 """
 
 import os
-import shutil
+import sys
 
 from rollout.config import Settings
+from rollout.metrics import FolderInUse, MetricsFolder
 
 _settings = Settings.load()
 
@@ -29,8 +31,13 @@ proc_name = "rollout-gateway"
 def on_starting(server):
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if folder:
-        shutil.rmtree(folder, ignore_errors=True)
-        os.makedirs(folder, exist_ok=True)
+        held = MetricsFolder(folder)
+        try:
+            held.claim()
+        except FolderInUse as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(3) from None
+        server.metrics_folder = held  # kept referenced: the lock lives as long as the master
 
 
 def child_exit(server, worker):

@@ -8,7 +8,9 @@ passed in, so tests never see each other's counts.
 
 from __future__ import annotations
 
+import fcntl
 import os
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
@@ -20,6 +22,64 @@ OVERLAP_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 
 def multiprocess_mode() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+class FolderInUse(RuntimeError):
+    """Another gateway's master holds the multiprocess folder."""
+
+
+class MetricsFolder:
+    """One gateway's `PROMETHEUS_MULTIPROC_DIR`, held by its gunicorn master for its whole life.
+
+    A master wipes the folder when it starts (a dead worker's files would count
+    forever), so two gateways sharing one would wipe each other's counts: the
+    master takes an exclusive lock on `gateway.lock` first and refuses to start
+    while another process holds it. The lock goes when the master's process ends.
+    """
+
+    LOCK = "gateway.lock"
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._handle = None
+
+    def holder(self) -> int | None:
+        """The pid of the gateway holding the folder, or None if it is free."""
+        lock = self.path / self.LOCK
+        if not lock.exists():
+            return None
+        with open(lock, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                text = handle.read().strip()
+                return int(text) if text.isdigit() else -1
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return None
+
+    def claim(self) -> None:
+        """Lock the folder for this process and wipe what an earlier gateway left; FolderInUse if held."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path / self.LOCK, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid = handle.read().strip() or "?"
+            handle.close()
+            raise FolderInUse(self.in_use_message(pid)) from None
+        for entry in self.path.iterdir():
+            if entry.name != self.LOCK and entry.is_file():
+                entry.unlink()
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._handle = handle
+
+    def in_use_message(self, pid) -> str:
+        return (f"the metrics folder {self.path} is in use by another gateway (pid {pid}); starting here would "
+                "wipe its metrics: give this gateway its own PROMETHEUS_MULTIPROC_DIR")
 
 
 class Metrics:

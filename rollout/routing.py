@@ -83,15 +83,17 @@ class Router:
             if user_bucket >= threshold(snapshot[V2_PERCENTAGE]):
                 held = self.rollbacks.held_back(user_bucket) if self.rollbacks is not None else None
                 return Decision("v1", held or Reason.PERCENTAGE, user_bucket)
-        blocked = self._guarded(category)
+        # a forced V2 is held off by what protects users (breaker, alert), never by incomplete coverage:
+        # the admin asked for V2 as it is
+        blocked = self._guarded(category, ignore=(Reason.V2_INCOMPLETE,) if forced else ())
         if blocked is not None:
             return Decision("v1", blocked, user_bucket)
         return Decision("v2", Reason.FORCED if forced else Reason.PERCENTAGE, user_bucket)
 
-    def _guarded(self, category: str | None) -> Reason | None:
+    def _guarded(self, category: str | None, ignore: tuple[Reason, ...] = ()) -> Reason | None:
         for guard in self.guards:
             blocked = guard.v2_blocked(category)
-            if blocked is not None:
+            if blocked is not None and blocked not in ignore:
                 return blocked
         return None
 

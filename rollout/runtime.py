@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psycopg
 import redis
 from prometheus_client import CollectorRegistry
 
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagStore, ReplicatedHash, Replicator
 from flags.audit import FlagAudit
+from rollout import schema
 from rollout.analytics.figures import Figures
 from rollout.analytics.querylog import QueryLogWriter, QueryText
 from rollout.alerts import AlertEventStore, AlertPolicy, AlertService, RollbackActions
@@ -213,8 +215,14 @@ class Runtime:
 
 @contextmanager
 def command_runtime(settings: Settings, *, replicate: bool = False) -> Iterator[Runtime]:
-    """For a CLI command: services (embedded if the URLs are unset), then a Runtime, closed on exit."""
-    with service_urls(settings) as urls:
+    """For a CLI command: services (embedded if the URLs are unset), then a Runtime, closed on exit.
+
+    Never sets a folder up (that is `rollout demo`, `serve` and `db upgrade`), and a
+    database without the schema is a one-line error before anything reads a table.
+    """
+    with service_urls(settings, create=False) as urls:
+        with psycopg.connect(urls.database_url, connect_timeout=5) as conn:
+            schema.check(conn, settings)
         runtime = Runtime(settings, urls.database_url, urls.redis_url, pool_size=4)
         try:
             runtime.start() if replicate else runtime.sync()

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from rollout.errors import ServiceError
+from rollout.metrics import MetricsFolder
 from rollout.services.ports import port_is_free
 
 APP = "rollout.app:create_app()"
@@ -33,6 +34,7 @@ class GatewayProcess:
                     "WEB_CONCURRENCY": str(workers)}
         if metrics_dir is not None:
             self.env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        self.metrics_dir = metrics_dir
         self.log_file = log_file
         self.process: subprocess.Popen | None = None
 
@@ -43,6 +45,11 @@ class GatewayProcess:
     def start(self, ready_timeout_s: float = 60.0) -> GatewayProcess:
         if not port_is_free(self.port, self.host):
             raise ServiceError(f"port {self.port} on {self.host} is in use: pass --port or set ROLLOUT_PORT")
+        if self.metrics_dir is not None:
+            folder = MetricsFolder(self.metrics_dir)
+            holder = folder.holder()
+            if holder is not None:
+                raise ServiceError(folder.in_use_message(holder))
         output = open(self.log_file, "ab") if self.log_file else None
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", CONFIG,

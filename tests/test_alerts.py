@@ -346,3 +346,14 @@ def test_the_alertmanager_example_posts_to_the_webhook_with_the_bearer_secret():
     if shutil.which("amtool"):  # Debian's prometheus-alertmanager: the real parser
         checked = subprocess.run(["amtool", "check-config", str(path)], capture_output=True, text=True, timeout=60)
         assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_an_unknown_severity_in_the_simple_form_is_refused_with_the_known_ones(client, runtime):
+    at_percentage(runtime, 25)
+    response = post(client, simple(severity="CRIT"))
+    assert response.status_code == 400
+    detail = response.get_json()["detail"]
+    assert "severity 'CRIT' is unknown: use one of critical, error, info, none, warning" in detail
+    assert v2(runtime)["state"] == "closed" and runtime.flags.get(V2_PERCENTAGE) == 25
+    assert post(client, simple(severity="CRITICAL")).status_code == 200  # case does not matter
+    assert v2(runtime)["state"] == "open"

@@ -17,7 +17,8 @@ DASHBOARD = GRAFANA / "dashboards" / "rag-rollout.json"
 RULES = GRAFANA / "prometheus" / "rules"
 PANELS = ("Latency p50 / p95 / p99", "Mean top similarity", "Error rate", "Traffic split: actual vs target",
           "Shadow overlap", "Fallbacks", "Circuit breaker state", "Migration coverage", "cache hit rate",
-          "Alerts received")
+          "Alerts received", "Controller: leader and stage", "Controller: evaluation runs",
+          "Controller: since the last run", "Controller: decisions")
 
 
 def load_script(name: str):
@@ -101,3 +102,39 @@ def test_every_panel_query_returns_data_from_a_live_gateway(services, clean_db, 
              for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"]]
     assert len(rules) == 6 and [r["health"] for r in report["rules"]] == ["ok"] * len(rules)
     assert done.returncode == 0
+
+
+def shipped_rules() -> list[dict]:
+    return [rule for path in sorted(RULES.glob("*.rules.yml"))
+            for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"]]
+
+
+def require_tool(name: str, package: str) -> str:
+    """The tool's path; in CI (CI=true) a missing tool fails the test, elsewhere it is a skip with its reason."""
+    found = shutil.which(name)
+    if found is None:
+        message = f"{name} is not installed (Debian package {package})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}: CI must install it")
+        pytest.skip(f"{message}: not checked")
+    return found
+
+
+def route(amtool: str, labels: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([amtool, "config", "routes", "test", f"--config.file={GRAFANA / 'alertmanager.yml'}",
+                           *(f"{k}={v}" for k, v in sorted(labels.items()))],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_alertmanager_routes_every_shipped_rule_to_the_gateway_webhook():
+    amtool = require_tool("amtool", "prometheus-alertmanager")
+    checked = subprocess.run([amtool, "check-config", str(GRAFANA / "alertmanager.yml")], capture_output=True,
+                             text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    rules = shipped_rules()
+    assert len(rules) >= 6
+    for rule in rules:
+        done = route(amtool, {"alertname": rule["alert"], **rule.get("labels", {})})
+        assert done.returncode == 0 and done.stdout.split() == ["rag-rollout"], (rule["alert"], done.stdout)
+    unrelated = route(amtool, {"alertname": "DiskFull", "severity": "critical"})
+    assert unrelated.stdout.split() == ["null"]  # the route is not a catch-all: other alerts are not the gateway's

@@ -55,8 +55,11 @@ class Alert:
         return self.starts_at.astimezone(timezone.utc).isoformat() if self.starts_at else None
 
 
-def parse_payload(body: object) -> tuple[str, list[Alert]]:
-    """(source, alerts) of a decoded JSON body, or PayloadError."""
+def parse_payload(body: object, severities: frozenset[str] = frozenset()) -> tuple[str, list[Alert]]:
+    """(source, alerts) of a decoded JSON body, or PayloadError.
+
+    `severities`: besides SEVERITIES, the ones the simple form accepts (the configured tripping ones).
+    """
     if not isinstance(body, dict):
         raise PayloadError("the payload must be a JSON object")
     if "alerts" in body:
@@ -68,14 +71,20 @@ def parse_payload(body: object) -> tuple[str, list[Alert]]:
         raise PayloadError(f"unsupported webhook version {version!r}: expected \"4\" (Alertmanager) "
                            "or \"1\" (Grafana)")
     if "type" in body and "severity" in body:
-        return "seed", [_simple(body)]
+        return "seed", [_simple(body, severities)]
     raise PayloadError("unknown payload shape: expected an Alertmanager or Grafana webhook (with alerts[]) "
                        "or {type, severity, value, threshold}")
 
 
-def _simple(body: dict) -> Alert:
+def _simple(body: dict, severities: frozenset[str]) -> Alert:
+    """The simple form names its severity itself, so a typo (`CRIT`) is refused, not recorded as "other"
+    and silently left without effect; labels of Alertmanager and Grafana stay free-form."""
     kind = _text(body, "type", required=True)
     severity = _text(body, "severity", required=True).lower()
+    known = sorted(set(SEVERITIES) | set(severities))
+    if severity not in known:
+        raise PayloadError(f"severity {body['severity']!r} is unknown: use one of {', '.join(known)} "
+                           "(case does not matter)")
     status = (_text(body, "status") or "firing").lower()
     if status not in STATUSES:
         raise PayloadError(f"status must be firing or resolved, not {status!r}")

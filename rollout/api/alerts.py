@@ -75,7 +75,7 @@ def receive():
     raw = request.get_data(cache=True)
     method = _authenticate(raw)
     try:
-        source, alerts = parse_payload(json_body(MAX_ALERT_BYTES))
+        source, alerts = parse_payload(json_body(MAX_ALERT_BYTES), _runtime().settings.trip_severities)
     except PayloadError as exc:
         raise bad_request(str(exc), "invalid_payload") from None
     delivery = _runtime().alerts.receive(source, alerts)

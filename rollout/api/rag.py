@@ -83,6 +83,8 @@ ANSWER_SCHEMA = {
         "fallback": {"type": "boolean", "description": "V2 failed and V1 answered in the same request "
                                                        "(merged mode: a version failed and the other answered)."},
         "fallback_reason": {"type": "string"},
+        "hint": {"type": "string", "description": "Why there are no results, when the query named a category "
+                                                  "that holds no documents."},
         "latency_ms": {"type": "number"},
         "request_id": {"type": "string"},
     },
@@ -126,17 +128,32 @@ def query():
     try:
         if body.mode == "merged":
             answer = gateway.answer_merged(rag_query)
-            response = jsonify(merged_json(answer))
+            payload = merged_json(answer)
         else:
             answer = gateway.answer(rag_query)
-            response = jsonify(answer_json(answer))
+            payload = answer_json(answer)
     except SearchFailed as exc:
         raise ApiError(503, "search_unavailable", f"no version could answer: {exc}",
                        request_id=rag_query.request_id) from None
+    hint = _category_hint(body.category) if not payload["results"] else None
+    if hint:
+        payload["hint"] = hint
+    response = jsonify(payload)
     response.headers["X-Request-Id"] = rag_query.request_id
     response.headers["X-Served-By"] = answer.served_by
     response.headers["X-Rollout-Worker"] = str(os.getpid())
     return response
+
+
+def _category_hint(category: str | None) -> str | None:
+    """An empty answer for a category no document has says so, with the ones there are."""
+    if category is None:
+        return None
+    known = _runtime().coverage.categories()
+    if known is None or category in known:
+        return None
+    shown = ", ".join(sorted(known)[:20]) or "none"
+    return f"no document has the category {category!r}; categories: {shown}"
 
 
 def answer_json(answer: RagAnswer) -> dict:

@@ -30,7 +30,7 @@ import redis
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from rollout.controller.leader import LeaderLock
-from rollout.controller.metrics import ControllerMetrics
+from rollout.controller.metrics import ControllerMetrics, serve_metrics, stop_serving
 from rollout.errors import RolloutError
 from rollout.maintenance import Maintenance
 from rollout.relevance.probes import KnownItemProbes
@@ -164,13 +164,23 @@ class ControllerProcess:
 
 @contextmanager
 def background_controller(settings: Settings, database_url: str, redis_url: str) -> Iterator[ControllerProcess]:
-    """A controller beside something else in this process (`rollout demo`): its own runtime, stopped on exit."""
+    """A controller beside something else in this process (`rollout demo`): its own runtime, stopped on exit.
+
+    Like `rollout controller`, it serves its metrics on ROLLOUT_CONTROLLER_METRICS_PORT when set,
+    so a demo can be scraped whole.
+    """
     runtime = Runtime(settings, database_url, redis_url, pool_size=2).start()
+    server = None
     try:
-        process = ControllerProcess(runtime, retention=False).start()
+        metrics = ControllerMetrics()
+        if settings.rollout_controller_metrics_port is not None:
+            server = serve_metrics(metrics, settings.host, settings.rollout_controller_metrics_port)
+        process = ControllerProcess(runtime, retention=False, metrics=metrics).start()
         try:
             yield process
         finally:
             process.shutdown()
     finally:
+        if server is not None:
+            stop_serving(server)
         runtime.close()

@@ -68,6 +68,13 @@ class CoverageMonitor:
             return Reason.V2_INCOMPLETE
         return None  # a category without documents has nothing V2 could miss
 
+    def categories(self) -> set[str] | None:
+        """The categories that hold documents, from the last count; None before the first count."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            return None
+        return {c for counts in snapshot.values() for c in counts if c != CORPUS}
+
     def coverage(self, version: str, category: str | None = None) -> Coverage | None:
         snapshot = self._snapshot
         if snapshot is None:
