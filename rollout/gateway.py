@@ -234,7 +234,7 @@ class RagGateway:
     def answer_merged(self, query: RagQuery) -> MergedAnswer:
         """Search both versions at once and fuse their lists; V1 alone while V2 is held off."""
         arrived, started = time.time(), time.perf_counter()
-        decision = self.router.decide(query.user_key, query.category, query.forced)
+        decision = self.router.decide(query.user_key, query.category, query.forced, probe=False)
         held_off = self.router.v2_held_off(query.category, serving=True)
         pending = None
         if held_off is None:

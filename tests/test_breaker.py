@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from flags import GRADUAL_MIGRATION, V2_PERCENTAGE
+from flags import GRADUAL_MIGRATION, PARALLEL_RAG, V2_PERCENTAGE, bucket, threshold
 from rollout.app import create_app
 from rollout.routing import Reason
 from rollout.server import GatewayProcess
@@ -130,6 +130,43 @@ def test_only_one_process_probes_and_its_success_closes(make_runtime, settings):
     owner.breakers.record_success("v2")
     assert wait_until(lambda: state(one).state == "closed" and state(two).state == "closed")
     assert other.router.decide("user-c").version == "v2"
+
+
+def users_by_version(runtime, percentage):
+    """A user routed to V2 and one routed to V1 at `percentage`, by their buckets (no decision taken)."""
+    group, cut = runtime.settings.routing_group, threshold(percentage)
+    users = [f"user-{n}" for n in range(200)]
+    return (next(u for u in users if bucket(group, u) < cut), next(u for u in users if bucket(group, u) >= cut))
+
+
+def test_a_shadow_never_spends_the_half_open_probe(make_runtime, settings):
+    """Shadow on, half-open: V1 users' shadows read the breaker without taking its probe; the next
+    candidate user is the probe, its success closes the breaker (no one waits out the probe lease)."""
+    runtime = make_runtime(settings.with_overrides(breaker_fail_max=1, breaker_reset_timeout_s=0.3,
+                                                   flags_check_interval_s=0.2))
+    client = create_app(runtime.settings, runtime=runtime).test_client()
+    load_and_embed(runtime)
+    runtime.flags.set(GRADUAL_MIGRATION, True, actor="test")
+    runtime.flags.set(V2_PERCENTAGE, 50, actor="test")
+    runtime.flags.set(PARALLEL_RAG, True, actor="test")
+    candidate_user, baseline_user = users_by_version(runtime, 50)
+    runtime.breakers.record_failure("v2", "timeout")
+    assert ask(client, candidate_user)["decision"]["reason"] == "breaker_open"  # demand for V2: claims the probe
+    assert wait_until(lambda: state(runtime).state == "half-open"
+                      and state(runtime).probe_owner == runtime.breakers.worker)
+
+    registry = runtime.metrics.registry
+    held_off = {"version": "v2", "reason": "held_off"}
+    before = registry.get_sample_value("rag_shadow_skipped_total", held_off)
+    for _ in range(3):
+        assert ask(client, baseline_user)["served_by"] == "v1"
+    assert registry.get_sample_value("rag_shadow_skipped_total", held_off) == before + 3
+    assert state(runtime).state == "half-open"
+
+    probe = ask(client, candidate_user)
+    assert probe["served_by"] == "v2" and probe["decision"]["reason"] == "percentage"
+    assert wait_until(lambda: state(runtime).state == "closed")
+    assert ask(client, candidate_user)["served_by"] == "v2"
 
 
 def test_pitfall_no_half_open_while_the_alert_fires(make_runtime, settings):

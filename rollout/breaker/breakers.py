@@ -109,13 +109,17 @@ class CircuitBreakers:
                            "installed_at": _iso(self.shared.installed_at)}}
 
     # -- the router's guard ---------------------------------------------------------
-    def v2_blocked(self, category: str | None) -> Reason | None:
-        self._demand_at["v2"] = time.monotonic()
+    def v2_blocked(self, category: str | None, *, serving: bool = False) -> Reason | None:
+        """Closed: None. Otherwise the hold's reason, except for the one serving search that
+        takes this worker's half-open probe. A read (`serving=False`, e.g. a shadow) changes
+        nothing: the probe is spent only by a search whose outcome is reported back."""
         record = self.state().records["v2"]
         if record.state == CLOSED:
             return None
-        if record.state == HALF_OPEN and record.probe_owner == self.worker and self._take_probe(record):
-            return None
+        if serving:
+            self._demand_at["v2"] = time.monotonic()
+            if record.state == HALF_OPEN and record.probe_owner == self.worker and self._take_probe(record):
+                return None
         return _hold_reason(record)
 
     def held_back(self, user_bucket: int) -> Reason | None:
