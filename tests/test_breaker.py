@@ -11,8 +11,10 @@ import urllib.error
 import urllib.request
 
 import pytest
+import redis
 
 from flags import GRADUAL_MIGRATION, PARALLEL_RAG, V2_PERCENTAGE, bucket, threshold
+from rollout.alerts.actions import ActionResult
 from rollout.app import create_app
 from rollout.routing import Reason
 from rollout.server import GatewayProcess
@@ -341,6 +343,39 @@ def test_failures_while_redis_is_down_trip_locally_and_are_written_back(make_run
     assert wait_until(lambda: not runtime.breakers.local_only, timeout_s=15)
     fresh = make_runtime(settings)
     assert fresh.breakers.state().records["v2"].cause.value == "failures"
+
+
+def test_one_policy_with_redis_down_holds_apply_locally_releases_are_refused(make_runtime, services,
+                                                                             private_redis):
+    """A rollback while Redis is down holds V2 at once on this process and reaches Redis when it answers
+    (with the percentage it saved); a close, a re-arm or a restore is refused and changes nothing."""
+    server, port, redis_url = private_redis
+    runtime = make_runtime(settings_for(services, REDIS_URL=redis_url, FLAGS_CHECK_INTERVAL_S="0.2"))
+    client = create_app(runtime.settings, runtime=runtime).test_client()
+    runtime.flags.set(GRADUAL_MIGRATION, True, actor="test")
+    runtime.flags.set(V2_PERCENTAGE, 40, actor="test")
+    server.stop()
+    assert wait_until(lambda: not runtime.replicator.healthy, timeout_s=15)
+
+    rolled = client.post(BREAKER, json={"action": "rollback", "reason": "bad answers"}, headers=admin_headers())
+    assert rolled.status_code == 200, rolled.get_json()
+    assert "held on this process only" in rolled.get_json()["warnings"][0]
+    assert runtime.router.decide("u", forced="v2").reason is Reason.BREAKER_OPEN
+    for action in ("close", "rearm"):
+        refused = client.post(BREAKER, json={"action": action, "restore": True}, headers=admin_headers())
+        assert refused.status_code == 503 and refused.get_json()["error"] == "redis_unavailable"
+    with pytest.raises(redis.RedisError):  # the flag cannot be set: the saved percentage must survive
+        runtime.rollback.restore_percentage(actor="test", reason="restore", result=ActionResult("test"))
+    assert state(runtime).state == "open" and runtime.breakers.saved_percentage() == 40
+
+    server.start(port)
+    assert wait_until(lambda: runtime.replicator.healthy and not runtime.breakers.local_only, timeout_s=15)
+    fresh = make_runtime(runtime.settings)
+    assert fresh.breakers.describe()["saved_percentage"] == 40
+    assert state(fresh).state == "open" and state(fresh).cause.value == "manual"
+    rearmed = client.post(BREAKER, json={"action": "rearm", "restore": True}, headers=admin_headers())
+    assert rearmed.status_code == 200 and f"{V2_PERCENTAGE} 40 -> 40 (restored)" in rearmed.get_json()["actions"]
+    assert wait_until(lambda: fresh.breakers.saved_percentage() is None and state(fresh).state == "half-open")
 
 
 def test_a_hung_redis_holds_a_failure_only_for_the_breaker_timeout(make_runtime, services, private_redis):

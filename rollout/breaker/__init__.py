@@ -6,6 +6,7 @@ from rollout.breaker.state import (
     HALF_OPEN,
     OPEN,
     BreakerConflict,
+    BreakerUnavailable,
     BreakerPolicy,
     BreakerState,
     Cause,
@@ -15,6 +16,6 @@ from rollout.breaker.state import (
 from rollout.breaker.storage import MemoryBreakerStorage, ReplicatedBreakerStorage
 
 __all__ = [
-    "CLOSED", "HALF_OPEN", "OPEN", "BreakerConflict", "BreakerPolicy", "BreakerState", "Cause",
+    "CLOSED", "HALF_OPEN", "OPEN", "BreakerConflict", "BreakerPolicy", "BreakerUnavailable", "BreakerState", "Cause",
     "CircuitBreakers", "FiringAlert", "MemoryBreakerStorage", "ReplicatedBreakerStorage", "VersionRecord",
 ]
