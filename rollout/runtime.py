@@ -20,7 +20,7 @@ from rollout.analytics.figures import Figures
 from rollout.analytics.querylog import QueryLogWriter, QueryText
 from rollout.alerts import AlertEventStore, AlertPolicy, AlertService, RollbackActions
 from rollout.backends import VersionBackend
-from rollout.breaker import BreakerPolicy, CircuitBreakers, ReplicatedBreakerStorage
+from rollout.breaker import BreakerPolicy, CircuitBreakers, ReplicatedBreakerStorage, SlowCallPolicy, SlowCallWindow
 from rollout.config import VERSIONS, Settings
 from rollout.controller.collector import EvidenceCollector
 from rollout.controller.leader import LEADER_KEY
@@ -29,6 +29,7 @@ from rollout.controller.plan import RolloutPlan
 from rollout.controller.service import RolloutService
 from rollout.controller.store import RolloutStore
 from rollout.database import open_pool
+from rollout.deadline import QueryDeadline
 from rollout.embedders import build_embedder
 from rollout.embedding_cache import QueryEmbeddingCache
 from rollout.gateway import RagGateway
@@ -79,7 +80,10 @@ class Runtime:
                 ReplicatedBreakerStorage(self.breaker_replica, VERSIONS),
                 BreakerPolicy(settings.breaker_fail_max, settings.breaker_reset_timeout_s,
                               settings.breaker_probe_lease_s),
-                self.metrics, redis_up=lambda: self.replicator.healthy)
+                self.metrics, redis_up=lambda: self.replicator.healthy,
+                slow_calls=SlowCallWindow(SlowCallPolicy(
+                    settings.breaker_slow_call_duration_ms, settings.breaker_slow_call_rate,
+                    settings.breaker_slow_call_window, settings.breaker_slow_call_min_calls)))
             self.router.add_guard(self.breakers)
             self.router.remember_rollbacks(self.breakers)
             self.alert_events = AlertEventStore(self.pool)
@@ -103,11 +107,14 @@ class Runtime:
             self.document_writer = DocumentWriter(self.pool, settings)
 
             self.shadow_pool = ShadowPool(settings.shadow_max_concurrency)
+            self.deadline = (QueryDeadline(settings.query_deadline_ms, settings.hedge_delay_ms)
+                             if settings.query_deadline_ms else None)
             merger = Merger(NearDuplicates(self.pool, [settings.version(v).table for v in VERSIONS]),
                             threshold=settings.merge_duplicate_similarity,
                             min_per_version=settings.merge_min_per_version, rrf_k=settings.merge_rrf_k)
             self.gateway = RagGateway(self.router, self.backends, self.metrics, self.flags, health=self.breakers,
                                       shadow_pool=self.shadow_pool, shadow_sample_rate=settings.shadow_sample_rate,
+                                      deadline=self.deadline,
                                       merger=merger, query_text=QueryText(settings.query_log_store_text,
                                                                           settings.query_log_hash_key))
             self.query_log = QueryLogWriter(self.pool, self.flags, self.metrics,
@@ -162,6 +169,8 @@ class Runtime:
 
     def close(self) -> None:
         self.replicator.stop()
+        if self.deadline is not None:
+            self.deadline.shutdown()
         self.shadow_pool.shutdown()  # shadows in flight finish and hand their rows to the writer
         self.query_log.close()
         self.stages.notifier.close()  # before the pool: delivery results are written to rollout_decisions

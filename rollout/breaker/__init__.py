@@ -13,9 +13,11 @@ from rollout.breaker.state import (
     FiringAlert,
     VersionRecord,
 )
+from rollout.breaker.slow_calls import SlowCallPolicy, SlowCallWindow
 from rollout.breaker.storage import MemoryBreakerStorage, ReplicatedBreakerStorage
 
 __all__ = [
-    "CLOSED", "HALF_OPEN", "OPEN", "BreakerConflict", "BreakerPolicy", "BreakerUnavailable", "BreakerState", "Cause",
-    "CircuitBreakers", "FiringAlert", "MemoryBreakerStorage", "ReplicatedBreakerStorage", "VersionRecord",
+    "CLOSED", "HALF_OPEN", "OPEN", "BreakerConflict", "BreakerPolicy", "BreakerState", "BreakerUnavailable",
+    "Cause", "CircuitBreakers", "FiringAlert", "MemoryBreakerStorage", "ReplicatedBreakerStorage",
+    "SlowCallPolicy", "SlowCallWindow", "VersionRecord",
 ]

@@ -45,6 +45,7 @@ from rollout.breaker.state import (
     Cause,
     FiringAlert,
 )
+from rollout.breaker.slow_calls import SlowCallWindow
 from rollout.breaker.storage import MemoryBreakerStorage, ReplicatedBreakerStorage, Transition
 from rollout.metrics import Metrics
 from rollout.routing import Reason
@@ -65,8 +66,10 @@ def worker_identity() -> str:
 
 class CircuitBreakers:
     def __init__(self, storage: ReplicatedBreakerStorage, policy: BreakerPolicy, metrics: Metrics, *,
-                 redis_up: Callable[[], bool], clock: Callable[[], float] = time.time):
+                 redis_up: Callable[[], bool], clock: Callable[[], float] = time.time,
+                 slow_calls: SlowCallWindow | None = None):
         self.shared = storage
+        self.slow_calls = slow_calls
         self.policy = policy
         self.metrics = metrics
         self.redis_up = redis_up
@@ -150,8 +153,14 @@ class CircuitBreakers:
             return True
 
     # -- the gateway's health recorder ---------------------------------------------------
-    def record_success(self, version: str) -> None:
+    def record_success(self, version: str, elapsed_ms: float | None = None) -> None:
+        """A search answered; one slower than the slow-call duration counts toward the slow-call rate."""
         self._demand_at[version] = time.monotonic()
+        if self.slow_calls is not None and elapsed_ms is not None:
+            detail = self.slow_calls.record(version, elapsed_ms)
+            if detail is not None:
+                self._trip(lambda s: transitions.slow_tripped(s, version, detail, self.clock()), version, detail)
+                return
         record = self.state().records[version]
         if record.state == CLOSED and not record.failures:
             return  # the common case: nothing to do, no I/O
@@ -165,10 +174,12 @@ class CircuitBreakers:
             self._resetting.release()
 
     def record_failure(self, version: str, kind: str) -> None:
-        changed, outcome = self._apply(
-            lambda s: transitions.failed(s, version, kind, self.clock(), self.policy))
+        self._trip(lambda s: transitions.failed(s, version, kind, self.clock(), self.policy), version, kind)
+
+    def _trip(self, transition: Transition[str], version: str, why: str) -> None:
+        changed, outcome = self._apply(transition)
         if changed and outcome in ("tripped", "reopened"):
-            log.warning("circuit breaker %s opened: %s (%s)", version, outcome, kind)
+            log.warning("circuit breaker %s opened: %s (%s)", version, outcome, why)
             self._count_rollback(version, Cause.FAILURES)
 
     # -- the replicator's tick ------------------------------------------------------------

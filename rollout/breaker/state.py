@@ -161,6 +161,14 @@ def failed(state: BreakerState, version: str, kind: str, now: float,
     return state.with_record(version, replace(record, failures=failures, detail=kind, changed_at=now)), "counted"
 
 
+def slow_tripped(state: BreakerState, version: str, detail: str, now: float) -> tuple[BreakerState | None, str]:
+    """The slow-call rate reached its threshold: open a closed breaker (as failures do)."""
+    record = state.records[version]
+    if record.state != CLOSED:
+        return None, "ignored"
+    return state.with_record(version, record.opened(Cause.FAILURES, now, detail=detail)), "tripped"
+
+
 def succeeded(state: BreakerState, version: str, worker: str, now: float) -> tuple[BreakerState | None, str]:
     """Reset the count; the probe's success (by its owner) closes the breaker."""
     record = state.records[version]
