@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagStore, ReplicatedHash, Replicator
 from flags.audit import FlagAudit
+from flags.restore import FlagRestore
 from rollout.analytics.figures import Figures
 from rollout.analytics.querylog import QueryLogWriter, QueryText
 from rollout.alerts import AlertEventStore, AlertPolicy, AlertService, RollbackActions
@@ -68,6 +69,8 @@ class Runtime:
         try:
             self.flag_audit = FlagAudit(self.pool)
             self.flags.add_audit_sink(self.flag_audit.record)
+            self.flag_restore = FlagRestore(self.flags, self.flag_audit, lambda: self.replicator.healthy)
+            self.replicator.on_tick(self.flag_restore.tick)
             self.backends = {v: VersionBackend(settings.version(v), self.embedders[v], self.pool) for v in VERSIONS}
             self.router = Router(self.flags, settings.routing_group)
 
