@@ -41,7 +41,7 @@ class FlagRestore:
         self._looked = True
         if not updates:
             return
-        version, restored = replica.transact(lambda data: (None, False) if data else ((updates, []), True))
+        _version, restored = replica.transact(lambda data: (None, False) if data else ((updates, []), True))
         if restored:
             self.restored = updates
             log.warning("Redis held no flags (restarted without its data): restored %s from flag_audit",
