@@ -21,6 +21,13 @@ class FlagAudit:
                 (change.flag, json.dumps(change.old), json.dumps(change.new), change.actor, change.reason),
             )
 
+    def last_values(self) -> dict[str, object]:
+        """Each flag's value after its last audited change (what Redis held, if it lost it)."""
+        with self.pool.connection() as conn:
+            rows = conn.execute("SELECT DISTINCT ON (flag) flag, new_value FROM flag_audit "
+                                "ORDER BY flag, changed_at DESC, id DESC").fetchall()
+        return {flag: value for flag, value in rows}
+
     def recent(self, limit: int = 50, flag: str | None = None) -> list[dict]:
         with self.pool.connection() as conn:
             rows = conn.execute(

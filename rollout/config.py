@@ -80,6 +80,8 @@ class Settings(BaseModel):
 
     # search
     search_timeout_ms: int = Field(2000, alias="RAG_SEARCH_TIMEOUT_MS", ge=10)
+    query_deadline_ms: int = Field(800, alias="RAG_QUERY_DEADLINE_MS", ge=0, le=60000)
+    hedge_delay_ms: int = Field(400, alias="RAG_HEDGE_DELAY_MS", ge=0, le=60000)
     hnsw_ef_search: int = Field(200, alias="HNSW_EF_SEARCH", ge=1, le=1000)
     db_pool_min_size: int = Field(1, alias="DB_POOL_MIN_SIZE", ge=0)
     db_pool_max_size: int = Field(8, alias="DB_POOL_MAX_SIZE", ge=1)
@@ -134,6 +136,10 @@ class Settings(BaseModel):
     breaker_reset_timeout_s: float = Field(30.0, alias="BREAKER_RESET_TIMEOUT_S", gt=0)
     breaker_probe_lease_s: float = Field(10.0, alias="BREAKER_PROBE_LEASE_S", gt=0)
     breaker_redis_timeout_ms: int = Field(250, alias="BREAKER_REDIS_TIMEOUT_MS", ge=1, le=10000)
+    breaker_slow_call_duration_ms: int = Field(400, alias="BREAKER_SLOW_CALL_DURATION_MS", ge=1, le=60000)
+    breaker_slow_call_rate: float = Field(0.5, alias="BREAKER_SLOW_CALL_RATE", gt=0, le=1)
+    breaker_slow_call_window: int = Field(20, alias="BREAKER_SLOW_CALL_WINDOW", ge=1, le=10000)
+    breaker_slow_call_min_calls: int = Field(10, alias="BREAKER_SLOW_CALL_MIN_CALLS", ge=1, le=10000)
     alert_trip_severities: str = Field("critical", alias="ALERT_TRIP_SEVERITIES")
     alert_trip_label: str = Field("rollout_action=rollback", alias="ALERT_TRIP_LABEL")
     alert_set_percentage_zero: bool = Field(True, alias="ALERT_SET_PERCENTAGE_ZERO")

@@ -107,6 +107,10 @@ class Metrics:
         self.anonymous_requests = Counter("rag_anonymous_requests",
                                           "Queries with no user or session id (bucketed at random).",
                                           registry=r)
+        self.hedged_requests = Counter("rag_hedged_requests", "Candidate-routed queries still searching at the "
+                                                              "hedge delay, by candidate and who answered "
+                                                              "(candidate, or baseline at the deadline).",
+                                       ["version", "outcome"], registry=r)
         self.version_errors = Counter("rag_version_errors", "Failures of a version's search, by kind.",
                                       ["version", "kind"], registry=r)
 
@@ -161,7 +165,9 @@ class Metrics:
             self.shadow_fallback_served.labels(version)
         for version in ("v1", "v2", "both"):
             self.merged_requests.labels(version)
-        for kind in ("embedding", "timeout", "database"):  # zero series, so error panels show 0, not "no data"
+        for outcome in ("candidate", "baseline"):
+            self.hedged_requests.labels("v2", outcome)
+        for kind in ("embedding", "timeout", "database", "deadline"):  # zero series, so error panels show 0, not "no data"
             self.fallbacks.labels(kind)
             for version in ("v1", "v2"):
                 self.version_errors.labels(version, kind)

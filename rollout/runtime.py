@@ -17,12 +17,13 @@ from prometheus_client import CollectorRegistry
 
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagStore, ReplicatedHash, Replicator
 from flags.audit import FlagAudit
+from flags.restore import FlagRestore
 from rollout import schema
 from rollout.analytics.figures import Figures
 from rollout.analytics.querylog import QueryLogWriter, QueryText
 from rollout.alerts import AlertEventStore, AlertPolicy, AlertService, RollbackActions
 from rollout.backends import VersionBackend
-from rollout.breaker import BreakerPolicy, CircuitBreakers, ReplicatedBreakerStorage
+from rollout.breaker import BreakerPolicy, CircuitBreakers, ReplicatedBreakerStorage, SlowCallPolicy, SlowCallWindow
 from rollout.config import VERSIONS, Settings
 from rollout.controller.collector import EvidenceCollector
 from rollout.controller.leader import LEADER_KEY
@@ -31,6 +32,7 @@ from rollout.controller.plan import RolloutPlan
 from rollout.controller.service import RolloutService
 from rollout.controller.store import RolloutStore
 from rollout.database import open_pool
+from rollout.deadline import QueryDeadline
 from rollout.embedders import build_embedder
 from rollout.embedding_cache import QueryEmbeddingCache
 from rollout.gateway import RagGateway
@@ -75,6 +77,8 @@ class Runtime:
         try:
             self.flag_audit = FlagAudit(self.pool)
             self.flags.add_audit_sink(self.flag_audit.record)
+            self.flag_restore = FlagRestore(self.flags, self.flag_audit, lambda: self.replicator.healthy)
+            self.replicator.on_tick(self.flag_restore.tick)
             self.backends = {v: VersionBackend(settings.version(v), self.embedders[v], self.pool) for v in VERSIONS}
             self.router = Router(self.flags, settings.routing_group)
 
@@ -87,7 +91,10 @@ class Runtime:
                 ReplicatedBreakerStorage(self.breaker_replica, VERSIONS),
                 BreakerPolicy(settings.breaker_fail_max, settings.breaker_reset_timeout_s,
                               settings.breaker_probe_lease_s),
-                self.metrics, redis_up=lambda: self.replicator.healthy)
+                self.metrics, redis_up=lambda: self.replicator.healthy,
+                slow_calls=SlowCallWindow(SlowCallPolicy(
+                    settings.breaker_slow_call_duration_ms, settings.breaker_slow_call_rate,
+                    settings.breaker_slow_call_window, settings.breaker_slow_call_min_calls)))
             self.router.add_guard(self.breakers)
             self.router.remember_rollbacks(self.breakers)
             self.alert_events = AlertEventStore(self.pool)
@@ -111,11 +118,14 @@ class Runtime:
             self.document_writer = DocumentWriter(self.pool, settings)
 
             self.shadow_pool = ShadowPool(settings.shadow_max_concurrency)
+            self.deadline = (QueryDeadline(settings.query_deadline_ms, settings.hedge_delay_ms)
+                             if settings.query_deadline_ms else None)
             merger = Merger(NearDuplicates(self.pool, [settings.version(v).table for v in VERSIONS]),
                             threshold=settings.merge_duplicate_similarity,
                             min_per_version=settings.merge_min_per_version, rrf_k=settings.merge_rrf_k)
             self.gateway = RagGateway(self.router, self.backends, self.metrics, self.flags, health=self.breakers,
                                       shadow_pool=self.shadow_pool, shadow_sample_rate=settings.shadow_sample_rate,
+                                      deadline=self.deadline,
                                       merger=merger, query_text=QueryText(settings.query_log_store_text,
                                                                           settings.query_log_hash_key))
             self.query_log = QueryLogWriter(self.pool, self.flags, self.metrics,
@@ -200,6 +210,8 @@ class Runtime:
 
     def close(self) -> None:
         self.replicator.stop()
+        if self.deadline is not None:
+            self.deadline.shutdown()
         self.shadow_pool.shutdown()  # shadows in flight finish and hand their rows to the writer
         self.query_log.close()
         if self.judging is not None:

@@ -57,7 +57,7 @@ class CoverageMonitor:
         self.last_error: str | None = None
 
     # -- the guard (local state only) -------------------------------------------------
-    def v2_blocked(self, category: str | None) -> Reason | None:
+    def v2_blocked(self, category: str | None, *, serving: bool = False) -> Reason | None:
         if self.min_percent <= 0:
             return None
         snapshot = self._snapshot
