@@ -14,7 +14,7 @@ from rollout.api.auth import check_admin
 from rollout.api.errors import ApiError, bad_request
 from rollout.api.openapi import operation
 from rollout.api.validation import parse
-from rollout.backends import SearchFailed
+from rollout.backends import QueryRejected, SearchFailed
 from rollout.gateway import MergedAnswer, RagAnswer, RagQuery
 
 bp = Blueprint("rag", __name__)
@@ -130,6 +130,8 @@ def query():
         else:
             answer = gateway.answer(rag_query)
             response = jsonify(answer_json(answer))
+    except QueryRejected as exc:
+        raise ApiError(400, "invalid_query", str(exc), request_id=rag_query.request_id) from None
     except SearchFailed as exc:
         raise ApiError(503, "search_unavailable", f"no version could answer: {exc}",
                        request_id=rag_query.request_id) from None

@@ -1,0 +1,70 @@
+"""A client's bad input is a 400 with a JSON body: never a 500, never a version's failure."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import admin_headers, load_and_embed, settings_for
+from flags import GRADUAL_MIGRATION, V2_PERCENTAGE
+from rollout.app import create_app
+from rollout.backends import QueryRejected
+from rollout.gateway import RagQuery
+
+QUERY = "/api/rag/query"
+NUL = "\u0000"
+
+
+def all_to_candidate(runtime):
+    runtime.flags.set(GRADUAL_MIGRATION, True, actor="test")
+    runtime.flags.set(V2_PERCENTAGE, 100, actor="test")
+
+
+def breaker_states(runtime) -> dict[str, tuple[str, int]]:
+    return {v: (r.state, r.failures) for v, r in runtime.breakers.state().records.items()}
+
+
+BAD_QUERIES = [
+    {"query": "pool", "category": f"facilities{NUL}"},
+    {"query": f"pool{NUL}hours"},
+    {"query": "pool", "user_id": f"alice{NUL}"},
+    {"query": "pool", "session_id": NUL},
+    {"query": "pool", "category": "\ud800"},
+    {"query": "pool", "mode": "merged", "category": NUL},
+]
+
+
+@pytest.mark.parametrize("body", BAD_QUERIES)
+def test_a_query_with_text_postgres_cannot_store_is_a_400(client, runtime, body):
+    response = client.post(QUERY, json=body)
+    assert response.status_code == 400, response.get_data(as_text=True)
+    payload = response.get_json()
+    assert payload["error"] == "invalid_request" and payload["detail"]
+
+
+def test_bad_queries_never_open_a_breaker_and_candidate_users_stay_on_the_candidate(make_runtime, services):
+    runtime = make_runtime(settings_for(services, BREAKER_FAIL_MAX="2", BREAKER_RESET_TIMEOUT_S="3600"))
+    load_and_embed(runtime)
+    all_to_candidate(runtime)
+    client = create_app(runtime.settings, runtime=runtime).test_client()
+    before = breaker_states(runtime)
+    for n in range(30):
+        body = {"user_id": f"attacker-{n}"} | BAD_QUERIES[n % len(BAD_QUERIES)]
+        assert client.post(QUERY, json=body).status_code == 400
+    for name, value in [("X-User-Id", f"u{NUL}"), ("X-Session-Id", NUL)]:
+        assert client.post(QUERY, json={"query": "pool"}, headers={name: value}).status_code == 400
+    assert breaker_states(runtime) == before == {"v1": ("closed", 0), "v2": ("closed", 0)}
+    for n in range(20):
+        answer = client.post(QUERY, json={"query": "pool opening hours", "user_id": f"user-{n}"}).get_json()
+        assert (answer["served_by"], answer["decision"]["reason"]) == ("v2", "percentage")
+
+
+def test_a_value_the_database_refuses_is_the_query_s_fault_not_the_version_s(make_runtime, services):
+    """Below the API's checks: the gateway itself never counts a refused query toward a breaker."""
+    runtime = make_runtime(settings_for(services, BREAKER_FAIL_MAX="1", BREAKER_RESET_TIMEOUT_S="3600"))
+    load_and_embed(runtime)
+    all_to_candidate(runtime)
+    for n in range(3):
+        with pytest.raises(QueryRejected):
+            runtime.gateway.answer(RagQuery("pool", category=f"x{NUL}", user_key=f"user-{n}"))
+    assert breaker_states(runtime) == {"v1": ("closed", 0), "v2": ("closed", 0)}
+    assert runtime.gateway.answer(RagQuery("pool", user_key="user-0")).served_by == "v2"
