@@ -106,7 +106,7 @@ def test_a_grafana_hmac_signature_is_accepted(client):
 
 @pytest.mark.parametrize("case", ["missing", "wrong bearer", "wrong basic", "not base64", "wrong hmac secret",
                                   "hmac of another body", "stale timestamp", "future timestamp",
-                                  "no timestamp", "garbled timestamp"])
+                                  "no timestamp", "garbled timestamp", "nan timestamp", "infinite timestamp"])
 def test_every_auth_failure_is_a_401_and_applies_nothing(client, runtime, case):
     at_percentage(runtime)
     body = json.dumps(alertmanager()).encode()
@@ -121,6 +121,8 @@ def test_every_auth_failure_is_a_401_and_applies_nothing(client, runtime, case):
         "future timestamp": hmac_headers(body, age_s=-400),
         "no timestamp": {"X-Grafana-Alerting-Signature": WebhookAuth(WEBHOOK_SECRET).sign(body, "")},
         "garbled timestamp": hmac_headers(body, timestamp="soon"),
+        "nan timestamp": hmac_headers(body, timestamp="nan"),  # validly signed, or it proves nothing
+        "infinite timestamp": hmac_headers(body, timestamp="-inf"),
     }[case]
     response = client.post(URL, data=body, headers={**headers, "Content-Type": "application/json"})
     assert response.status_code == 401 and response.get_json()["error"] == "unauthorized"
