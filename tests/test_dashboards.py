@@ -3,13 +3,14 @@
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tools import need_module, need_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA = ROOT / "grafana"
@@ -46,8 +47,7 @@ def test_the_dashboard_has_every_panel_the_issue_lists_on_the_provisioned_dataso
 
 
 def test_the_committed_dashboard_is_what_the_generator_makes():
-    pytest.importorskip("grafana_foundation_sdk", reason="grafana-foundation-sdk is not installed (pip install "
-                                                         "-e '.[test]')")
+    need_module("grafana_foundation_sdk")
     assert load_script("make_dashboard").render() == DASHBOARD.read_text(), \
         "grafana/dashboards/rag-rollout.json is stale: run python scripts/make_dashboard.py"
 
@@ -62,9 +62,8 @@ def test_alert_rules_route_to_the_gateway_webhook_by_their_labels():
     assert "< 0.7" in rules["RagV2SimilarityLow"]["expr"]
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None,
-                    reason="promtool is not installed (Debian package prometheus): rules not checked")
 def test_promtool_accepts_the_rules_their_unit_tests_and_the_example_config():
+    need_tool("promtool", "prometheus")
     for command in (["check", "rules", *map(str, sorted(RULES.glob("*.rules.yml")))],
                     ["test", "rules", "rag-v2.tests.yml", "rollout-controller.tests.yml"],
                     ["check", "config", str(GRAFANA / "prometheus" / "prometheus.yml")]):
@@ -80,10 +79,8 @@ def test_bool_comparison_keeps_the_value_of_a_rule():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("prometheus") is None,
-                    reason="prometheus is not installed (Debian: apt-get install prometheus): the dashboard's "
-                           "queries are not run; scripts/check_dashboard.py does it where it is")
 def test_every_panel_query_returns_data_from_a_live_gateway(services, clean_db, tmp_path):
+    need_tool("prometheus", "prometheus")  # scripts/check_dashboard.py runs the dashboard's queries on it
     env = {**os.environ, "DATABASE_URL": services.database_url, "REDIS_URL": services.redis_url,
            "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_dashboard.py"), "--json",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import admin_headers, load_and_embed, settings_for
+from conftest import load_and_embed, settings_for
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE
 from rollout.app import create_app
 from rollout.backends import QueryRejected
