@@ -66,7 +66,7 @@ class Runtime:
         self.pool = open_pool(database_url, settings, max_size=pool_size)
         try:
             self.flag_audit = FlagAudit(self.pool)
-            self.flags.add_audit_sink(self.flag_audit.record)
+            self.flags.add_audit_sink(self.flag_audit.recording)
             self.backends = {v: VersionBackend(settings.version(v), self.embedders[v], self.pool) for v in VERSIONS}
             self.router = Router(self.flags, settings.routing_group)
 

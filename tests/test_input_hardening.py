@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import load_and_embed, settings_for
+from conftest import admin_headers, load_and_embed, settings_for
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE
 from rollout.app import create_app
 from rollout.backends import QueryRejected
 from rollout.gateway import RagQuery
 
 QUERY = "/api/rag/query"
+BREAKER = "/api/monitoring/circuit-breaker"
 NUL = "\u0000"
 
 
@@ -68,3 +69,44 @@ def test_a_value_the_database_refuses_is_the_query_s_fault_not_the_version_s(mak
             runtime.gateway.answer(RagQuery("pool", category=f"x{NUL}", user_key=f"user-{n}"))
     assert breaker_states(runtime) == {"v1": ("closed", 0), "v2": ("closed", 0)}
     assert runtime.gateway.answer(RagQuery("pool", user_key="user-0")).served_by == "v2"
+
+
+# -- changes never applied without their record ------------------------------------------------
+
+def test_a_flag_change_with_a_nul_is_refused_and_nothing_changes(client, runtime):
+    url = f"/api/flags/{V2_PERCENTAGE}"
+    for body, headers in [({"value": 50, "reason": f"why{NUL}"}, {}), ({"value": 50}, {"X-Rollout-Actor": NUL})]:
+        response = client.put(url, json=body, headers={**admin_headers(), **headers})
+        assert response.status_code == 400 and response.get_json()["error"] == "invalid_request"
+    assert runtime.flags.get(V2_PERCENTAGE) == 0 and runtime.flag_audit.recent(10) == []
+
+
+def test_a_flag_change_whose_audit_row_fails_is_a_503_and_not_applied(client, runtime):
+    def refused(change):
+        raise RuntimeError("flag_audit is unavailable")
+
+    runtime.flags.add_audit_sink(refused)
+    response = client.put(f"/api/flags/{V2_PERCENTAGE}", json={"value": 50}, headers=admin_headers())
+    assert response.status_code == 503 and response.get_json()["error"] == "audit_unavailable"
+    assert "audit_error" not in response.get_json()
+    assert runtime.flags.get(V2_PERCENTAGE) == 0 and runtime.flag_audit.recent(10) == []
+
+
+@pytest.mark.parametrize("action", ["open", "close", "rearm", "rollback"])
+def test_a_breaker_action_with_a_nul_in_its_reason_is_refused(client, runtime, action):
+    all_to_candidate(runtime)
+    before = breaker_states(runtime)
+    response = client.post(BREAKER, json={"action": action, "reason": f"drill{NUL}"}, headers=admin_headers())
+    assert response.status_code == 400 and response.get_json()["fields"][0]["field"] == "reason"
+    assert breaker_states(runtime) == before and runtime.flags.get(V2_PERCENTAGE) == 100
+    assert runtime.alert_events.recent(10, None, None) == []
+
+
+def test_every_breaker_action_is_applied_with_its_alert_events_row(client, runtime):
+    all_to_candidate(runtime)
+    for action in ("open", "close", "rollback", "rearm"):
+        response = client.post(BREAKER, json={"action": action, "reason": f"drill {action}"},
+                               headers=admin_headers())
+        assert response.status_code == 200 and "warnings" not in response.get_json(), response.get_json()
+    events = runtime.alert_events.recent(10, None, "action")
+    assert sorted(e["detail"] for e in events) == sorted(f"drill {a}" for a in ("open", "close", "rollback", "rearm"))

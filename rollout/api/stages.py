@@ -12,7 +12,7 @@ from typing import Literal
 from flask import Blueprint, current_app, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from flags import V2_PERCENTAGE, FlagError, definition
+from flags import V2_PERCENTAGE, FlagError, FlagNotAudited, definition
 from rollout.api.auth import admin_required, check_admin
 from rollout.api.errors import ApiError, bad_request
 from rollout.api.openapi import operation, query_parameter
@@ -119,7 +119,7 @@ def status():
 @operation("Advance, hold, resume, roll back the rollout or set its percentage; stored in rollout_decisions "
            "with the actor, the flag change audited.", tags=("rollout",), body=StageCommand, admin=True,
            ok={"type": "object", "properties": {"decision": DECISION_SCHEMA, "status": STATUS_SCHEMA}},
-           errors=(409, 413))
+           errors=(409, 413, 503))
 def command():
     actor = check_admin()
     body = parse(StageCommand, max_bytes=16 * 1024)
@@ -131,6 +131,8 @@ def command():
             expected_percentage=body.expected_percentage)
     except TransitionError as exc:
         raise ApiError(409, "conflict", str(exc), rollout=service.status()["summary"]) from None
+    except FlagNotAudited as exc:  # the command's transaction rolled back with it: nothing changed
+        raise ApiError(503, "audit_unavailable", str(exc)) from None
     return jsonify({"decision": decision, "status": service.status()})
 
 
