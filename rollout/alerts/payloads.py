@@ -76,7 +76,8 @@ def parse_payload(body: object) -> tuple[str, list[Alert]]:
 def _simple(body: dict) -> Alert:
     kind = _text(body, "type", required=True)
     severity = _text(body, "severity", required=True).lower()
-    status = (_text(body, "status") or "firing").lower()
+    status = body.get("status")
+    status = "firing" if status is None else status
     if status not in STATUSES:
         raise PayloadError(f"status must be firing or resolved, not {status!r}")
     value, threshold = _number(body, "value"), _number(body, "threshold")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import TypeVar
 
-from flask import request
+from flask import current_app, request
 from pydantic import BaseModel, ValidationError
 
 from rollout.api.errors import ApiError, bad_request
@@ -66,6 +66,23 @@ def check_storable(value: object, where: str = "(body)") -> None:
     elif isinstance(value, list):
         for index, item in enumerate(value):
             check_storable(item, f"{where}[{index}]")
+
+
+def check_request() -> None:
+    """Before every view: storable text everywhere, and only the documented query arguments."""
+    check_request_text()
+    check_query_arguments()
+
+
+def check_query_arguments() -> None:
+    """An endpoint that documents query arguments refuses others (`?limt=5` is a typo, not a default)."""
+    view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
+    operation = getattr(view, "openapi", None)
+    known = {p["name"] for p in getattr(operation, "parameters", ()) if p["in"] == "query"}
+    unknown = sorted(set(request.args) - known)
+    if known and unknown:
+        raise bad_request(f"unknown query argument {', '.join(map(repr, unknown))}; this endpoint takes "
+                          f"{', '.join(sorted(known))}")
 
 
 def check_request_text() -> None:
