@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import admin_headers, load_and_embed, settings_for
+from conftest import WEBHOOK_SECRET, admin_headers, load_and_embed, settings_for
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE
 from rollout.app import create_app
 from rollout.backends import QueryRejected
@@ -110,3 +110,60 @@ def test_every_breaker_action_is_applied_with_its_alert_events_row(client, runti
         assert response.status_code == 200 and "warnings" not in response.get_json(), response.get_json()
     events = runtime.alert_events.recent(10, None, "action")
     assert sorted(e["detail"] for e in events) == sorted(f"drill {a}" for a in ("open", "close", "rollback", "rearm"))
+
+
+# -- every way in: documents, stage and breaker reasons, alert webhooks --------------------------
+
+DOCUMENT = {"id": "doc-1", "title": "Title", "content": "Some content.", "category": "general", "metadata": {}}
+
+
+@pytest.mark.parametrize("field, value", [
+    ("id", f"doc{NUL}"), ("title", f"T{NUL}"), ("content", f"c{NUL}"), ("category", f"g{NUL}"),
+    ("metadata", {f"k{NUL}": "v"}), ("metadata", {"k": f"v{NUL}"}), ("metadata", {"k": [{"deep": NUL}]}),
+])
+def test_a_document_with_a_nul_anywhere_is_a_400_and_nothing_is_stored(client, runtime, field, value):
+    response = client.post("/api/documents", json={**DOCUMENT, field: value}, headers=admin_headers())
+    assert response.status_code == 400 and response.get_json()["error"] == "invalid_request"
+    with runtime.pool.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM documents").fetchone()[0] == 0
+
+
+def test_a_path_with_a_nul_is_a_400(client):
+    response = client.delete("/api/documents/doc%00x", headers=admin_headers())
+    assert response.status_code == 400 and response.get_json()["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("body", [{"action": "hold", "reason": f"x{NUL}"}, {"action": "set", "percentage": False},
+                                  {"action": "set", "percentage": 30, "reason": "\ud800"}])
+def test_a_bad_stage_command_is_a_400_and_changes_nothing(client, runtime, body):
+    response = client.post("/api/rollout/stage", json=body, headers=admin_headers())
+    assert response.status_code == 400, response.get_json()
+    assert runtime.flags.get(V2_PERCENTAGE) == 0 and runtime.stages.decisions(10) == []
+
+
+@pytest.mark.parametrize("body", [
+    {"type": "error_rate", "severity": f"critical{NUL}"},
+    {"type": "error_rate", "severity": "critical", "status": "FIRING"},
+    {"version": "4", "alerts": [{"status": "firing", "labels": {"alertname": f"x{NUL}"}}]},
+    {"version": "4", "alerts": [{"status": "firing", "labels": {"alertname": "x"}, "annotations": {NUL: ""}}]},
+])
+def test_a_bad_alert_is_a_400_and_nothing_is_applied(client, runtime, body):
+    all_to_candidate(runtime)
+    response = client.post("/api/alerts/webhook", json=body, headers={"Authorization": f"Bearer {WEBHOOK_SECRET}"})
+    assert response.status_code == 400 and response.get_json()["detail"]
+    assert breaker_states(runtime)["v2"] == ("closed", 0) and runtime.alert_events.recent(10, None, None) == []
+
+
+def test_json_constants_and_unknown_query_arguments_are_refused(client):
+    response = client.post(QUERY, data='{"query": "pool", "min_similarity": NaN}', content_type="application/json")
+    assert response.status_code == 400 and response.get_json()["error"] == "invalid_json"
+    response = client.get("/api/flags/audit?limt=5", headers=admin_headers())
+    assert response.status_code == 400 and "'limt'" in response.get_json()["detail"]
+    assert client.get("/api/flags/audit?limit=null", headers=admin_headers()).status_code == 400
+
+
+def test_a_whole_number_written_as_a_float_is_an_integer(client, runtime):
+    load_and_embed(runtime)
+    response = client.post(QUERY, json={"query": "pool opening hours", "k": 3.0})
+    assert response.status_code == 200 and len(response.get_json()["results"]) == 3
+    assert client.post(QUERY, json={"query": "pool", "k": 3.5}).status_code == 400

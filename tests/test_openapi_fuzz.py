@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 
 from conftest import ADMIN_TOKEN, WEBHOOK_SECRET, load_and_embed
+from tools import need_module
 
-schemathesis = pytest.importorskip("schemathesis")
+schemathesis = need_module("schemathesis")
 from schemathesis.checks import (  # noqa: E402  (after the import check)
     content_type_conformance,
     negative_data_rejection,

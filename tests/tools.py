@@ -19,7 +19,7 @@ def missing(reason: str) -> None:
     """Skip with `reason`, or fail in CI: there nothing may check less than it says."""
     if in_ci():
         pytest.fail(f"{reason} (CI=true: .ci/run must install it)", pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=True)
 
 
 def need_tool(command: str, package: str) -> str:
