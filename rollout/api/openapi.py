@@ -110,7 +110,8 @@ def _operation_object(rule, method: str, op: Operation, components: dict) -> dic
                               "content": {"application/json": {"schema": _body_schema(op.body, components)}}}
     ok_content = {op.content_type: {"schema": op.ok or {"type": "object"}}}
     obj["responses"] = {str(op.ok_status): {"description": "Success.", "content": ok_content}}
-    codes = set(op.errors) | {400}  # every request's text is checked (rollout.api.validation)
+    # every request's text is checked (rollout.api.validation); PostgreSQL or Redis down is a 503 anywhere
+    codes = set(op.errors) | {400, 503}
     if op.admin:
         codes |= {401, 403, 503}
         obj["security"] = [{"adminToken": []}]
