@@ -167,3 +167,10 @@ def test_a_whole_number_written_as_a_float_is_an_integer(client, runtime):
     response = client.post(QUERY, json={"query": "pool opening hours", "k": 3.0})
     assert response.status_code == 200 and len(response.get_json()["results"]) == 3
     assert client.post(QUERY, json={"query": "pool", "k": 3.5}).status_code == 400
+
+
+@pytest.mark.parametrize("depth", [900, 20_000])  # the parser refuses the second (under 64 KiB)
+def test_deeply_nested_json_is_a_400_or_is_checked_all_the_way_down(client, depth):
+    body = '{"query": "pool", "category": ' + "[" * depth + '"\\u0000"' + "]" * depth + "}"
+    response = client.post(QUERY, data=body, content_type="application/json")
+    assert response.status_code == 400 and response.get_json()["error"] in ("invalid_json", "invalid_request")

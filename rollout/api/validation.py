@@ -30,6 +30,8 @@ def json_body(max_bytes: int | None = None) -> object:
         body = json.loads(raw, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise bad_request(f"the request body is not valid JSON: {exc}", "invalid_json") from None
+    except RecursionError:
+        raise bad_request("the request body is nested too deeply", "invalid_json") from None
     check_storable(body)
     return body
 
@@ -56,16 +58,19 @@ def check_text(value: str, where: str) -> None:
 
 
 def check_storable(value: object, where: str = "(body)") -> None:
-    """400 when any key or string inside a parsed JSON value cannot be stored as text."""
-    if isinstance(value, str):
-        check_text(value, where)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            check_text(key, f"a key of {where}")
-            check_storable(item, key if where == "(body)" else f"{where}.{key}")
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            check_storable(item, f"{where}[{index}]")
+    """400 when any key or string inside a parsed JSON value cannot be stored as text (a loop, not
+    recursion: JSON nested as deep as the parser allows must not exhaust the stack)."""
+    pending = [(value, where)]
+    while pending:
+        value, where = pending.pop()
+        if isinstance(value, str):
+            check_text(value, where)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                check_text(key, f"a key of {where}")
+                pending.append((item, key if where == "(body)" else f"{where}.{key}"))
+        elif isinstance(value, list):
+            pending.extend((item, f"{where}[{index}]") for index, item in enumerate(value))
 
 
 def check_request() -> None:
