@@ -124,7 +124,11 @@ class VersionBackend:
             raise SearchFailed(self.version, "timeout", str(exc).strip()) from exc
         except PoolTimeout as exc:
             raise SearchFailed(self.version, "database", f"no database connection: {exc}") from exc
-        except (psycopg.DataError, UnicodeEncodeError) as exc:
+        except psycopg.DataError as exc:
+            if exc.sqlstate is not None:  # the server refused a value (e.g. a vector's dimensions): a fault
+                raise SearchFailed(self.version, "database", str(exc).strip()) from exc
+            raise QueryRejected(self.version, str(exc).strip()) from exc  # the driver refused a parameter
+        except UnicodeEncodeError as exc:
             raise QueryRejected(self.version, str(exc).strip()) from exc
         except psycopg.Error as exc:
             raise SearchFailed(self.version, "database", str(exc).strip()) from exc

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from conftest import WEBHOOK_SECRET, admin_headers, load_and_embed, settings_for
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE
 from rollout.app import create_app
-from rollout.backends import QueryRejected
+from rollout.backends import QueryRejected, SearchFailed
 from rollout.gateway import RagQuery
 
 QUERY = "/api/rag/query"
@@ -174,3 +175,13 @@ def test_deeply_nested_json_is_a_400_or_is_checked_all_the_way_down(client, dept
     body = '{"query": "pool", "category": ' + "[" * depth + '"\\u0000"' + "]" * depth + "}"
     response = client.post(QUERY, data=body, content_type="application/json")
     assert response.status_code == 400 and response.get_json()["error"] in ("invalid_json", "invalid_request")
+
+
+def test_a_value_the_server_refuses_is_still_the_version_s_fault(make_runtime, services):
+    """Only what the driver refuses in the query's own parameters is the client's: a vector of the wrong
+    dimensions (the server's DataError) is a backend fault and counts."""
+    runtime = make_runtime(settings_for(services, BREAKER_FAIL_MAX="1", BREAKER_RESET_TIMEOUT_S="3600"))
+    load_and_embed(runtime)
+    with pytest.raises(SearchFailed) as failed:
+        runtime.backends["v2"].search_vector(np.zeros(3, dtype=np.float32), 3)
+    assert failed.value.kind == "database"
