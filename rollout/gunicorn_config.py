@@ -6,6 +6,7 @@ after the fork. The master holds its Prometheus multiprocess folder for its life
 dead worker's live gauges are dropped when it exits.
 """
 
+import contextlib
 import os
 import sys
 
@@ -40,11 +41,25 @@ def on_starting(server):
         server.metrics_folder = held  # kept referenced: the lock lives as long as the master
 
 
+def post_worker_init(worker):
+    """This worker has loaded the app: say so, so that GatewayProcess waits for every worker."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        from rollout.server import READY_PREFIX
+
+        open(os.path.join(folder, f"{READY_PREFIX}{worker.pid}"), "w").close()
+
+
 def child_exit(server, worker):
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
         from prometheus_client import multiprocess
 
+        from rollout.server import READY_PREFIX
+
         multiprocess.mark_process_dead(worker.pid)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(folder, f"{READY_PREFIX}{worker.pid}"))
 
 
 def worker_exit(server, worker):

@@ -76,7 +76,7 @@ class Runtime:
         self.pool = open_pool(database_url, settings, max_size=pool_size)
         try:
             self.flag_audit = FlagAudit(self.pool)
-            self.flags.add_audit_sink(self.flag_audit.record)
+            self.flags.add_audit_sink(self.flag_audit.recording)
             self.flag_restore = FlagRestore(self.flags, self.flag_audit, lambda: self.replicator.healthy)
             self.replicator.on_tick(self.flag_restore.tick)
             self.backends = {v: VersionBackend(settings.version(v), self.embedders[v], self.pool) for v in VERSIONS}

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import DATA, load_and_embed
+from tools import need_module
 from rollout.cli import cli
 from rollout.cli import importer, migrate  # noqa: F401  (register the commands)
 from rollout.documents import Document, DocumentStore
@@ -141,7 +142,7 @@ def test_chroma_unknown_collection_and_missing_store(runtime, tmp_path):
 
 @pytest.fixture
 def faiss_store(tmp_path) -> Path:
-    faiss = pytest.importorskip("faiss")
+    faiss = need_module("faiss")
     rng = np.random.default_rng(3)
     vectors = rng.normal(size=(5, 768)).astype(np.float32)
     index = faiss.IndexFlatIP(768)

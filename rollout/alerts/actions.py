@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 
 
-from flags import V2_PERCENTAGE, FlagStore
+from flags import V2_PERCENTAGE, FlagNotAudited, FlagStore
 from rollout.alerts.events import AlertEvent, AlertEventStore
 from rollout.breaker import BreakerUnavailable, CircuitBreakers
 
@@ -36,10 +36,12 @@ class RollbackActions:
         old = self.flags.get(V2_PERCENTAGE)
         if old == 0:
             return
-        change = self.flags.set(V2_PERCENTAGE, 0, actor=actor, reason=reason)
+        try:
+            change = self.flags.set(V2_PERCENTAGE, 0, actor=actor, reason=reason)
+        except FlagNotAudited as exc:  # the breaker still holds V2 off; the operator retries the percentage
+            result.warnings.append(str(exc))
+            return
         result.actions.append(f"{V2_PERCENTAGE} {_pct(change.old)} -> 0")
-        if change.audit_error:
-            result.warnings.append(f"flag change not audited: {change.audit_error}")
 
     def restore_percentage(self, *, actor: str, reason: str, result: ActionResult) -> None:
         """Put back the percentage the rollback saved, then forget it: a failure between the two
@@ -47,7 +49,11 @@ class RollbackActions:
         saved = self.breakers.saved_percentage()
         if saved is None:
             return
-        change = self.flags.set(V2_PERCENTAGE, saved, actor=actor, reason=reason)
+        try:
+            change = self.flags.set(V2_PERCENTAGE, saved, actor=actor, reason=reason)
+        except FlagNotAudited as exc:
+            result.warnings.append(f"{exc}; set it to {_pct(saved)} again by hand")
+            return
         result.actions.append(f"{V2_PERCENTAGE} {_pct(change.old)} -> {_pct(saved)} (restored)")
         try:
             self.breakers.forget_saved_percentage(saved)

@@ -85,7 +85,8 @@ def _simple(body: dict, severities: frozenset[str]) -> Alert:
     if severity not in known:
         raise PayloadError(f"severity {body['severity']!r} is unknown: use one of {', '.join(known)} "
                            "(case does not matter)")
-    status = (_text(body, "status") or "firing").lower()
+    status = body.get("status")
+    status = "firing" if status is None else status
     if status not in STATUSES:
         raise PayloadError(f"status must be firing or resolved, not {status!r}")
     value, threshold = _number(body, "value"), _number(body, "threshold")

@@ -21,7 +21,8 @@ ERROR_SCHEMA = {
                    "detail": {"type": "string", "description": "What went wrong, for a person."}},
 }
 STANDARD_ERRORS = {
-    400: "Invalid input: malformed JSON, a missing or wrong field (the detail names it).",
+    400: "Invalid input: malformed JSON, a missing or wrong field or query argument (the detail names it), or "
+         "text that cannot be stored (a NUL character, a lone surrogate) anywhere in the request.",
     401: "No bearer token was sent.",
     403: "The bearer token is wrong.",
     404: "Not found.",
@@ -109,7 +110,8 @@ def _operation_object(rule, method: str, op: Operation, components: dict) -> dic
                               "content": {"application/json": {"schema": _body_schema(op.body, components)}}}
     ok_content = {op.content_type: {"schema": op.ok or {"type": "object"}}}
     obj["responses"] = {str(op.ok_status): {"description": "Success.", "content": ok_content}}
-    codes = set(op.errors) | ({400} if op.body is not None else set())
+    # every request's text is checked (rollout.api.validation); PostgreSQL or Redis down is a 503 anywhere
+    codes = set(op.errors) | {400, 503}
     if op.admin:
         codes |= {401, 403, 503}
         obj["security"] = [{"adminToken": []}]

@@ -14,7 +14,7 @@ from rollout.api.auth import check_admin
 from rollout.api.errors import ApiError, bad_request
 from rollout.api.openapi import operation
 from rollout.api.validation import parse
-from rollout.backends import SearchFailed
+from rollout.backends import QueryRejected, SearchFailed
 from rollout.gateway import MergedAnswer, RagAnswer, RagQuery
 
 bp = Blueprint("rag", __name__)
@@ -27,7 +27,9 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 class QueryRequest(BaseModel):
     """The body of POST /api/rag/query."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"allOf": [  # checked in query()
+        {"if": {"required": ["mode"], "properties": {"mode": {"const": "merged"}}},
+         "then": {"properties": {"version": {"type": "null"}}}}]})
 
     query: str = Field(min_length=1, description="The question; at most 8 KiB of UTF-8.")
     k: int = Field(10, ge=1, le=50, description="How many results.")
@@ -41,6 +43,12 @@ class QueryRequest(BaseModel):
         "routed", description="routed: the user's version answers. merged: one list from V1 and V2, "
                               "near-duplicates removed, ranked by reciprocal rank fusion (V1 alone while V2 "
                               "is held off).")
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _whole_number(cls, value: object) -> object:
+        """JSON Schema counts 5.0 as an integer; so does this endpoint (5.5, "5" and true stay refused)."""
+        return int(value) if isinstance(value, float) and value.is_integer() else value
 
     @field_validator("query")
     @classmethod
@@ -72,9 +80,15 @@ ANSWER_SCHEMA = {
         "served_by": {"enum": ["v1", "v2", "merged"]},
         "mode": {"enum": ["routed", "merged"]},
         "sources": {"type": "object", "description": "merged mode: per version, its result count, latency and "
-                                                     "error, or why it was held off."},
-        "comparison": {"type": "object", "description": "merged mode: overlap, rbo, kendall_tau, top1_agreement "
-                                                        "of the two versions' lists."},
+                                                     "error, or why it was held off.",
+                    "additionalProperties": {"type": "object", "properties": {
+                        "results": {"type": "integer"}, "latency_ms": {"type": "number"},
+                        "error": {"type": "string"}, "held_off": {"type": "string"}}}},
+        "comparison": {"type": ["object", "null"],
+                       "description": "merged mode: how the two versions' lists agree; null unless both answered.",
+                       "properties": {"overlap": {"type": "number"}, "rbo": {"type": "number"},
+                                      "kendall_tau": {"type": ["number", "null"]},
+                                      "top1_agreement": {"type": "boolean"}, "shared": {"type": "integer"}}},
         "decision": {"type": "object", "properties": {
             "version": {"enum": ["v1", "v2"], "description": "The routed version (before any fallback)."},
             "reason": {"type": "string", "description": "percentage, migration_disabled, breaker_open, alert, "
@@ -132,6 +146,8 @@ def query():
         else:
             answer = gateway.answer(rag_query)
             payload = answer_json(answer)
+    except QueryRejected as exc:
+        raise ApiError(400, "invalid_query", str(exc), request_id=rag_query.request_id) from None
     except SearchFailed as exc:
         raise ApiError(503, "search_unavailable", f"no version could answer: {exc}",
                        request_id=rag_query.request_id) from None

@@ -8,7 +8,7 @@ import socket
 
 import click
 
-from flags import FlagError, Source, definition
+from flags import FlagError, FlagNotAudited, Source, definition
 from rollout.cli import cli, settings_of
 from rollout.errors import RolloutError
 from rollout.runtime import command_runtime
@@ -68,11 +68,9 @@ def set_flag(ctx: click.Context, name: str, value: str, reason: str | None) -> N
                 click.echo(f"{flag.name}: already {_shown(parsed)}; nothing changed, nothing recorded")
                 return
             change = runtime.flags.set(flag.name, value, actor=cli_actor(), reason=reason)
-        except FlagError as exc:
+        except (FlagError, FlagNotAudited) as exc:
             raise RolloutError(str(exc)) from None
     click.echo(f"{change.flag}: {_shown(change.old)} -> {_shown(change.new)} (version {change.version})")
-    if change.audit_error:
-        click.echo(f"warning: applied, but not recorded in flag_audit: {change.audit_error}", err=True)
 
 
 @flags_group.command()
@@ -84,6 +82,6 @@ def reset(ctx: click.Context, name: str, reason: str | None) -> None:
     with command_runtime(settings_of(ctx)) as runtime:
         try:
             change = runtime.flags.reset(name.upper(), actor=cli_actor(), reason=reason)
-        except FlagError as exc:
+        except (FlagError, FlagNotAudited) as exc:
             raise RolloutError(str(exc)) from None
     click.echo(f"{change.flag}: {_shown(change.old)} -> {_shown(change.new)} (override dropped)")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import redis
 
-from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagStore
+from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagNotAudited, FlagStore
 from rollout.controller.collector import EvidenceCollector
 from rollout.controller.gates.relevance import RelevanceEvidence
 from rollout.controller.leader import leader_of
@@ -206,10 +206,11 @@ class RolloutService:
             changes, error = [], None
             try:
                 changes = self._set_flags(transition, CONTROLLER)
-            except (redis.RedisError, OSError) as exc:
+            except (redis.RedisError, OSError, FlagNotAudited) as exc:
                 error = f"{V2_PERCENTAGE} could not be set, nothing changed: {exc}"
+                cause = "its audit row" if isinstance(exc, FlagNotAudited) else "Redis unreachable"
                 transition = Transition(current.state, current.state, "verdict", transition.action,
-                                        f"{transition.reason} (not carried out: Redis unreachable)")
+                                        f"{transition.reason} (not carried out: {cause})")
             current = StoredState(current.state, now, now + self.plan.evaluation_interval_s)
             decision = self._record(conn, current, transition, DecisionRecord(
                 kind="evaluation", actor=CONTROLLER, controller=controller, transition=transition,
