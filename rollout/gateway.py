@@ -277,6 +277,9 @@ class RagGateway:
         if held_off is None:
             runs["v2"] = pending.result() if pending is not None else timed_search(
                 "v2", lambda: self._search("v2", query))
+        rejected = next((run.rejected for run in runs.values() if run.rejected is not None), None)
+        if rejected is not None:
+            raise rejected
         answered = {v: run.result for v, run in runs.items() if run.result is not None}
         if not answered:
             failure = runs["v1"].failure
@@ -311,7 +314,10 @@ class RagGateway:
         return result
 
     def _account(self, run: SearchRun) -> SearchResult:
-        """Count a search run on the pool as a serving search; raise its failure."""
+        """Count a search run on the pool as a serving search; raise its failure (or the client's refusal,
+        which counts for no version)."""
+        if run.rejected is not None:
+            raise run.rejected
         if run.failure is not None:
             self._count_failure(run.version, run.failure)
             raise run.failure
