@@ -76,15 +76,21 @@ def parse_payload(body: object, severities: frozenset[str] = frozenset()) -> tup
                        "or {type, severity, value, threshold}")
 
 
+def severity_spellings(severities) -> list[str]:
+    """The spellings of the simple form's severities that are accepted (and documented): CRITICAL and
+    Critical mean critical; a typo such as CRIT is refused."""
+    return sorted({form for s in severities for form in (s, s.upper(), s.capitalize())})
+
+
 def _simple(body: dict, severities: frozenset[str]) -> Alert:
     """The simple form names its severity itself, so a typo (`CRIT`) is refused, not recorded as "other"
     and silently left without effect; labels of Alertmanager and Grafana stay free-form."""
     kind = _text(body, "type", required=True)
     severity = _text(body, "severity", required=True).lower()
     known = sorted(set(SEVERITIES) | set(severities))
-    if severity not in known:
+    if body["severity"] not in severity_spellings(known):
         raise PayloadError(f"severity {body['severity']!r} is unknown: use one of {', '.join(known)} "
-                           "(case does not matter)")
+                           "(lowercase, uppercase or capitalised)")
     status = body.get("status")
     status = "firing" if status is None else status
     if status not in STATUSES:

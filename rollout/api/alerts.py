@@ -7,7 +7,7 @@ import time
 from flask import Blueprint, current_app, jsonify, request
 
 from rollout.alerts import PayloadError, WebhookAuth, WebhookAuthError, parse_payload
-from rollout.alerts.payloads import MAX_ALERTS
+from rollout.alerts.payloads import MAX_ALERTS, SEVERITIES, severity_spellings
 from rollout.api.auth import admin_required
 from rollout.api.errors import ApiError, bad_request
 from rollout.api.openapi import operation, query_parameter
@@ -35,7 +35,9 @@ WEBHOOK_SCHEMA = {
     "oneOf": [
         {"title": "Simple", "type": "object", "required": ["type", "severity"],
          "not": {"required": ["alerts"]},
-         "properties": {"type": _TEXT, "severity": _TEXT, "value": {"type": ["number", "null"]},
+         "properties": {"type": _TEXT, "severity": {"enum": severity_spellings(SEVERITIES), "description":
+                                                    "Also a severity named in ALERT_TRIP_SEVERITIES."},
+                        "value": {"type": ["number", "null"]},
                         "threshold": {"type": ["number", "null"]},
                         "status": {"enum": ["firing", "resolved", None], "description": "Default: firing."},
                         "fingerprint": {**_TEXT, "type": ["string", "null"]},

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rollout.api.errors import ApiError
 from rollout.api.openapi import operation
-from rollout.api.validation import parse
+from rollout.api.validation import parse, whole_number
 from rollout.relevance.feedback import FeedbackStore
 
 bp = Blueprint("feedback", __name__)
@@ -28,7 +28,7 @@ class FeedbackRequest(BaseModel):
                                     description="The result the feedback is about; omit for the whole answer.")
     kind: Literal["relevant", "not_relevant", "grade", "clicked", "cited"] = Field(
         description="relevant / not_relevant: explicit judgement; grade: 0-3 in value; clicked, cited: implicit.")
-    value: int | None = Field(None, ge=0, le=3, description="grade only: 0 (not relevant) to 3 (answers it).")
+    value: whole_number(0, 3) | None = Field(None, description="grade only: 0 (not relevant) to 3 (answers it).")
 
     @model_validator(mode="after")
     def _value_for_grade_only(self):
@@ -38,6 +38,12 @@ class FeedbackRequest(BaseModel):
             raise ValueError(f"kind {self.kind} takes no value (only grade does)")
         return self
 
+
+# The body as documented: the model's schema, plus its cross-field rule (only a grade carries a value).
+FEEDBACK_BODY = {**FeedbackRequest.model_json_schema(),
+                 "if": {"properties": {"kind": {"const": "grade"}}, "required": ["kind"]},
+                 "then": {"required": ["value"], "properties": {"value": {"type": "integer"}}},
+                 "else": {"properties": {"value": {"type": "null"}}}}
 
 FEEDBACK_SCHEMA = {
     "type": "object",
@@ -57,7 +63,7 @@ FEEDBACK_SCHEMA = {
 @operation("Feedback on an answer (relevant, not_relevant, grade 0-3, clicked, cited), tied to the version "
            "that answered through request_id; sending it again replaces it. 404: no answered query has "
            "this request_id (query analytics off, or not yet written).", tags=("rag",),
-           body=FeedbackRequest, ok=FEEDBACK_SCHEMA, errors=(404, 413, 503))
+           body=FEEDBACK_BODY, ok=FEEDBACK_SCHEMA, errors=(404, 413, 503))
 def feedback():
     body = parse(FeedbackRequest, max_bytes=MAX_BODY_BYTES)
     runtime = current_app.extensions["rollout"]

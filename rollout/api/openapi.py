@@ -41,6 +41,7 @@ class Operation:
     errors: tuple[int, ...] = ()
     admin: bool = False
     parameters: list[dict] = field(default_factory=list)
+    path: dict[str, dict] = field(default_factory=dict)  # a path argument's schema, when not any string
     content_type: str = "application/json"
 
 
@@ -101,7 +102,7 @@ def build_document(app: Flask) -> dict:
 
 
 def _operation_object(rule, method: str, op: Operation, components: dict) -> dict:
-    params = [{"name": arg, "in": "path", "required": True, "schema": {"type": "string"}}
+    params = [{"name": arg, "in": "path", "required": True, "schema": op.path.get(arg, {"type": "string"})}
               for arg in sorted(rule.arguments)]
     obj: dict = {"operationId": f"{rule.endpoint.replace('.', '_')}_{method.lower()}",
                  "summary": op.summary, "tags": list(op.tags), "parameters": params + op.parameters}

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rollout.api.auth import check_admin
 from rollout.api.errors import ApiError, bad_request
 from rollout.api.openapi import operation
-from rollout.api.validation import parse
+from rollout.api.validation import parse, whole_number
 from rollout.backends import QueryRejected, SearchFailed
 from rollout.gateway import MergedAnswer, RagAnswer, RagQuery
 
@@ -32,7 +32,7 @@ class QueryRequest(BaseModel):
          "then": {"properties": {"version": {"type": "null"}}}}]})
 
     query: str = Field(min_length=1, description="The question; at most 8 KiB of UTF-8.")
-    k: int = Field(10, ge=1, le=50, description="How many results.")
+    k: whole_number(1, 50) = Field(10, description="How many results.")
     category: str | None = Field(None, min_length=1, max_length=128, description="Only this category.")
     user_id: str | None = Field(None, min_length=1, max_length=256, description="Sticky routing key.")
     session_id: str | None = Field(None, min_length=1, max_length=256,
@@ -43,12 +43,6 @@ class QueryRequest(BaseModel):
         "routed", description="routed: the user's version answers. merged: one list from V1 and V2, "
                               "near-duplicates removed, ranked by reciprocal rank fusion (V1 alone while V2 "
                               "is held off).")
-
-    @field_validator("k", mode="before")
-    @classmethod
-    def _whole_number(cls, value: object) -> object:
-        """JSON Schema counts 5.0 as an integer; so does this endpoint (5.5, "5" and true stay refused)."""
-        return int(value) if isinstance(value, float) and value.is_integer() else value
 
     @field_validator("query")
     @classmethod

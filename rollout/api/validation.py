@@ -9,14 +9,24 @@ version's failure.
 from __future__ import annotations
 
 import json
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 from flask import current_app, request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 
 from rollout.api.errors import ApiError, bad_request
 
 Model = TypeVar("Model", bound=BaseModel)
+
+
+def _whole_number(value: object) -> object:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def whole_number(minimum: int, maximum: int) -> object:
+    """An integer field in [minimum, maximum]. JSON Schema counts 5.0 as an integer; so do the endpoints
+    (5.5, "5" and true stay refused). The bounds sit inside, so the documented schema keeps them."""
+    return Annotated[int, Field(ge=minimum, le=maximum), BeforeValidator(_whole_number)]
 
 
 def json_body(max_bytes: int | None = None) -> object:

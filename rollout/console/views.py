@@ -175,7 +175,7 @@ def logout():
 @bp.get("/console/charts/<name>.svg")
 @operation("A chart of /api/monitoring/series: the baseline and the candidate on the same axes.",
            tags=("console",), content_type="image/svg+xml", ok=_SVG, errors=(400, 404, 503),
-           parameters=[_RANGE, _WIDTH])
+           parameters=[_RANGE, _WIDTH], path={"name": {"enum": list(CHARTS)}})
 def chart(name: str):
     if name not in CHARTS:
         raise ApiError(404, "not_found", f"no chart {name!r}; expected one of {', '.join(CHARTS)}")
