@@ -49,9 +49,11 @@ def test_after_an_alert_recover_names_the_alert_then_rearms_and_resumes(client, 
 def test_after_the_emergency_rollback_recover_restores_the_saved_percentage(runtime):
     runtime.stages.command(Command(Action.ADVANCE, actor="alice", reason="first stage"))
     code, output = run(runtime, "rollback", "--reason", "drill")
+    runtime.replicator.sync_now()  # the command ran on its own runtime: read what it wrote, not wait for pub/sub
     assert code == 0 and runtime.flags.get(V2_PERCENTAGE) == 0
     code, output = run(runtime, "recover")
     assert code == 0, output
+    runtime.replicator.sync_now()
     assert runtime.flags.get(V2_PERCENTAGE) == 10
 
 

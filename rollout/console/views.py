@@ -46,6 +46,8 @@ CHARTS = {
 _RANGE = query_parameter("range", {"enum": list(RANGES), "default": "24h"}, "The window.")
 _WIDTH = query_parameter("width", {"type": "integer", "minimum": MIN_WIDTH, "maximum": MAX_WIDTH, "default": WIDTH},
                          "The chart's width in pixels (the space the page has for it).")
+_STAMP = query_parameter("t", {"type": "string", "maxLength": 32},
+                         "Ignored: the page changes it to ask for a fresh picture rather than a cached one.")
 _SVG = {"type": "string", "description": "An SVG document."}
 _HTML = {"type": "string", "description": "An HTML page."}
 
@@ -175,7 +177,7 @@ def logout():
 @bp.get("/console/charts/<name>.svg")
 @operation("A chart of /api/monitoring/series: the baseline and the candidate on the same axes.",
            tags=("console",), content_type="image/svg+xml", ok=_SVG, errors=(400, 404, 503),
-           parameters=[_RANGE, _WIDTH], path={"name": {"enum": list(CHARTS)}})
+           parameters=[_RANGE, _WIDTH, _STAMP], path={"name": {"enum": list(CHARTS)}})
 def chart(name: str):
     if name not in CHARTS:
         raise ApiError(404, "not_found", f"no chart {name!r}; expected one of {', '.join(CHARTS)}")
@@ -192,7 +194,8 @@ def chart(name: str):
 
 @bp.get("/console/charts/gates/<gate>/<statistic>.svg")
 @operation("A gate's statistic over time from /api/rollout/gates: its interval as a band, and the threshold.",
-           tags=("console",), content_type="image/svg+xml", ok=_SVG, errors=(400, 503), parameters=[_RANGE, _WIDTH])
+           tags=("console",), content_type="image/svg+xml", ok=_SVG, errors=(400, 503),
+           parameters=[_RANGE, _WIDTH, _STAMP])
 def gate_chart(gate: str, statistic: str):
     range_name = _range()
     since = datetime.now().astimezone() - parse_range(range_name)
