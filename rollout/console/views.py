@@ -46,7 +46,7 @@ CHARTS = {
 _RANGE = query_parameter("range", {"enum": list(RANGES), "default": "24h"}, "The window.")
 _WIDTH = query_parameter("width", {"type": "integer", "minimum": MIN_WIDTH, "maximum": MAX_WIDTH, "default": WIDTH},
                          "The chart's width in pixels (the space the page has for it).")
-_STAMP = query_parameter("t", {"type": "string", "maxLength": 32},
+_STAMP = query_parameter("t", {"type": "string"},
                          "Ignored: the page changes it to ask for a fresh picture rather than a cached one.")
 _SVG = {"type": "string", "description": "An SVG document."}
 _HTML = {"type": "string", "description": "An HTML page."}
