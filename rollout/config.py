@@ -169,7 +169,7 @@ class Settings(BaseModel):
     rollout_max_error_rate: float = Field(0.001, alias="ROLLOUT_MAX_ERROR_RATE", gt=0, lt=1)
     rollout_max_critical_errors: int = Field(0, alias="ROLLOUT_MAX_CRITICAL_ERRORS", ge=0)
     rollout_critical_window_s: float = Field(24 * 3600, alias="ROLLOUT_CRITICAL_WINDOW_S", gt=0)
-    rollout_rollback_alpha: float = Field(0.001, alias="ROLLOUT_ROLLBACK_ALPHA", gt=0, lt=0.5)
+    rollout_rollback_alpha: float = Field(0.01, alias="ROLLOUT_ROLLBACK_ALPHA", gt=0, lt=0.5)
     rollout_advance_confidence: float = Field(0.95, alias="ROLLOUT_ADVANCE_CONFIDENCE", ge=0.5, lt=1)
     rollout_srm_alpha: float = Field(0.001, alias="ROLLOUT_SRM_ALPHA", gt=0, lt=0.5)
 

@@ -10,7 +10,7 @@ from rollout.controller import (Evidence, GateResult, GateStatus, Outcome, Rollo
                                 VersionEvidence, judge)
 
 PLAN = RolloutPlan(min_stage_s=3600, thresholds=Thresholds(min_samples=2000, min_samples_to_roll_back=300))
-N = 4000   # per version: enough for every gate to pass on healthy traffic (errors need about 3,000)
+N = 10000   # per version: enough for every gate to pass on healthy traffic (errors need about 5,000)
 
 
 def traffic(n, seed, scale=1.0, similarity=0.78, errors=0):
@@ -41,10 +41,10 @@ def test_a_young_stage_holds_and_names_the_wait():
 
 
 def test_not_enough_samples_holds():
-    verdict = judge(stage(traffic(N, 1), traffic(1000, 2), percentage=20.0), PLAN)
-    assert verdict.outcome is Outcome.HOLD
+    verdict = judge(stage(traffic(4000, 1), traffic(1000, 2), percentage=20.0), PLAN)
+    assert verdict.outcome is Outcome.HOLD, verdict.reason
     assert {g.name for g in verdict.deciding()} >= {"latency", "quality", "errors"}
-    assert "V2 has 1000 of 2000 latency samples" in verdict.reason
+    assert "candidate has 1000 of 2000 latency samples" in verdict.reason
 
 
 def test_a_regression_rolls_back_and_explains_with_values():
@@ -52,7 +52,8 @@ def test_a_regression_rolls_back_and_explains_with_values():
     assert verdict.outcome is Outcome.ROLLBACK
     latency = verdict.gate("latency")
     assert latency.status is GateStatus.FAILED and latency.values["p95_ratio"] > 1.2
-    assert verdict.reason.startswith("rollback: latency: V2 p95 is +")
+    assert verdict.reason.startswith("rollback: latency: the candidate's mean latency is +")
+    assert "candidate p95 is +" in verdict.reason
 
 
 def test_rollback_beats_pause_beats_hold():

@@ -26,7 +26,7 @@ PLAN = dict(ROLLOUT_STAGES="50,100", ROLLOUT_MIN_STAGE_S="60", ROLLOUT_COMPLETE_
             ROLLOUT_EVALUATION_INTERVAL_S="30", ROLLOUT_MIN_SAMPLES="50", ROLLOUT_MIN_SAMPLES_TO_ROLL_BACK="20",
             ROLLOUT_MAX_ERROR_RATE="0.1", ROLLOUT_LATENCY_MARGIN="0.5")
 T0 = time.time() - 3600
-LATENCIES_MS = np.random.default_rng(3).lognormal(np.log(40), 0.3, size=60)
+LATENCIES_MS = np.random.default_rng(3).lognormal(np.log(40), 0.3, size=400)
 
 
 @pytest.fixture
@@ -37,18 +37,19 @@ def make(make_runtime):
 
 
 def rows(start: float, version: str, n: int = 60, *, errors: int = 0, similarity: float = 0.85,
-         user_prefix: str | None = None, **fields):
-    """`n` routed queries of `version`, one user each, logged one second apart from `start`."""
+         user_prefix: str | None = None, spacing: float = 1.0, **fields):
+    """`n` routed queries of `version`, one user each, logged `spacing` seconds apart from `start`."""
     prefix = user_prefix or f"{version}-{uuid.uuid4().hex[:6]}"
-    return [record(logged_at=datetime.fromtimestamp(start + i, UTC), routed_version=version,
+    return [record(logged_at=datetime.fromtimestamp(start + i * spacing, UTC), routed_version=version,
                    served_version=None if i < errors else version, error_kind="database" if i < errors else None,
                    latency_ms=float(LATENCIES_MS[i % len(LATENCIES_MS)]), top_similarity=similarity,
                    user_hash=f"{prefix}-{i}", **fields)
             for i in range(n)]
 
 
-def healthy(start: float, n: int = 60):
-    return rows(start, "v1", n) + rows(start, "v2", n)
+def healthy(start: float, n: int = 400):
+    """Enough traffic for every gate's confidence sequence to pass (400 a version, within 40 s)."""
+    return rows(start, "v1", n, spacing=0.1) + rows(start, "v2", n, spacing=0.1)
 
 
 def advance(runtime, now: float = T0, actor: str = "alice"):
@@ -74,18 +75,18 @@ def test_a_rollout_climbs_its_plan_and_completes(make):
 
     insert(runtime.pool, healthy(T0 + 1))
     [advanced] = service.evaluate(now=T0 + 61)
-    assert advanced["action"] == "advance" and advanced["percentage_after"] == 100.0
+    assert advanced["action"] == "advance" and advanced["percentage_after"] == 100.0, advanced["reason"]
     assert advanced["flag_changes"] == ["FF_NEW_EMBEDDINGS_PERCENTAGE 50 -> 100"]
     assert runtime.flags.get(V2_PERCENTAGE) == 100 and audit(runtime)[0]["actor"] == "controller"
     stored = service.store.decision(advanced["id"])
     assert stored["verdict"]["outcome"] == "advance" and stored["window_started_at"] == \
         datetime.fromtimestamp(T0, UTC).isoformat()
     assert all(g["status"] == "passed" for g in stored["verdict"]["gates"])
-    assert stored["evidence"]["v2"]["requests"] == 60 and stored["evidence"]["v2"]["assigned_users"] == 60
+    assert stored["evidence"]["v2"]["requests"] == 400 and stored["evidence"]["v2"]["assigned_users"] == 400
     assert stored["plan"]["stages"] == [50.0, 100.0] and stored["stage"] == 1
 
     # at 100 %: V2 alone, judged on its ceiling; complete once stable for ROLLOUT_COMPLETE_AFTER_S
-    insert(runtime.pool, rows(T0 + 62, "v2"))
+    insert(runtime.pool, rows(T0 + 62, "v2", 400, spacing=0.1))
     [early] = service.evaluate(now=T0 + 61 + 100)
     assert early["action"] == "hold" and service.status(now=T0 + 161)["v1_retirable"] is False
     [done] = service.evaluate(now=T0 + 61 + 121)

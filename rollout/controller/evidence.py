@@ -80,6 +80,16 @@ class Evidence:
         object.__setattr__(self, "tripping_alerts", tuple(self.tripping_alerts))
 
     @property
+    def baseline(self) -> VersionEvidence:
+        """The version the rollout moves away from (today `v1`)."""
+        return self.v1
+
+    @property
+    def candidate(self) -> VersionEvidence:
+        """The version the rollout moves to (today `v2`)."""
+        return self.v2
+
+    @property
     def window_s(self) -> float:
         """Time in the stage so far."""
         return self.evaluated_at - self.window_started_at

@@ -1,9 +1,9 @@
 """Thresholds: the numbers the gates judge against, and how sure they must be.
 
 Two confidence levels shape every statistical gate:
-- `rollback_alpha` (default 0.001): a gate fails (rolls back) only when the evidence of a breach
-  is this strong, one-sided. Strict, because a false rollback costs days of stages, and the
-  controller looks at the same growing window many times.
+- `rollback_alpha` (default 0.01): the chance that any statistical gate rolls back a healthy
+  candidate during a stage, however often the controller looks. The gates' confidence
+  sequences share it out (see `rollout.controller.gates.registry`).
 - `advance_confidence` (default 0.95): a gate passes only when the bound on the right side of
   the threshold holds at this level. Everything between the two is "not enough data": hold.
 """
@@ -31,11 +31,9 @@ class Thresholds:
     min_shadow_samples: int = 200
     max_error_rate: float = 0.001
     max_critical_errors: int = 0
-    rollback_alpha: float = 0.001
+    rollback_alpha: float = 0.01           # per stage, shared by the statistical guardrails
     advance_confidence: float = 0.95
     srm_alpha: float = 0.001
-    bootstrap_draws: int = 20_000
-    seed: int = 0                          # the bootstrap's: the same evidence always gets the same verdict
 
     def __post_init__(self):
         problems = []
@@ -56,8 +54,6 @@ class Thresholds:
                 problems.append(f"{name} must be in (0, 0.5)")
         if not 0.5 <= self.advance_confidence < 1:
             problems.append("advance_confidence must be in [0.5, 1)")
-        if self.bootstrap_draws < 1000:
-            problems.append("bootstrap_draws must be at least 1000")
         if problems:
             raise ConfigError("invalid rollout thresholds: " + "; ".join(problems))
 

@@ -1,8 +1,9 @@
 """The verdict: every gate's answer combined into one outcome that explains itself.
 
-The combination is the safe choice: rollback beats pause beats hold beats advance. Rollback
-wins over pause because going back to V1 is always safe for users, while waiting for a
-person is not. When the evidence is inconsistent, the statistical gates are not run at all
+The gates come from the registry (`rollout.controller.gates.registry`), in its order. The
+combination is the safe choice: rollback beats pause beats hold beats advance. Rollback
+wins over pause because going back to the baseline is always safe for users, while waiting
+for a person is not. When the evidence is inconsistent, the statistical gates are not run at all
 (their numbers would be meaningless); the facts (breaker, alerts, coverage) still are.
 
 `Verdict.to_dict()` is what the controller stores in `rollout_decisions`; `from_dict`
@@ -15,26 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from rollout.controller.evidence import Evidence
-from rollout.controller.gates import (
-    GateResult,
-    GateStatus,
-    alerts_gate,
-    breaker_gate,
-    consistency_gate,
-    coverage_gate,
-    critical_errors_gate,
-    error_rate_gate,
-    latency_gate,
-    quality_gate,
-    sample_ratio_gate,
-    stage_time_gate,
-)
+from rollout.controller.gates import GateResult, GateStatus
+from rollout.controller.gates.registry import GATES, Gate, run, skipped
 from rollout.controller.outcome import Outcome, most_severe
 from rollout.controller.plan import RolloutPlan
-
-# the gates that read samples and counts, with what their failure would ask for
-STATISTICAL = (("sample_ratio", Outcome.PAUSE), ("errors", Outcome.ROLLBACK), ("critical_errors", Outcome.HOLD),
-               ("latency", Outcome.ROLLBACK), ("quality", Outcome.ROLLBACK))
 
 
 @dataclass(frozen=True)
@@ -70,23 +55,22 @@ class Verdict:
                    gates=tuple(GateResult.from_dict(g) for g in data["gates"]))
 
 
-def judge(evidence: Evidence, plan: RolloutPlan) -> Verdict:
-    """Run every gate on `evidence` under `plan` and combine their answers."""
-    t = plan.thresholds
-    consistency = consistency_gate(evidence)
-    gates = [consistency, stage_time_gate(evidence, plan.required_time_s(evidence.percentage)),
-             breaker_gate(evidence), alerts_gate(evidence), coverage_gate(evidence)]
-    if consistency.status is GateStatus.FAILED:
-        gates += [GateResult(name, GateStatus.SKIPPED, on_failure, "not judged: the evidence is inconsistent")
-                  for name, on_failure in STATISTICAL]
-    else:
-        gates += [sample_ratio_gate(evidence, t), error_rate_gate(evidence, t),
-                  critical_errors_gate(evidence, t, plan.critical_window_s),
-                  latency_gate(evidence, t), quality_gate(evidence, t)]
-    outcome = most_severe(g.outcome for g in gates)
-    return Verdict(outcome=outcome, reason=_reason(outcome, gates), percentage=evidence.percentage,
+def judge(evidence: Evidence, plan: RolloutPlan, gates: tuple[Gate, ...] = GATES) -> Verdict:
+    """Run every gate of the registry on `evidence` under `plan` and combine their answers."""
+    results: list[GateResult] = []
+    trusted = True
+    for gate in gates:
+        if gate.statistical and not trusted:
+            results.append(skipped(gate, "not judged: the evidence is inconsistent"))
+            continue
+        result = run(gate, evidence, plan, gates)
+        if gate.name == "consistency" and result.status is GateStatus.FAILED:
+            trusted = False
+        results.append(result)
+    outcome = most_severe(g.outcome for g in results)
+    return Verdict(outcome=outcome, reason=_reason(outcome, results), percentage=evidence.percentage,
                    window_started_at=evidence.window_started_at, evaluated_at=evidence.evaluated_at,
-                   gates=tuple(gates))
+                   gates=tuple(results))
 
 
 def _reason(outcome: Outcome, gates: list[GateResult]) -> str:
