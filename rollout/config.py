@@ -98,10 +98,6 @@ class Settings(BaseModel):
     query_log_retention_days: float = Field(30.0, alias="QUERY_LOG_RETENTION_DAYS", gt=0)
     query_log_retention_interval_s: float = Field(3600.0, alias="QUERY_LOG_RETENTION_INTERVAL_S", ge=1)
     monitoring_query_timeout_ms: int = Field(15000, alias="MONITORING_QUERY_TIMEOUT_MS", ge=100)
-    criteria_max_p95_ms: float = Field(800.0, alias="CRITERIA_MAX_P95_MS", gt=0)
-    criteria_min_mean_similarity: float = Field(0.7, alias="CRITERIA_MIN_MEAN_SIMILARITY", ge=-1, le=1)
-    criteria_max_critical_errors: int = Field(0, alias="CRITERIA_MAX_CRITICAL_ERRORS", ge=0)
-    criteria_max_error_rate: float = Field(0.001, alias="CRITERIA_MAX_ERROR_RATE", ge=0, le=1)
     criteria_min_cache_hit_rate: float = Field(0.7, alias="CRITERIA_MIN_CACHE_HIT_RATE", ge=0, le=1)
     criteria_min_samples: int = Field(100, alias="CRITERIA_MIN_SAMPLES", ge=1)
 

@@ -28,6 +28,7 @@ import numpy as np
 from psycopg_pool import ConnectionPool
 
 from flags import threshold
+from rollout.analytics.figures import FAILED, ROUTED
 from rollout.breaker import CircuitBreakers
 from rollout.breaker.state import CLOSED
 from rollout.controller.evidence import Evidence, VersionEvidence
@@ -38,17 +39,16 @@ from rollout.routing import Reason
 GUARD_REASONS = [Reason.BREAKER_OPEN.value, Reason.ALERT.value, Reason.V2_INCOMPLETE.value]
 
 _WINDOW = "logged_at >= %(since)s AND logged_at < %(until)s"
-_ROUTED = "mode = 'routed' AND reason <> 'forced'"
 
 _COUNTS = f"""
     SELECT routed_version,
            count(*) FILTER (WHERE logged_at >= %(since)s),
-           count(*) FILTER (WHERE logged_at >= %(since)s AND (fallback OR served_version IS NULL)),
+           count(*) FILTER (WHERE logged_at >= %(since)s AND {FAILED}),
            count(*) FILTER (WHERE logged_at >= %(since)s AND served_version IS NOT NULL),
            count(overlap) FILTER (WHERE logged_at >= %(since)s),
            count(*) FILTER (WHERE logged_at >= %(critical_since)s AND served_version IS NULL)
     FROM query_log
-    WHERE logged_at >= least(%(since)s, %(critical_since)s) AND logged_at < %(until)s AND {_ROUTED}
+    WHERE logged_at >= least(%(since)s, %(critical_since)s) AND logged_at < %(until)s AND {ROUTED}
     GROUP BY routed_version"""
 
 _ASSIGNMENTS = f"""
@@ -62,12 +62,12 @@ _ASSIGNMENTS = f"""
 _SAMPLES = f"""
     SELECT routed_version, latency_ms, CASE WHEN served_version = routed_version THEN top_similarity END
     FROM query_log
-    WHERE {_WINDOW} AND {_ROUTED} AND served_version IS NOT NULL
+    WHERE {_WINDOW} AND {ROUTED} AND served_version IS NOT NULL
       AND random() < CASE routed_version WHEN 'v1' THEN %(keep_v1)s ELSE %(keep_v2)s END"""
 
 _OVERLAPS = f"""
     SELECT overlap FROM query_log
-    WHERE {_WINDOW} AND {_ROUTED} AND overlap IS NOT NULL AND random() < %(keep)s"""
+    WHERE {_WINDOW} AND {ROUTED} AND overlap IS NOT NULL AND random() < %(keep)s"""
 
 
 def _time(epoch: float) -> datetime:
