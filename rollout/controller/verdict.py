@@ -12,7 +12,7 @@ reads it back unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from rollout.controller.evidence import Evidence
@@ -67,10 +67,15 @@ def judge(evidence: Evidence, plan: RolloutPlan, gates: tuple[Gate, ...] = GATES
         if gate.name == "consistency" and result.status is GateStatus.FAILED:
             trusted = False
         results.append(result)
-    outcome = most_severe(g.outcome for g in results)
-    return Verdict(outcome=outcome, reason=_reason(outcome, results), percentage=evidence.percentage,
-                   window_started_at=evidence.window_started_at, evaluated_at=evidence.evaluated_at,
-                   gates=tuple(results))
+    return combine(results, evidence.percentage, evidence.window_started_at, evidence.evaluated_at)
+
+
+def combine(gates: Sequence[GateResult], percentage: float, window_started_at: float,
+            evaluated_at: float) -> Verdict:
+    """The verdict of these gate results: the same results (a stored verdict's) give the same decision."""
+    outcome = most_severe(g.outcome for g in gates)
+    return Verdict(outcome=outcome, reason=_reason(outcome, list(gates)), percentage=percentage,
+                   window_started_at=window_started_at, evaluated_at=evaluated_at, gates=tuple(gates))
 
 
 def _reason(outcome: Outcome, gates: list[GateResult]) -> str:
