@@ -45,7 +45,7 @@ def quality_gate(evidence: Evidence, thresholds: Thresholds, alpha: float) -> Ga
             findings.unproven.append(f"{label}: {len(samples)} of {to_pass} samples")
             continue
         mean, _, upper = mean_bounds(samples, alpha / 2)
-        _, lower, _ = mean_bounds(samples, 2 * (1 - t.advance_confidence))
+        _, lower, _ = mean_bounds(samples, 1 - t.advance_confidence)
         values.update({key: mean, f"{key}_lower": lower, f"{key}_upper": upper})
         if key == "similarity" or upper <= floor:
             headline = {"statistic": mean, "bound": upper, "limit": floor}
