@@ -168,6 +168,8 @@ class Settings(BaseModel):
     rollout_rollback_alpha: float = Field(0.01, alias="ROLLOUT_ROLLBACK_ALPHA", gt=0, lt=0.5)
     rollout_advance_confidence: float = Field(0.95, alias="ROLLOUT_ADVANCE_CONFIDENCE", ge=0.5, lt=1)
     rollout_srm_alpha: float = Field(0.001, alias="ROLLOUT_SRM_ALPHA", gt=0, lt=0.5)
+    rollout_traffic_grace_s: float = Field(1800, alias="ROLLOUT_TRAFFIC_GRACE_S", ge=0)
+    rollout_max_crossover_share: float = Field(0.01, alias="ROLLOUT_MAX_CROSSOVER_SHARE", ge=0, le=1)
 
     # staged rollout: the controller process, its evidence and its notifications
     rollout_evidence_max_samples: int = Field(100_000, alias="ROLLOUT_EVIDENCE_MAX_SAMPLES", ge=1000, le=5_000_000)

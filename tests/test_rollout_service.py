@@ -17,7 +17,7 @@ import redis
 
 from analytics_rows import insert, record
 from conftest import admin_headers, wait_until
-from flags import GRADUAL_MIGRATION, V2_PERCENTAGE
+from flags import GRADUAL_MIGRATION, QUERY_ANALYTICS, V2_PERCENTAGE
 from rollout.app import create_app
 from rollout.controller import Action, Command, TransitionError
 from rollout.controller.leader import LeaderLock
@@ -95,6 +95,23 @@ def test_a_rollout_climbs_its_plan_and_completes(make):
     assert status["complete"] and status["v1_retirable"] and "V1 can be retired" in status["summary"]
     assert status["next_evaluation_at"] is None and status["next_stage"] is None
     assert service.evaluate(now=T0 + 300) == []  # nothing left to judge
+
+
+def test_starting_a_rollout_turns_analytics_on_and_a_crossover_user_is_counted(make):
+    runtime = make()
+    runtime.flags.set(QUERY_ANALYTICS, False, actor="bob", reason="quiet")
+    started = advance(runtime)
+    assert runtime.flags.get(QUERY_ANALYTICS) is True and audit(runtime, QUERY_ANALYTICS)[0]["actor"] == "alice"
+    assert f"{QUERY_ANALYTICS} false -> true" in started["flag_changes"]
+    insert(runtime.pool, healthy(T0 + 1) + rows(T0 + 50, "v1", 1, user_prefix="v2-shared")
+           + rows(T0 + 51, "v2", 1, user_prefix="v2-shared"))
+    [judged] = runtime.stages.evaluate(now=T0 + 61)
+    stored = runtime.stages.store.decision(judged["id"])
+    assert stored["evidence"]["users"] == {"seen": 801, "on_both": 1}
+    assert stored["evidence"]["facts"]["analytics_enabled"] is True
+    runtime.flags.set(QUERY_ANALYTICS, False, actor="bob", reason="quiet")
+    [held] = runtime.stages.evaluate(now=T0 + 91)
+    assert held["action"] == "hold" and "analytics: query analytics is off" in held["reason"]
 
 
 def test_a_failing_v2_is_rolled_back_and_the_webhook_told(make):

@@ -61,6 +61,9 @@ class Evidence:
     coverage_complete: V2 has embedded every category the rollout routes to it (detail says which not).
     breaker_closed: V2's circuit breaker is closed (open or half-open: False).
     tripping_alerts: names of firing alerts that hold V2 off.
+    analytics_enabled: FF_ENABLE_QUERY_ANALYTICS is on (off: query_log gets no rows to judge).
+    users_seen / users_on_both: distinct users routed in the window, and those routed to both
+        versions (sticky routing should make that almost none).
     """
 
     percentage: float
@@ -74,6 +77,9 @@ class Evidence:
     breaker_closed: bool = True
     breaker_detail: str = ""
     tripping_alerts: tuple[str, ...] = ()
+    analytics_enabled: bool = True
+    users_seen: int = 0
+    users_on_both: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "shadow_overlaps", _array(self.shadow_overlaps))

@@ -34,6 +34,7 @@ class Thresholds:
     rollback_alpha: float = 0.01           # per stage, shared by the statistical guardrails
     advance_confidence: float = 0.95
     srm_alpha: float = 0.001
+    max_crossover_share: float = 0.01      # users seen on both versions, as a share of users, before a warning
 
     def __post_init__(self):
         problems = []
@@ -52,6 +53,8 @@ class Thresholds:
         for name in ("rollback_alpha", "srm_alpha"):
             if not 0 < getattr(self, name) < 0.5:
                 problems.append(f"{name} must be in (0, 0.5)")
+        if not 0 <= self.max_crossover_share <= 1:
+            problems.append("max_crossover_share is a fraction from 0 to 1")
         if not 0.5 <= self.advance_confidence < 1:
             problems.append("advance_confidence must be in [0.5, 1)")
         if problems:
@@ -72,6 +75,7 @@ class Thresholds:
             rollback_alpha=settings.rollout_rollback_alpha,
             advance_confidence=settings.rollout_advance_confidence,
             srm_alpha=settings.rollout_srm_alpha,
+            max_crossover_share=settings.rollout_max_crossover_share,
         )
 
     def to_dict(self) -> dict:

@@ -79,7 +79,9 @@ def combine(gates: Sequence[GateResult], percentage: float, window_started_at: f
 
 
 def _reason(outcome: Outcome, gates: list[GateResult]) -> str:
+    warnings = "".join(f"; warning: {g.name}: {g.reason}" for g in gates if g.status is GateStatus.WARNING)
     if outcome is Outcome.ADVANCE:
         judged = sum(g.status is GateStatus.PASSED for g in gates)
-        return f"advance: all {judged} gates passed"
-    return f"{outcome.value}: " + "; ".join(f"{g.name}: {g.reason}" for g in gates if g.outcome is outcome)
+        return f"advance: all {judged} gates passed" + warnings
+    return f"{outcome.value}: " + "; ".join(f"{g.name}: {g.reason}" for g in gates
+                                            if g.outcome is outcome and g.status is not GateStatus.WARNING) + warnings

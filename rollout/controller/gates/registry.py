@@ -22,6 +22,7 @@ from rollout.controller.evidence import Evidence
 from rollout.controller.gates.consistency import consistency_gate
 from rollout.controller.gates.facts import alerts_gate, breaker_gate, coverage_gate, stage_time_gate
 from rollout.controller.gates.failures import critical_errors_gate, error_rate_gate
+from rollout.controller.gates.health import analytics_gate, crossover_gate, traffic_gate
 from rollout.controller.gates.latency import latency_gate
 from rollout.controller.gates.quality import quality_gate
 from rollout.controller.gates.result import GateResult, GateStatus
@@ -67,6 +68,12 @@ GATES: tuple[Gate, ...] = (
          "passes: no alert firing", lambda e, p, a: alerts_gate(e)),
     Gate("coverage", Role.SIGNAL, "embedding coverage", "categories the candidate has not embedded", (),
          "holds until coverage is counted", lambda e, p, a: coverage_gate(e)),
+    Gate("analytics", Role.SIGNAL, "flags", "FF_ENABLE_QUERY_ANALYTICS", (),
+         "holds, saying analytics is off", lambda e, p, a: analytics_gate(e)),
+    Gate("traffic", Role.SIGNAL, "query_log", "requests per version after the plan's grace period", (),
+         "holds, saying which version has no traffic", lambda e, p, a: traffic_gate(e, p.traffic_grace_s)),
+    Gate("crossover", Role.SIGNAL, "query_log users", "share of users routed to both versions",
+         ("max_crossover_share",), "passes: no users seen", lambda e, p, a: crossover_gate(e, p.thresholds)),
     Gate("sample_ratio", Role.HEALTH, "query_log assignments",
          "chi-square and Dirichlet-multinomial sequential p-value of the split", ("srm_alpha",),
          "holds: too few assignments to check", lambda e, p, a: sample_ratio_gate(e, p.thresholds),

@@ -23,6 +23,7 @@ class GateStatus(StrEnum):
     FAILED = "failed"
     NOT_ENOUGH_DATA = "not_enough_data"   # neither proven fine nor proven broken yet
     SKIPPED = "skipped"                   # does not apply here (e.g. untrusted data)
+    WARNING = "warning"                   # fine to go on, but a person should look (said in the reason)
 
 
 def plain(value: object) -> JSONValue:
@@ -65,7 +66,7 @@ class GateResult:
             return self.on_failure
         if self.status is GateStatus.NOT_ENOUGH_DATA:
             return Outcome.HOLD
-        return Outcome.ADVANCE
+        return Outcome.ADVANCE   # passed, skipped, or a warning (which the verdict's reason repeats)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "status": self.status.value, "on_failure": self.on_failure.value,
