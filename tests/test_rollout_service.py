@@ -109,8 +109,9 @@ def test_starting_a_rollout_turns_analytics_on_and_a_crossover_user_is_counted(m
     stored = runtime.stages.store.decision(judged["id"])
     assert stored["evidence"]["users"] == {"seen": 801, "on_both": 1}
     assert stored["evidence"]["facts"]["analytics_enabled"] is True
+    runtime.stages.command(Command(Action.SET, actor="bob", percentage=25.0), now=T0 + 200)
     runtime.flags.set(QUERY_ANALYTICS, False, actor="bob", reason="quiet")
-    [held] = runtime.stages.evaluate(now=T0 + 91)
+    [held] = runtime.stages.evaluate(now=T0 + 200 + 1801)   # a new stage with no rows, past the grace period
     assert held["action"] == "hold" and "analytics: query analytics is off" in held["reason"]
 
 
