@@ -8,7 +8,9 @@ passed in, so tests never see each other's counts.
 
 from __future__ import annotations
 
+import fcntl
 import os
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
@@ -20,6 +22,64 @@ OVERLAP_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 
 def multiprocess_mode() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+class FolderInUse(RuntimeError):
+    """Another gateway's master holds the multiprocess folder."""
+
+
+class MetricsFolder:
+    """One gateway's `PROMETHEUS_MULTIPROC_DIR`, held by its gunicorn master for its whole life.
+
+    A master wipes the folder when it starts (a dead worker's files would count
+    forever), so two gateways sharing one would wipe each other's counts: the
+    master takes an exclusive lock on `gateway.lock` first and refuses to start
+    while another process holds it. The lock goes when the master's process ends.
+    """
+
+    LOCK = "gateway.lock"
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._handle = None
+
+    def holder(self) -> int | None:
+        """The pid of the gateway holding the folder, or None if it is free."""
+        lock = self.path / self.LOCK
+        if not lock.exists():
+            return None
+        with open(lock, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                text = handle.read().strip()
+                return int(text) if text.isdigit() else -1
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return None
+
+    def claim(self) -> None:
+        """Lock the folder for this process and wipe what an earlier gateway left; FolderInUse if held."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path / self.LOCK, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid = handle.read().strip() or "?"
+            handle.close()
+            raise FolderInUse(self.in_use_message(pid)) from None
+        for entry in self.path.iterdir():
+            if entry.name != self.LOCK and entry.is_file():
+                entry.unlink()
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._handle = handle
+
+    def in_use_message(self, pid) -> str:
+        return (f"the metrics folder {self.path} is in use by another gateway (pid {pid}); starting here would "
+                "wipe its metrics: give this gateway its own PROMETHEUS_MULTIPROC_DIR")
 
 
 class Metrics:
@@ -47,6 +107,10 @@ class Metrics:
         self.anonymous_requests = Counter("rag_anonymous_requests",
                                           "Queries with no user or session id (bucketed at random).",
                                           registry=r)
+        self.hedged_requests = Counter("rag_hedged_requests", "Candidate-routed queries still searching at the "
+                                                              "hedge delay, by candidate and who answered "
+                                                              "(candidate, or baseline at the deadline).",
+                                       ["version", "outcome"], registry=r)
         self.version_errors = Counter("rag_version_errors", "Failures of a version's search, by kind.",
                                       ["version", "kind"], registry=r)
 
@@ -101,7 +165,9 @@ class Metrics:
             self.shadow_fallback_served.labels(version)
         for version in ("v1", "v2", "both"):
             self.merged_requests.labels(version)
-        for kind in ("embedding", "timeout", "database"):  # zero series, so error panels show 0, not "no data"
+        for outcome in ("candidate", "baseline"):
+            self.hedged_requests.labels("v2", outcome)
+        for kind in ("embedding", "timeout", "database", "deadline"):  # zero series, so error panels show 0, not "no data"
             self.fallbacks.labels(kind)
             for version in ("v1", "v2"):
                 self.version_errors.labels(version, kind)
@@ -141,6 +207,18 @@ class Metrics:
         self.embedding_cache_errors = Counter("rag_embedding_cache_errors",
                                               "Cache reads or writes that failed (Redis down or slow).",
                                               ["version"], registry=r)
+
+        # relevance evidence (rollout.relevance): by version name and source
+        self.relevance_signals = Counter(
+            "rag_relevance_signals", "Relevance evidence, by version, source (feedback, probe, judge) and outcome "
+            "(positive/negative, hit/miss, win/loss/tie).", ["version", "source", "outcome"], registry=r)
+        self.relevance_judge_calls = Counter(
+            "rag_relevance_judge_calls", "Pairwise judge calls by judge and outcome (judged, cached, error, "
+            "over_budget, sampled_out).", ["judge", "outcome"], registry=r)
+        self.relevance_judge_tokens = Counter("rag_relevance_judge_tokens", "Tokens the pairwise judge spent.",
+                                              ["judge"], registry=r)
+        self.relevance_judge_cost = Counter("rag_relevance_judge_cost_usd", "Money the pairwise judge spent.",
+                                            ["judge"], registry=r)
 
     def render(self) -> bytes:
         """The text exposition: merged across workers in multiprocess mode."""

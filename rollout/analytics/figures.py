@@ -26,11 +26,11 @@ import numpy as np
 from psycopg_pool import ConnectionPool
 
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagSnapshot
+from rollout.analytics.series import RANGES, Series
 from rollout.config import VERSIONS, Settings
 from rollout.controller.thresholds import Thresholds
 from rollout.database import read_snapshot
 
-RANGES: dict[str, timedelta] = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
 CRITICAL_WINDOW = timedelta(hours=24)
 # the SQL the dashboard and the rollout controller share: which queries judge a version, and which failed it
 ROUTED = "mode = 'routed' AND reason <> 'forced'"
@@ -189,6 +189,7 @@ class Figures:
     def __init__(self, pool: ConnectionPool, settings: Settings):
         self.pool = pool
         self.settings = settings
+        self._series = Series(pool, settings)
 
     def dashboard(self, range_name: str, flags: FlagSnapshot, *, until: datetime | None = None) -> Dashboard:
         """Figures over the last `range_name` (1h, 24h, 7d); InvalidRange otherwise."""
@@ -222,6 +223,11 @@ class Figures:
                               baseline)
         dashboard.criteria = self.criteria(dashboard)
         return dashboard
+
+    def series(self, range_name: str, *, until: datetime | None = None) -> dict:
+        """The dashboard's per-version figures over time (see rollout.analytics.series); InvalidRange."""
+        parse_range(range_name)
+        return self._series.read(range_name, until=until)
 
     def store_baseline(self, dashboard: Dashboard, note: str | None = None) -> Baseline:
         """Keep the V1 figures of `dashboard` as the baseline later figures are compared with."""

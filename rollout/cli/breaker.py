@@ -7,7 +7,7 @@ import json
 import click
 
 from rollout.alerts import ActionResult
-from rollout.breaker import BreakerConflict
+from rollout.breaker import BreakerConflict, BreakerUnavailable
 from rollout.cli import cli, settings_of
 from rollout.cli.flags import cli_actor
 from rollout.errors import RolloutError
@@ -60,7 +60,7 @@ def run_action(ctx: click.Context, action) -> None:
             raise RolloutError(f"Redis is unreachable ({runtime.replicator.last_error}); nothing was changed")
         try:
             result: ActionResult = action(runtime.rollback)
-        except BreakerConflict as exc:
+        except (BreakerConflict, BreakerUnavailable) as exc:
             raise RolloutError(str(exc)) from None
     click.echo(f"{result.outcome}: {'; '.join(result.actions) or 'nothing to change'}")
     for warning in result.warnings:

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from rollout.controller.gates.relevance import RelevanceEvidence
 
 
 def _array(values: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -64,6 +68,8 @@ class Evidence:
     analytics_enabled: FF_ENABLE_QUERY_ANALYTICS is on (off: query_log gets no rows to judge).
     users_seen / users_on_both: distinct users routed in the window, and those routed to both
         versions (sticky routing should make that almost none).
+    relevance: the relevance sources' evidence for the window; when given, the relevance gate is the
+        quality gate (None: the similarity floor and shadow overlap, as before relevance evidence).
     """
 
     percentage: float
@@ -80,6 +86,7 @@ class Evidence:
     analytics_enabled: bool = True
     users_seen: int = 0
     users_on_both: int = 0
+    relevance: RelevanceEvidence | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "shadow_overlaps", _array(self.shadow_overlaps))

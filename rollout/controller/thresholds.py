@@ -35,6 +35,9 @@ class Thresholds:
     advance_confidence: float = 0.95
     srm_alpha: float = 0.001
     max_crossover_share: float = 0.01      # users seen on both versions, as a share of users, before a warning
+    bootstrap_draws: int = 20_000
+    relevance_margin: float = 0.05        # δ of the relevance gate: how much worse the candidate may be
+    seed: int = 0                          # the bootstrap's: the same evidence always gets the same verdict
 
     def __post_init__(self):
         problems = []
@@ -76,6 +79,7 @@ class Thresholds:
             advance_confidence=settings.rollout_advance_confidence,
             srm_alpha=settings.rollout_srm_alpha,
             max_crossover_share=settings.rollout_max_crossover_share,
+            relevance_margin=settings.relevance_margin,
         )
 
     def to_dict(self) -> dict:

@@ -56,7 +56,8 @@ class Verdict:
 
 
 def judge(evidence: Evidence, plan: RolloutPlan, gates: tuple[Gate, ...] = GATES) -> Verdict:
-    """Run every gate of the registry on `evidence` under `plan` and combine their answers."""
+    """Run every gate of the registry that applies to `evidence` under `plan` and combine their answers."""
+    gates = tuple(gate for gate in gates if gate.applies(evidence))
     results: list[GateResult] = []
     trusted = True
     for gate in gates:

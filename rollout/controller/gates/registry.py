@@ -4,7 +4,9 @@ Each entry says what the gate is for and how it is judged: its role (a `guardrai
 back, a `signal` may only hold, a `health` check pauses for a person or holds with its reason),
 the evidence source it reads, the statistic, the thresholds (names of `Thresholds` fields, which
 the dashboard's success criteria read too), and what "no data" means for it. The verdict iterates
-`GATES`; a new gate is one module and one entry here.
+`GATES`, skipping an entry whose `applies` says the evidence is not for it: the quality gate
+is `relevance` when relevance evidence was gathered (ROLLOUT_QUALITY_GATE=relevance), else
+`quality` (the similarity floor and shadow overlap). A new gate is one module and one entry here.
 
 The rollback alpha is shared out among the statistical guardrails by their `alpha_shares`
 (Bonferroni): each one's confidence sequences hold at every look with probability 1 - its
@@ -25,6 +27,7 @@ from rollout.controller.gates.failures import critical_errors_gate, error_rate_g
 from rollout.controller.gates.health import analytics_gate, crossover_gate, traffic_gate
 from rollout.controller.gates.latency import latency_gate
 from rollout.controller.gates.quality import quality_gate
+from rollout.controller.gates.relevance import RelevancePolicy, relevance_gate
 from rollout.controller.gates.result import GateResult, GateStatus
 from rollout.controller.gates.split import sample_ratio_gate
 from rollout.controller.outcome import Outcome
@@ -55,6 +58,13 @@ class Gate:
     check: Check                 # (evidence, plan, its share of the rollback alpha) -> result
     statistical: bool = False    # judged only when the evidence is consistent
     alpha_shares: int = 0        # its part of the rollback alpha (statistical guardrails)
+    applies: Callable[[Evidence], bool] = lambda evidence: True  # False: not run on this evidence
+
+
+def _relevance(evidence: Evidence, plan: RolloutPlan, alpha: float) -> GateResult:
+    t = plan.thresholds
+    policy = RelevancePolicy(margin=t.relevance_margin, rollback_alpha=alpha, advance_confidence=t.advance_confidence)
+    return relevance_gate(evidence.relevance, policy)
 
 
 GATES: tuple[Gate, ...] = (
@@ -91,12 +101,17 @@ GATES: tuple[Gate, ...] = (
     Gate("quality", Role.GUARDRAIL, "query_log", "mean top similarity and shadow overlap, normal-mixture sequences",
          ("min_similarity", "min_shadow_overlap", "min_samples", "min_samples_to_roll_back", "min_shadow_samples",
           "advance_confidence"), "holds until the candidate has samples",
-         lambda e, p, a: quality_gate(e, p.thresholds, a), statistical=True, alpha_shares=1),
+         lambda e, p, a: quality_gate(e, p.thresholds, a), statistical=True, alpha_shares=1,
+         applies=lambda e: e.relevance is None),
+    Gate("relevance", Role.GUARDRAIL, "judge, feedback, probes, golden set",
+         "candidate minus baseline per source and category, fixed-sample normal bounds",
+         ("relevance_margin", "advance_confidence"), "holds, saying no source has data", _relevance,
+         statistical=True, alpha_shares=1, applies=lambda e: e.relevance is not None),
 )
 
 
 def gate_alpha(gate: Gate, rollback_alpha: float, gates: tuple[Gate, ...] = GATES) -> float:
-    """This gate's share of the rollback alpha (0 for a gate that spends none)."""
+    """This gate's share of the rollback alpha (0 for a gate that spends none), among `gates` (those that apply)."""
     total = sum(g.alpha_shares for g in gates)
     return rollback_alpha * gate.alpha_shares / total if total else 0.0
 
