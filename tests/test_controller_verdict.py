@@ -8,6 +8,8 @@ import pytest
 
 from rollout.controller import (Evidence, GateResult, GateStatus, Outcome, RolloutPlan, Thresholds, Verdict,
                                 VersionEvidence, judge)
+from rollout.controller.gates.registry import GATES, gate_alpha
+from rollout.controller.gates.relevance import RelevanceEvidence, Verdicts
 
 PLAN = RolloutPlan(min_stage_s=3600, thresholds=Thresholds(min_samples=2000, min_samples_to_roll_back=300))
 N = 10000   # per version: enough for every gate to pass on healthy traffic (errors need about 5,000)
@@ -115,3 +117,18 @@ def test_gate_values_are_json_ready():
 def test_asking_for_an_unknown_gate_names_the_known_ones():
     with pytest.raises(KeyError, match="latency"):
         judge(stage(), PLAN).gate("speed")
+
+
+def test_relevance_evidence_makes_relevance_the_quality_gate_with_its_share_of_alpha():
+    relevance = RelevanceEvidence(judge={"": Verdicts(wins=200, losses=200, ties=600)})
+    verdict = judge(stage(relevance=relevance), PLAN)
+    names = [g.name for g in verdict.gates]
+    assert names[-1] == "relevance" and "quality" not in names
+    assert verdict.gate("relevance").status is GateStatus.PASSED, verdict.reason
+    applying = tuple(g for g in GATES if g.name != "quality")
+    share = gate_alpha(next(g for g in GATES if g.name == "relevance"), PLAN.thresholds.rollback_alpha, applying)
+    assert verdict.gate("relevance").thresholds["rollback_alpha"] == pytest.approx(share)
+    assert share == pytest.approx(PLAN.thresholds.rollback_alpha / 4)
+
+    untrusted = judge(stage(relevance=relevance, v2=VersionEvidence(requests=10, errors=20)), PLAN)
+    assert untrusted.gate("relevance").status is GateStatus.SKIPPED
