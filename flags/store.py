@@ -51,6 +51,7 @@ class FlagChange:
     actor: str
     reason: str | None
     version: int
+    changed: bool = True  # False: the override already held this value; nothing written, nothing audited
 
 
 class FlagNotAudited(Exception):
@@ -99,6 +100,9 @@ class FlagStore:
         """Validate and store an override; raises FlagError, redis.RedisError or FlagNotAudited."""
         flag = definition(name)
         value = flag.parse(raw_value)
+        snapshot = self._snapshot
+        if snapshot.sources[flag.name] is Source.REDIS and snapshot.values[flag.name] == value:
+            return FlagChange(flag.name, value, value, actor, reason, snapshot.version or 0, changed=False)
         return self._change(FlagChange(flag.name, self.get(flag.name), value, actor, reason, 0),
                             {flag.name: flag.encode(value)}, [])
 

@@ -270,11 +270,15 @@ class RagGateway:
         arrived, started = time.time(), time.perf_counter()
         decision = self.router.decide(query.user_key, query.category, query.forced, probe=False)
         held_off = self.router.v2_held_off(query.category, serving=True)
-        pending = None
-        if held_off is None:
-            pending = self.shadow_pool.submit("v2", lambda: self._search("v2", query)) if self.shadow_pool else None
+        pending, bounded = None, None
+        if held_off is None and self.deadline is not None:  # a hanging candidate costs the deadline, no more
+            bounded = self.deadline.start("v2", lambda: self._raw_search("v2", query))
+        elif held_off is None and self.shadow_pool is not None:
+            pending = self.shadow_pool.submit("v2", lambda: self._search("v2", query))
         runs = {"v1": timed_search("v1", lambda: self._search("v1", query))}
-        if held_off is None:
+        if bounded is not None:
+            runs["v2"] = self._counted(bounded.until_deadline())
+        elif held_off is None:
             runs["v2"] = pending.result() if pending is not None else timed_search(
                 "v2", lambda: self._search("v2", query))
         rejected = next((run.rejected for run in runs.values() if run.rejected is not None), None)
@@ -318,11 +322,18 @@ class RagGateway:
         which counts for no version)."""
         if run.rejected is not None:
             raise run.rejected
+        self._counted(run)
+        if run.failure is not None:
+            raise run.failure
+        return run.result
+
+    def _counted(self, run: SearchRun) -> SearchRun:
+        """Count a pooled run for its version's health, as a serving search, without raising."""
         if run.failure is not None:
             self._count_failure(run.version, run.failure)
-            raise run.failure
-        self.health.record_success(run.version, run.latency_ms)
-        return run.result
+        elif run.result is not None:
+            self.health.record_success(run.version, run.latency_ms)
+        return run
 
     def _count_failure(self, version: str, exc: SearchFailed) -> None:
         self.metrics.version_errors.labels(version, exc.kind).inc()

@@ -75,6 +75,26 @@ def test_a_hanging_candidate_is_answered_by_the_baseline_at_the_deadline(make_ru
     assert ask(client, "user-9")["decision"]["reason"] == "breaker_open"
 
 
+def test_a_hanging_candidate_in_merged_mode_is_left_out_at_the_deadline(make_runtime, services, provider):
+    """Merged mode searches both versions; a hanging candidate may not hold the merged answer past the deadline."""
+    provider.delay_s = 30
+    runtime = make_runtime(candidate_on_provider(services, provider, RAG_QUERY_DEADLINE_MS="300",
+                                                 RAG_HEDGE_DELAY_MS="100", BREAKER_FAIL_MAX="2",
+                                                 BREAKER_RESET_TIMEOUT_S="3600"))
+    load_baseline(runtime)
+    client = create_app(runtime.settings, runtime=runtime).test_client()
+    all_to_candidate(runtime)
+    for n in range(2):
+        response = client.post("/api/rag/query", json={"query": QUERY, "user_id": f"user-{n}", "mode": "merged"})
+        assert response.status_code == 200, response.get_json()
+        answer = response.get_json()
+        assert answer["results"] and answer["fallback_reason"] == "deadline"
+        assert answer["sources"]["v2"] == {"results": 0, "latency_ms": answer["sources"]["v2"]["latency_ms"],
+                                           "error": "deadline"}
+    record = runtime.breakers.state().records["v2"]
+    assert (record.state, record.detail) == ("open", "deadline")
+
+
 def test_a_candidate_answering_before_the_deadline_keeps_its_users(make_runtime, services, provider):
     """Past the hedge delay the baseline is searched too, but a candidate answer within the deadline wins."""
     provider.delay_s = 0.3

@@ -255,9 +255,13 @@ def test_a_flag_change_needs_the_token_and_is_audited(client):
                          headers={**admin_headers(), "X-Rollout-Actor": "alice"})
     assert changed.status_code == 200
     assert changed.get_json() | {"version": None} == {"flag": V2_PERCENTAGE, "old": 0.0, "new": 25.0,
-                                                       "actor": "alice", "reason": "stage 2", "version": None}
+                                                       "actor": "alice", "reason": "stage 2", "version": None,
+                                                       "changed": True}
     audit = client.get("/api/flags/audit", headers=admin_headers()).get_json()["changes"]
     assert audit[0]["actor"] == "alice" and audit[0]["new"] == 25.0
+    same = client.put(url, json={"value": 25}, headers=admin_headers())  # the value it already has
+    assert same.status_code == 200 and same.get_json()["changed"] is False
+    assert len(client.get("/api/flags/audit", headers=admin_headers()).get_json()["changes"]) == len(audit)
     reset = client.put(url, json={"value": None}, headers=admin_headers())
     assert reset.get_json()["new"] == 0.0
 

@@ -63,7 +63,7 @@ def update_flag(name: str):
     except FlagNotAudited as exc:
         raise ApiError(503, "audit_unavailable", str(exc)) from None
     return jsonify({"flag": change.flag, "old": change.old, "new": change.new, "version": change.version,
-                    "actor": change.actor, "reason": change.reason})
+                    "actor": change.actor, "reason": change.reason, "changed": change.changed})
 
 
 @bp.get("/api/flags/audit")
