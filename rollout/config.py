@@ -100,10 +100,6 @@ class Settings(BaseModel):
     query_log_retention_days: float = Field(30.0, alias="QUERY_LOG_RETENTION_DAYS", gt=0)
     query_log_retention_interval_s: float = Field(3600.0, alias="QUERY_LOG_RETENTION_INTERVAL_S", ge=1)
     monitoring_query_timeout_ms: int = Field(15000, alias="MONITORING_QUERY_TIMEOUT_MS", ge=100)
-    criteria_max_p95_ms: float = Field(800.0, alias="CRITERIA_MAX_P95_MS", gt=0)
-    criteria_min_mean_similarity: float = Field(0.7, alias="CRITERIA_MIN_MEAN_SIMILARITY", ge=-1, le=1)
-    criteria_max_critical_errors: int = Field(0, alias="CRITERIA_MAX_CRITICAL_ERRORS", ge=0)
-    criteria_max_error_rate: float = Field(0.001, alias="CRITERIA_MAX_ERROR_RATE", ge=0, le=1)
     criteria_min_cache_hit_rate: float = Field(0.7, alias="CRITERIA_MIN_CACHE_HIT_RATE", ge=0, le=1)
     criteria_min_samples: int = Field(100, alias="CRITERIA_MIN_SAMPLES", ge=1)
 
@@ -175,9 +171,11 @@ class Settings(BaseModel):
     rollout_max_error_rate: float = Field(0.001, alias="ROLLOUT_MAX_ERROR_RATE", gt=0, lt=1)
     rollout_max_critical_errors: int = Field(0, alias="ROLLOUT_MAX_CRITICAL_ERRORS", ge=0)
     rollout_critical_window_s: float = Field(24 * 3600, alias="ROLLOUT_CRITICAL_WINDOW_S", gt=0)
-    rollout_rollback_alpha: float = Field(0.001, alias="ROLLOUT_ROLLBACK_ALPHA", gt=0, lt=0.5)
+    rollout_rollback_alpha: float = Field(0.01, alias="ROLLOUT_ROLLBACK_ALPHA", gt=0, lt=0.5)
     rollout_advance_confidence: float = Field(0.95, alias="ROLLOUT_ADVANCE_CONFIDENCE", ge=0.5, lt=1)
     rollout_srm_alpha: float = Field(0.001, alias="ROLLOUT_SRM_ALPHA", gt=0, lt=0.5)
+    rollout_traffic_grace_s: float = Field(1800, alias="ROLLOUT_TRAFFIC_GRACE_S", ge=0)
+    rollout_max_crossover_share: float = Field(0.01, alias="ROLLOUT_MAX_CROSSOVER_SHARE", ge=0, le=1)
 
     # relevance evidence (see README, "relevance evidence")
     rollout_quality_gate: Literal["relevance", "similarity"] = Field("relevance", alias="ROLLOUT_QUALITY_GATE")

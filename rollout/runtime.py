@@ -148,7 +148,7 @@ class Runtime:
                 RolloutPlan.from_settings(settings), rollout_store,
                 EvidenceCollector(self.pool, self.breakers, self.coverage,
                                   max_samples=settings.rollout_evidence_max_samples,
-                                  statement_timeout_ms=settings.monitoring_query_timeout_ms),
+                                  statement_timeout_ms=settings.monitoring_query_timeout_ms, flags=self.flags),
                 self.flags,
                 Notifier(settings.rollout_notify_url, token=settings.rollout_notify_token,
                          timeout_s=settings.rollout_notify_timeout_s, attempts=settings.rollout_notify_attempts,

@@ -241,7 +241,7 @@ def test_state_and_transition_are_json():
 
 # -- a whole rollout, gates and transitions together --------------------------------------------
 
-def healthy_window(percentage, started, now, n=4000):
+def healthy_window(percentage, started, now, n=10000):
     rng = np.random.default_rng(int(percentage))
     share = percentage / 100
 
@@ -258,7 +258,9 @@ def test_a_healthy_v2_climbs_every_stage_and_completes():
                        thresholds=Thresholds(min_samples=1000, min_samples_to_roll_back=100))
     current = apply_command(plan, RolloutState(), command(Action.ADVANCE), 0.0).after
     path, now = [current.percentage], 0.0
-    while current.status is Status.RUNNING:
+    for _ in range(20):   # bounded: the whole climb takes 8 evaluations
+        if current.status is not Status.RUNNING:
+            break
         now += 30.0
         window = healthy_window(current.percentage, current.stage_started_at, now)
         current = apply_verdict(plan, current, judge(window, plan)).after

@@ -8,9 +8,11 @@ import pytest
 
 from rollout.controller import (Evidence, GateResult, GateStatus, Outcome, RolloutPlan, Thresholds, Verdict,
                                 VersionEvidence, judge)
+from rollout.controller.gates.registry import GATES, gate_alpha
+from rollout.controller.gates.relevance import RelevanceEvidence, Verdicts
 
 PLAN = RolloutPlan(min_stage_s=3600, thresholds=Thresholds(min_samples=2000, min_samples_to_roll_back=300))
-N = 4000   # per version: enough for every gate to pass on healthy traffic (errors need about 3,000)
+N = 10000   # per version: enough for every gate to pass on healthy traffic (errors need about 5,000)
 
 
 def traffic(n, seed, scale=1.0, similarity=0.78, errors=0):
@@ -30,7 +32,8 @@ def test_healthy_evidence_advances_and_says_so():
     assert verdict.reason == f"advance: all {len(verdict.gates)} gates passed"
     assert verdict.deciding() == []
     assert [g.name for g in verdict.gates] == ["consistency", "stage_time", "breaker", "alerts", "coverage",
-                                               "sample_ratio", "errors", "critical_errors", "latency", "quality"]
+                                               "analytics", "traffic", "crossover", "sample_ratio", "errors",
+                                               "critical_errors", "latency", "quality"]
 
 
 def test_a_young_stage_holds_and_names_the_wait():
@@ -41,10 +44,10 @@ def test_a_young_stage_holds_and_names_the_wait():
 
 
 def test_not_enough_samples_holds():
-    verdict = judge(stage(traffic(N, 1), traffic(1000, 2), percentage=20.0), PLAN)
-    assert verdict.outcome is Outcome.HOLD
+    verdict = judge(stage(traffic(4000, 1), traffic(1000, 2), percentage=20.0), PLAN)
+    assert verdict.outcome is Outcome.HOLD, verdict.reason
     assert {g.name for g in verdict.deciding()} >= {"latency", "quality", "errors"}
-    assert "V2 has 1000 of 2000 latency samples" in verdict.reason
+    assert "candidate has 1000 of 2000 latency samples" in verdict.reason
 
 
 def test_a_regression_rolls_back_and_explains_with_values():
@@ -52,7 +55,8 @@ def test_a_regression_rolls_back_and_explains_with_values():
     assert verdict.outcome is Outcome.ROLLBACK
     latency = verdict.gate("latency")
     assert latency.status is GateStatus.FAILED and latency.values["p95_ratio"] > 1.2
-    assert verdict.reason.startswith("rollback: latency: V2 p95 is +")
+    assert verdict.reason.startswith("rollback: latency: the candidate's mean latency is +")
+    assert "candidate p95 is +" in verdict.reason
 
 
 def test_rollback_beats_pause_beats_hold():
@@ -113,3 +117,18 @@ def test_gate_values_are_json_ready():
 def test_asking_for_an_unknown_gate_names_the_known_ones():
     with pytest.raises(KeyError, match="latency"):
         judge(stage(), PLAN).gate("speed")
+
+
+def test_relevance_evidence_makes_relevance_the_quality_gate_with_its_share_of_alpha():
+    relevance = RelevanceEvidence(judge={"": Verdicts(wins=200, losses=200, ties=600)})
+    verdict = judge(stage(relevance=relevance), PLAN)
+    names = [g.name for g in verdict.gates]
+    assert names[-1] == "relevance" and "quality" not in names
+    assert verdict.gate("relevance").status is GateStatus.PASSED, verdict.reason
+    applying = tuple(g for g in GATES if g.name != "quality")
+    share = gate_alpha(next(g for g in GATES if g.name == "relevance"), PLAN.thresholds.rollback_alpha, applying)
+    assert verdict.gate("relevance").thresholds["rollback_alpha"] == pytest.approx(share)
+    assert share == pytest.approx(PLAN.thresholds.rollback_alpha / 4)
+
+    untrusted = judge(stage(relevance=relevance, v2=VersionEvidence(requests=10, errors=20)), PLAN)
+    assert untrusted.gate("relevance").status is GateStatus.SKIPPED

@@ -121,7 +121,7 @@ def test_an_invalid_range_is_a_400(client, value):
 
 def test_thresholds_come_from_the_settings(make_runtime, traffic):
     from rollout.app import create_app
-    lenient = make_runtime(CRITERIA_MAX_ERROR_RATE="0.05", CRITERIA_MAX_CRITICAL_ERRORS="5",
+    lenient = make_runtime(ROLLOUT_MAX_ERROR_RATE="0.05", ROLLOUT_MAX_CRITICAL_ERRORS="5",
                            CRITERIA_MIN_CACHE_HIT_RATE="0.9")
     d = create_app(lenient.settings, runtime=lenient).test_client().get("/api/monitoring/dashboard?range=1h").get_json()
     criteria = {c["name"]: c for c in d["criteria"]}

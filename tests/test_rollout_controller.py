@@ -31,7 +31,7 @@ from rollout.services.ports import free_port
 ROOT = Path(__file__).resolve().parent.parent
 JUDGED = {"ROLLOUT_STAGES": "50,100", "ROLLOUT_MIN_STAGE_S": "1", "ROLLOUT_MIN_SAMPLES": "150",
           "ROLLOUT_MIN_SAMPLES_TO_ROLL_BACK": "20", "ROLLOUT_LATENCY_MARGIN": "1.0", "ROLLOUT_MIN_SIMILARITY": "-1",
-          "ROLLOUT_MAX_ERROR_RATE": "0.05",
+          "ROLLOUT_MAX_ERROR_RATE": "0.05", "ROLLOUT_ADVANCE_CONFIDENCE": "0.5",
           "ROLLOUT_QUALITY_GATE": "similarity"}  # these tests steer the rollout by the similarity floor
 
 
@@ -115,7 +115,7 @@ def test_hold_then_advance_on_real_traffic(runtime, gateway, tmp_path):
     assert held.returncode == 0, held.stderr
     assert " evaluation hold by controller, at 50 %, running: hold: " in held.stdout
 
-    send(gateway, runtime, users(runtime.settings.routing_group, 50, 170, 170))
+    send(gateway, runtime, users(runtime.settings.routing_group, 50, 800, 800))
     advanced = rollout(env, "controller", "--once", cwd=tmp_path)
     assert advanced.returncode == 0, advanced.stderr
     assert " evaluation advance by controller, 50 % -> 100 %, running: advanced to 100 %" in advanced.stdout, \
@@ -139,7 +139,7 @@ def test_rollback_notifies_then_a_mismatched_split_pauses(runtime, gateway, tmp_
         rolled = rollout({**env, "ROLLOUT_MIN_SIMILARITY": "0.99"}, "controller", "--once", cwd=tmp_path)
         assert rolled.returncode == 0, rolled.stderr
         assert " evaluation rollback by controller, 50 % -> 0 %, rolled_back: rollback: " in rolled.stdout
-        assert "quality: V2 mean top similarity" in rolled.stdout
+        assert "quality: candidate mean top similarity" in rolled.stdout
         [notified] = hook.requests  # --once waits for the delivery before it exits
         assert notified["body"]["event"] == "rollback" and notified["body"]["failed_gates"][0]["name"] == "quality"
         assert wait_until(lambda: flag(gateway) == 0)

@@ -17,7 +17,7 @@ import redis
 
 from analytics_rows import insert, record
 from conftest import admin_headers, wait_until
-from flags import GRADUAL_MIGRATION, V2_PERCENTAGE
+from flags import GRADUAL_MIGRATION, QUERY_ANALYTICS, V2_PERCENTAGE
 from rollout.app import create_app
 from rollout.controller import Action, Command, TransitionError
 from rollout.controller.leader import LeaderLock
@@ -27,7 +27,7 @@ PLAN = dict(ROLLOUT_STAGES="50,100", ROLLOUT_MIN_STAGE_S="60", ROLLOUT_COMPLETE_
             ROLLOUT_MAX_ERROR_RATE="0.1", ROLLOUT_LATENCY_MARGIN="0.5",
             ROLLOUT_QUALITY_GATE="similarity")  # the stage mechanics, judged on query_log alone
 T0 = time.time() - 3600
-LATENCIES_MS = np.random.default_rng(3).lognormal(np.log(40), 0.3, size=60)
+LATENCIES_MS = np.random.default_rng(3).lognormal(np.log(40), 0.3, size=400)
 
 
 @pytest.fixture
@@ -38,18 +38,19 @@ def make(make_runtime):
 
 
 def rows(start: float, version: str, n: int = 60, *, errors: int = 0, similarity: float = 0.85,
-         user_prefix: str | None = None, **fields):
-    """`n` routed queries of `version`, one user each, logged one second apart from `start`."""
+         user_prefix: str | None = None, spacing: float = 1.0, **fields):
+    """`n` routed queries of `version`, one user each, logged `spacing` seconds apart from `start`."""
     prefix = user_prefix or f"{version}-{uuid.uuid4().hex[:6]}"
-    return [record(logged_at=datetime.fromtimestamp(start + i, UTC), routed_version=version,
+    return [record(logged_at=datetime.fromtimestamp(start + i * spacing, UTC), routed_version=version,
                    served_version=None if i < errors else version, error_kind="database" if i < errors else None,
                    latency_ms=float(LATENCIES_MS[i % len(LATENCIES_MS)]), top_similarity=similarity,
                    user_hash=f"{prefix}-{i}", **fields)
             for i in range(n)]
 
 
-def healthy(start: float, n: int = 60):
-    return rows(start, "v1", n) + rows(start, "v2", n)
+def healthy(start: float, n: int = 400):
+    """Enough traffic for every gate's confidence sequence to pass (400 a version, within 40 s)."""
+    return rows(start, "v1", n, spacing=0.1) + rows(start, "v2", n, spacing=0.1)
 
 
 def advance(runtime, now: float = T0, actor: str = "alice"):
@@ -75,18 +76,18 @@ def test_a_rollout_climbs_its_plan_and_completes(make):
 
     insert(runtime.pool, healthy(T0 + 1))
     [advanced] = service.evaluate(now=T0 + 61)
-    assert advanced["action"] == "advance" and advanced["percentage_after"] == 100.0
+    assert advanced["action"] == "advance" and advanced["percentage_after"] == 100.0, advanced["reason"]
     assert advanced["flag_changes"] == ["FF_NEW_EMBEDDINGS_PERCENTAGE 50 -> 100"]
     assert runtime.flags.get(V2_PERCENTAGE) == 100 and audit(runtime)[0]["actor"] == "controller"
     stored = service.store.decision(advanced["id"])
     assert stored["verdict"]["outcome"] == "advance" and stored["window_started_at"] == \
         datetime.fromtimestamp(T0, UTC).isoformat()
     assert all(g["status"] == "passed" for g in stored["verdict"]["gates"])
-    assert stored["evidence"]["v2"]["requests"] == 60 and stored["evidence"]["v2"]["assigned_users"] == 60
+    assert stored["evidence"]["v2"]["requests"] == 400 and stored["evidence"]["v2"]["assigned_users"] == 400
     assert stored["plan"]["stages"] == [50.0, 100.0] and stored["stage"] == 1
 
     # at 100 %: V2 alone, judged on its ceiling; complete once stable for ROLLOUT_COMPLETE_AFTER_S
-    insert(runtime.pool, rows(T0 + 62, "v2"))
+    insert(runtime.pool, rows(T0 + 62, "v2", 400, spacing=0.1))
     [early] = service.evaluate(now=T0 + 61 + 100)
     assert early["action"] == "hold" and service.status(now=T0 + 161)["v1_retirable"] is False
     [done] = service.evaluate(now=T0 + 61 + 121)
@@ -95,6 +96,24 @@ def test_a_rollout_climbs_its_plan_and_completes(make):
     assert status["complete"] and status["v1_retirable"] and "V1 can be retired" in status["summary"]
     assert status["next_evaluation_at"] is None and status["next_stage"] is None
     assert service.evaluate(now=T0 + 300) == []  # nothing left to judge
+
+
+def test_starting_a_rollout_turns_analytics_on_and_a_crossover_user_is_counted(make):
+    runtime = make()
+    runtime.flags.set(QUERY_ANALYTICS, False, actor="bob", reason="quiet")
+    started = advance(runtime)
+    assert runtime.flags.get(QUERY_ANALYTICS) is True and audit(runtime, QUERY_ANALYTICS)[0]["actor"] == "alice"
+    assert f"{QUERY_ANALYTICS} false -> true" in started["flag_changes"]
+    insert(runtime.pool, healthy(T0 + 1) + rows(T0 + 50, "v1", 1, user_prefix="v2-shared")
+           + rows(T0 + 51, "v2", 1, user_prefix="v2-shared"))
+    [judged] = runtime.stages.evaluate(now=T0 + 61)
+    stored = runtime.stages.store.decision(judged["id"])
+    assert stored["evidence"]["users"] == {"seen": 801, "on_both": 1}
+    assert stored["evidence"]["facts"]["analytics_enabled"] is True
+    runtime.stages.command(Command(Action.SET, actor="bob", percentage=25.0), now=T0 + 200)
+    runtime.flags.set(QUERY_ANALYTICS, False, actor="bob", reason="quiet")
+    [held] = runtime.stages.evaluate(now=T0 + 200 + 1801)   # a new stage with no rows, past the grace period
+    assert held["action"] == "hold" and "analytics: query analytics is off" in held["reason"]
 
 
 def test_a_failing_v2_is_rolled_back_and_the_webhook_told(make):

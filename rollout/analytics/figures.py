@@ -28,9 +28,13 @@ from psycopg_pool import ConnectionPool
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagSnapshot
 from rollout.analytics.series import RANGES, Series
 from rollout.config import VERSIONS, Settings
+from rollout.controller.thresholds import Thresholds
 from rollout.database import read_snapshot
 
 CRITICAL_WINDOW = timedelta(hours=24)
+# the SQL the dashboard and the rollout controller share: which queries judge a version, and which failed it
+ROUTED = "mode = 'routed' AND reason <> 'forced'"
+FAILED = "(fallback OR served_version IS NULL)"
 
 
 class InvalidRange(ValueError):
@@ -152,9 +156,9 @@ _WINDOW = "logged_at >= %(since)s AND logged_at < %(until)s"
 _BY_ROUTED = f"""
     SELECT routed_version, count(*),
            percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY latency_ms),
-           count(*) FILTER (WHERE fallback OR served_version IS NULL),
+           count(*) FILTER (WHERE {FAILED}),
            count(*) FILTER (WHERE fallback)
-    FROM query_log WHERE {_WINDOW} AND mode = 'routed' GROUP BY routed_version"""
+    FROM query_log WHERE {_WINDOW} AND {ROUTED} GROUP BY routed_version"""
 
 _BY_SERVED = f"""
     SELECT served_version, count(*), avg(cache_hit::int), count(cache_hit),
@@ -239,8 +243,10 @@ class Figures:
             return _baseline(conn.execute(_LATEST_BASELINE).fetchone())
 
     def criteria(self, d: Dashboard) -> list[Criterion]:
-        """The seed's success criteria for V2, with thresholds from the settings."""
+        """The seed's success criteria for V2, with the rollout controller's thresholds (`ROLLOUT_*`)."""
         s, v1, v2 = self.settings, d.versions["v1"], d.versions["v2"]
+        t = Thresholds.from_settings(s)
+        max_p95_ms = t.max_p95_s * 1000
         enough = s.criteria_min_samples
         if v1.requests >= enough or d.baseline is None or d.baseline.figures.p95_ms is None:
             reference, source, reference_known = v1.p95_ms, "V1", v1.requests >= enough
@@ -250,26 +256,26 @@ class Figures:
         latency_known = reference_known and v2.requests >= enough and v2.p95_ms is not None
         return [
             _criterion(
-                "v2_p95_latency", f"V2 p95 ≤ V1 p95 and < {s.criteria_max_p95_ms:g} ms", v2.p95_ms,
-                s.criteria_max_p95_ms, latency_known,
-                latency_known and v2.p95_ms <= reference and v2.p95_ms < s.criteria_max_p95_ms,
-                f"V2 p95 {_ms(v2.p95_ms)} vs {source} p95 {_ms(reference)}, limit {s.criteria_max_p95_ms:g} ms; "
+                "v2_p95_latency", f"V2 p95 ≤ V1 p95 and < {max_p95_ms:g} ms", v2.p95_ms,
+                max_p95_ms, latency_known,
+                latency_known and v2.p95_ms <= reference and v2.p95_ms < max_p95_ms,
+                f"V2 p95 {_ms(v2.p95_ms)} vs {source} p95 {_ms(reference)}, limit {max_p95_ms:g} ms; "
                 f"{v2.requests} V2 and {v1.requests} V1 queries"),
             _criterion(
-                "v2_mean_similarity", f"V2 mean top similarity > {s.criteria_min_mean_similarity:g}",
-                v2.mean_top_similarity, s.criteria_min_mean_similarity, v2.similarity_samples >= enough,
-                (v2.mean_top_similarity or 0) > s.criteria_min_mean_similarity,
+                "v2_mean_similarity", f"V2 mean top similarity > {t.min_similarity:g}",
+                v2.mean_top_similarity, t.min_similarity, v2.similarity_samples >= enough,
+                (v2.mean_top_similarity or 0) > t.min_similarity,
                 f"{_num(v2.mean_top_similarity)} over {v2.similarity_samples} results (V1: "
                 f"{_num(v1.mean_top_similarity)})"),
             _criterion(
-                "critical_errors_24h", f"at most {s.criteria_max_critical_errors} critical errors in 24 h",
-                d.critical_errors_24h, s.criteria_max_critical_errors, True,
-                d.critical_errors_24h <= s.criteria_max_critical_errors,
+                "critical_errors_24h", f"at most {t.max_critical_errors} critical errors in 24 h",
+                d.critical_errors_24h, t.max_critical_errors, True,
+                d.critical_errors_24h <= t.max_critical_errors,
                 f"{d.critical_errors_24h} queries no version could answer in the last 24 h"),
             _criterion(
-                "v2_error_rate", f"V2 error rate < {s.criteria_max_error_rate:.2%}", v2.error_rate,
-                s.criteria_max_error_rate, v2.requests >= enough,
-                v2.error_rate is not None and v2.error_rate < s.criteria_max_error_rate,
+                "v2_error_rate", f"V2 error rate < {t.max_error_rate:.2%}", v2.error_rate,
+                t.max_error_rate, v2.requests >= enough,
+                v2.error_rate is not None and v2.error_rate < t.max_error_rate,
                 f"{v2.errors} of {v2.requests} V2 queries failed ({v2.fallbacks} answered by V1)"),
             _criterion(
                 "v2_cache_hit_rate", f"V2 query cache hit rate > {s.criteria_min_cache_hit_rate:.0%}",

@@ -27,7 +27,8 @@ from datetime import UTC, datetime
 import numpy as np
 from psycopg_pool import ConnectionPool
 
-from flags import threshold
+from flags import QUERY_ANALYTICS, FlagStore, threshold
+from rollout.analytics.figures import FAILED, ROUTED
 from rollout.breaker import CircuitBreakers
 from rollout.breaker.state import CLOSED
 from rollout.controller.evidence import Evidence, VersionEvidence
@@ -38,17 +39,16 @@ from rollout.routing import Reason
 GUARD_REASONS = [Reason.BREAKER_OPEN.value, Reason.ALERT.value, Reason.V2_INCOMPLETE.value]
 
 _WINDOW = "logged_at >= %(since)s AND logged_at < %(until)s"
-_ROUTED = "mode = 'routed' AND reason <> 'forced'"
 
 _COUNTS = f"""
     SELECT routed_version,
            count(*) FILTER (WHERE logged_at >= %(since)s),
-           count(*) FILTER (WHERE logged_at >= %(since)s AND (fallback OR served_version IS NULL)),
+           count(*) FILTER (WHERE logged_at >= %(since)s AND {FAILED}),
            count(*) FILTER (WHERE logged_at >= %(since)s AND served_version IS NOT NULL),
            count(overlap) FILTER (WHERE logged_at >= %(since)s),
            count(*) FILTER (WHERE logged_at >= %(critical_since)s AND served_version IS NULL)
     FROM query_log
-    WHERE logged_at >= least(%(since)s, %(critical_since)s) AND logged_at < %(until)s AND {_ROUTED}
+    WHERE logged_at >= least(%(since)s, %(critical_since)s) AND logged_at < %(until)s AND {ROUTED}
     GROUP BY routed_version"""
 
 _ASSIGNMENTS = f"""
@@ -59,15 +59,20 @@ _ASSIGNMENTS = f"""
             AND (reason = 'percentage' OR (reason = ANY(%(guards)s) AND bucket < %(threshold)s))) split
     GROUP BY assigned"""
 
+_CROSSOVER = f"""
+    SELECT count(*), count(*) FILTER (WHERE versions > 1)
+    FROM (SELECT user_hash, count(DISTINCT routed_version) AS versions FROM query_log
+          WHERE {_WINDOW} AND {ROUTED} AND user_hash IS NOT NULL GROUP BY user_hash) users"""
+
 _SAMPLES = f"""
     SELECT routed_version, latency_ms, CASE WHEN served_version = routed_version THEN top_similarity END
     FROM query_log
-    WHERE {_WINDOW} AND {_ROUTED} AND served_version IS NOT NULL
+    WHERE {_WINDOW} AND {ROUTED} AND served_version IS NOT NULL
       AND random() < CASE routed_version WHEN 'v1' THEN %(keep_v1)s ELSE %(keep_v2)s END"""
 
 _OVERLAPS = f"""
     SELECT overlap FROM query_log
-    WHERE {_WINDOW} AND {_ROUTED} AND overlap IS NOT NULL AND random() < %(keep)s"""
+    WHERE {_WINDOW} AND {ROUTED} AND overlap IS NOT NULL AND random() < %(keep)s"""
 
 
 def _time(epoch: float) -> datetime:
@@ -99,8 +104,9 @@ class Collected:
 
 class EvidenceCollector:
     def __init__(self, pool: ConnectionPool, breakers: CircuitBreakers, coverage: CoverageMonitor, *,
-                 max_samples: int, statement_timeout_ms: int):
+                 max_samples: int, statement_timeout_ms: int, flags: FlagStore | None = None):
         self.pool = pool
+        self.flags = flags
         self.breakers = breakers
         self.coverage = coverage
         self.max_samples = max_samples
@@ -116,6 +122,7 @@ class EvidenceCollector:
                 counts[version] = _Counts(requests, errors, answered, overlaps, critical)
             for version, assigned in conn.execute(_ASSIGNMENTS, params):
                 counts[version].assigned = assigned
+            users_seen, users_on_both = conn.execute(_CROSSOVER, params).fetchone()
             keep = {v: _keep(c.answered, self.max_samples) for v, c in counts.items()}
             latencies: dict[str, list[float]] = {"v1": [], "v2": []}
             similarities: dict[str, list[float]] = {"v1": [], "v2": []}
@@ -134,7 +141,7 @@ class EvidenceCollector:
                     for v, c in counts.items()}
         evidence = Evidence(percentage=percentage, window_started_at=since, evaluated_at=until,
                             v1=versions["v1"], v2=versions["v2"], shadow_overlaps=np.asarray(overlaps, dtype=float),
-                            **facts)
+                            users_seen=users_seen, users_on_both=users_on_both, **facts)
         summary = {
             "window": {"since": params["since"].isoformat(), "until": params["until"].isoformat(),
                        "seconds": until - since},
@@ -145,14 +152,16 @@ class EvidenceCollector:
                    "similarity_samples": len(similarities[v]), "sampled_share": keep[v]}
                for v, c in counts.items()},
             "shadow": {"compared": overlap_total, "samples": len(overlaps), "sampled_share": keep_overlaps},
+            "users": {"seen": users_seen, "on_both": users_on_both},
             "facts": {"coverage_complete": facts["coverage_complete"], "coverage_detail": facts["coverage_detail"],
                       "breaker_closed": facts["breaker_closed"], "breaker_detail": facts["breaker_detail"],
-                      "tripping_alerts": list(facts["tripping_alerts"])},
+                      "tripping_alerts": list(facts["tripping_alerts"]),
+                      "analytics_enabled": facts["analytics_enabled"]},
         }
         return Collected(evidence, summary)
 
     def facts(self) -> dict:
-        """V2's coverage, V2's breaker and the tripping alerts, from this process's copies."""
+        """V2's coverage, V2's breaker, the tripping alerts and the analytics flag, from this process's copies."""
         shortfalls = self.coverage.shortfalls("v2")
         if shortfalls is None:
             complete, coverage = False, "not counted yet" + (f" ({self.coverage.last_error})"
@@ -166,6 +175,7 @@ class EvidenceCollector:
         record = state.records["v2"]
         breaker = record.state if record.state == CLOSED else ", ".join(
             filter(None, [record.state, record.cause.value if record.cause else None, record.detail]))
-        return {"coverage_complete": complete, "coverage_detail": coverage,
+        analytics = True if self.flags is None else bool(self.flags.get(QUERY_ANALYTICS))
+        return {"coverage_complete": complete, "coverage_detail": coverage, "analytics_enabled": analytics,
                 "breaker_closed": record.state == CLOSED, "breaker_detail": breaker,
                 "tripping_alerts": tuple(sorted(alert.alertname for alert in state.alerts.values()))}

@@ -65,6 +65,9 @@ class Evidence:
     coverage_complete: V2 has embedded every category the rollout routes to it (detail says which not).
     breaker_closed: V2's circuit breaker is closed (open or half-open: False).
     tripping_alerts: names of firing alerts that hold V2 off.
+    analytics_enabled: FF_ENABLE_QUERY_ANALYTICS is on (off: query_log gets no rows to judge).
+    users_seen / users_on_both: distinct users routed in the window, and those routed to both
+        versions (sticky routing should make that almost none).
     relevance: the relevance sources' evidence for the window; when given, the relevance gate is the
         quality gate (None: the similarity floor and shadow overlap, as before relevance evidence).
     """
@@ -80,11 +83,24 @@ class Evidence:
     breaker_closed: bool = True
     breaker_detail: str = ""
     tripping_alerts: tuple[str, ...] = ()
+    analytics_enabled: bool = True
+    users_seen: int = 0
+    users_on_both: int = 0
     relevance: RelevanceEvidence | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "shadow_overlaps", _array(self.shadow_overlaps))
         object.__setattr__(self, "tripping_alerts", tuple(self.tripping_alerts))
+
+    @property
+    def baseline(self) -> VersionEvidence:
+        """The version the rollout moves away from (today `v1`)."""
+        return self.v1
+
+    @property
+    def candidate(self) -> VersionEvidence:
+        """The version the rollout moves to (today `v2`)."""
+        return self.v2
 
     @property
     def window_s(self) -> float:

@@ -4,6 +4,10 @@ The controller is one process (not a gunicorn worker), so it keeps a plain regis
 when ROLLOUT_CONTROLLER_METRICS_PORT is set, serves it on its own port for Prometheus.
 An alert on `time() - rollout_controller_last_run_timestamp_seconds` catches a controller
 that no longer evaluates; `max(rollout_controller_leader)` = 0 one that nobody leads.
+
+Each evaluation also exports every gate's headline: its statistic, the confidence-sequence
+bound on the rollback side, the threshold that bound is held against, and its status (one
+series per status, 1 for the current one), the same numbers the decision row keeps.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+from rollout.controller.gates.result import GateStatus
 from rollout.errors import ServiceError
 
 
@@ -34,6 +39,14 @@ class ControllerMetrics:
         self.percentage = Gauge("rollout_controller_stage_percentage",
                                 "The rollout's percentage after this controller's last decision.",
                                 registry=self.registry)
+        self.gate_statistic = Gauge("rollout_gate_statistic", "The gate's statistic at the last evaluation "
+                                    "(e.g. the candidate's error rate, the p95 ratio).", ["gate"], registry=self.registry)
+        self.gate_bound = Gauge("rollout_gate_bound", "The gate's confidence-sequence bound on the rollback side at "
+                                "the last evaluation.", ["gate"], registry=self.registry)
+        self.gate_threshold = Gauge("rollout_gate_threshold", "The threshold the gate's bound is held against.",
+                                    ["gate"], registry=self.registry)
+        self.gate_status = Gauge("rollout_gate_status", "1 for the gate's status at the last evaluation, 0 for the "
+                                 "others.", ["gate", "status"], registry=self.registry)
         for result in ("ok", "skipped", "failed"):
             self.runs.labels(result)
 
@@ -44,8 +57,21 @@ class ControllerMetrics:
         for decision in decisions:
             self.decisions.labels(decision["kind"], decision["action"]).inc()
             self.percentage.set(decision["percentage_after"])
+            if decision.get("verdict"):
+                self.judged(decision["verdict"]["gates"])
         if redelivered:
             self.redelivered.inc(redelivered)
+
+    def judged(self, gates: Sequence[dict]) -> None:
+        """Export each gate's statistic, bound, threshold and status (a stored verdict's `gates`)."""
+        for gate in gates:
+            name = gate["name"]
+            for gauge, key in ((self.gate_statistic, "statistic"), (self.gate_bound, "bound"),
+                               (self.gate_threshold, "limit")):
+                value = gate.get(key)
+                gauge.labels(name).set(float("nan") if value is None else value)
+            for status in GateStatus:
+                self.gate_status.labels(name, status.value).set(1 if gate["status"] == status.value else 0)
 
 
 def serve_metrics(metrics: ControllerMetrics, host: str, port: int):

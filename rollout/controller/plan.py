@@ -23,6 +23,7 @@ class RolloutPlan:
     rollback_to: RollbackTarget = "zero"
     complete_after_s: float = 48 * 3600        # at 100 %, stable this long: complete, V1 may be retired
     critical_window_s: float = 24 * 3600       # critical errors are counted over this window
+    traffic_grace_s: float = 1800              # a stage with no traffic this long holds with the reason
     thresholds: Thresholds = field(default_factory=Thresholds)
 
     def __post_init__(self):
@@ -32,7 +33,7 @@ class RolloutPlan:
             raise ConfigError(f"invalid rollout stages: {exc}") from None
         if self.rollback_to not in ROLLBACK_TARGETS:
             raise ConfigError(f"rollback target must be zero or previous, not {self.rollback_to!r}")
-        for name in ("min_stage_s", "complete_after_s"):
+        for name in ("min_stage_s", "complete_after_s", "traffic_grace_s"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name} must be 0 or more seconds")
         for name in ("evaluation_interval_s", "critical_window_s"):
@@ -45,6 +46,7 @@ class RolloutPlan:
                    evaluation_interval_s=settings.rollout_evaluation_interval_s,
                    rollback_to=settings.rollout_rollback_to, complete_after_s=settings.rollout_complete_after_s,
                    critical_window_s=settings.rollout_critical_window_s,
+                   traffic_grace_s=settings.rollout_traffic_grace_s,
                    thresholds=Thresholds.from_settings(settings))
 
     @property
@@ -74,4 +76,5 @@ class RolloutPlan:
         return {"stages": list(self.stages), "min_stage_s": self.min_stage_s,
                 "evaluation_interval_s": self.evaluation_interval_s, "rollback_to": self.rollback_to,
                 "complete_after_s": self.complete_after_s, "critical_window_s": self.critical_window_s,
+                "traffic_grace_s": self.traffic_grace_s,
                 "thresholds": self.thresholds.to_dict()}

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import redis
 
-from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagNotAudited, FlagStore
+from flags import GRADUAL_MIGRATION, QUERY_ANALYTICS, V2_PERCENTAGE, FlagNotAudited, FlagStore
 from rollout.controller.collector import EvidenceCollector
 from rollout.controller.gates.relevance import RelevanceEvidence
 from rollout.controller.leader import leader_of
@@ -256,6 +256,9 @@ class RolloutService:
         if target > 0 and not self.flags.get(GRADUAL_MIGRATION):  # percentage first: never V2 at a stale share
             change = self.flags.set(GRADUAL_MIGRATION, True, actor=actor, reason=reason)
             changes.append(f"{GRADUAL_MIGRATION} false -> true")
+        if target > 0 and not self.flags.get(QUERY_ANALYTICS):  # the gates judge query_log: no rows, no judgment
+            self.flags.set(QUERY_ANALYTICS, True, actor=actor, reason=reason)
+            changes.append(f"{QUERY_ANALYTICS} false -> true")
         return changes
 
     def _notify(self, decision: dict) -> dict:

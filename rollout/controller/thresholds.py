@@ -1,9 +1,9 @@
 """Thresholds: the numbers the gates judge against, and how sure they must be.
 
 Two confidence levels shape every statistical gate:
-- `rollback_alpha` (default 0.001): a gate fails (rolls back) only when the evidence of a breach
-  is this strong, one-sided. Strict, because a false rollback costs days of stages, and the
-  controller looks at the same growing window many times.
+- `rollback_alpha` (default 0.01): the chance that any statistical gate rolls back a healthy
+  candidate during a stage, however often the controller looks. The gates' confidence
+  sequences share it out (see `rollout.controller.gates.registry`).
 - `advance_confidence` (default 0.95): a gate passes only when the bound on the right side of
   the threshold holds at this level. Everything between the two is "not enough data": hold.
 """
@@ -31,9 +31,10 @@ class Thresholds:
     min_shadow_samples: int = 200
     max_error_rate: float = 0.001
     max_critical_errors: int = 0
-    rollback_alpha: float = 0.001
+    rollback_alpha: float = 0.01           # per stage, shared by the statistical guardrails
     advance_confidence: float = 0.95
     srm_alpha: float = 0.001
+    max_crossover_share: float = 0.01      # users seen on both versions, as a share of users, before a warning
     bootstrap_draws: int = 20_000
     relevance_margin: float = 0.05        # δ of the relevance gate: how much worse the candidate may be
     seed: int = 0                          # the bootstrap's: the same evidence always gets the same verdict
@@ -55,10 +56,10 @@ class Thresholds:
         for name in ("rollback_alpha", "srm_alpha"):
             if not 0 < getattr(self, name) < 0.5:
                 problems.append(f"{name} must be in (0, 0.5)")
+        if not 0 <= self.max_crossover_share <= 1:
+            problems.append("max_crossover_share is a fraction from 0 to 1")
         if not 0.5 <= self.advance_confidence < 1:
             problems.append("advance_confidence must be in [0.5, 1)")
-        if self.bootstrap_draws < 1000:
-            problems.append("bootstrap_draws must be at least 1000")
         if problems:
             raise ConfigError("invalid rollout thresholds: " + "; ".join(problems))
 
@@ -77,6 +78,7 @@ class Thresholds:
             rollback_alpha=settings.rollout_rollback_alpha,
             advance_confidence=settings.rollout_advance_confidence,
             srm_alpha=settings.rollout_srm_alpha,
+            max_crossover_share=settings.rollout_max_crossover_share,
             relevance_margin=settings.relevance_margin,
         )
 

@@ -1,8 +1,9 @@
 """The verdict: every gate's answer combined into one outcome that explains itself.
 
-The combination is the safe choice: rollback beats pause beats hold beats advance. Rollback
-wins over pause because going back to V1 is always safe for users, while waiting for a
-person is not. When the evidence is inconsistent, the statistical gates are not run at all
+The gates come from the registry (`rollout.controller.gates.registry`), in its order. The
+combination is the safe choice: rollback beats pause beats hold beats advance. Rollback
+wins over pause because going back to the baseline is always safe for users, while waiting
+for a person is not. When the evidence is inconsistent, the statistical gates are not run at all
 (their numbers would be meaningless); the facts (breaker, alerts, coverage) still are.
 
 `Verdict.to_dict()` is what the controller stores in `rollout_decisions`; `from_dict`
@@ -11,31 +12,14 @@ reads it back unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from rollout.controller.evidence import Evidence
-from rollout.controller.gates import (
-    GateResult,
-    GateStatus,
-    alerts_gate,
-    breaker_gate,
-    consistency_gate,
-    coverage_gate,
-    critical_errors_gate,
-    error_rate_gate,
-    latency_gate,
-    quality_gate,
-    sample_ratio_gate,
-    stage_time_gate,
-)
-from rollout.controller.gates.relevance import NAME as RELEVANCE, RelevancePolicy, relevance_gate
+from rollout.controller.gates import GateResult, GateStatus
+from rollout.controller.gates.registry import GATES, Gate, run, skipped
 from rollout.controller.outcome import Outcome, most_severe
 from rollout.controller.plan import RolloutPlan
-
-# the gates that read samples and counts, with what their failure would ask for
-STATISTICAL = (("sample_ratio", Outcome.PAUSE), ("errors", Outcome.ROLLBACK), ("critical_errors", Outcome.HOLD),
-               ("latency", Outcome.ROLLBACK), ("quality", Outcome.ROLLBACK))
 
 
 @dataclass(frozen=True)
@@ -71,37 +55,34 @@ class Verdict:
                    gates=tuple(GateResult.from_dict(g) for g in data["gates"]))
 
 
-def judge(evidence: Evidence, plan: RolloutPlan) -> Verdict:
-    """Run every gate on `evidence` under `plan` and combine their answers."""
-    t = plan.thresholds
-    consistency = consistency_gate(evidence)
-    gates = [consistency, stage_time_gate(evidence, plan.required_time_s(evidence.percentage)),
-             breaker_gate(evidence), alerts_gate(evidence), coverage_gate(evidence)]
-    if consistency.status is GateStatus.FAILED:
-        quality = RELEVANCE if evidence.relevance is not None else "quality"
-        gates += [GateResult(quality if name == "quality" else name, GateStatus.SKIPPED, on_failure,
-                             "not judged: the evidence is inconsistent") for name, on_failure in STATISTICAL]
-    else:
-        gates += [sample_ratio_gate(evidence, t), error_rate_gate(evidence, t),
-                  critical_errors_gate(evidence, t, plan.critical_window_s),
-                  latency_gate(evidence, t), _quality(evidence, t)]
+def judge(evidence: Evidence, plan: RolloutPlan, gates: tuple[Gate, ...] = GATES) -> Verdict:
+    """Run every gate of the registry that applies to `evidence` under `plan` and combine their answers."""
+    gates = tuple(gate for gate in gates if gate.applies(evidence))
+    results: list[GateResult] = []
+    trusted = True
+    for gate in gates:
+        if gate.statistical and not trusted:
+            results.append(skipped(gate, "not judged: the evidence is inconsistent"))
+            continue
+        result = run(gate, evidence, plan, gates)
+        if gate.name == "consistency" and result.status is GateStatus.FAILED:
+            trusted = False
+        results.append(result)
+    return combine(results, evidence.percentage, evidence.window_started_at, evidence.evaluated_at)
+
+
+def combine(gates: Sequence[GateResult], percentage: float, window_started_at: float,
+            evaluated_at: float) -> Verdict:
+    """The verdict of these gate results: the same results (a stored verdict's) give the same decision."""
     outcome = most_severe(g.outcome for g in gates)
-    return Verdict(outcome=outcome, reason=_reason(outcome, gates), percentage=evidence.percentage,
-                   window_started_at=evidence.window_started_at, evaluated_at=evidence.evaluated_at,
-                   gates=tuple(gates))
-
-
-def _quality(evidence: Evidence, t) -> GateResult:
-    """The relevance gate when relevance evidence was gathered, else the similarity floor and overlap."""
-    if evidence.relevance is None:
-        return quality_gate(evidence, t)
-    policy = RelevancePolicy(margin=t.relevance_margin, rollback_alpha=t.rollback_alpha,
-                             advance_confidence=t.advance_confidence)
-    return relevance_gate(evidence.relevance, policy)
+    return Verdict(outcome=outcome, reason=_reason(outcome, list(gates)), percentage=percentage,
+                   window_started_at=window_started_at, evaluated_at=evaluated_at, gates=tuple(gates))
 
 
 def _reason(outcome: Outcome, gates: list[GateResult]) -> str:
+    warnings = "".join(f"; warning: {g.name}: {g.reason}" for g in gates if g.status is GateStatus.WARNING)
     if outcome is Outcome.ADVANCE:
         judged = sum(g.status is GateStatus.PASSED for g in gates)
-        return f"advance: all {judged} gates passed"
-    return f"{outcome.value}: " + "; ".join(f"{g.name}: {g.reason}" for g in gates if g.outcome is outcome)
+        return f"advance: all {judged} gates passed" + warnings
+    return f"{outcome.value}: " + "; ".join(f"{g.name}: {g.reason}" for g in gates
+                                            if g.outcome is outcome and g.status is not GateStatus.WARNING) + warnings

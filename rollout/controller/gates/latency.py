@@ -1,93 +1,105 @@
-"""Latency: V2 is not slower than V1 beyond a practical margin, and V2's p95 stays under its ceiling.
+"""Latency: the candidate's p95 is not above the baseline's beyond a practical margin, and stays
+under its ceiling, judged with quantile confidence sequences valid under continuous monitoring.
 
-Three checks on the stage's latencies, all with confidence bounds rather than point values:
-- p95 ratio V2/V1, bootstrapped: roll back when its (1 - alpha) lower bound exceeds
-  1 + margin; the check passes when its `advance_confidence` upper bound is within 1 + margin.
-- the typical request: a one-sided Mann-Whitney U test of V2 against V1 stretched by the
-  margin; p < alpha means V2 is stochastically slower than V1 by more than the margin (a
-  broad slowdown shows here with far fewer samples than in the p95).
-- V2's own p95 against the ceiling (800 ms): roll back when its lower bound reaches it,
-  pass when its upper bound is below it.
-The margin is what keeps a healthy V2 from being rolled back: the tests ask whether V2 is
-slower by more than the margin, not whether it differs at all, which enough samples always show.
-
-Nothing is judged before both versions have `min_samples` latencies in the stage: a stage
-starts with V2's caches and index pages cold, and its first minutes must not decide.
-At 100 % V1 serves nothing, so only the ceiling is judged.
+Each version's p95 gets a confidence sequence (`rollout.controller.sequences.quantile_bounds`,
+Howard & Ramdas 2022): order statistics at ranks that hold at every sample size at once.
+- roll back when the candidate's lower bound exceeds (1 + margin) x the baseline's upper bound
+  (each sequence at a quarter of this gate's share of the rollback alpha, so with the mean
+  check below the gate errs with probability at most its share), or when the candidate's lower bound reaches the ceiling (800 ms);
+- roll back when the candidate's mean latency exceeds (1 + margin) x the baseline's by the
+  asymptotic two-sample sequence (`difference_bounds`, the other half of this gate's alpha): a
+  slowdown of every request shows in the mean with a few hundred requests, long before the p95;
+- pass when the candidate's upper bound is within (1 + margin) x the baseline's lower bound and
+  under the ceiling, at `advance_confidence`, once both versions have `min_samples`;
+- otherwise hold.
+The margin keeps a healthy candidate from being rolled back: the test asks whether it is slower
+by more than the margin, not whether it differs at all. A stage starts with the candidate's
+caches and index pages cold, so nothing rolls back before `min_samples_to_roll_back` samples.
+Without baseline traffic (100 % and no holdback) only the ceiling is judged.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from scipy.stats import mannwhitneyu
+import math
 
-from rollout.controller.bootstrap import quantile, quantile_replicates
+import numpy as np
+
 from rollout.controller.evidence import Evidence
 from rollout.controller.gates.result import Findings, GateResult, GateStatus, signed_percent
 from rollout.controller.outcome import Outcome
+from rollout.controller.sequences import difference_bounds, quantile_bounds
 from rollout.controller.thresholds import Thresholds
 
 NAME = "latency"
 
 
-def latency_gate(evidence: Evidence, thresholds: Thresholds) -> GateResult:
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if math.isfinite(seconds) else "unbounded"
+
+
+def latency_gate(evidence: Evidence, thresholds: Thresholds, alpha: float) -> GateResult:
     t = thresholds
-    v1, v2 = evidence.v1.latencies_s, evidence.v2.latencies_s
-    compared = evidence.percentage < 100
-    limits = {"latency_margin": t.latency_margin, "max_p95_ms": t.max_p95_s * 1000, "quantile": t.latency_quantile,
-              "min_samples": t.min_samples, "rollback_alpha": t.rollback_alpha,
-              "advance_confidence": t.advance_confidence}
-    values: dict[str, object] = {"samples_v1": len(v1), "samples_v2": len(v2)}
-    judged = (("V1", v1), ("V2", v2)) if compared else (("V2", v2),)
-    short = [f"{name} has {len(x)} of {t.min_samples} latency samples" for name, x in judged if len(x) < t.min_samples]
-    if short:
-        return GateResult(NAME, GateStatus.NOT_ENOUGH_DATA, Outcome.ROLLBACK, "; ".join(short), values, limits)
-
-    rng = np.random.default_rng(t.seed)
-    v2 = np.sort(v2)
-    v2_replicates = quantile_replicates(v2, t.latency_quantile, t.bootstrap_draws, rng)
+    baseline, candidate = evidence.baseline.latencies_s, evidence.candidate.latencies_s
+    compared = len(baseline) > 0 or evidence.percentage < 100
+    q, allowed = t.latency_quantile, 1 + t.latency_margin
+    limits = {"latency_margin": t.latency_margin, "max_p95_ms": t.max_p95_s * 1000, "quantile": q,
+              "min_samples": t.min_samples, "min_samples_to_roll_back": t.min_samples_to_roll_back,
+              "alpha": alpha, "advance_confidence": t.advance_confidence}
+    values: dict[str, object] = {"samples_baseline": len(baseline), "samples_candidate": len(candidate)}
+    judged = (("baseline", baseline), ("candidate", candidate)) if compared else (("candidate", candidate),)
+    if any(len(x) < t.min_samples_to_roll_back for _, x in judged):
+        short = [f"{name} has {len(x)} of {t.min_samples_to_roll_back} latency samples" for name, x in judged
+                 if len(x) < t.min_samples_to_roll_back]
+        return GateResult(NAME, GateStatus.NOT_ENOUGH_DATA, Outcome.ROLLBACK, "; ".join(short), values, limits,
+                          limit=allowed if compared else t.max_p95_s)
+    fail_alpha, pass_alpha = alpha / 4, (1 - t.advance_confidence) / 2
+    cand_low, _ = quantile_bounds(candidate, q, fail_alpha)
+    _, cand_high = quantile_bounds(candidate, q, pass_alpha)
+    p95_candidate = float(np.quantile(candidate, q))
+    values.update(p95_candidate_ms=p95_candidate * 1000, p95_candidate_lower_ms=cand_low * 1000,
+                  p95_candidate_upper_ms=cand_high * 1000)
     findings = Findings()
+    headline: dict[str, float] = {"statistic": p95_candidate, "bound": cand_low, "limit": t.max_p95_s}
     if compared:
-        _against_v1(np.sort(v1), v2, v2_replicates, t, rng, values, findings)
-    _under_ceiling(v2, v2_replicates, t, values, findings, compared)
-    return findings.result(NAME, Outcome.ROLLBACK, values, limits)
-
-
-def _against_v1(v1: np.ndarray, v2: np.ndarray, v2_replicates: np.ndarray, t: Thresholds,
-                rng: np.random.Generator, values: dict, findings: Findings) -> None:
-    allowed = 1 + t.latency_margin
-    p95_v1, p95_v2 = quantile(v1, t.latency_quantile), quantile(v2, t.latency_quantile)
-    ratios = v2_replicates / np.maximum(quantile_replicates(v1, t.latency_quantile, t.bootstrap_draws, rng), 1e-12)
-    ratio = p95_v2 / max(p95_v1, 1e-12)
-    low, high = np.quantile(ratios, [t.rollback_alpha, t.advance_confidence])
-    typical = mannwhitneyu(v2, v1 * allowed, alternative="greater", method="asymptotic")
-    values.update(p95_v1_ms=p95_v1 * 1000, p95_ratio=ratio, p95_ratio_lower=low, p95_ratio_upper=high,
-                  median_ratio=float(np.median(v2) / max(np.median(v1), 1e-12)), mann_whitney_p=typical.pvalue)
-    if low > allowed:
-        findings.failed.append(f"V2 p95 is {signed_percent(ratio)} on V1's, beyond the {signed_percent(allowed)} "
-                               f"margin (lower bound {signed_percent(low)})")
-    elif high > allowed:
-        findings.unproven.append(f"V2 p95 {signed_percent(ratio)} on V1's, not yet shown within "
-                                 f"{signed_percent(allowed)} (upper bound {signed_percent(high)})")
-    else:
-        findings.fine.append(f"V2 p95 {signed_percent(ratio)} on V1's (upper bound {signed_percent(high)})")
-    if typical.pvalue < t.rollback_alpha:
-        findings.failed.append(f"the typical V2 request is slower than V1 by more than {signed_percent(allowed)} "
-                               f"(Mann-Whitney p = {typical.pvalue:.1e})")
-
-
-def _under_ceiling(v2: np.ndarray, v2_replicates: np.ndarray, t: Thresholds, values: dict, findings: Findings,
-                   compared: bool) -> None:
-    p95 = quantile(v2, t.latency_quantile)
-    low, high = np.quantile(v2_replicates, [t.rollback_alpha, t.advance_confidence])
-    values.update(p95_v2_ms=p95 * 1000, p95_v2_lower_ms=low * 1000, p95_v2_upper_ms=high * 1000)
+        _, base_high = quantile_bounds(baseline, q, fail_alpha)
+        base_low, _ = quantile_bounds(baseline, q, pass_alpha)
+        p95_baseline = float(np.quantile(baseline, q))
+        ratio = p95_candidate / max(p95_baseline, 1e-12)
+        ratio_lower = cand_low / base_high if math.isfinite(base_high) else 0.0
+        ratio_upper = cand_high / base_low if base_low > 0 else math.inf
+        values.update(p95_baseline_ms=p95_baseline * 1000, p95_ratio=ratio, p95_ratio_lower=ratio_lower,
+                      p95_ratio_upper=ratio_upper)
+        headline = {"statistic": ratio, "bound": ratio_lower, "limit": allowed}
+        excess, excess_lower, _ = difference_bounds(candidate, baseline, alpha / 2, allowed)
+        mean_ratio = float(np.mean(candidate) / max(np.mean(baseline), 1e-12))
+        values.update(mean_ratio=mean_ratio, mean_excess_ms=excess * 1000, mean_excess_lower_ms=excess_lower * 1000)
+        if excess_lower > 1e-9:   # a nanosecond: rounding of equal latencies is no slowdown
+            findings.failed.append(f"the candidate's mean latency is {signed_percent(mean_ratio)} on the baseline's, "
+                                   f"beyond the {signed_percent(allowed)} margin (by at least "
+                                   f"{excess_lower * 1000:.1f} ms)")
+        if ratio_lower > allowed:
+            findings.failed.append(f"candidate p95 is {signed_percent(ratio)} on the baseline's, beyond the "
+                                   f"{signed_percent(allowed)} margin (lower bound {signed_percent(ratio_lower)})")
+        elif ratio_upper > allowed:
+            findings.unproven.append(f"candidate p95 {signed_percent(ratio)} on the baseline's, not yet shown within "
+                                     f"{signed_percent(allowed)} (upper bound "
+                                     f"{signed_percent(ratio_upper) if math.isfinite(ratio_upper) else 'unbounded'})")
+        else:
+            findings.fine.append(f"candidate p95 {signed_percent(ratio)} on the baseline's "
+                                 f"(upper bound {signed_percent(ratio_upper)})")
     ceiling = f"{t.max_p95_s * 1000:.0f} ms"
-    if low >= t.max_p95_s:
-        findings.failed.append(f"V2 p95 {p95 * 1000:.0f} ms is over the {ceiling} ceiling "
-                               f"(lower bound {low * 1000:.0f} ms)")
-    elif high >= t.max_p95_s:
-        findings.unproven.append(f"V2 p95 {p95 * 1000:.0f} ms not yet shown under {ceiling} "
-                                 f"(upper bound {high * 1000:.0f} ms)")
+    if cand_low >= t.max_p95_s:
+        findings.failed.append(f"candidate p95 {_ms(p95_candidate)} is over the {ceiling} ceiling "
+                               f"(lower bound {_ms(cand_low)})")
+        headline = {"statistic": p95_candidate, "bound": cand_low, "limit": t.max_p95_s}
+    elif cand_high >= t.max_p95_s:
+        findings.unproven.append(f"candidate p95 {_ms(p95_candidate)} not yet shown under {ceiling} "
+                                 f"(upper bound {_ms(cand_high)})")
     else:
-        findings.fine.append(f"V2 p95 {p95 * 1000:.0f} ms under {ceiling}"
-                             + ("" if compared else " (no V1 traffic at 100 %: ceiling only)"))
+        findings.fine.append(f"candidate p95 {_ms(p95_candidate)} under {ceiling}"
+                             + ("" if compared else " (no baseline traffic: ceiling only)"))
+    if not findings.failed:
+        short = [f"{name} has {len(x)} of {t.min_samples} latency samples" for name, x in judged
+                 if len(x) < t.min_samples]
+        findings.unproven.extend(short)
+    return findings.result(NAME, Outcome.ROLLBACK, values, limits, **headline)

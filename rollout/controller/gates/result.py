@@ -23,6 +23,7 @@ class GateStatus(StrEnum):
     FAILED = "failed"
     NOT_ENOUGH_DATA = "not_enough_data"   # neither proven fine nor proven broken yet
     SKIPPED = "skipped"                   # does not apply here (e.g. untrusted data)
+    WARNING = "warning"                   # fine to go on, but a person should look (said in the reason)
 
 
 def plain(value: object) -> JSONValue:
@@ -48,10 +49,15 @@ class GateResult:
     reason: str
     values: Mapping[str, JSONValue] = field(default_factory=dict)
     thresholds: Mapping[str, JSONValue] = field(default_factory=dict)
+    statistic: float | None = None   # the gate's headline figure (e.g. the candidate's error rate)
+    bound: float | None = None       # its confidence-sequence bound on the rollback side
+    limit: float | None = None       # the threshold that bound is held against
 
     def __post_init__(self):
         object.__setattr__(self, "values", {k: plain(v) for k, v in self.values.items()})
         object.__setattr__(self, "thresholds", {k: plain(v) for k, v in self.thresholds.items()})
+        for name in ("statistic", "bound", "limit"):
+            object.__setattr__(self, name, plain(getattr(self, name)))
 
     @property
     def outcome(self) -> Outcome:
@@ -60,16 +66,18 @@ class GateResult:
             return self.on_failure
         if self.status is GateStatus.NOT_ENOUGH_DATA:
             return Outcome.HOLD
-        return Outcome.ADVANCE
+        return Outcome.ADVANCE   # passed, skipped, or a warning (which the verdict's reason repeats)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "status": self.status.value, "on_failure": self.on_failure.value,
-                "reason": self.reason, "values": dict(self.values), "thresholds": dict(self.thresholds)}
+                "reason": self.reason, "values": dict(self.values), "thresholds": dict(self.thresholds),
+                "statistic": self.statistic, "bound": self.bound, "limit": self.limit}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> GateResult:
         return cls(name=data["name"], status=GateStatus(data["status"]), on_failure=Outcome(data["on_failure"]),
-                   reason=data["reason"], values=data.get("values", {}), thresholds=data.get("thresholds", {}))
+                   reason=data["reason"], values=data.get("values", {}), thresholds=data.get("thresholds", {}),
+                   statistic=data.get("statistic"), bound=data.get("bound"), limit=data.get("limit"))
 
 
 @dataclass
@@ -81,13 +89,15 @@ class Findings:
     fine: list[str] = field(default_factory=list)
 
     def result(self, name: str, on_failure: Outcome, values: Mapping[str, object],
-               thresholds: Mapping[str, object]) -> GateResult:
+               thresholds: Mapping[str, object], **headline) -> GateResult:
+        """The gate's result; `headline` is its statistic, bound and limit."""
         if self.failed:
-            return GateResult(name, GateStatus.FAILED, on_failure, "; ".join(self.failed), values, thresholds)
-        if self.unproven:
-            return GateResult(name, GateStatus.NOT_ENOUGH_DATA, on_failure, "; ".join(self.unproven), values,
-                              thresholds)
-        return GateResult(name, GateStatus.PASSED, on_failure, "; ".join(self.fine), values, thresholds)
+            status, reasons = GateStatus.FAILED, self.failed
+        elif self.unproven:
+            status, reasons = GateStatus.NOT_ENOUGH_DATA, self.unproven
+        else:
+            status, reasons = GateStatus.PASSED, self.fine
+        return GateResult(name, status, on_failure, "; ".join(reasons), values, thresholds, **headline)
 
 
 def percent(fraction: float, digits: int = 1) -> str:

@@ -1,0 +1,141 @@
+"""Confidence sequences: bounds that stay valid however often the controller looks.
+
+A fixed-sample interval at 99.9 % is wrong one time in a thousand *per look*; the controller
+looks at the same growing window every few minutes, so over a stage its chance of a false
+alarm grows with every look. A confidence sequence (Howard, Ramdas, McAuliffe & Sekhon,
+"Time-uniform, nonparametric, nonasymptotic confidence sequences", Ann. Statist. 2021) covers
+the true value at every sample size at once with probability 1 - alpha: it comes from a
+nonnegative martingale (a mixture of likelihood ratios) and Ville's inequality, so reading it
+12 or 1,000 times a stage changes nothing.
+
+Three sequences, all closed forms or one root search (scipy):
+- `rate_bounds`: a Bernoulli rate (error rates), the beta-binomial mixture martingale
+  (Robbins 1970; Howard et al. 2021, section 3) with a Beta prior centred on a reference rate.
+- `quantile_bounds`: a quantile (p95 latency), from the same mixture on the count of samples
+  below the true quantile, which is Binomial(n, q) whatever the distribution (Howard & Ramdas,
+  "Sequential estimation of quantiles with applications to A/B-testing and best-arm
+  identification", Bernoulli 2022, Theorem 1): order statistics at the rank bounds.
+- `mean_bounds`: a mean (similarity, overlap), the asymptotic normal-mixture sequence of
+  Waudby-Smith, Arnold, Wu, Howard & Ramdas ("Time-uniform central limit theory and asymptotic
+  confidence sequences", Ann. Statist. 2024, Theorem 2.2), as GrowthBook and Eppo use.
+
+Each mixture is tuned to be tightest near `tuned_for` samples; it is valid at every size.
+The package `confseq` (by the authors of the first two papers) implements these, but ships
+as a C++ source distribution at version 0.0.x; the formulas here are a few lines of scipy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.optimize import brentq
+from scipy.special import betaln
+
+TUNED_FOR = 2000   # samples at which the mixtures are tightest (about where a regression should show)
+
+
+def concentration(alpha: float, tuned_for: float = TUNED_FOR) -> float:
+    """Beta prior strength whose spread matches the deviation detectable at `tuned_for` samples."""
+    return max(tuned_for / (2 * math.log(1 / alpha)), 2.0)
+
+
+def log_mixture(successes: float, n: float, p: float, strength: float, centre: float) -> float:
+    """log of the beta-binomial mixture martingale for "the rate is p" after `successes` of `n`.
+
+    Beta(strength * centre, strength * (1 - centre)) mixes the likelihood ratios q vs p; under
+    p its expectation is 1 at every n, so it exceeds 1 / alpha with probability at most alpha.
+    """
+    a, b = strength * centre, strength * (1 - centre)
+    return (betaln(a + successes, b + n - successes) - betaln(a, b)
+            - successes * math.log(p) - (n - successes) * math.log1p(-p))
+
+
+def rate_bounds(successes: int, n: int, alpha: float, *, centre: float,
+                tuned_for: float = TUNED_FOR) -> tuple[float, float]:
+    """(lower, upper): a 1 - alpha confidence sequence for a Bernoulli rate after `successes` of `n`."""
+    if n <= 0:
+        return 0.0, 1.0
+    strength, level = concentration(alpha, tuned_for), math.log(1 / alpha)
+
+    def excess(p: float) -> float:
+        return log_mixture(successes, n, p, strength, centre) - level
+
+    tiny = 1e-12
+    estimate = min(max(successes / n, tiny), 1 - tiny)
+    if excess(estimate) >= 0:   # the whole sequence is empty (probability <= alpha): report the estimate
+        return estimate, estimate
+    lower = 0.0 if successes == 0 or excess(tiny) < 0 else brentq(excess, tiny, estimate, xtol=1e-12)
+    upper = 1.0 if successes == n or excess(1 - tiny) < 0 else brentq(excess, estimate, 1 - tiny, xtol=1e-12)
+    return float(lower), float(upper)
+
+
+def rank_bounds(n: int, q: float, alpha: float, tuned_for: float = TUNED_FOR) -> tuple[int, int]:
+    """1-based ranks (low, high): at every n, with probability 1 - alpha, the true q-quantile lies
+    at or above the low-th smallest of n samples and below the high-th (0 or n + 1: no bound)."""
+    strength, level = concentration(alpha, tuned_for), math.log(1 / alpha)
+
+    def excess(count: float) -> float:
+        return log_mixture(count, n, q, strength, q) - level
+
+    centre = n * q
+    if excess(0.0) < 0:
+        low = 0
+    else:
+        low = math.floor(brentq(excess, 0.0, centre)) + 1
+    if excess(float(n)) < 0:
+        high = n + 1
+    else:
+        high = math.ceil(brentq(excess, centre, float(n))) + 1
+    return low, min(high, n + 1)
+
+
+def quantile_bounds(values: np.ndarray, q: float, alpha: float, tuned_for: float = TUNED_FOR) -> tuple[float, float]:
+    """(lower, upper): a 1 - alpha confidence sequence for the q-quantile of `values`' distribution
+    (lower 0 and upper inf while there are too few samples to bound that side)."""
+    n = len(values)
+    if n == 0:
+        return 0.0, math.inf
+    low, high = rank_bounds(n, q, alpha, tuned_for)
+    wanted = [k - 1 for k in (low, high) if 1 <= k <= n]
+    picked = dict(zip(wanted, np.partition(values, wanted)[wanted])) if wanted else {}
+    lower = float(picked[low - 1]) if 1 <= low <= n else 0.0
+    upper = float(picked[high - 1]) if 1 <= high <= n else math.inf
+    return lower, upper
+
+
+def mixture_rho(alpha: float, tuned_for: float = TUNED_FOR) -> float:
+    """The normal mixture's spread that makes the sequence tightest at `tuned_for` samples."""
+    log_term = -2 * math.log(alpha)
+    return math.sqrt((log_term + math.log(log_term) + 1) / tuned_for)
+
+
+def normal_radius(n: int, sd: float, alpha: float, tuned_for: float = TUNED_FOR) -> float:
+    """Half-width, on the mean, of the two-sided normal-mixture sequence after n samples of spread sd."""
+    if n <= 0:
+        return math.inf
+    rho2 = mixture_rho(alpha, tuned_for) ** 2
+    return sd * math.sqrt(2 * (n * rho2 + 1) / (n * n * rho2) * math.log(math.sqrt(n * rho2 + 1) / alpha))
+
+
+def mean_bounds(values: np.ndarray, alpha: float, tuned_for: float = TUNED_FOR) -> tuple[float, float, float]:
+    """(mean, lower, upper): the asymptotic 1 - alpha confidence sequence for the mean of `values`."""
+    n = len(values)
+    if n < 2:
+        return (float(values[0]) if n else math.nan), -math.inf, math.inf
+    mean = float(np.mean(values))
+    radius = normal_radius(n, float(np.std(values, ddof=1)), alpha, tuned_for)
+    return mean, mean - radius, mean + radius
+
+
+def difference_bounds(x: np.ndarray, y: np.ndarray, alpha: float, scale: float = 1.0,
+                      tuned_for: float = TUNED_FOR) -> tuple[float, float, float]:
+    """(difference, lower, upper): the asymptotic 1 - alpha confidence sequence for mean(x) - scale * mean(y),
+    two independent samples drawn at a fixed ratio (a stage's split), indexed by the size of x."""
+    n, m = len(x), len(y)
+    if n < 2 or m < 2:
+        return math.nan, -math.inf, math.inf
+    difference = float(np.mean(x) - scale * np.mean(y))
+    se = math.sqrt(float(np.var(x, ddof=1)) / n + scale * scale * float(np.var(y, ddof=1)) / m)
+    radius = normal_radius(n, se * math.sqrt(n), alpha, tuned_for)
+    return difference, difference - radius, difference + radius
