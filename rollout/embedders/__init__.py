@@ -35,11 +35,11 @@ def build_embedder(version: VersionSettings, settings: Settings, purpose: str = 
 
 def call_options(version: VersionSettings, settings: Settings, for_query: bool) -> dict:
     """What every cloud provider's constructor takes: model, dimension, timeouts, attempts, batch."""
-    return dict(model=version.model, dimensions=version.dimensions,
-                timeout_s=settings.query_embedding_timeout_s if for_query else settings.embedding_timeout_s,
-                max_attempts=(settings.query_embedding_max_attempts if for_query
-                              else settings.embedding_max_attempts),
-                batch_size=settings.embedding_batch_size)
+    return {"model": version.model, "dimensions": version.dimensions,
+            "timeout_s": settings.query_embedding_timeout_s if for_query else settings.embedding_timeout_s,
+            "max_attempts": (settings.query_embedding_max_attempts if for_query
+                             else settings.embedding_max_attempts),
+            "batch_size": settings.embedding_batch_size}
 
 
 def api_key(version: VersionSettings, settings: Settings) -> str:
