@@ -61,8 +61,19 @@ def settings_for(services: ServiceUrls, **overrides: str) -> Settings:
 
 def _data_tables(conn: psycopg.Connection) -> list[str]:
     rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                        "AND tablename <> 'schema_migrations'").fetchall()
+                        "AND tablename NOT IN ('schema_migrations', 'embedding_versions')").fetchall()
     return [r[0] for r in rows]
+
+
+def _reset_versions(conn: psycopg.Connection) -> None:
+    """Back to the two versions the upgrade registers: v1 the baseline, v2 the candidate."""
+    extra = conn.execute("SELECT table_name FROM embedding_versions WHERE name NOT IN ('v1', 'v2')").fetchall()
+    for (table,) in extra:
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+    conn.execute("DELETE FROM embedding_versions WHERE name NOT IN ('v1', 'v2')")
+    conn.execute("UPDATE embedding_versions SET status = 'ready', retired_at = NULL")
+    conn.execute("UPDATE embedding_versions SET status = 'baseline' WHERE name = 'v1'")
+    conn.execute("UPDATE embedding_versions SET status = 'candidate' WHERE name = 'v2'")
 
 
 @pytest.fixture
@@ -70,6 +81,7 @@ def clean_db(services):
     """Empty every data table and restore the vector indexes before the test (what a failed or
     killed test left behind goes too)."""
     with psycopg.connect(services.database_url, autocommit=True) as conn:
+        _reset_versions(conn)
         tables = _data_tables(conn)
         if tables:
             conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")

@@ -64,6 +64,6 @@ def cli(verbose: bool) -> None:
 
 def main() -> None:
     from rollout.cli import (breaker, controller, database, flags, importer, migrate, monitoring,  # noqa: F401
-                             rollback, server, stage)  # (importing registers the commands)
+                             rollback, server, stage, versions)  # (importing registers the commands)
 
     cli(prog_name="rollout")
