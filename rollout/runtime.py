@@ -8,6 +8,7 @@ background and a Redis client that connects on first use.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -31,14 +32,18 @@ from rollout.controller.store import RolloutStore
 from rollout.database import open_pool
 from rollout.embedders import build_embedder
 from rollout.embedding_cache import QueryEmbeddingCache
+from rollout.errors import RolloutError
 from rollout.gateway import RagGateway
 from rollout.merging import Merger, NearDuplicates
 from rollout.metrics import Metrics
 from rollout.migration.coverage import CoverageMonitor
 from rollout.migration.writer import DocumentWriter
-from rollout.routing import Router
+from rollout.routing import Roles, Router
 from rollout.services import service_urls
 from rollout.shadow import ShadowPool
+from rollout.versions import all_versions, roles_of, serving
+
+log = logging.getLogger(__name__)
 
 
 def redis_client(url: str, timeout_s: float = 2.0) -> redis.Redis:
@@ -68,7 +73,8 @@ class Runtime:
             self.flag_audit = FlagAudit(self.pool)
             self.flags.add_audit_sink(self.flag_audit.record)
             self.backends = {v: VersionBackend(settings.version(v), self.embedders[v], self.pool) for v in VERSIONS}
-            self.router = Router(self.flags, settings.routing_group)
+            # until the registry is read (start/sync): the schema's first two versions
+            self.router = Router(self.flags, settings.routing_group, Roles(*VERSIONS))
 
             # Breaker writes happen on the request path (a V2 failure) and on alerts: their own client
             # with a shorter timeout, past which the change is applied locally and written back later.
@@ -97,9 +103,11 @@ class Runtime:
             for backend in self.backends.values():
                 backend.query_cache = self.embedding_cache
             self.coverage = CoverageMonitor(self.pool, {v: settings.version(v) for v in VERSIONS}, self.metrics,
+                                            guarded=self.router.roles.candidate,
                                             min_percent=settings.v2_min_coverage_percent,
                                             interval_s=settings.coverage_refresh_s)
             self.router.add_guard(self.coverage)
+            self.coverage.before_count.append(self.refresh_versions)
             self.document_writer = DocumentWriter(self.pool, settings)
 
             self.shadow_pool = ShadowPool(settings.shadow_max_concurrency)
@@ -136,6 +144,39 @@ class Runtime:
     def key(self, name: str) -> str:
         """A Redis key in this deployment's namespace (REDIS_KEY_PREFIX)."""
         return f"{self.settings.redis_key_prefix}:{name}"
+
+    def refresh_versions(self, conn) -> None:
+        """Take a snapshot of the version registry (off the request path: the coverage thread).
+
+        Each change is one attribute write (roles, backends), so a request sees the old or the
+        new snapshot whole. A version registered since gets its query embedder and backend here;
+        the two the schema started with keep the V1_*/V2_* settings they were registered from.
+        """
+        registered = serving(all_versions(conn))
+        roles = roles_of(registered)
+        if roles is None:
+            return
+        if {v.name for v in registered} != set(self.backends):
+            backends = {}
+            try:
+                for version in registered:
+                    current = self.backends.get(version.name)
+                    if current is None:
+                        embedder = build_embedder(version.settings, self.settings, purpose="query")
+                        current = VersionBackend(version.settings, embedder, self.pool)
+                        current.query_cache = self.embedding_cache
+                    backends[version.name] = current
+            except RolloutError as exc:  # e.g. a provider key missing here: keep serving the last snapshot
+                log.error("version registry: %s; keeping the versions served so far", exc)
+                return
+            self.embedders = {name: backend.embedder for name, backend in backends.items()}
+            self.backends = backends
+            self.gateway.backends = backends
+            self.coverage.versions = {name: backend.settings for name, backend in backends.items()}
+        if roles != self.router.roles:
+            self.breakers.shared.follow(tuple(name for name in roles if name is not None))
+            self.router.roles = roles
+            self.coverage.guarded = roles.candidate
 
     def start(self) -> Runtime:
         """Load the replicated state once, then keep it current from a background thread."""

@@ -22,6 +22,7 @@ from psycopg.rows import dict_row
 from rollout.config import Settings, VersionSettings
 from rollout.embedders.registry import provider
 from rollout.errors import RolloutError
+from rollout.routing import Roles
 
 NAME = re.compile(r"^[a-z0-9_-]{1,32}$")
 MAX_DIMENSIONS = {"vector": 2000, "halfvec": 4000}  # pgvector's limits for an HNSW index
@@ -216,6 +217,19 @@ def all_versions(conn: psycopg.Connection) -> list[EmbeddingVersion]:
     rows = cursor.execute(f"SELECT {_COLUMNS} FROM embedding_versions ORDER BY "
                           "array_position(%s::text[], status), created_at, name", (list(STATUSES),)).fetchall()
     return [EmbeddingVersion(**row) for row in rows]
+
+
+def roles_of(versions: list[EmbeddingVersion]) -> Roles | None:
+    """The baseline and the candidate among `versions`; None without a baseline (a registry not set up)."""
+    by_status = {v.status: v.name for v in versions if v.status in ("baseline", "candidate")}
+    if "baseline" not in by_status:
+        return None
+    return Roles(by_status["baseline"], by_status.get("candidate"))
+
+
+def serving(versions: list[EmbeddingVersion]) -> list[EmbeddingVersion]:
+    """The versions a gateway can search: all but the retired."""
+    return [v for v in versions if v.status != "retired"]
 
 
 def _find(conn: psycopg.Connection, name: str) -> EmbeddingVersion | None:

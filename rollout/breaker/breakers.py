@@ -110,8 +110,10 @@ class CircuitBreakers:
 
     # -- the router's guard ---------------------------------------------------------
     def v2_blocked(self, category: str | None) -> Reason | None:
-        self._demand_at["v2"] = time.monotonic()
-        record = self.state().records["v2"]
+        current = self.state()
+        candidate = current.held_version or ""
+        self._demand_at[candidate] = time.monotonic()
+        record = current.record(candidate)
         if record.state == CLOSED:
             return None
         if record.state == HALF_OPEN and record.probe_owner == self.worker and self._take_probe(record):
@@ -125,7 +127,7 @@ class CircuitBreakers:
         saved = current.saved_percentage
         if saved is None or user_bucket >= threshold(saved):
             return None
-        record = current.records["v2"]
+        record = current.record(current.held_version or "")
         return None if record.state == CLOSED else _hold_reason(record)
 
     def _take_probe(self, record) -> bool:
@@ -139,7 +141,7 @@ class CircuitBreakers:
     # -- the gateway's health recorder ---------------------------------------------------
     def record_success(self, version: str) -> None:
         self._demand_at[version] = time.monotonic()
-        record = self.state().records[version]
+        record = self.state().record(version)
         if record.state == CLOSED and not record.failures:
             return  # the common case: nothing to do, no I/O
         if record.state == OPEN or (record.state == HALF_OPEN and record.probe_owner != self.worker):
@@ -194,7 +196,7 @@ class CircuitBreakers:
             def merge(shared: BreakerState):
                 new = shared
                 for version, record in held.records.items():
-                    if record.state != CLOSED and new.records[version].state == CLOSED:
+                    if record.state != CLOSED and new.record(version).state == CLOSED:
                         new = new.with_record(version, replace(record, state=OPEN, probe_owner=None,
                                                                probe_claimed_at=None))
                 return (new if new is not shared else None), None
@@ -213,7 +215,7 @@ class CircuitBreakers:
     # -- operators and alerts -----------------------------------------------------------------
     def open(self, version: str, *, reason: str | None, actor: str,
              percentage: float | None = None) -> str:
-        before = self.state().records[version].state
+        before = self.state().record(version).state
         changed, outcome = self.shared.update(
             lambda s: transitions.forced_open(s, version, self.clock(), reason=reason, actor=actor,
                                               percentage=percentage))
@@ -234,7 +236,8 @@ class CircuitBreakers:
 
     def alert_fired(self, alert: FiringAlert, *, percentage: float, save_percentage: bool) -> tuple[str, bool]:
         """Hold V2 open for the alert; (outcome, shared): shared is False when applied locally only."""
-        before = self.state().records["v2"].state
+        current = self.state()
+        before = current.record(current.held_version or "").state
 
         def fire(s):
             return transitions.alert_fired(s, alert, self.clock(), percentage=percentage,
@@ -242,7 +245,7 @@ class CircuitBreakers:
 
         changed, outcome, shared = self._apply_reporting(fire)
         if changed and before != OPEN:
-            self._count_rollback("v2", Cause.ALERT)
+            self._count_rollback(current.held_version or "", Cause.ALERT)
         return outcome, shared
 
     def alert_resolved(self, fingerprint: str, *, auto_release: bool) -> str:
@@ -270,7 +273,7 @@ class CircuitBreakers:
         return changed, result, False
 
     def _count_rollback(self, version: str, cause: Cause) -> None:
-        if version == "v2":
+        if version == self.state().held_version:
             self.metrics.rollbacks.labels(TRIGGERS[cause]).inc()
 
 

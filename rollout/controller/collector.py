@@ -153,7 +153,7 @@ class EvidenceCollector:
 
     def facts(self) -> dict:
         """V2's coverage, V2's breaker and the tripping alerts, from this process's copies."""
-        shortfalls = self.coverage.shortfalls("v2")
+        shortfalls = self.coverage.shortfalls()
         if shortfalls is None:
             complete, coverage = False, "not counted yet" + (f" ({self.coverage.last_error})"
                                                              if self.coverage.last_error else "")
@@ -163,7 +163,7 @@ class EvidenceCollector:
             if len(shortfalls) > 10:
                 coverage += f" and {len(shortfalls) - 10} more"
         state = self.breakers.state()
-        record = state.records["v2"]
+        record = state.record(state.held_version or "")
         breaker = record.state if record.state == CLOSED else ", ".join(
             filter(None, [record.state, record.cause.value if record.cause else None, record.detail]))
         return {"coverage_complete": complete, "coverage_detail": coverage,
