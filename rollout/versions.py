@@ -88,8 +88,13 @@ class VersionRegistry:
         self.database_url = database_url
 
     @contextmanager
-    def _transaction(self) -> Iterator[psycopg.Connection]:
+    def _transaction(self, *, rollout_state: bool = False) -> Iterator[psycopg.Connection]:
+        """The registry locked; with `rollout_state`, the rollout's state row first (the order a rollout's
+        start takes them in, so the two never wait on each other)."""
         with psycopg.connect(self.database_url, row_factory=dict_row) as conn, conn.transaction():
+            if rollout_state:
+                conn.execute("INSERT INTO rollout_state (id) VALUES (1) ON CONFLICT (id) DO NOTHING")
+                conn.execute("SELECT 1 FROM rollout_state WHERE id = 1 FOR UPDATE")
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_LOCK,))
             yield conn
 
@@ -139,42 +144,26 @@ class VersionRegistry:
                                 "ready", notes)).fetchone()
         return EmbeddingVersion(**row)
 
-    def set_candidate(self, conn: psycopg.Connection, baseline: str, candidate: str) -> None:
-        """Make `candidate` the one being rolled out against `baseline` (in the caller's transaction)."""
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_LOCK,))
-        base, cand = _require(conn, baseline), _require(conn, candidate)
-        if baseline == candidate:
-            raise VersionError("the baseline and the candidate must be two different versions")
-        if base.status != "baseline":
-            raise VersionError(f"{baseline} is not the baseline ({base.status}); promote it first")
-        if cand.status not in ("ready", "candidate"):
-            raise VersionError(f"{candidate} cannot be a candidate: it is {cand.status}")
-        conn.execute("UPDATE embedding_versions SET status = 'ready' WHERE status = 'candidate' AND name <> %s",
-                     (candidate,))
-        conn.execute("UPDATE embedding_versions SET status = 'candidate' WHERE name = %s", (candidate,))
-
     def promote(self, name: str) -> EmbeddingVersion:
         """The candidate of a complete rollout becomes the baseline; the old baseline turns read-only.
 
-        The rollout goes back to idle at 0 %: a next rollout starts from the new baseline.
+        The rollout's state and flags stay (complete, 100 %): with no candidate every user is on
+        the new baseline, and gateways still holding the old pair route the same way meanwhile.
+        The next `rollout stage start` begins from there.
         """
-        with self._transaction() as conn:
+        with self._transaction(rollout_state=True) as conn:
             version = _require(conn, name)
             if version.status == "baseline":
                 raise VersionError(f"{name} is already the baseline")
             if version.status != "candidate":
                 raise VersionError(f"{name} is not the candidate ({version.status}); only a rollout's "
                                    "candidate can be promoted")
-            conn.execute("INSERT INTO rollout_state (id) VALUES (1) ON CONFLICT (id) DO NOTHING")
-            state = conn.execute("SELECT percentage, status FROM rollout_state WHERE id = 1 FOR UPDATE").fetchone()
+            state = conn.execute("SELECT percentage, status FROM rollout_state WHERE id = 1").fetchone()
             if state["status"] != "complete" or state["percentage"] < 100:
                 where = f"{state['percentage']:g} %, {state['status']}"
                 raise VersionError(f"{name} is not complete ({where}); promote a candidate at 100 %, complete")
             conn.execute("UPDATE embedding_versions SET status = 'read_only' WHERE status = 'baseline'")
             conn.execute("UPDATE embedding_versions SET status = 'baseline' WHERE name = %s", (name,))
-            conn.execute("UPDATE rollout_state SET status = 'idle', percentage = 0, stage_started_at = now(), "
-                         "reason = %s, next_evaluation_at = NULL, updated_at = now() WHERE id = 1",
-                         (f"{name} promoted to baseline",))
             return _require(conn, name)
 
     def retire(self, name: str) -> EmbeddingVersion:
@@ -209,6 +198,22 @@ class VersionRegistry:
                 conn.execute(f"DELETE FROM {table} WHERE version = %s", (name,))
             conn.execute("DELETE FROM embedding_versions WHERE name = %s", (name,))
             return version
+
+
+def set_candidate(conn: psycopg.Connection, baseline: str, candidate: str) -> None:
+    """Make `candidate` the one rolled out against `baseline`, in the caller's transaction (a rollout's
+    start commits it with the rollout's state)."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_LOCK,))
+    if baseline == candidate:
+        raise VersionError("the baseline and the candidate must be two different versions")
+    base, cand = _require(conn, baseline), _require(conn, candidate)
+    if base.status != "baseline":
+        raise VersionError(f"{baseline} is not the baseline ({base.status}); a rollout starts from the baseline")
+    if cand.status not in ("ready", "candidate"):
+        raise VersionError(f"{candidate} cannot be a candidate: it is {cand.status}")
+    conn.execute("UPDATE embedding_versions SET status = 'ready' WHERE status = 'candidate' AND name <> %s",
+                 (candidate,))
+    conn.execute("UPDATE embedding_versions SET status = 'candidate' WHERE name = %s", (candidate,))
 
 
 def all_versions(conn: psycopg.Connection) -> list[EmbeddingVersion]:

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from rollout import schema
 from rollout.cli import cli
-from rollout.cli import versions as _versions  # noqa: F401  (registers the commands)
+from rollout.cli import stage as _stage  # noqa: F401  (registers the commands)
+from rollout.cli import versions as _versions  # noqa: F401
 from rollout.config import Settings
 
 
@@ -120,8 +121,8 @@ def test_promote_needs_a_complete_candidate_and_keeps_the_old_baseline_read_only
     assert [row[:2] for row in registry(settings.database_url)] == [
         ("v1", "read_only"), ("v2", "baseline"), ("v3", "ready")]
     with psycopg.connect(settings.database_url) as conn:
-        assert conn.execute("SELECT status, percentage, reason FROM rollout_state").fetchone() == (
-            "idle", 0, "v2 promoted to baseline")
+        # the rollout stays complete at 100 %: with no candidate, everyone is on the new baseline
+        assert conn.execute("SELECT status, percentage FROM rollout_state").fetchone() == ("complete", 100)
 
 
 def test_retire_and_drop_refuse_what_is_in_use(run, settings):
@@ -194,3 +195,26 @@ def test_upgrade_from_the_two_version_schema_loses_nothing(fresh_database, tmp_p
         conn.execute("INSERT INTO query_log (logged_at, request_id, mode, reason, routed_version, served_version, "
                      "query_hash, k, latency_ms, result_count, fallback) "
                      "VALUES (now(), 'r2', 'routed', 'percentage', 'v3', 'v3', 'h', 5, 1, 1, false)")
+
+
+def test_stage_start_sets_the_candidate_and_refuses_a_second_rollout(run, settings):
+    url = settings.database_url
+    run("versions", "add", "v3", "--provider", "local", "--dimensions", "16")
+    started = run("stage", "start", "--baseline", "v1", "--candidate", "v3", "--reason", "try v3")
+    assert started.exit_code == 0, started.output
+    assert "command start by cli:" in started.output and "0 % -> 10 %, running" in started.output
+    assert "flag: FF_NEW_EMBEDDINGS_PERCENTAGE 0 -> 10" in started.output
+    assert [row[:2] for row in registry(url)] == [("v1", "baseline"), ("v2", "ready"), ("v3", "candidate")]
+    for args, message in ((("--baseline", "v1", "--candidate", "v2"), "a rollout of v3 is in progress"),):
+        refused = run("stage", "start", *args)
+        assert refused.exit_code != 0 and message in refused.output, refused.output
+    assert run("stage", "rollback", "--reason", "not yet").exit_code == 0
+    for args, message in ((("--baseline", "v2", "--candidate", "v3"), "v2 is not the baseline (ready)"),
+                          (("--baseline", "v1", "--candidate", "v1"), "two different versions"),
+                          (("--baseline", "v1", "--candidate", "v9"), "no version named v9")):
+        refused = run("stage", "start", *args)
+        assert refused.exit_code != 0 and message in refused.output, refused.output
+    assert [row[:2] for row in registry(url)] == [("v1", "baseline"), ("v2", "ready"), ("v3", "candidate")]
+    again = run("stage", "start", "--baseline", "v1", "--candidate", "v2")  # after a rollback to 0 %: allowed
+    assert again.exit_code == 0, again.output
+    assert [row[:2] for row in registry(url)] == [("v1", "baseline"), ("v2", "candidate"), ("v3", "ready")]
