@@ -9,6 +9,7 @@ passed in, so tests never see each other's counts.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
@@ -20,6 +21,9 @@ OVERLAP_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 
 def multiprocess_mode() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+ERROR_KINDS = ("embedding", "timeout", "database")
 
 
 class Metrics:
@@ -91,7 +95,15 @@ class Metrics:
         self.query_log_rows = Counter("rollout_query_log_rows", "query_log rows by outcome: written, dropped "
                                                                 "(queue full) or failed (database error).",
                                       ["outcome"], registry=r)
-        for version in ("v1", "v2"):
+        self.merged_requests.labels("both")
+        for kind in ERROR_KINDS:  # zero series, so error panels show 0, not "no data"
+            self.fallbacks.labels(kind)
+        for outcome in ("written", "dropped", "failed"):
+            self.query_log_rows.labels(outcome)
+
+    def add_versions(self, versions: Iterable[str]) -> None:
+        """Zero series of each version (by its registry name), so panels show 0, not "no data"."""
+        for version in versions:
             for kind in ("embedding", "timeout", "database", "internal"):
                 self.shadow_failures.labels(version, kind)
             for reason in ("sampled_out", "saturated", "held_off"):
@@ -99,14 +111,9 @@ class Metrics:
             self.shadow_comparisons.labels(version)
             self.shadow_top1_agreement.labels(version)
             self.shadow_fallback_served.labels(version)
-        for version in ("v1", "v2", "both"):
             self.merged_requests.labels(version)
-        for kind in ("embedding", "timeout", "database"):  # zero series, so error panels show 0, not "no data"
-            self.fallbacks.labels(kind)
-            for version in ("v1", "v2"):
+            for kind in ERROR_KINDS:
                 self.version_errors.labels(version, kind)
-        for outcome in ("written", "dropped", "failed"):
-            self.query_log_rows.labels(outcome)
 
         # circuit breakers, alerts, rollbacks
         self.breaker_state = Gauge("circuit_breaker_state",

@@ -22,7 +22,7 @@ from rollout.analytics.querylog import QueryLogWriter, QueryText
 from rollout.alerts import AlertEventStore, AlertPolicy, AlertService, RollbackActions
 from rollout.backends import VersionBackend
 from rollout.breaker import BreakerPolicy, CircuitBreakers, ReplicatedBreakerStorage
-from rollout.config import VERSIONS, Settings
+from rollout.config import VERSIONS, Settings, VersionSettings
 from rollout.controller.collector import EvidenceCollector
 from rollout.controller.leader import LEADER_KEY
 from rollout.controller.notifier import Notifier
@@ -41,7 +41,7 @@ from rollout.migration.writer import DocumentWriter
 from rollout.routing import Roles, Router
 from rollout.services import service_urls
 from rollout.shadow import ShadowPool
-from rollout.versions import all_versions, roles_of, serving
+from rollout.versions import VersionError, all_versions, configured, roles_of, serving
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class Runtime:
         self.database_url = database_url
         self.redis_url = redis_url
         self.metrics = Metrics(metrics_registry)
+        self.metrics.add_versions(VERSIONS)
         self.redis = redis_client(redis_url)  # connects on first use
         self.flag_replica = ReplicatedHash(self.redis, self.key("flags"))
         self.flags = FlagStore(self.flag_replica, settings.flag_env)  # a bad FF_* default stops here
@@ -131,7 +132,8 @@ class Runtime:
                 RolloutPlan.from_settings(settings), rollout_store,
                 EvidenceCollector(self.pool, self.breakers, self.coverage,
                                   max_samples=settings.rollout_evidence_max_samples,
-                                  statement_timeout_ms=settings.monitoring_query_timeout_ms),
+                                  statement_timeout_ms=settings.monitoring_query_timeout_ms,
+                                  roles=lambda: self.router.roles),
                 self.flags,
                 Notifier(settings.rollout_notify_url, token=settings.rollout_notify_token,
                          timeout_s=settings.rollout_notify_timeout_s, attempts=settings.rollout_notify_attempts,
@@ -162,13 +164,15 @@ class Runtime:
                 for version in registered:
                     current = self.backends.get(version.name)
                     if current is None:
-                        embedder = build_embedder(version.settings, self.settings, purpose="query")
-                        current = VersionBackend(version.settings, embedder, self.pool)
+                        setup = configured(version, self.settings)
+                        current = VersionBackend(setup, build_embedder(setup, self.settings, purpose="query"),
+                                                 self.pool)
                         current.query_cache = self.embedding_cache
                     backends[version.name] = current
             except RolloutError as exc:  # e.g. a provider key missing here: keep serving the last snapshot
                 log.error("version registry: %s; keeping the versions served so far", exc)
                 return
+            self.metrics.add_versions(name for name in backends if name not in self.backends)
             self.embedders = {name: backend.embedder for name, backend in backends.items()}
             self.backends = backends
             self.gateway.backends = backends
@@ -177,6 +181,15 @@ class Runtime:
             self.breakers.shared.follow(tuple(name for name in roles if name is not None))
             self.router.roles = roles
             self.coverage.guarded = roles.candidate
+
+    def version(self, name: str | None = None) -> VersionSettings:
+        """A served version's set-up by name (None: the rollout's candidate), from the registry's snapshot."""
+        name = name or self.router.roles.candidate or self.router.roles.baseline
+        backend = self.backends.get(name)
+        if backend is None:
+            raise VersionError(f"no version named {name} is served; known: {', '.join(self.backends)} "
+                               "(`rollout versions list`)")
+        return backend.settings
 
     def start(self) -> Runtime:
         """Load the replicated state once, then keep it current from a background thread."""

@@ -19,7 +19,7 @@ from datetime import datetime
 import psycopg
 from psycopg.rows import dict_row
 
-from rollout.config import Settings, VersionSettings
+from rollout.config import VERSIONS, Settings, VersionSettings
 from rollout.embedders.registry import provider
 from rollout.errors import RolloutError
 from rollout.routing import Roles
@@ -198,6 +198,16 @@ class VersionRegistry:
                 conn.execute(f"DELETE FROM {table} WHERE version = %s", (name,))
             conn.execute("DELETE FROM embedding_versions WHERE name = %s", (name,))
             return version
+
+
+def configured(version: EmbeddingVersion, settings: Settings) -> VersionSettings:
+    """How to embed for `version`: the two versions the schema started with keep their V1_*/V2_*
+    settings (they were registered from them); every version added since, its registry row."""
+    if version.name in VERSIONS:
+        initial = settings.version(version.name)
+        if (initial.dimensions, initial.table) == (version.dimensions, version.table_name):
+            return initial
+    return version.settings
 
 
 def set_candidate(conn: psycopg.Connection, baseline: str, candidate: str) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from flags import V2_PERCENTAGE, FlagStore
 from rollout.alerts.events import AlertEvent, AlertEventStore
-from rollout.breaker import CircuitBreakers
+from rollout.breaker import BreakerConflict, CircuitBreakers
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +73,13 @@ class RollbackActions:
         return self._recorded(result, source, actor, reason or f"re-arm {version}")
 
     def rollback(self, *, actor: str, reason: str | None, source: str) -> ActionResult:
-        """Percentage to 0 and V2's breaker open, the percentage saved for a later re-arm."""
-        result = ActionResult(self.breakers.open("v2", reason=reason or "rollback", actor=actor,
+        """Percentage to 0 and the candidate's breaker open, the percentage saved for a later re-arm."""
+        candidate = self.breakers.state().held_version
+        if candidate is None:
+            raise BreakerConflict("no rollout in progress: there is no candidate to roll back")
+        result = ActionResult(self.breakers.open(candidate, reason=reason or "rollback", actor=actor,
                                                  percentage=self.flags.get(V2_PERCENTAGE)))
-        result.actions.append("breaker v2 open")
+        result.actions.append(f"breaker {candidate} open")
         self.zero_percentage(actor=actor, reason=reason or "rollback", result=result)
         return self._recorded(result, source, actor, reason or "rollback")
 

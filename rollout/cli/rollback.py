@@ -17,4 +17,4 @@ def rollback(ctx: click.Context, reason: str | None) -> None:
 
     The old percentage is saved: `rollout breaker rearm` restores it.
     """
-    run_action(ctx, lambda actions: actions.rollback(actor=cli_actor(), reason=reason, source="cli"))
+    run_action(ctx, lambda actions, _name: actions.rollback(actor=cli_actor(), reason=reason, source="cli"))
