@@ -101,20 +101,6 @@ class Metrics:
         for outcome in ("written", "dropped", "failed"):
             self.query_log_rows.labels(outcome)
 
-    def add_versions(self, versions: Iterable[str]) -> None:
-        """Zero series of each version (by its registry name), so panels show 0, not "no data"."""
-        for version in versions:
-            for kind in ("embedding", "timeout", "database", "internal"):
-                self.shadow_failures.labels(version, kind)
-            for reason in ("sampled_out", "saturated", "held_off"):
-                self.shadow_skipped.labels(version, reason)
-            self.shadow_comparisons.labels(version)
-            self.shadow_top1_agreement.labels(version)
-            self.shadow_fallback_served.labels(version)
-            self.merged_requests.labels(version)
-            for kind in ERROR_KINDS:
-                self.version_errors.labels(version, kind)
-
         # circuit breakers, alerts, rollbacks
         self.breaker_state = Gauge("circuit_breaker_state",
                                    "Circuit breaker state per version: 0 closed, 1 half-open, 2 open (worst worker).",
@@ -148,6 +134,20 @@ class Metrics:
         self.embedding_cache_errors = Counter("rag_embedding_cache_errors",
                                               "Cache reads or writes that failed (Redis down or slow).",
                                               ["version"], registry=r)
+
+    def add_versions(self, versions: Iterable[str]) -> None:
+        """Zero series of each version (by its registry name), so panels show 0, not "no data"."""
+        for version in versions:
+            for kind in ("embedding", "timeout", "database", "internal"):
+                self.shadow_failures.labels(version, kind)
+            for reason in ("sampled_out", "saturated", "held_off"):
+                self.shadow_skipped.labels(version, reason)
+            self.shadow_comparisons.labels(version)
+            self.shadow_top1_agreement.labels(version)
+            self.shadow_fallback_served.labels(version)
+            self.merged_requests.labels(version)
+            for kind in ERROR_KINDS:
+                self.version_errors.labels(version, kind)
 
     def render(self) -> bytes:
         """The text exposition: merged across workers in multiprocess mode."""

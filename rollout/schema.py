@@ -133,6 +133,12 @@ def check(conn: psycopg.Connection, settings: Settings) -> None:
                         "WHERE status <> 'retired' ORDER BY name").fetchall()
     for name, model, dimensions, table in rows:
         declared = table_dimensions(conn, table)
+        initial = settings.version(name) if name in VERSIONS else None
+        if initial is not None and initial.table == table and initial.dimensions != declared:
+            # the two first versions embed from their V1_*/V2_* settings (rollout.versions.configured)
+            raise SchemaError(
+                f"{table}.embedding holds vector({declared}) but {name.upper()}_DIMENSIONS={initial.dimensions} "
+                f"({initial.model}); use the dimension the table was created with, or register a new version")
         if declared != dimensions:
             raise SchemaError(
                 f"{table}.embedding holds {declared} dimensions but version {name} ({model}) is registered "

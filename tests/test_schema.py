@@ -70,10 +70,12 @@ def test_dimensions_come_from_the_settings_and_are_registered(fresh_database):
         assert schema.table_dimensions(conn, "doc_embeddings_v2") == 512
         assert conn.execute("SELECT dimensions, model, status FROM embedding_versions WHERE name = 'v2'"
                             ).fetchone() == (512, "model-o'brien", "candidate")
-        schema.check(conn, settings())  # the registry, not today's settings, says what a table holds
+        schema.check(conn, settings(V2_DIMENSIONS="512"))
+        with pytest.raises(SchemaError, match=r"vector\(512\) but V2_DIMENSIONS=768"):
+            schema.check(conn, settings())
         conn.execute("UPDATE embedding_versions SET dimensions = 640 WHERE name = 'v2'")
         with pytest.raises(SchemaError, match="holds 512 dimensions but version v2 .* registered with 640"):
-            schema.check(conn, settings())
+            schema.check(conn, settings(V2_DIMENSIONS="512"))
 
 
 def test_a_behind_schema_is_named(fresh_database):
