@@ -218,3 +218,73 @@ def test_stage_start_sets_the_candidate_and_refuses_a_second_rollout(run, settin
     again = run("stage", "start", "--baseline", "v1", "--candidate", "v2")  # after a rollback to 0 %: allowed
     assert again.exit_code == 0, again.output
     assert [row[:2] for row in registry(url)] == [("v1", "baseline"), ("v2", "candidate"), ("v3", "ready")]
+
+
+def test_v1_to_v2_to_v3_end_to_end(run, runtime):
+    """The demo's pair completes and is promoted; a third version is added, backfilled, rolled out with
+    sticky users, rolled back by an alert naming it, completed and promoted; the first is dropped."""
+    from alert_payloads import alertmanager
+    from conftest import WEBHOOK_SECRET, load_and_embed
+
+    from rollout.app import create_app
+    from rollout.controller import Action, Command
+    from rollout.migration.backfill import backfill_for
+
+    url = runtime.settings.database_url
+    client = create_app(runtime.settings, runtime=runtime).test_client()
+
+    def served(users: range) -> dict[str, str]:
+        runtime.coverage.refresh()  # what the coverage thread does every COVERAGE_REFRESH_S
+        answers = {}
+        for n in users:
+            body = client.post("/api/rag/query", json={"query": "pool opening hours", "user_id": f"user-{n}"}
+                               ).get_json()
+            answers[f"user-{n}"] = body["served_by"]
+        return answers
+
+    def complete() -> None:
+        runtime.stages.command(Command(Action.SET, actor="test", percentage=100))
+        runtime.stages.command(Command(Action.ADVANCE, actor="test"))
+        assert runtime.stages.store.read().state.status.value == "complete"
+
+    load_and_embed(runtime)  # the demo's state: v1 the baseline, v2 the candidate, both embedded
+    complete()
+    assert run("versions", "promote", "v2").exit_code == 0
+    assert set(served(range(20)).values()) == {"v2"}  # no candidate: everyone on the new baseline
+
+    added = run("versions", "add", "v3", "--provider", "local", "--dimensions", "1024")
+    assert added.exit_code == 0, added.output
+    runtime.coverage.refresh()  # the registry's snapshot: v3 gets its backend
+    report = backfill_for(runtime, "v3").run()
+    with psycopg.connect(url) as conn:
+        documents = conn.execute("SELECT count(*) FROM documents").fetchone()[0]
+    assert report.embedded == documents > 0
+    started = run("stage", "start", "--baseline", "v2", "--candidate", "v3")
+    assert started.exit_code == 0, started.output
+    runtime.stages.command(Command(Action.ADVANCE, actor="test"))  # 10 -> 25 %
+    assert runtime.stages.store.read().state.percentage == 25
+
+    first = served(range(200))
+    on_v3 = {user for user, version in first.items() if version == "v3"}
+    assert set(first.values()) == {"v2", "v3"} and 20 <= len(on_v3) <= 80  # about a quarter of 200
+    assert served(range(200)) == first  # sticky: every user answered by the same version again
+
+    bearer = {"Authorization": f"Bearer {WEBHOOK_SECRET}", "Content-Type": "application/json"}
+    fired = client.post("/api/alerts/webhook", data=json.dumps(alertmanager(extra_labels={"version": "v3"})),
+                        headers=bearer)
+    assert fired.status_code == 200 and fired.get_json()["alerts"][0]["actions"][0] == "breaker v3 open"
+    after_alert = served(range(200))
+    assert set(after_alert.values()) == {"v2"}  # v3's users are back on the baseline
+
+    client.post("/api/alerts/webhook", data=json.dumps(alertmanager("resolved", extra_labels={"version": "v3"})),
+                headers=bearer)
+    runtime.rollback.close("v3", actor="test", reason="fixed", source="api", force=True, restore=False)
+    runtime.stages.reconcile()
+    complete()
+    assert set(served(range(50)).values()) == {"v3"}
+    assert run("versions", "promote", "v3").exit_code == 0
+    assert run("versions", "retire", "v1").exit_code == 0
+    dropped = run("versions", "drop", "v1", "--yes")
+    assert dropped.exit_code == 0, dropped.output
+    assert [row[:2] for row in registry(url)] == [("v2", "read_only"), ("v3", "baseline")]
+    assert declared_type(url, "doc_embeddings_v1") is None
