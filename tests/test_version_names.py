@@ -17,9 +17,6 @@ DEFAULTS = {"rollout/config.py"}
 NOT_CONVERTED_YET = {
     "rollout/analytics/figures.py",
     "rollout/analytics/queryset.py",
-    "rollout/api/breaker.py",
-    "rollout/api/monitoring.py",
-    "rollout/api/rag.py",
     "rollout/cli/monitoring.py",
 }
 

@@ -288,3 +288,21 @@ def test_v1_to_v2_to_v3_end_to_end(run, runtime):
     assert dropped.exit_code == 0, dropped.output
     assert [row[:2] for row in registry(url)] == [("v2", "read_only"), ("v3", "baseline")]
     assert declared_type(url, "doc_embeddings_v1") is None
+
+
+def test_the_api_takes_version_names(client):
+    from conftest import admin_headers
+
+    forced = client.post("/api/rag/query", json={"query": "pool", "user_id": "u1", "version": "v3"},
+                         headers=admin_headers())
+    assert forced.status_code == 400 and "neither the baseline (v1) nor the candidate (v2)" in forced.get_json()["detail"]
+    bad = client.post("/api/rag/query", json={"query": "pool", "user_id": "u1", "version": "V 1"},
+                      headers=admin_headers())
+    assert bad.status_code == 400
+    for path in ("/api/rag/versions/v2/health", "/api/rag/v2/health"):  # the old path keeps working
+        health = client.get(path)
+        assert health.status_code in (200, 503) and health.get_json()["version"] == "v2", path
+    assert client.get("/api/rag/versions/nope/health").status_code == 404
+    unknown = client.post("/api/monitoring/circuit-breaker", json={"action": "open", "version": "v9"},
+                          headers=admin_headers())
+    assert unknown.status_code == 404 and unknown.get_json()["error"] == "unknown_version"
