@@ -107,8 +107,8 @@ class AlertService:
         named, candidate = alert.labels.get(VERSION_LABEL), self.breakers.state().held_version
         if named and named != candidate:  # only the candidate can be rolled back
             return AlertOutcome(alert, False, "repeat" if self._seen(alert) else "recorded",
-                                warnings=[f"the alert names version {named}, not the candidate "
-                                          f"({candidate or 'none'}): recorded, nothing rolled back"])
+                                warnings=[(f"the alert names version {named}, not the candidate "
+                                           f"({candidate or 'none'}): recorded, nothing rolled back")])
         if alert.status == "firing":
             return self._fire(alert)
         return self._resolve(alert)
