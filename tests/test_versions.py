@@ -306,3 +306,19 @@ def test_the_api_takes_version_names(client):
     unknown = client.post("/api/monitoring/circuit-breaker", json={"action": "open", "version": "v9"},
                           headers=admin_headers())
     assert unknown.status_code == 404 and unknown.get_json()["error"] == "unknown_version"
+
+
+def test_an_alert_naming_another_version_than_the_candidate_rolls_nothing_back(client, runtime):
+    from alert_payloads import alertmanager
+    from conftest import WEBHOOK_SECRET
+
+    from flags import GRADUAL_MIGRATION, V2_PERCENTAGE
+
+    runtime.flags.set(GRADUAL_MIGRATION, True, actor="test")
+    runtime.flags.set(V2_PERCENTAGE, 25, actor="test")
+    bearer = {"Authorization": f"Bearer {WEBHOOK_SECRET}", "Content-Type": "application/json"}
+    body = client.post("/api/alerts/webhook", data=json.dumps(alertmanager(extra_labels={"version": "v1"})),
+                       headers=bearer).get_json()["alerts"][0]
+    assert body["trips"] is False and body["outcome"] == "recorded" and body["actions"] == []
+    assert body["warnings"] == ["the alert names version v1, not the candidate (v2): recorded, nothing rolled back"]
+    assert runtime.breakers.state().record("v2").state == "closed" and runtime.flags.get(V2_PERCENTAGE) == 25
