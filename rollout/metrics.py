@@ -55,6 +55,9 @@ class Metrics:
                                       ["version", "kind"], registry=r)
 
         # flags
+        self.version_role = Gauge("rollout_version_role", "1 for the rollout's baseline and candidate, by version "
+                                  "name and role (the dashboard's $baseline and $candidate).",
+                                  ["version", "role"], multiprocess_mode="max", registry=r)
         self.rollout_percentage = Gauge("rollout_percentage", "FF_NEW_EMBEDDINGS_PERCENTAGE as each worker sees it.",
                                         multiprocess_mode="mostrecent", registry=r)
         self.migration_enabled = Gauge("rollout_migration_enabled", "FF_ENABLE_GRADUAL_MIGRATION (1 on, 0 off).",
@@ -134,6 +137,13 @@ class Metrics:
         self.embedding_cache_errors = Counter("rag_embedding_cache_errors",
                                               "Cache reads or writes that failed (Redis down or slow).",
                                               ["version"], registry=r)
+
+    def set_roles(self, baseline: str, candidate: str | None) -> None:
+        """Which version is the baseline and which the candidate (one series each)."""
+        self.version_role.clear()
+        self.version_role.labels(baseline, "baseline").set(1)
+        if candidate is not None:
+            self.version_role.labels(candidate, "candidate").set(1)
 
     def add_versions(self, versions: Iterable[str]) -> None:
         """Zero series of each version (by its registry name), so panels show 0, not "no data"."""

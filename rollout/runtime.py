@@ -76,6 +76,7 @@ class Runtime:
             self.backends = {v: VersionBackend(settings.version(v), self.embedders[v], self.pool) for v in VERSIONS}
             # until the registry is read (start/sync): the schema's first two versions
             self.router = Router(self.flags, settings.routing_group, Roles(*VERSIONS))
+            self.metrics.set_roles(*self.router.roles)
 
             # Breaker writes happen on the request path (a V2 failure) and on alerts: their own client
             # with a shorter timeout, past which the change is applied locally and written back later.
@@ -180,6 +181,7 @@ class Runtime:
         if roles != self.router.roles:
             self.breakers.shared.follow(tuple(name for name in roles if name is not None))
             self.router.roles = roles
+            self.metrics.set_roles(*roles)
             self.coverage.guarded = roles.candidate
 
     def version(self, name: str | None = None) -> VersionSettings:

@@ -80,7 +80,7 @@ def _run_gateway(settings: Settings, urls: ServiceUrls, port: int, workers: int,
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="gunicorn workers (default WEB_CONCURRENCY).")
 @click.pass_context
 def demo(ctx: click.Context, port: int | None, workers: int | None) -> None:
-    """Everything in one command: services, schema, demo corpus embedded for V1 and V2, gateway, controller."""
+    """Everything in one command: services, schema, demo corpus embedded for every version, gateway, controller."""
     settings, generated = _secrets(settings_of(ctx))
     port = port or settings.port
     with service_urls(settings) as urls:
@@ -101,16 +101,17 @@ def demo(ctx: click.Context, port: int | None, workers: int | None) -> None:
             started = demo_steps.start_first_stage(runtime)
             if started:
                 click.echo(f"flags: {', '.join(started)}")
+            roles = runtime.router.roles
         finally:
             runtime.close()
 
         def banner(url: str) -> None:
-            _print_demo_banner(url, settings, generated)
+            _print_demo_banner(url, settings, generated, roles.candidate or roles.baseline)
 
         _run_gateway(settings, urls, port, workers or settings.web_concurrency, banner, controller=True)
 
 
-def _print_demo_banner(url: str, settings: Settings, generated: list[str]) -> None:
+def _print_demo_banner(url: str, settings: Settings, generated: list[str], candidate: str) -> None:
     click.echo(f"\ngateway ready on {url}  (Ctrl-C stops it and the services it started)\n")
     for name in generated:
         value = settings.admin_token if name == "ROLLOUT_ADMIN_TOKEN" else settings.alert_webhook_secret
@@ -122,7 +123,8 @@ Try:
   curl -s {url}/api/flags
   curl -s -X POST {url}/api/rollout/stage -H "Authorization: Bearer {settings.admin_token}" \\
        -H 'Content-Type: application/json' -d '{{"action": "advance", "reason": "looks good"}}'
-  curl -s {url}/api/rag/v2/health
+  curl -s {url}/api/rag/versions/{candidate}/health
+  rollout versions list             # the registry: baseline, candidate, others (then versions add, stage start)
   curl -s -X POST {url}/api/alerts/webhook -H "Authorization: Bearer {settings.alert_webhook_secret}" \\
        -H 'Content-Type: application/json' -d '{{"type": "error_rate", "severity": "critical", "value": 0.5}}'
   curl -s {url}/api/monitoring/circuit-breaker        # then: rollout breaker rearm
