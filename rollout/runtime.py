@@ -125,7 +125,7 @@ class Runtime:
                                             batch_size=settings.query_log_batch_size,
                                             flush_interval_s=settings.query_log_flush_interval_s)
             self.gateway.record_listeners.append(self.query_log.record)
-            self.figures = Figures(self.pool, settings)
+            self.figures = Figures(self.pool, settings, roles=lambda: self.router.roles)
 
             # staged rollout: one service for the status, people's commands and the controller's evaluations
             rollout_store = RolloutStore(self.pool)
