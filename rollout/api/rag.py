@@ -121,11 +121,11 @@ def query():
     if body.version is not None and body.mode == "merged":
         raise bad_request("version and mode=merged exclude each other: merged mode searches both versions")
     if body.version is not None:
-        check_admin()
         roles = _runtime().router.roles
         if body.version not in roles:
             raise bad_request(f"version {body.version} is neither the baseline ({roles.baseline}) nor the "
                               f"candidate ({roles.candidate or 'none'})")
+        check_admin()
     rag_query = RagQuery(text=body.query, k=body.k, category=body.category, min_similarity=body.min_similarity,
                          user_key=_user_key(body), forced=body.version, request_id=_request_id())
     gateway = _runtime().gateway
@@ -190,10 +190,20 @@ def merged_json(answer: MergedAnswer) -> dict:
 
 
 @bp.get("/api/rag/versions/<version>/health")
-@bp.get("/api/rag/<version>/health")
-@operation("Health of one version: database, rows embedded, HNSW index, embedder, dimensions.",
+@operation("Health of one version by name: database, rows embedded, HNSW index, embedder, dimensions.",
            tags=("rag",), errors=(404, 503))
 def version_health(version: str):
+    return _health(version)
+
+
+@bp.get("/api/rag/<version>/health")
+@operation("Health of one version (the older path; same answer as /api/rag/versions/{version}/health).",
+           tags=("rag",), errors=(404, 503))
+def version_health_old_path(version: str):
+    return _health(version)
+
+
+def _health(version: str):
     backends = _runtime().backends
     if version not in backends:
         raise ApiError(404, "unknown_version", f"unknown version {version!r}; expected one of {', '.join(backends)}")
