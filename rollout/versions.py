@@ -81,6 +81,17 @@ def index_definition(table: str, vector_type: str) -> str:
             "WITH (m = 16, ef_construction = 64)")
 
 
+def create_table(conn: psycopg.Connection, table: str, vector_type: str, dimensions: int) -> None:
+    """A version's embeddings table and its HNSW index (the layout of sql/001_core.sql)."""
+    conn.execute(f"""CREATE TABLE {table} (
+        document_id   text PRIMARY KEY REFERENCES documents (id) ON DELETE CASCADE,
+        embedding     {vector_type}({int(dimensions)}) NOT NULL,
+        model         text NOT NULL,
+        content_hash  text NOT NULL,
+        embedded_at   timestamptz NOT NULL DEFAULT now())""")
+    conn.execute(index_definition(table, vector_type))
+
+
 class VersionRegistry:
     """Reads and changes `embedding_versions` through connections from `connect()`."""
 
@@ -130,13 +141,7 @@ class VersionRegistry:
             if taken or conn.execute("SELECT to_regclass(%s) AS t", (version.table_name,)).fetchone()["t"]:
                 raise VersionError(f"table {version.table_name} is already in use; choose another name")
             table = version.table_name
-            conn.execute(f"""CREATE TABLE {table} (
-                document_id   text PRIMARY KEY REFERENCES documents (id) ON DELETE CASCADE,
-                embedding     {vector_type}({dimensions}) NOT NULL,
-                model         text NOT NULL,
-                content_hash  text NOT NULL,
-                embedded_at   timestamptz NOT NULL DEFAULT now())""")
-            conn.execute(index_definition(table, vector_type))
+            create_table(conn, table, vector_type, dimensions)
             row = conn.execute(f"INSERT INTO embedding_versions (name, provider, model, dimensions, vector_type, "
                                f"table_name, status, notes) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
                                f"RETURNING {_COLUMNS}",
