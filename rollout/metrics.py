@@ -55,6 +55,7 @@ class Metrics:
                                       ["version", "kind"], registry=r)
 
         # flags
+        self._roles_set: set[tuple[str, str]] = set()
         self.version_role = Gauge("rollout_version_role", "1 for the rollout's baseline and candidate, by version "
                                   "name and role (the dashboard's $baseline and $candidate).",
                                   ["version", "role"], multiprocess_mode="max", registry=r)
@@ -139,11 +140,14 @@ class Metrics:
                                               ["version"], registry=r)
 
     def set_roles(self, baseline: str, candidate: str | None) -> None:
-        """Which version is the baseline and which the candidate (one series each)."""
-        self.version_role.clear()
-        self.version_role.labels(baseline, "baseline").set(1)
-        if candidate is not None:
-            self.version_role.labels(candidate, "candidate").set(1)
+        """Which version is the baseline and which the candidate. A former pair's series drop to 0 rather
+        than go away: in multiprocess mode a removed series would keep its last value in the files."""
+        wanted = {(baseline, "baseline")} | ({(candidate, "candidate")} if candidate is not None else set())
+        for labels in self._roles_set - wanted:
+            self.version_role.labels(*labels).set(0)
+        for labels in wanted:
+            self.version_role.labels(*labels).set(1)
+        self._roles_set = wanted
 
     def add_versions(self, versions: Iterable[str]) -> None:
         """Zero series of each version (by its registry name), so panels show 0, not "no data"."""
