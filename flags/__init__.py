@@ -16,11 +16,11 @@ from flags.definitions import (
     definition,
 )
 from flags.replica import ReplicatedHash, Replicator
-from flags.store import FlagChange, FlagSnapshot, FlagStore, Source
+from flags.store import FlagChange, FlagNotAudited, FlagSnapshot, FlagStore, Source
 
 __all__ = [
     "DEFINITIONS", "GRADUAL_MIGRATION", "PARALLEL_RAG", "PERFORMANCE_LOGGING", "QUERY_ANALYTICS",
     "RESOLUTION", "V2_PERCENTAGE", "FlagChange", "FlagDefinition", "FlagError", "FlagKind",
-    "FlagSnapshot", "FlagStore", "InvalidFlagValue", "ReplicatedHash", "Replicator", "Source",
+    "FlagNotAudited", "FlagSnapshot", "FlagStore", "InvalidFlagValue", "ReplicatedHash", "Replicator", "Source",
     "UnknownFlag", "bucket", "definition", "in_rollout", "threshold",
 ]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from psycopg_pool import ConnectionPool
 
@@ -13,13 +15,24 @@ class FlagAudit:
     def __init__(self, pool: ConnectionPool):
         self.pool = pool
 
-    def record(self, change: FlagChange) -> None:
-        with self.pool.connection() as conn:
+    @contextmanager
+    def recording(self, change: FlagChange) -> Iterator[None]:
+        """Insert the change's row in a transaction committed when the block ends (FlagStore's audit sink):
+        the flag is written inside the block, so a row that cannot be written refuses the change."""
+        with self.pool.connection() as conn, conn.transaction():
             conn.execute(
                 "INSERT INTO flag_audit (flag, old_value, new_value, actor, reason) "
                 "VALUES (%s, %s::jsonb, %s::jsonb, %s, %s)",
                 (change.flag, json.dumps(change.old), json.dumps(change.new), change.actor, change.reason),
             )
+            yield
+
+    def last_values(self) -> dict[str, object]:
+        """Each flag's value after its last audited change (what Redis held, if it lost it)."""
+        with self.pool.connection() as conn:
+            rows = conn.execute("SELECT DISTINCT ON (flag) flag, new_value FROM flag_audit "
+                                "ORDER BY flag, changed_at DESC, id DESC").fetchall()
+        return {flag: value for flag, value in rows}
 
     def recent(self, limit: int = 50, flag: str | None = None) -> list[dict]:
         with self.pool.connection() as conn:

@@ -67,9 +67,9 @@ class FlagDefinition:
             raise InvalidFlagValue(f"{self.name} takes a number from 0 to 100, not {raw!r}") from None
         if not math.isfinite(value) or not 0 <= value <= 100:
             raise InvalidFlagValue(f"{self.name} must be between 0 and 100, not {raw!r}")
-        if round(value, 2) != value:
+        if abs(round(value, 2) - value) > 1e-9:  # 0.35000000000000003 is 0.35 in binary floating point
             raise InvalidFlagValue(f"{self.name} has a resolution of 0.01 %, not {raw!r}")
-        return value
+        return round(value, 2)
 
 
 GRADUAL_MIGRATION = "FF_ENABLE_GRADUAL_MIGRATION"

@@ -2,7 +2,10 @@
 
 `snapshot()` is a plain attribute read: it is rebuilt when the replicated hash
 changes, never on the request path. Changes go through `set` / `reset`, which
-validate, write to Redis (announced to every process) and call the audit sinks.
+validate, write the audit row and Redis as one change (announced to every process):
+the audit transaction is open while Redis is written, and committed after it; if the
+row cannot be written the flag is not changed, and if its commit fails the Redis
+write is undone. A change is never applied without its record.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from types import MappingProxyType
@@ -47,10 +51,19 @@ class FlagChange:
     actor: str
     reason: str | None
     version: int
-    audit_error: str | None = None  # the change stands; its audit row could not be written
 
 
-AuditSink = Callable[[FlagChange], None]
+class FlagNotAudited(Exception):
+    """The change was refused (or undone): its audit row could not be written."""
+
+
+AuditSink = Callable[[FlagChange], AbstractContextManager]  # writes the row; commits when the block ends
+
+
+def _refusal(change: FlagChange, exc: Exception) -> str:
+    log.error("flag change %s refused: its audit row could not be written: %s", change.flag, exc)
+    return (f"{change.flag} was not changed: its flag_audit row could not be written "
+            f"({str(exc).strip() or type(exc).__name__})")
 
 
 class FlagStore:
@@ -83,31 +96,43 @@ class FlagStore:
         self._audit_sinks.append(sink)
 
     def set(self, name: str, raw_value: object, *, actor: str, reason: str | None = None) -> FlagChange:
-        """Validate and store an override; raises FlagError or redis.RedisError."""
+        """Validate and store an override; raises FlagError, redis.RedisError or FlagNotAudited."""
         flag = definition(name)
         value = flag.parse(raw_value)
-        old = self.get(flag.name)
-        version = self.replica.write({flag.name: flag.encode(value)})
-        return self._audited(FlagChange(flag.name, old, value, actor, reason, version))
+        return self._change(FlagChange(flag.name, self.get(flag.name), value, actor, reason, 0),
+                            {flag.name: flag.encode(value)}, [])
 
     def reset(self, name: str, *, actor: str, reason: str | None = None) -> FlagChange:
         """Drop the override: the flag falls back to its environment value or default."""
         flag = definition(name)
-        old = self.get(flag.name)
-        version = self.replica.write(deletes=[flag.name])
-        return self._audited(FlagChange(flag.name, old, self.get(flag.name), actor, reason, version))
+        fallback = self.env_values.get(flag.name, flag.default)
+        return self._change(FlagChange(flag.name, self.get(flag.name), fallback, actor, reason, 0), {}, [flag.name])
 
     # -- internals ------------------------------------------------------------
-    def _audited(self, change: FlagChange) -> FlagChange:
-        """Run the audit sinks; a failing sink is reported on the change, never undoes it."""
-        errors = []
-        for sink in self._audit_sinks:
-            try:
-                sink(change)
-            except Exception as exc:
-                log.error("flag change %s applied but not audited: %s", change.flag, exc)
-                errors.append(str(exc).strip() or type(exc).__name__)
-        return replace(change, audit_error="; ".join(errors)) if errors else change
+    def _change(self, change: FlagChange, writes: dict[str, str], deletes: list[str]) -> FlagChange:
+        """Write the audit rows and Redis as one change: both, or neither."""
+        before = {name: self.replica.data.get(name) for name in [*writes, *deletes]}
+        version = None
+        try:
+            with ExitStack() as audit:
+                try:
+                    for sink in self._audit_sinks:
+                        audit.enter_context(sink(change))
+                except Exception as exc:  # leaving the block rolls back the rows already written
+                    raise FlagNotAudited(_refusal(change, exc)) from exc
+                version = self.replica.write(writes, deletes=deletes)  # a Redis error: rows rolled back
+        except FlagNotAudited:
+            raise
+        except Exception as exc:
+            if version is None:
+                raise
+            self._undo(before)  # the rows' commit failed after Redis was written
+            raise FlagNotAudited(_refusal(change, exc)) from exc
+        return replace(change, version=version)
+
+    def _undo(self, before: Mapping[str, str | None]) -> None:
+        restore = {name: value for name, value in before.items() if value is not None}
+        self.replica.write(restore, deletes=[name for name, value in before.items() if value is None])
 
     def _parse_environment(self, environ: Mapping[str, str]) -> dict[str, bool | float]:
         values = {}

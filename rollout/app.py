@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from rollout import api
+from rollout import api, console
 from rollout.config import Settings
 from rollout.errors import ConfigError
 from rollout.runtime import Runtime
@@ -31,6 +31,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None, *, runtime: R
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, JSON_SORT_KEYS=False)
     app.extensions["rollout"] = runtime
     api.init_app(app)
+    console.init_app(app)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return app

@@ -64,6 +64,16 @@ class SearchFailed(RolloutError):
         self.kind = kind  # embedding | timeout | database
 
 
+class QueryRejected(RolloutError):
+    """The database refused a value of the query itself (e.g. a NUL in its category): the client's
+    input, not the version, is at fault, so it is never counted toward a breaker nor answered by a
+    fallback (the other version would refuse it too)."""
+
+    def __init__(self, version: str, message: str):
+        super().__init__(f"the query was refused: {message}")
+        self.version = version
+
+
 class VersionBackend:
     SNIPPET_CHARS = 240
 
@@ -114,6 +124,12 @@ class VersionBackend:
             raise SearchFailed(self.version, "timeout", str(exc).strip()) from exc
         except PoolTimeout as exc:
             raise SearchFailed(self.version, "database", f"no database connection: {exc}") from exc
+        except psycopg.DataError as exc:
+            if exc.sqlstate is not None:  # the server refused a value (e.g. a vector's dimensions): a fault
+                raise SearchFailed(self.version, "database", str(exc).strip()) from exc
+            raise QueryRejected(self.version, str(exc).strip()) from exc  # the driver refused a parameter
+        except UnicodeEncodeError as exc:
+            raise QueryRejected(self.version, str(exc).strip()) from exc
         except psycopg.Error as exc:
             raise SearchFailed(self.version, "database", str(exc).strip()) from exc
         return [Hit(r[0], r[1], r[2], r[3], r[4], 1.0 - float(r[5])) for r in rows]

@@ -81,6 +81,8 @@ class Settings(BaseModel):
 
     # search
     search_timeout_ms: int = Field(2000, alias="RAG_SEARCH_TIMEOUT_MS", ge=10)
+    query_deadline_ms: int = Field(800, alias="RAG_QUERY_DEADLINE_MS", ge=0, le=60000)
+    hedge_delay_ms: int = Field(400, alias="RAG_HEDGE_DELAY_MS", ge=0, le=60000)
     hnsw_ef_search: int = Field(200, alias="HNSW_EF_SEARCH", ge=1, le=1000)
     db_pool_min_size: int = Field(1, alias="DB_POOL_MIN_SIZE", ge=0)
     db_pool_max_size: int = Field(8, alias="DB_POOL_MAX_SIZE", ge=1)
@@ -135,6 +137,10 @@ class Settings(BaseModel):
     breaker_reset_timeout_s: float = Field(30.0, alias="BREAKER_RESET_TIMEOUT_S", gt=0)
     breaker_probe_lease_s: float = Field(10.0, alias="BREAKER_PROBE_LEASE_S", gt=0)
     breaker_redis_timeout_ms: int = Field(250, alias="BREAKER_REDIS_TIMEOUT_MS", ge=1, le=10000)
+    breaker_slow_call_duration_ms: int = Field(400, alias="BREAKER_SLOW_CALL_DURATION_MS", ge=1, le=60000)
+    breaker_slow_call_rate: float = Field(0.5, alias="BREAKER_SLOW_CALL_RATE", gt=0, le=1)
+    breaker_slow_call_window: int = Field(20, alias="BREAKER_SLOW_CALL_WINDOW", ge=1, le=10000)
+    breaker_slow_call_min_calls: int = Field(10, alias="BREAKER_SLOW_CALL_MIN_CALLS", ge=1, le=10000)
     alert_trip_severities: str = Field("critical", alias="ALERT_TRIP_SEVERITIES")
     alert_trip_label: str = Field("rollout_action=rollback", alias="ALERT_TRIP_LABEL")
     alert_set_percentage_zero: bool = Field(True, alias="ALERT_SET_PERCENTAGE_ZERO")
@@ -174,6 +180,25 @@ class Settings(BaseModel):
     rollout_advance_confidence: float = Field(0.95, alias="ROLLOUT_ADVANCE_CONFIDENCE", ge=0.5, lt=1)
     rollout_srm_alpha: float = Field(0.001, alias="ROLLOUT_SRM_ALPHA", gt=0, lt=0.5)
 
+    # relevance evidence (see README, "relevance evidence")
+    rollout_quality_gate: Literal["relevance", "similarity"] = Field("relevance", alias="ROLLOUT_QUALITY_GATE")
+    rollout_require_eval: bool = Field(False, alias="ROLLOUT_REQUIRE_EVAL")
+    relevance_margin: float = Field(0.05, alias="RELEVANCE_MARGIN", gt=0, lt=0.5)
+    relevance_probe_interval_s: float = Field(3600, alias="RELEVANCE_PROBE_INTERVAL_S", ge=0)
+    relevance_probes_per_category: int = Field(5, alias="RELEVANCE_PROBES_PER_CATEGORY", ge=1, le=1000)
+    relevance_probe_k: int = Field(10, alias="RELEVANCE_PROBE_K", ge=1, le=50)
+    relevance_calibration: bool = Field(True, alias="RELEVANCE_CALIBRATION")
+    relevance_calibration_window_s: float = Field(7 * 86400, alias="RELEVANCE_CALIBRATION_WINDOW_S", gt=0)
+    relevance_calibration_min_samples: int = Field(200, alias="RELEVANCE_CALIBRATION_MIN_SAMPLES", ge=20)
+    relevance_judge: Literal["none", "lexical", "openai", "google"] = Field("none", alias="RELEVANCE_JUDGE")
+    relevance_judge_model: str | None = Field(None, alias="RELEVANCE_JUDGE_MODEL")
+    relevance_judge_sample_rate: float = Field(0.1, alias="RELEVANCE_JUDGE_SAMPLE_RATE", ge=0, le=1)
+    relevance_judge_max_rbo: float = Field(0.7, alias="RELEVANCE_JUDGE_MAX_RBO", gt=0, le=1)
+    relevance_judge_daily_tokens: int = Field(600_000, alias="RELEVANCE_JUDGE_DAILY_TOKENS", ge=0)
+    relevance_judge_daily_usd: float = Field(1.0, alias="RELEVANCE_JUDGE_DAILY_USD", ge=0)
+    relevance_judge_usd_per_1k_tokens: float = Field(0.00015, alias="RELEVANCE_JUDGE_USD_PER_1K_TOKENS", ge=0)
+    relevance_judge_timeout_s: float = Field(10.0, alias="RELEVANCE_JUDGE_TIMEOUT_S", gt=0, le=120)
+
     # staged rollout: the controller process, its evidence and its notifications
     rollout_evidence_max_samples: int = Field(100_000, alias="ROLLOUT_EVIDENCE_MAX_SAMPLES", ge=1000, le=5_000_000)
     rollout_leader_ttl_s: float = Field(30.0, alias="ROLLOUT_LEADER_TTL_S", ge=1, le=3600)
@@ -184,13 +209,18 @@ class Settings(BaseModel):
     rollout_controller_metrics_port: int | None = Field(None, alias="ROLLOUT_CONTROLLER_METRICS_PORT",
                                                         ge=1, le=65535)
 
+    # the operator console at /console
+    console: bool = Field(True, alias="ROLLOUT_CONSOLE")
+    console_refresh_s: float = Field(5.0, alias="ROLLOUT_CONSOLE_REFRESH_S", ge=1, le=300)
+    console_session_s: float = Field(8 * 3600.0, alias="ROLLOUT_CONSOLE_SESSION_S", ge=60, le=7 * 86400)
+
     # the FF_* flag defaults, kept raw: the flags package parses and validates them
     flag_env: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("database_url", "redis_url", "admin_token", "alert_webhook_secret",
                      "openai_api_key", "google_api_key", "openai_base_url", "google_base_url",
                      "v1_model", "v2_model", "query_log_hash_key", "rollout_notify_url", "rollout_notify_token",
-                     "rollout_controller_metrics_port", mode="before")
+                     "rollout_controller_metrics_port", "relevance_judge_model", mode="before")
     @classmethod
     def _blank_is_unset(cls, value):
         return None if isinstance(value, str) and not value.strip() else value

@@ -31,6 +31,7 @@ from flags import PARALLEL_RAG, PERFORMANCE_LOGGING, FlagStore
 from rollout.analytics.record import QueryRecord
 from rollout.backends import SearchFailed, SearchResult, VersionBackend
 from rollout.comparison import Comparison, compare
+from rollout.deadline import QueryDeadline
 from rollout.merging import MergedHit, Merger
 from rollout.metrics import Metrics
 from rollout.routing import Decision, Reason, Roles, Router
@@ -88,6 +89,7 @@ class MergedAnswer:
 
 Observer = Callable[[RagAnswer], None]
 RecordListener = Callable[[QueryRecord], None]
+PairListener = Callable[["RagAnswer", SearchResult, Comparison], None]  # must return at once (enqueue only)
 TextPolicy = Callable[[str], tuple[str, str | None]]  # query text -> (hash, text kept or None)
 Finish = Callable[[SearchRun | None], None]  # completes a query's record, given its shadow's run
 HANDOFF_TIMEOUT_S = 120.0  # a safety net: every request path hands over (or cancels) at once
@@ -96,7 +98,7 @@ HANDOFF_TIMEOUT_S = 120.0  # a safety net: every request path hands over (or can
 class VersionHealthRecorder:
     """What the gateway tells about each version's outcome (the circuit breaker listens)."""
 
-    def record_success(self, version: str) -> None: ...
+    def record_success(self, version: str, elapsed_ms: float | None = None) -> None: ...
 
     def record_failure(self, version: str, kind: str) -> None: ...
 
@@ -105,8 +107,10 @@ class RagGateway:
     def __init__(self, router: Router, backends: Mapping[str, VersionBackend], metrics: Metrics,
                  flags: FlagStore, health: VersionHealthRecorder | None = None, *,
                  shadow_pool: ShadowPool | None = None, shadow_sample_rate: float = 1.0,
-                 merger: Merger | None = None, query_text: TextPolicy | None = None):
+                 merger: Merger | None = None, query_text: TextPolicy | None = None,
+                 deadline: QueryDeadline | None = None):
         self.router = router
+        self.deadline = deadline
         self.backends = backends
         self.metrics = metrics
         self.flags = flags
@@ -117,6 +121,9 @@ class RagGateway:
         self.query_text = query_text or (lambda text: ("", None))
         self.observers: list[Observer] = []          # each routed answer, as soon as it is known
         self.record_listeners: list[RecordListener] = []  # each query's record, once complete
+        # a client's min_similarity is on the baseline's scale; this maps it to a version's (calibration)
+        self.threshold_for: Callable[[str, float | None], float | None] = lambda version, threshold: threshold
+        self.pair_listeners: list[PairListener] = []  # each answer with its shadow's result (the relevance judge)
 
     # -- routed answers (with an optional shadow) -----------------------------------
     def answer(self, query: RagQuery) -> RagAnswer:
@@ -128,17 +135,22 @@ class RagGateway:
         self.metrics.routing_decisions.labels(decision.version, decision.reason.value).inc()
         handoff: Future[Finish | None] = Future()  # how the shadow's thread completes this query's record
         shadow = self._start_shadow(roles, decision.version, query, handoff)
-        failure = None
+        failure, hedge = None, None
         try:
             try:
-                result = self._search(decision.version, query)
+                if self.deadline is None or decision.version == roles.baseline:
+                    result = self._search(decision.version, query)
+                else:
+                    run, hedge = self._within_deadline(roles.baseline, decision.version, query,
+                                                       hedged=shadow is not None)
+                    result = self._account(run)
             except SearchFailed as exc:
                 if decision.version == roles.baseline:
                     raise
                 failure = exc
                 self.metrics.fallbacks.labels(exc.kind).inc()
                 in_flight, shadow = shadow, None
-                result = self._fallback(roles.baseline, query, in_flight, handoff)
+                result = self._fallback(roles.baseline, query, in_flight, handoff, hedge)
         except SearchFailed as exc:
             self.metrics.requests.labels(roles.baseline, "error").inc()
             latency_ms = (time.perf_counter() - started) * 1000
@@ -166,6 +178,8 @@ class RagGateway:
         if shadow is not None and shadow.result is not None:
             comparison = compare(answer.result.ids, shadow.result.ids, answer.query.k)
             self._measure_comparison(answer.served_by, comparison)
+            for listener in self.pair_listeners:
+                self._call(listener, answer, shadow.result, comparison)
         self._emit(self._answer_record(answer, arrived, shadow, comparison))
 
     def _start_shadow(self, roles: Roles, version: str, query: RagQuery, handoff: Future) -> PendingSearch | None:
@@ -208,10 +222,29 @@ class RagGateway:
         elif not handoff.done():
             handoff.set_result(finish)
 
-    def _fallback(self, baseline: str, query: RagQuery, shadow: PendingSearch | None,
-                  handoff: Future) -> SearchResult:
-        """The baseline's answer after a candidate failure: its shadow in flight if there is one, else a new
-        search."""
+    def _within_deadline(self, baseline: str, version: str, query: RagQuery, *,
+                         hedged: bool) -> tuple[SearchRun, SearchRun | None]:
+        """The candidate's run, or a `deadline` failure; and the baseline's hedge if one was searched.
+
+        Past the hedge delay the baseline is searched here, beside the candidate (unless its shadow,
+        already in flight, is the hedge); the candidate keeps until the deadline to answer.
+        """
+        assert self.deadline is not None
+        pending = self.deadline.start(version, lambda: self._raw_search(version, query))
+        run = pending.until_hedge()
+        if run is not None:
+            return run, None
+        hedge = None if hedged else timed_search(baseline, lambda: self._raw_search(baseline, query))
+        run = pending.until_deadline()
+        self.metrics.hedged_requests.labels(version, "candidate" if run.result is not None else "baseline").inc()
+        return run, hedge
+
+    def _fallback(self, baseline: str, query: RagQuery, shadow: PendingSearch | None, handoff: Future,
+                  hedge: SearchRun | None = None) -> SearchResult:
+        """The baseline's answer after a candidate failure: its hedge or its shadow in flight if there is
+        one, else a new search."""
+        if hedge is not None:
+            return self._account(hedge)
         if shadow is None:
             return self._search(baseline, query)
         handoff.set_result(None)  # no comparison: the shadow becomes the answer
@@ -241,7 +274,7 @@ class RagGateway:
         off."""
         arrived, started = time.time(), time.perf_counter()
         baseline, candidate = self.router.roles
-        decision = self.router.decide(query.user_key, query.category, query.forced)
+        decision = self.router.decide(query.user_key, query.category, query.forced, probe=False)
         held_off = self.router.v2_held_off(query.category, serving=True)
         pending = None
         if held_off is None and candidate is not None:
@@ -251,6 +284,9 @@ class RagGateway:
         if held_off is None and candidate is not None:
             runs[candidate] = pending.result() if pending is not None else timed_search(
                 candidate, lambda: self._search(candidate, query))
+        rejected = next((run.rejected for run in runs.values() if run.rejected is not None), None)
+        if rejected is not None:
+            raise rejected
         answered = {v: run.result for v, run in runs.items() if run.result is not None}
         if not answered:
             failure = runs[baseline].failure
@@ -271,24 +307,29 @@ class RagGateway:
 
     # -- searching and measuring ---------------------------------------------------------
     def _raw_search(self, version: str, query: RagQuery) -> SearchResult:
-        return self.backends[version].search(query.text, query.k, query.category, query.min_similarity)
+        return self.backends[version].search(query.text, query.k, query.category,
+                                             self.threshold_for(version, query.min_similarity))
 
     def _search(self, version: str, query: RagQuery) -> SearchResult:
         """A serving search: its failure or success counts for the version's health."""
+        started = time.perf_counter()
         try:
             result = self._raw_search(version, query)
         except SearchFailed as exc:
             self._count_failure(version, exc)
             raise
-        self.health.record_success(version)
+        self.health.record_success(version, (time.perf_counter() - started) * 1000)
         return result
 
     def _account(self, run: SearchRun) -> SearchResult:
-        """Count a search run on the pool as a serving search; raise its failure."""
+        """Count a search run on the pool as a serving search; raise its failure (or the client's refusal,
+        which counts for no version)."""
+        if run.rejected is not None:
+            raise run.rejected
         if run.failure is not None:
             self._count_failure(run.version, run.failure)
             raise run.failure
-        self.health.record_success(run.version)
+        self.health.record_success(run.version, run.latency_ms)
         return run.result
 
     def _count_failure(self, version: str, exc: SearchFailed) -> None:
@@ -320,9 +361,9 @@ class RagGateway:
             self._call(listener, record)
 
     @staticmethod
-    def _call(callback: Callable, value: object) -> None:
+    def _call(callback: Callable, *values: object) -> None:
         try:
-            callback(value)
+            callback(*values)
         except Exception:  # a listener must never break an answer
             log.exception("query listener %r failed", callback)
 

@@ -1,14 +1,17 @@
 """gunicorn settings for the gateway (`gunicorn -c python:rollout.gunicorn_config 'rollout.app:create_app()'`).
 
 No preload: each worker builds its own pool, Redis client and replicator thread
-after the fork. Prometheus multiprocess files are wiped when the master starts and
-a dead worker's live gauges are dropped when it exits.
+after the fork. The master holds its Prometheus multiprocess folder for its life
+(`MetricsFolder`: refused if another gateway holds it, wiped when claimed), and a
+dead worker's live gauges are dropped when it exits.
 """
 
+import contextlib
 import os
-import shutil
+import sys
 
 from rollout.config import Settings
+from rollout.metrics import FolderInUse, MetricsFolder
 
 _settings = Settings.load()
 
@@ -29,15 +32,34 @@ proc_name = "rollout-gateway"
 def on_starting(server):
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if folder:
-        shutil.rmtree(folder, ignore_errors=True)
-        os.makedirs(folder, exist_ok=True)
+        held = MetricsFolder(folder)
+        try:
+            held.claim()
+        except FolderInUse as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(3) from None
+        server.metrics_folder = held  # kept referenced: the lock lives as long as the master
+
+
+def post_worker_init(worker):
+    """This worker has loaded the app: say so, so that GatewayProcess waits for every worker."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        from rollout.server import READY_PREFIX
+
+        open(os.path.join(folder, f"{READY_PREFIX}{worker.pid}"), "w").close()
 
 
 def child_exit(server, worker):
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
         from prometheus_client import multiprocess
 
+        from rollout.server import READY_PREFIX
+
         multiprocess.mark_process_dead(worker.pid)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(folder, f"{READY_PREFIX}{worker.pid}"))
 
 
 def worker_exit(server, worker):

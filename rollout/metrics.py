@@ -8,8 +8,10 @@ passed in, so tests never see each other's counts.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Iterable
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
@@ -24,6 +26,64 @@ def multiprocess_mode() -> bool:
 
 
 ERROR_KINDS = ("embedding", "timeout", "database")
+
+
+class FolderInUse(RuntimeError):
+    """Another gateway's master holds the multiprocess folder."""
+
+
+class MetricsFolder:
+    """One gateway's `PROMETHEUS_MULTIPROC_DIR`, held by its gunicorn master for its whole life.
+
+    A master wipes the folder when it starts (a dead worker's files would count
+    forever), so two gateways sharing one would wipe each other's counts: the
+    master takes an exclusive lock on `gateway.lock` first and refuses to start
+    while another process holds it. The lock goes when the master's process ends.
+    """
+
+    LOCK = "gateway.lock"
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._handle = None
+
+    def holder(self) -> int | None:
+        """The pid of the gateway holding the folder, or None if it is free."""
+        lock = self.path / self.LOCK
+        if not lock.exists():
+            return None
+        with open(lock, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                text = handle.read().strip()
+                return int(text) if text.isdigit() else -1
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return None
+
+    def claim(self) -> None:
+        """Lock the folder for this process and wipe what an earlier gateway left; FolderInUse if held."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path / self.LOCK, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid = handle.read().strip() or "?"
+            handle.close()
+            raise FolderInUse(self.in_use_message(pid)) from None
+        for entry in self.path.iterdir():
+            if entry.name != self.LOCK and entry.is_file():
+                entry.unlink()
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._handle = handle
+
+    def in_use_message(self, pid) -> str:
+        return (f"the metrics folder {self.path} is in use by another gateway (pid {pid}); starting here would "
+                "wipe its metrics: give this gateway its own PROMETHEUS_MULTIPROC_DIR")
 
 
 class Metrics:
@@ -51,6 +111,10 @@ class Metrics:
         self.anonymous_requests = Counter("rag_anonymous_requests",
                                           "Queries with no user or session id (bucketed at random).",
                                           registry=r)
+        self.hedged_requests = Counter("rag_hedged_requests", "Candidate-routed queries still searching at the "
+                                                              "hedge delay, by candidate and who answered "
+                                                              "(candidate, or baseline at the deadline).",
+                                       ["version", "outcome"], registry=r)
         self.version_errors = Counter("rag_version_errors", "Failures of a version's search, by kind.",
                                       ["version", "kind"], registry=r)
 
@@ -100,7 +164,7 @@ class Metrics:
                                                                 "(queue full) or failed (database error).",
                                       ["outcome"], registry=r)
         self.merged_requests.labels("both")
-        for kind in ERROR_KINDS:  # zero series, so error panels show 0, not "no data"
+        for kind in (*ERROR_KINDS, "deadline"):  # zero series, so error panels show 0, not "no data"
             self.fallbacks.labels(kind)
         for outcome in ("written", "dropped", "failed"):
             self.query_log_rows.labels(outcome)
@@ -139,6 +203,18 @@ class Metrics:
                                               "Cache reads or writes that failed (Redis down or slow).",
                                               ["version"], registry=r)
 
+        # relevance evidence (rollout.relevance): by version name and source
+        self.relevance_signals = Counter(
+            "rag_relevance_signals", "Relevance evidence, by version, source (feedback, probe, judge) and outcome "
+            "(positive/negative, hit/miss, win/loss/tie).", ["version", "source", "outcome"], registry=r)
+        self.relevance_judge_calls = Counter(
+            "rag_relevance_judge_calls", "Pairwise judge calls by judge and outcome (judged, cached, error, "
+            "over_budget, sampled_out).", ["judge", "outcome"], registry=r)
+        self.relevance_judge_tokens = Counter("rag_relevance_judge_tokens", "Tokens the pairwise judge spent.",
+                                              ["judge"], registry=r)
+        self.relevance_judge_cost = Counter("rag_relevance_judge_cost_usd", "Money the pairwise judge spent.",
+                                            ["judge"], registry=r)
+
     def set_roles(self, baseline: str, candidate: str | None) -> None:
         """Which version is the baseline and which the candidate. A former pair's series drop to 0 rather
         than go away: in multiprocess mode a removed series would keep its last value in the files."""
@@ -160,6 +236,8 @@ class Metrics:
             self.shadow_top1_agreement.labels(version)
             self.shadow_fallback_served.labels(version)
             self.merged_requests.labels(version)
+            for outcome in ("candidate", "baseline"):
+                self.hedged_requests.labels(version, outcome)
             for kind in ERROR_KINDS:
                 self.version_errors.labels(version, kind)
 

@@ -52,9 +52,14 @@ class Roles(NamedTuple):
 
 
 class V2Guard(Protocol):
-    """Something that may hold V2 off (breaker, alerts, coverage). Must answer from local state."""
+    """Something that may hold V2 off (breaker, alerts, coverage). Must answer from local state.
 
-    def v2_blocked(self, category: str | None) -> Reason | None: ...
+    `serving=False` is a pure read. `serving=True` means the caller searches V2 for a user's
+    answer and reports its outcome to the breaker: only then may a half-open breaker let the
+    request through as its probe (and count the probe as sent).
+    """
+
+    def v2_blocked(self, category: str | None, *, serving: bool = False) -> Reason | None: ...
 
 
 class RollbackMemory(Protocol):
@@ -79,15 +84,19 @@ class Router:
         reason (`alert`, `breaker_open`) rather than `percentage`, so the metrics show why."""
         self.rollbacks = memory
 
-    def decide(self, user_key: str, category: str | None = None, forced: str | None = None) -> Decision:
+    def decide(self, user_key: str, category: str | None = None, forced: str | None = None, *,
+               probe: bool = True) -> Decision:
+        """`probe=False` when the decision only labels a query whose candidate search is guarded elsewhere
+        (merged mode): a half-open breaker's probe is then left for that search."""
         roles = self.roles
         try:
-            return self._decide(roles, user_key, category, forced)
+            return self._decide(roles, user_key, category, forced, probe)
         except Exception as exc:  # routing must never fail a query
             log.exception("routing decision failed; serving the baseline")
             return Decision(roles.baseline, Reason.ERROR, None, error=type(exc).__name__)
 
-    def _decide(self, roles: Roles, user_key: str, category: str | None, forced: str | None) -> Decision:
+    def _decide(self, roles: Roles, user_key: str, category: str | None, forced: str | None,
+                probe: bool) -> Decision:
         baseline, candidate = roles
         snapshot = self.flags.snapshot()
         user_bucket = bucket(self.group, user_key)
@@ -101,30 +110,33 @@ class Router:
             if user_bucket >= threshold(snapshot[V2_PERCENTAGE]):
                 held = self.rollbacks.held_back(user_bucket) if self.rollbacks is not None else None
                 return Decision(baseline, held or Reason.PERCENTAGE, user_bucket)
-        blocked = self._guarded(category)
+        # a forced candidate is held off by what protects users (breaker, alert), never by incomplete
+        # coverage: the admin asked for the candidate as it is
+        blocked = self._guarded(category, serving=probe, ignore=(Reason.V2_INCOMPLETE,) if forced else ())
         if blocked is not None:
             return Decision(baseline, blocked, user_bucket)
         return Decision(candidate, Reason.FORCED if forced else Reason.PERCENTAGE, user_bucket)
 
-    def _guarded(self, category: str | None) -> Reason | None:
+    def _guarded(self, category: str | None, *, serving: bool, ignore: tuple[Reason, ...] = ()) -> Reason | None:
         for guard in self.guards:
-            blocked = guard.v2_blocked(category)
-            if blocked is not None:
+            blocked = guard.v2_blocked(category, serving=serving)
+            if blocked is not None and blocked not in ignore:
                 return blocked
         return None
 
     def v2_held_off(self, category: str | None = None, *, serving: bool = True) -> Reason | None:
         """Why V2 may not be searched for this query now, whatever the user's bucket; None if it may.
 
-        `serving=True` (merged mode: V2's results reach the client) also honours the
-        master switch; `serving=False` (a shadow search) only the guards.
+        `serving=True` (merged mode: V2's results reach the client and its outcome is reported)
+        also honours the master switch and may take a half-open breaker's probe; `serving=False`
+        (a shadow search, whose outcome no breaker hears) only reads the guards.
         """
         try:
             if self.roles.candidate is None:
                 return Reason.NO_CANDIDATE
             if serving and not self.flags.snapshot()[GRADUAL_MIGRATION]:
                 return Reason.MIGRATION_DISABLED
-            return self._guarded(category)
+            return self._guarded(category, serving=serving)
         except Exception:  # like decide(): when in doubt, V2 stays off
             log.exception("V2 guard check failed; holding V2 off")
             return Reason.ERROR

@@ -12,16 +12,19 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psycopg
 import redis
 from prometheus_client import CollectorRegistry
 
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagStore, ReplicatedHash, Replicator
 from flags.audit import FlagAudit
+from flags.restore import FlagRestore
+from rollout import schema
 from rollout.analytics.figures import Figures
 from rollout.analytics.querylog import QueryLogWriter, QueryText
 from rollout.alerts import AlertEventStore, AlertPolicy, AlertService, RollbackActions
 from rollout.backends import VersionBackend
-from rollout.breaker import BreakerPolicy, CircuitBreakers, ReplicatedBreakerStorage
+from rollout.breaker import BreakerPolicy, CircuitBreakers, ReplicatedBreakerStorage, SlowCallPolicy, SlowCallWindow
 from rollout.config import VERSIONS, Settings, VersionSettings
 from rollout.controller.collector import EvidenceCollector
 from rollout.controller.leader import LEADER_KEY
@@ -30,6 +33,7 @@ from rollout.controller.plan import RolloutPlan
 from rollout.controller.service import RolloutService
 from rollout.controller.store import RolloutStore
 from rollout.database import open_pool
+from rollout.deadline import QueryDeadline
 from rollout.embedders import build_embedder
 from rollout.embedding_cache import QueryEmbeddingCache
 from rollout.errors import RolloutError
@@ -38,6 +42,12 @@ from rollout.merging import Merger, NearDuplicates
 from rollout.metrics import Metrics
 from rollout.migration.coverage import CoverageMonitor
 from rollout.migration.writer import DocumentWriter
+from rollout.relevance.calibration import Calibration
+from rollout.relevance.evidence import RelevanceCollector
+from rollout.relevance.golden import EvalStore
+from rollout.relevance.judges import build_judge
+from rollout.relevance.judging import Budget, PairwiseJudging, shadow_listener
+from rollout.relevance.versions import baseline_and_candidate
 from rollout.routing import Roles, Router
 from rollout.services import service_urls
 from rollout.shadow import ShadowPool
@@ -72,7 +82,9 @@ class Runtime:
         self.pool = open_pool(database_url, settings, max_size=pool_size)
         try:
             self.flag_audit = FlagAudit(self.pool)
-            self.flags.add_audit_sink(self.flag_audit.record)
+            self.flags.add_audit_sink(self.flag_audit.recording)
+            self.flag_restore = FlagRestore(self.flags, self.flag_audit, lambda: self.replicator.healthy)
+            self.replicator.on_tick(self.flag_restore.tick)
             self.backends = {v: VersionBackend(settings.version(v), self.embedders[v], self.pool) for v in VERSIONS}
             # until the registry is read (start/sync): the schema's first two versions
             self.router = Router(self.flags, settings.routing_group, Roles(*VERSIONS))
@@ -87,7 +99,10 @@ class Runtime:
                 ReplicatedBreakerStorage(self.breaker_replica, VERSIONS),
                 BreakerPolicy(settings.breaker_fail_max, settings.breaker_reset_timeout_s,
                               settings.breaker_probe_lease_s),
-                self.metrics, redis_up=lambda: self.replicator.healthy)
+                self.metrics, redis_up=lambda: self.replicator.healthy,
+                slow_calls=SlowCallWindow(SlowCallPolicy(
+                    settings.breaker_slow_call_duration_ms, settings.breaker_slow_call_rate,
+                    settings.breaker_slow_call_window, settings.breaker_slow_call_min_calls)))
             self.router.add_guard(self.breakers)
             self.router.remember_rollbacks(self.breakers)
             self.alert_events = AlertEventStore(self.pool)
@@ -113,11 +128,14 @@ class Runtime:
             self.document_writer = DocumentWriter(self.pool, settings)
 
             self.shadow_pool = ShadowPool(settings.shadow_max_concurrency)
+            self.deadline = (QueryDeadline(settings.query_deadline_ms, settings.hedge_delay_ms)
+                             if settings.query_deadline_ms else None)
             merger = Merger(NearDuplicates(self.pool, [settings.version(v).table for v in VERSIONS]),
                             threshold=settings.merge_duplicate_similarity,
                             min_per_version=settings.merge_min_per_version, rrf_k=settings.merge_rrf_k)
             self.gateway = RagGateway(self.router, self.backends, self.metrics, self.flags, health=self.breakers,
                                       shadow_pool=self.shadow_pool, shadow_sample_rate=settings.shadow_sample_rate,
+                                      deadline=self.deadline,
                                       merger=merger, query_text=QueryText(settings.query_log_store_text,
                                                                           settings.query_log_hash_key))
             self.query_log = QueryLogWriter(self.pool, self.flags, self.metrics,
@@ -125,6 +143,13 @@ class Runtime:
                                             batch_size=settings.query_log_batch_size,
                                             flush_interval_s=settings.query_log_flush_interval_s)
             self.gateway.record_listeners.append(self.query_log.record)
+            self.judging = self._judging()
+            self.calibration = Calibration(self.pool, self.router.roles.baseline,
+                                           window_s=settings.relevance_calibration_window_s,
+                                           min_samples=settings.relevance_calibration_min_samples)
+            if settings.relevance_calibration:
+                self.gateway.threshold_for = self.calibration.threshold_for
+                self.replicator.on_tick(lambda: self.calibration.refresh_if_due(wait=False))
             self.figures = Figures(self.pool, settings, roles=lambda: self.router.roles)
 
             # staged rollout: one service for the status, people's commands and the controller's evaluations
@@ -139,10 +164,35 @@ class Runtime:
                 Notifier(settings.rollout_notify_url, token=settings.rollout_notify_token,
                          timeout_s=settings.rollout_notify_timeout_s, attempts=settings.rollout_notify_attempts,
                          on_result=rollout_store.set_notification),
-                self.redis, self.key(LEADER_KEY))
+                self.redis, self.key(LEADER_KEY), start_condition=self._start_condition(),
+                relevance=(self._relevance_evidence
+                           if settings.rollout_quality_gate == "relevance" else None))
         except BaseException:
             self.pool.close()
             raise
+
+    def _judging(self) -> PairwiseJudging | None:
+        """The pairwise judge of shadow disagreements (RELEVANCE_JUDGE), fed by the gateway."""
+        judge = build_judge(self.settings)
+        if judge is None:
+            return None
+        s = self.settings
+        judging = PairwiseJudging(self.pool, judge, Budget(s.relevance_judge_daily_tokens, s.relevance_judge_daily_usd,
+                                                           s.relevance_judge_usd_per_1k_tokens), self.metrics,
+                                  sample_rate=s.relevance_judge_sample_rate, max_rbo=s.relevance_judge_max_rbo)
+        self.gateway.pair_listeners.append(shadow_listener(judging, lambda: baseline_and_candidate(self.router.roles)))
+        return judging
+
+    def _start_condition(self):
+        """ROLLOUT_REQUIRE_EVAL: the first stage needs a passing `rollout eval` of the pair."""
+        if not self.settings.rollout_require_eval:
+            return None
+        evals = EvalStore(self.pool)
+        return lambda: evals.start_refusal(*baseline_and_candidate(self.router.roles))
+
+    def _relevance_evidence(self, *args, **kwargs):
+        """The relevance gate's evidence for the rollout's pair as the registry names it now."""
+        return RelevanceCollector(self.pool, *baseline_and_candidate(self.router.roles)).collect(*args, **kwargs)
 
     def key(self, name: str) -> str:
         """A Redis key in this deployment's namespace (REDIS_KEY_PREFIX)."""
@@ -183,6 +233,7 @@ class Runtime:
             self.router.roles = roles
             self.metrics.set_roles(*roles)
             self.coverage.guarded = roles.candidate
+            self.calibration.baseline = roles.baseline
 
     def version(self, name: str | None = None) -> VersionSettings:
         """A served version's set-up by name (None: the rollout's candidate), from the registry's snapshot."""
@@ -198,6 +249,8 @@ class Runtime:
         self.replicator.sync_now()
         self.replicator.start()
         self.query_log.start()
+        if self.judging is not None:
+            self.judging.start()
         self.coverage.start()
         self.refresh_gauges()
         return self
@@ -218,8 +271,12 @@ class Runtime:
 
     def close(self) -> None:
         self.replicator.stop()
+        if self.deadline is not None:
+            self.deadline.shutdown()
         self.shadow_pool.shutdown()  # shadows in flight finish and hand their rows to the writer
         self.query_log.close()
+        if self.judging is not None:
+            self.judging.close()
         self.stages.notifier.close()  # before the pool: delivery results are written to rollout_decisions
         self.coverage.stop()
         if self.embedding_cache is not None:
@@ -231,8 +288,14 @@ class Runtime:
 
 @contextmanager
 def command_runtime(settings: Settings, *, replicate: bool = False) -> Iterator[Runtime]:
-    """For a CLI command: services (embedded if the URLs are unset), then a Runtime, closed on exit."""
-    with service_urls(settings) as urls:
+    """For a CLI command: services (embedded if the URLs are unset), then a Runtime, closed on exit.
+
+    Never sets a folder up (that is `rollout demo`, `serve` and `db upgrade`), and a
+    database without the schema is a one-line error before anything reads a table.
+    """
+    with service_urls(settings, create=False) as urls:
+        with psycopg.connect(urls.database_url, connect_timeout=5) as conn:
+            schema.check(conn, settings)
         runtime = Runtime(settings, urls.database_url, urls.redis_url, pool_size=4)
         try:
             runtime.start() if replicate else runtime.sync()

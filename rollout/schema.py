@@ -126,6 +126,9 @@ def table_dimensions(conn: psycopg.Connection, table: str) -> int | None:
 def check(conn: psycopg.Connection, settings: Settings) -> None:
     """Raise SchemaError when the schema is behind or a version's table disagrees with the registry."""
     missing = pending(conn)
+    if missing and len(missing) == len(migrations()):
+        raise SchemaError("this database holds no rollout schema: run `rollout db upgrade` "
+                          "(or `rollout demo` for a local one)")
     if missing:
         raise SchemaError(f"the database schema is behind ({', '.join(missing)} not applied): "
                           "run `rollout db upgrade`")

@@ -13,10 +13,17 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from rollout.errors import ServiceError
+from rollout.metrics import MetricsFolder
 from rollout.services.ports import port_is_free
 
 APP = "rollout.app:create_app()"
 CONFIG = "python:rollout.gunicorn_config"
+READY_PREFIX = "ready_"  # + a worker's pid, in the multiprocess folder (not *.db: the metrics ignore it)
+
+
+def ready_markers(metrics_dir: Path) -> list[Path]:
+    """The workers that have loaded the app (gunicorn's post_worker_init writes one file each)."""
+    return list(Path(metrics_dir).glob(f"{READY_PREFIX}*"))
 
 
 class GatewayProcess:
@@ -31,8 +38,11 @@ class GatewayProcess:
         self.port = port
         self.env = {**os.environ, **env, "ROLLOUT_HOST": host, "ROLLOUT_PORT": str(port),
                     "WEB_CONCURRENCY": str(workers)}
+        self.workers = workers
+        self.metrics_dir = metrics_dir
         if metrics_dir is not None:
             self.env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        self.metrics_dir = metrics_dir
         self.log_file = log_file
         self.process: subprocess.Popen | None = None
 
@@ -43,6 +53,11 @@ class GatewayProcess:
     def start(self, ready_timeout_s: float = 60.0) -> GatewayProcess:
         if not port_is_free(self.port, self.host):
             raise ServiceError(f"port {self.port} on {self.host} is in use: pass --port or set ROLLOUT_PORT")
+        if self.metrics_dir is not None:
+            folder = MetricsFolder(self.metrics_dir)
+            holder = folder.holder()
+            if holder is not None:
+                raise ServiceError(folder.in_use_message(holder))
         output = open(self.log_file, "ab") if self.log_file else None
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", CONFIG,
@@ -52,6 +67,8 @@ class GatewayProcess:
         return self
 
     def wait_ready(self, timeout_s: float) -> None:
+        """Until /healthz answers and, with a multiprocess folder, every worker has loaded the app (the first
+        worker answering says nothing of the others: load sent at once would all go to it)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -59,13 +76,16 @@ class GatewayProcess:
                                    + (f"; see {self.log_file}" if self.log_file else ""))
             try:
                 with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:
-                    if response.status == 200:
+                    if response.status == 200 and self._all_workers_loaded():
                         return
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.1)
         self.stop()
         raise ServiceError(f"the gateway did not become ready on {self.url} within {timeout_s:.0f} s")
+
+    def _all_workers_loaded(self) -> bool:
+        return self.metrics_dir is None or len(ready_markers(self.metrics_dir)) >= self.workers
 
     def wait(self) -> int:
         return self.process.wait()

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from rollout.backends import SearchFailed, SearchResult
+from rollout.backends import QueryRejected, SearchFailed, SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +29,12 @@ class SearchRun:
     result: SearchResult | None
     latency_ms: float
     failure: SearchFailed | None = None
+    rejected: QueryRejected | None = None  # the client's input was refused: no version is at fault
 
     @property
     def error(self) -> str | None:
+        if self.rejected is not None:
+            return "rejected"
         return self.failure.kind if self.failure is not None else None
 
 
@@ -43,6 +46,8 @@ def timed_search(version: str, search: Callable[[], SearchResult]) -> SearchRun:
         failure = None
     except SearchFailed as exc:
         result, failure = None, exc
+    except QueryRejected as exc:
+        return SearchRun(version, None, (time.perf_counter() - started) * 1000, rejected=exc)
     except Exception as exc:  # a bug in the second search must never reach the answer
         log.exception("%s search on the shadow pool failed", version)
         result, failure = None, SearchFailed(version, "internal", f"{type(exc).__name__}: {exc}")

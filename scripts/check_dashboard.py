@@ -62,6 +62,10 @@ ELSEWHERE = {  # metric -> the component that exports it (not necessarily part o
     "rollout_controller_leader": "rollout controller (its own port; promtool unit tests cover its rules)",
     "rollout_controller_last_run_timestamp_seconds": "rollout controller (its own port; promtool unit tests cover "
                                                      "its rules)",
+    "rollout_controller_stage_percentage": "rollout controller (its own port)",
+    "rollout_controller_runs_total": "rollout controller (its own port)",
+    "rollout_controller_decisions_total": "rollout controller (its own port)",
+    "rollout_controller_notifications_redelivered_total": "rollout controller (its own port)",
 }
 ROLES = {"baseline": "v1", "candidate": "v2"}  # the fresh database's registry: what the variables would pick
 METRIC = re.compile(r"\b((?:rag|rollout|flags|circuit_breaker|alerts)_[a-zA-Z0-9_]+)")

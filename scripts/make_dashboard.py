@@ -187,6 +187,28 @@ def build() -> dict:
         .with_panel(series(
             "Anonymous queries", "Queries with no user or session id (bucketed at random).",
             [(f"sum(rate(rag_anonymous_requests_total[{RATE}]))", "anonymous")], unit="reqps", width=8))
+        .with_row(dashboard.Row("Rollout controller"))
+        .with_panel(series(
+            "Controller: leader and stage", "Whether a controller holds the leader lock (1), and the rollout's "
+            "percentage after its last decision.",
+            [("max(rollout_controller_leader)", "leading"),
+             ("max(rollout_controller_stage_percentage)", "stage %")], width=8))
+        .with_panel(series(
+            "Controller: evaluation runs", "Runs by result: ok, skipped (a service unreachable), failed.",
+            [(f"sum by (result) (increase(rollout_controller_runs_total[{RATE}]))", "{{result}}")], width=8))
+        .with_panel(series(
+            "Controller: since the last run", "Seconds since the leading controller completed a run "
+            "(the RolloutControllerStalled alert fires above 900 s for 5 minutes).",
+            [("time() - max(rollout_controller_last_run_timestamp_seconds)", "seconds")], unit="s", width=8,
+            limit=900))
+        .with_panel(series(
+            "Controller: decisions", "Decisions recorded by the controller, by kind and action.",
+            [(f"sum by (kind, action) (increase(rollout_controller_decisions_total[{RATE}]))", "{{kind}} {{action}}")],
+            width=12))
+        .with_panel(series(
+            "Controller: notifications sent again", "Notifications a stopped process left pending, redelivered.",
+            [(f"sum(increase(rollout_controller_notifications_redelivered_total[{RATE}]))", "redelivered")],
+            width=12))
     )
     return json.loads(JSONEncoder(sort_keys=True, indent=2).encode(board.build()))
 

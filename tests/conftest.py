@@ -26,6 +26,7 @@ from rollout.versions import create_table
 from rollout.services import ServiceUrls, service_urls
 from rollout.services.ports import free_port
 from rollout.services.redis import EmbeddedRedis
+from tools import in_ci
 
 ADMIN_TOKEN = "test-admin-token"
 WEBHOOK_SECRET = "test-webhook-secret"
@@ -198,3 +199,14 @@ def private_redis(tmp_path):
     url = server.start(port)
     yield server, port, url
     server.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI (CI=true) a skip of any kind (a marker, a helper in tests/tools.py) is a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not hasattr(report, "wasxfail") and in_ci():
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI (CI=true), where nothing may skip: {reason}"

@@ -117,6 +117,17 @@ def test_dry_run_estimates_and_writes_nothing(runtime):
             assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0
 
 
+def test_dry_run_does_not_time_a_large_run_by_a_run_of_three_documents(runtime):
+    load(runtime, extra=150)
+    backfill_for(runtime, "v2", options(runtime, limit=3)).run()
+    plan = json.loads(run_cli(runtime, "migrate", "run", "--dry-run", "--json").stdout)
+    assert plan["rate_basis"].startswith("embedding ") and plan["to_embed"] == 153
+    backfill_for(runtime, "v2", options(runtime, limit=120)).run()
+    load(runtime, extra=300)  # more documents, so something is left to estimate
+    plan = json.loads(run_cli(runtime, "migrate", "run", "--dry-run", "--json").stdout)
+    assert plan["rate_basis"] == "the last finished run of this version of at least 100 documents"
+
+
 def test_dry_run_prices_cloud_models(make_runtime, services):
     runtime = make_runtime(settings_for(services, V2_EMBEDDER="openai", OPENAI_API_KEY="sk-test",
                                         OPENAI_BASE_URL="http://127.0.0.1:9/v1",

@@ -11,8 +11,10 @@ import urllib.error
 import urllib.request
 
 import pytest
+import redis
 
-from flags import GRADUAL_MIGRATION, V2_PERCENTAGE
+from flags import GRADUAL_MIGRATION, PARALLEL_RAG, V2_PERCENTAGE, bucket, threshold
+from rollout.alerts.actions import ActionResult
 from rollout.app import create_app
 from rollout.routing import Reason
 from rollout.server import GatewayProcess
@@ -130,6 +132,43 @@ def test_only_one_process_probes_and_its_success_closes(make_runtime, settings):
     owner.breakers.record_success("v2")
     assert wait_until(lambda: state(one).state == "closed" and state(two).state == "closed")
     assert other.router.decide("user-c").version == "v2"
+
+
+def users_by_version(runtime, percentage):
+    """A user routed to V2 and one routed to V1 at `percentage`, by their buckets (no decision taken)."""
+    group, cut = runtime.settings.routing_group, threshold(percentage)
+    users = [f"user-{n}" for n in range(200)]
+    return (next(u for u in users if bucket(group, u) < cut), next(u for u in users if bucket(group, u) >= cut))
+
+
+def test_a_shadow_never_spends_the_half_open_probe(make_runtime, settings):
+    """Shadow on, half-open: V1 users' shadows read the breaker without taking its probe; the next
+    candidate user is the probe, its success closes the breaker (no one waits out the probe lease)."""
+    runtime = make_runtime(settings.with_overrides(breaker_fail_max=1, breaker_reset_timeout_s=0.3,
+                                                   flags_check_interval_s=0.2))
+    client = create_app(runtime.settings, runtime=runtime).test_client()
+    load_and_embed(runtime)
+    runtime.flags.set(GRADUAL_MIGRATION, True, actor="test")
+    runtime.flags.set(V2_PERCENTAGE, 50, actor="test")
+    runtime.flags.set(PARALLEL_RAG, True, actor="test")
+    candidate_user, baseline_user = users_by_version(runtime, 50)
+    runtime.breakers.record_failure("v2", "timeout")
+    assert ask(client, candidate_user)["decision"]["reason"] == "breaker_open"  # demand for V2: claims the probe
+    assert wait_until(lambda: state(runtime).state == "half-open"
+                      and state(runtime).probe_owner == runtime.breakers.worker)
+
+    registry = runtime.metrics.registry
+    held_off = {"version": "v2", "reason": "held_off"}
+    before = registry.get_sample_value("rag_shadow_skipped_total", held_off)
+    for _ in range(3):
+        assert ask(client, baseline_user)["served_by"] == "v1"
+    assert registry.get_sample_value("rag_shadow_skipped_total", held_off) == before + 3
+    assert state(runtime).state == "half-open"
+
+    probe = ask(client, candidate_user)
+    assert probe["served_by"] == "v2" and probe["decision"]["reason"] == "percentage"
+    assert wait_until(lambda: state(runtime).state == "closed")
+    assert ask(client, candidate_user)["served_by"] == "v2"
 
 
 def test_pitfall_no_half_open_while_the_alert_fires(make_runtime, settings):
@@ -304,6 +343,39 @@ def test_failures_while_redis_is_down_trip_locally_and_are_written_back(make_run
     assert wait_until(lambda: not runtime.breakers.local_only, timeout_s=15)
     fresh = make_runtime(settings)
     assert fresh.breakers.state().records["v2"].cause.value == "failures"
+
+
+def test_one_policy_with_redis_down_holds_apply_locally_releases_are_refused(make_runtime, services,
+                                                                             private_redis):
+    """A rollback while Redis is down holds V2 at once on this process and reaches Redis when it answers
+    (with the percentage it saved); a close, a re-arm or a restore is refused and changes nothing."""
+    server, port, redis_url = private_redis
+    runtime = make_runtime(settings_for(services, REDIS_URL=redis_url, FLAGS_CHECK_INTERVAL_S="0.2"))
+    client = create_app(runtime.settings, runtime=runtime).test_client()
+    runtime.flags.set(GRADUAL_MIGRATION, True, actor="test")
+    runtime.flags.set(V2_PERCENTAGE, 40, actor="test")
+    server.stop()
+    assert wait_until(lambda: not runtime.replicator.healthy, timeout_s=15)
+
+    rolled = client.post(BREAKER, json={"action": "rollback", "reason": "bad answers"}, headers=admin_headers())
+    assert rolled.status_code == 200, rolled.get_json()
+    assert "held on this process only" in rolled.get_json()["warnings"][0]
+    assert runtime.router.decide("u", forced="v2").reason is Reason.BREAKER_OPEN
+    for action in ("close", "rearm"):
+        refused = client.post(BREAKER, json={"action": action, "restore": True}, headers=admin_headers())
+        assert refused.status_code == 503 and refused.get_json()["error"] == "redis_unavailable"
+    with pytest.raises(redis.RedisError):  # the flag cannot be set: the saved percentage must survive
+        runtime.rollback.restore_percentage(actor="test", reason="restore", result=ActionResult("test"))
+    assert state(runtime).state == "open" and runtime.breakers.saved_percentage() == 40
+
+    server.start(port)
+    assert wait_until(lambda: runtime.replicator.healthy and not runtime.breakers.local_only, timeout_s=15)
+    fresh = make_runtime(runtime.settings)
+    assert fresh.breakers.describe()["saved_percentage"] == 40
+    assert state(fresh).state == "open" and state(fresh).cause.value == "manual"
+    rearmed = client.post(BREAKER, json={"action": "rearm", "restore": True}, headers=admin_headers())
+    assert rearmed.status_code == 200 and f"{V2_PERCENTAGE} 40 -> 40 (restored)" in rearmed.get_json()["actions"]
+    assert wait_until(lambda: fresh.breakers.saved_percentage() is None and state(fresh).state == "half-open")
 
 
 def test_a_hung_redis_holds_a_failure_only_for_the_breaker_timeout(make_runtime, services, private_redis):

@@ -187,3 +187,10 @@ def test_a_probe_lease_expires_so_another_worker_may_probe():
     assert t.probe_claimed(state, "v2", "w2", NOW + 61, POLICY) == (None, "not_due")
     again, outcome = t.probe_claimed(state, "v2", "w2", NOW + 60 + POLICY.probe_lease_s, POLICY)
     assert outcome == "claimed" and again.records["v2"].probe_owner == "w2"
+
+
+def test_the_saved_percentage_is_forgotten_only_once_restored_and_only_if_unchanged():
+    state, _ = t.forced_open(empty(), "v2", NOW, reason="rollback", actor="alice", percentage=40)
+    assert t.percentage_forgotten(state, 25) == (None, False)  # another value saved since: kept
+    forgotten, done = t.percentage_forgotten(state, 40)
+    assert done and forgotten.saved_percentage is None

@@ -95,3 +95,38 @@ def test_help_lists_the_commands(run):
     assert result.exit_code == 0
     for command in ("demo", "serve", "db", "flags"):
         assert command in result.output
+
+
+def test_version_is_printed(run):
+    from importlib.metadata import version
+
+    result = run("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"rollout {version('rag-rollout')}"
+
+
+def test_setting_a_flag_to_its_current_value_changes_and_records_nothing(run, settings):
+    assert run("flags", "set", "FF_USE_PARALLEL_RAG", "true").exit_code == 0
+    result = run("flags", "set", "FF_USE_PARALLEL_RAG", "TRUE")
+    assert result.exit_code == 0
+    assert result.output.strip() == "FF_USE_PARALLEL_RAG: already true; nothing changed, nothing recorded"
+    import psycopg
+
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute("SELECT count(*) FROM flag_audit WHERE flag = 'FF_USE_PARALLEL_RAG'").fetchone()[0]
+    assert rows == 1
+
+
+def test_a_closed_pipe_ends_the_command_quietly(settings, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
+           "REDIS_KEY_PREFIX": settings.redis_key_prefix}
+    for args in (["flags", "show"], ["--help"]):
+        reader = subprocess.Popen([sys.executable, "-m", "rollout.cli", *args], cwd=tmp_path, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        reader.stdout.close()  # like `| head -0`: the reader is gone before anything is written
+        error = reader.stderr.read().decode()
+        assert reader.wait(60) == 1, error
+        assert "Traceback" not in error and "BrokenPipe" not in error and "unexpected error" not in error

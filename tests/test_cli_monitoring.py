@@ -70,7 +70,11 @@ def test_monitor_continuous_refreshes_count_times(run, logged):
 
 def test_monitor_stops_cleanly_on_ctrl_c(run, logged, tmp_path):
     env = {**os.environ, **run.env, "PYTHONPATH": os.pathsep.join(sys.path)}
-    process = subprocess.Popen([sys.executable, "-m", "rollout.cli", "monitor", "--range", "1h", "--continuous",
+    # Ctrl-C must reach the child as KeyboardInterrupt even when this run ignores SIGINT (nohup, `cmd &`):
+    # an ignored signal is inherited across exec, so the child installs Python's handler itself.
+    child = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "sys.argv[0] = 'rollout'; runpy.run_module('rollout.cli', run_name='__main__', alter_sys=True)")
+    process = subprocess.Popen([sys.executable, "-c", child, "monitor", "--range", "1h", "--continuous",
                                 "--interval", "60"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     try:
@@ -86,7 +90,7 @@ def test_monitor_stops_cleanly_on_ctrl_c(run, logged, tmp_path):
 
 def test_monitor_refuses_an_unknown_range(run):
     result = run("monitor", "--range", "2h")
-    assert result.exit_code == 2 and "'2h' is not one of '1h', '24h', '7d'" in result.output
+    assert result.exit_code == 2 and "'2h' is not one of '15m', '1h', '6h', '24h', '7d'" in result.output
 
 
 def test_compare_runs_the_demo_queries_against_both_versions(run, runtime):

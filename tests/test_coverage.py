@@ -81,3 +81,36 @@ def test_counts_unknown_means_refused_and_a_database_outage_keeps_the_last_count
     runtime.pool.close()  # the database is gone for this process
     assert runtime.coverage.refresh() is False and runtime.coverage.last_error
     assert runtime.router.decide("u5").version == "v2"
+
+
+def test_a_forced_v2_is_served_where_v2_is_incomplete_but_an_open_breaker_still_wins(runtime):
+    all_on_v2(runtime)
+    DocumentStore(runtime.pool).upsert_many(sample_documents(extra=12))
+    backfill_for(runtime, "v1", BackfillOptions()).run()
+    backfill_for(runtime, "v2", BackfillOptions(category="pricing")).run()
+    runtime.coverage.refresh()
+    forced = runtime.router.decide("u1", category="events", forced="v2")
+    assert (forced.version, forced.reason) == ("v2", Reason.FORCED)
+    runtime.rollback.open("v2", actor="test", reason="drill", source="test")
+    held = runtime.router.decide("u1", category="events", forced="v2")
+    assert (held.version, held.reason) == ("v1", Reason.BREAKER_OPEN)
+
+
+def test_migrate_status_has_a_header_a_total_and_never_says_complete_with_documents_pending(runtime):
+    from click.testing import CliRunner
+
+    from rollout.cli import cli
+    from rollout.cli import migrate  # noqa: F401  (registers the command)
+
+    DocumentStore(runtime.pool).upsert_many(sample_documents(extra=12))
+    backfill_for(runtime, "v2", BackfillOptions(category="pricing")).run()
+    result = CliRunner().invoke(cli, ["migrate", "status", "--version", "v2"], obj=runtime.settings)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["version", "category", "embedded", "total", "failed", "pending", "state", "last",
+                                "run"]
+    rows = {line.split()[1]: line.split() for line in lines[1:]}
+    assert rows["pricing"][2] == rows["pricing"][3] and rows["pricing"][6] == "complete"
+    assert int(rows["events"][5]) > 0 and rows["events"][6] == "pending"
+    total = rows["(all)"]
+    assert int(total[3]) == sum(int(r[3]) for name, r in rows.items() if name != "(all)") and total[6] == "pending"

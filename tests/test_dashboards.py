@@ -3,7 +3,6 @@
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,13 +10,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tools import need_module, need_tool
+
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA = ROOT / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "rag-rollout.json"
 RULES = GRAFANA / "prometheus" / "rules"
 PANELS = ("Latency p50 / p95 / p99", "Mean top similarity", "Error rate", "Traffic split: actual vs target",
           "Shadow overlap", "Fallbacks", "Circuit breaker state", "Migration coverage", "cache hit rate",
-          "Alerts received")
+          "Alerts received", "Controller: leader and stage", "Controller: evaluation runs",
+          "Controller: since the last run", "Controller: decisions")
 
 
 def load_script(name: str):
@@ -46,8 +48,7 @@ def test_the_dashboard_has_every_panel_the_issue_lists_on_the_provisioned_dataso
 
 
 def test_the_committed_dashboard_is_what_the_generator_makes():
-    pytest.importorskip("grafana_foundation_sdk", reason="grafana-foundation-sdk is not installed (pip install "
-                                                         "-e '.[test]')")
+    need_module("grafana_foundation_sdk")
     assert load_script("make_dashboard").render() == DASHBOARD.read_text(), \
         "grafana/dashboards/rag-rollout.json is stale: run python scripts/make_dashboard.py"
 
@@ -62,9 +63,8 @@ def test_alert_rules_route_to_the_gateway_webhook_by_their_labels():
     assert "< 0.7" in rules["RagV2SimilarityLow"]["expr"]
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None,
-                    reason="promtool is not installed (Debian package prometheus): rules not checked")
 def test_promtool_accepts_the_rules_their_unit_tests_and_the_example_config():
+    need_tool("promtool", "prometheus")
     for command in (["check", "rules", *map(str, sorted(RULES.glob("*.rules.yml")))],
                     ["test", "rules", "rag-v2.tests.yml", "rollout-controller.tests.yml"],
                     ["check", "config", str(GRAFANA / "prometheus" / "prometheus.yml")]):
@@ -80,10 +80,8 @@ def test_bool_comparison_keeps_the_value_of_a_rule():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("prometheus") is None,
-                    reason="prometheus is not installed (Debian: apt-get install prometheus): the dashboard's "
-                           "queries are not run; scripts/check_dashboard.py does it where it is")
 def test_every_panel_query_returns_data_from_a_live_gateway(services, clean_db, tmp_path):
+    need_tool("prometheus", "prometheus")  # scripts/check_dashboard.py runs the dashboard's queries on it
     env = {**os.environ, "DATABASE_URL": services.database_url, "REDIS_URL": services.redis_url,
            "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_dashboard.py"), "--json",
@@ -101,3 +99,28 @@ def test_every_panel_query_returns_data_from_a_live_gateway(services, clean_db, 
              for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"]]
     assert len(rules) == 6 and [r["health"] for r in report["rules"]] == ["ok"] * len(rules)
     assert done.returncode == 0
+
+
+def shipped_rules() -> list[dict]:
+    return [rule for path in sorted(RULES.glob("*.rules.yml"))
+            for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"]]
+
+
+def route(amtool: str, labels: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([amtool, "config", "routes", "test", f"--config.file={GRAFANA / 'alertmanager.yml'}",
+                           *(f"{k}={v}" for k, v in sorted(labels.items()))],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_alertmanager_routes_every_shipped_rule_to_the_gateway_webhook():
+    amtool = need_tool("amtool", "prometheus-alertmanager")
+    checked = subprocess.run([amtool, "check-config", str(GRAFANA / "alertmanager.yml")], capture_output=True,
+                             text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    rules = shipped_rules()
+    assert len(rules) >= 6
+    for rule in rules:
+        done = route(amtool, {"alertname": rule["alert"], **rule.get("labels", {})})
+        assert done.returncode == 0 and done.stdout.split() == ["rag-rollout"], (rule["alert"], done.stdout)
+    unrelated = route(amtool, {"alertname": "DiskFull", "severity": "critical"})
+    assert unrelated.stdout.split() == ["null"]  # the route is not a catch-all: other alerts are not the gateway's

@@ -4,11 +4,12 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import fakeredis
 import pytest
 
-from flags import (GRADUAL_MIGRATION, PARALLEL_RAG, V2_PERCENTAGE, FlagStore, InvalidFlagValue, ReplicatedHash,
+from flags import (GRADUAL_MIGRATION, PARALLEL_RAG, V2_PERCENTAGE, FlagNotAudited, FlagStore, InvalidFlagValue, ReplicatedHash,
                    Source, UnknownFlag, definition)
 from flags.audit import FlagAudit
 from rollout.services.ports import free_port
@@ -78,16 +79,33 @@ def test_a_garbage_value_in_redis_is_ignored_not_served():
     assert store.snapshot().sources[V2_PERCENTAGE] is Source.ENVIRONMENT
 
 
-def test_a_failing_audit_sink_reports_but_does_not_undo_the_change():
+def test_a_change_whose_audit_row_cannot_be_written_is_refused():
     store = fake_store()
 
     def broken(change):
         raise RuntimeError("database down")
 
     store.add_audit_sink(broken)
-    change = store.set(PARALLEL_RAG, True, actor="t")
-    assert change.audit_error == "database down"
-    assert store.get(PARALLEL_RAG) is True
+    with pytest.raises(FlagNotAudited, match="database down"):
+        store.set(PARALLEL_RAG, True, actor="t")
+    assert store.get(PARALLEL_RAG) is False and store.replica.data == {}
+
+
+def test_a_change_whose_audit_commit_fails_is_undone():
+    store = fake_store()
+    store.set(V2_PERCENTAGE, 10, actor="t")
+
+    @contextmanager
+    def failing_commit(change):
+        yield
+        raise RuntimeError("commit failed")
+
+    store.add_audit_sink(failing_commit)
+    for change in (lambda: store.set(V2_PERCENTAGE, 50, actor="t"), lambda: store.reset(V2_PERCENTAGE, actor="t"),
+                   lambda: store.set(PARALLEL_RAG, True, actor="t")):
+        with pytest.raises(FlagNotAudited, match="commit failed"):
+            change()
+    assert dict(store.replica.data) == {V2_PERCENTAGE: "10.0"} and store.get(V2_PERCENTAGE) == 10.0
 
 
 def test_an_older_read_never_replaces_a_newer_copy():
@@ -106,6 +124,16 @@ def test_changes_are_audited_in_postgres(runtime):
     rows = FlagAudit(runtime.pool).recent(10)
     assert [(r["old"], r["new"], r["actor"], r["reason"]) for r in rows] == [
         (25.0, 50.0, "bob", "stage 3"), (0.0, 25.0, "alice", "stage 2")]
+
+
+def test_a_change_postgres_cannot_record_is_not_applied(runtime):
+    runtime.flags.set(V2_PERCENTAGE, 25, actor="alice")
+    with pytest.raises(FlagNotAudited):
+        runtime.flags.set(V2_PERCENTAGE, 50, actor="mallory", reason="stage\u00003")  # text cannot hold NUL
+    with pytest.raises(FlagNotAudited):
+        runtime.flags.reset(V2_PERCENTAGE, actor="mallory\u0000")
+    assert runtime.flags.get(V2_PERCENTAGE) == 25.0 and runtime.flags.replica.data[V2_PERCENTAGE] == "25.0"
+    assert [(r["new"], r["actor"]) for r in FlagAudit(runtime.pool).recent(10)] == [(25.0, "alice")]
 
 
 def test_a_change_made_by_another_process_arrives_by_pubsub(make_runtime, services, tmp_path):

@@ -42,6 +42,17 @@ def test_a_category_filter_still_returns_k_results(client, corpus):
     assert {hit["category"] for hit in body["results"]} == {"events"}
 
 
+def test_an_unknown_category_says_so_with_the_categories_there_are(client, corpus, runtime):
+    runtime.coverage.refresh()
+    for mode in ("routed", "merged"):
+        body = client.post("/api/rag/query", json={"query": "pool", "category": "evnets", "mode": mode}).get_json()
+        assert body["results"] == []
+        assert body["hint"].startswith("no document has the category 'evnets'; categories: ")
+        assert "events" in body["hint"]
+    known = client.post("/api/rag/query", json={"query": "pool", "category": "events"}).get_json()
+    assert known["results"] and "hint" not in known
+
+
 def test_min_similarity_drops_weak_results(client, corpus):
     body = client.post("/api/rag/query", json={"query": "indoor pool opens weekdays weekends", "k": 10,
                                                "min_similarity": 0.3}).get_json()

@@ -1,6 +1,9 @@
 """The gateway under real gunicorn workers: metrics merged across workers, flag changes reach every worker."""
 
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -8,7 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import ADMIN_TOKEN, load_and_embed
-from rollout.server import GatewayProcess
+from rollout.errors import ServiceError
+from rollout.metrics import MetricsFolder
+from rollout.server import APP, CONFIG, GatewayProcess
 from rollout.services.ports import free_port
 
 
@@ -66,3 +71,35 @@ def test_a_flag_change_reaches_every_worker(gateway):
     after = query_until_both_workers_answer(gateway.url)
     assert len(after) == 2
     assert {b["served_by"] for bodies in after.values() for b in bodies} == {"v2"}
+
+
+def counted(url) -> float:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("rag_requests_total{"))
+
+
+def test_a_second_gateway_on_the_same_metrics_folder_is_refused_and_the_first_keeps_counting(gateway, tmp_path):
+    for n in range(5):
+        post(f"{gateway.url}/api/rag/query", {"query": "pool", "user_id": f"u{n}"})
+    assert counted(gateway.url) == 5
+    second = GatewayProcess({}, port=free_port(), workers=1, metrics_dir=gateway.metrics_dir)
+    second.env = {**gateway.env, "ROLLOUT_PORT": str(second.port), "WEB_CONCURRENCY": "1"}
+    with pytest.raises(ServiceError, match="is in use by another gateway"):
+        second.start()
+    # gunicorn started directly on the same folder: its master refuses before touching the files
+    started = subprocess.run([sys.executable, "-m", "gunicorn", "-c", CONFIG, APP], env=second.env,
+                             capture_output=True, text=True, timeout=60)
+    assert started.returncode == 3 and "is in use by another gateway" in started.stderr
+    assert "Traceback" not in started.stderr
+    post(f"{gateway.url}/api/rag/query", {"query": "pool", "user_id": "u9"})
+    assert counted(gateway.url) == 6
+
+
+def test_a_stopped_gateway_frees_its_metrics_folder(gateway):
+    assert MetricsFolder(gateway.metrics_dir).holder() is not None
+    gateway.stop()
+    assert MetricsFolder(gateway.metrics_dir).holder() is None
+    held = MetricsFolder(gateway.metrics_dir)
+    held.claim()  # claimable again: this test process holds it now
+    assert MetricsFolder(gateway.metrics_dir).holder() == os.getpid()

@@ -12,9 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import DATA, load_and_embed
+from tools import need_module
 from rollout.cli import cli
 from rollout.cli import importer, migrate  # noqa: F401  (register the commands)
-from rollout.documents import DocumentStore
+from rollout.documents import Document, DocumentStore
 from rollout.migration.importers import ImportFileError, apply_import, plan_import, read_source
 
 pytestmark = pytest.mark.timeout(60)
@@ -50,20 +51,22 @@ def test_jsonl_import_is_stable_deduplicated_and_keeps_metadata(runtime, tmp_pat
         {"id": "a1", "title": "Opening hours", "content": "Open 8 to 8.", "category": "facilities",
          "metadata": {"owner": "desk", "tags": ["hours"]}},
         {"title": "Parking", "content": "Level B1.", "metadata": {"source": "guide.pdf", "chunk": 3}},
-        {"id": "a1-copy", "title": "Opening hours", "content": "Open 8 to 8."},  # same text: imported once
+        {"id": "a1-copy", "title": "Opening hours", "content": "Open 8 to 8."},  # its own id: kept
+        {"title": "Opening hours", "content": "Open 8 to 8.", "metadata": {"source": "hours.md"}},  # no id: once
         {"id": "untitled", "content": "A text without a title.\nSecond line."},
     ])
     code, output = run(runtime, path, "--format", "jsonl", "--namespace", "site")
     assert code == 0, output
     stored = documents(runtime)
-    assert set(stored) == {"site_a1_0", "site_guide.pdf_3", "site_untitled_0"}
-    title, content, category, metadata = stored["site_a1_0"]
+    assert set(stored) == {"site_a1", "site_a1-copy", "site_guide.pdf_3", "site_untitled"}
+    title, content, category, metadata = stored["site_a1"]
     assert (title, category) == ("Opening hours", "facilities")
-    assert metadata == {"owner": "desk", "tags": ["hours"], "imported_from": {"format": "jsonl", "id": "a1"}}
-    assert stored["site_untitled_0"][0] == "A text without a title."
-    assert "1 duplicate texts" in output
+    assert metadata == {"owner": "desk", "tags": ["hours"],
+                        "imported_from": {"format": "jsonl", "id": "a1", "key": "id:a1"}}
+    assert stored["site_untitled"][0] == "A text without a title."
+    assert "1 duplicate texts" in output and "1 records with their own id repeat another record's text" in output
     code, again = run(runtime, path, "--format", "jsonl", "--namespace", "site")
-    assert code == 0 and "0 new, 0 updated, 3 unchanged" in again
+    assert code == 0 and "0 new, 0 updated, 4 unchanged" in again
 
 
 def test_jsonl_truncated_file_is_a_clear_error_and_nothing_is_written(runtime, tmp_path):
@@ -95,7 +98,7 @@ def test_vectors_are_kept_only_when_asked_and_of_a_versions_dimension(runtime, t
     assert code == 0 and vector_ids(runtime, "v2") == set()
     code, output = run(runtime, path, "--format", "jsonl", "--keep-vectors")
     assert code == 0, output
-    assert vector_ids(runtime, "v2") == {"vectors_v0_0", "vectors_v1_0", "vectors_v2_0"}
+    assert vector_ids(runtime, "v2") == {"vectors_v0", "vectors_v1", "vectors_v2"}
     assert "1 vectors of dimension 2 match no version" in output
     with runtime.pool.connection() as conn:
         norms = [r[0] for r in conn.execute("SELECT vector_norm(embedding) FROM doc_embeddings_v2").fetchall()]
@@ -108,13 +111,14 @@ def test_chroma_store_written_by_chromadb(runtime):
     code, output = run(runtime, CHROMA, "--format", "chroma", "--namespace", "kb", "--keep-vectors")
     assert code == 0, output
     stored = documents(runtime)
-    handbook = {k: v for k, v in stored.items() if "handbook-" in k}
-    assert len(handbook) == 11  # 12 added, 1 deleted; the duplicate text skipped
-    title, content, category, metadata = stored["kb_handbook-0.md_0"]
+    handbook = {k: v for k, v in stored.items() if k.startswith("kb_handbook.")}
+    assert len(handbook) == 12  # hb-0..10 and hb-dup (same text as another, kept under its own id)
+    title, content, category, metadata = stored["kb_handbook.hb-0"]
     assert content == "Section 0, revised: parking is free after 6pm." and title == "Handbook section 0"
     assert metadata["tags"] == ["handbook", "s0"] and metadata["reviewed"] is True and category == "policies"
-    assert metadata["imported_from"] == {"format": "chroma", "id": "hb-0", "scope": "handbook"}
-    assert {"kb_faq.faq-0_0", "kb_faq.faq-1_0", "kb_faq.faq-2_0"} <= set(stored)
+    assert metadata["imported_from"] == {"format": "chroma", "id": "hb-0", "scope": "handbook",
+                                         "key": "id:handbook.hb-0"}
+    assert {"kb_faq.faq-0", "kb_faq.faq-1", "kb_faq.faq-2"} <= set(stored)
     assert vector_ids(runtime, "v2") == set(handbook)  # 768-d kept for V2; the 4-d faq vectors match nothing
     assert "3 vectors of dimension 4 match no version" in output
 
@@ -138,7 +142,7 @@ def test_chroma_unknown_collection_and_missing_store(runtime, tmp_path):
 
 @pytest.fixture
 def faiss_store(tmp_path) -> Path:
-    faiss = pytest.importorskip("faiss")
+    faiss = need_module("faiss")
     rng = np.random.default_rng(3)
     vectors = rng.normal(size=(5, 768)).astype(np.float32)
     index = faiss.IndexFlatIP(768)
@@ -219,9 +223,9 @@ def test_vespa_search_result_and_visit_export(runtime, tmp_path):
     code, output = run(runtime, folder, "--format", "vespa", "--namespace", "vx", "--keep-vectors")
     assert code == 0, output
     stored = documents(runtime)
-    assert set(stored) == {"vx_doc.pool-1_0", "vx_doc.bar-1_0", "vx_doc.gym-1_0", "vx_doc.cafe-1_0"}
-    assert stored["vx_doc.pool-1_0"][3]["lang"] == "en" and stored["vx_doc.gym-1_0"][3]["floor"] == 2
-    assert vector_ids(runtime, "v2") == {"vx_doc.pool-1_0", "vx_doc.gym-1_0"}
+    assert set(stored) == {"vx_doc.pool-1", "vx_doc.bar-1", "vx_doc.gym-1", "vx_doc.cafe-1"}
+    assert stored["vx_doc.pool-1"][3]["lang"] == "en" and stored["vx_doc.gym-1"][3]["floor"] == 2
+    assert vector_ids(runtime, "v2") == {"vx_doc.pool-1", "vx_doc.gym-1"}
     assert "1 duplicate texts" in output  # pool-1 is in both files
 
 
@@ -240,8 +244,8 @@ def test_dry_run_reports_and_writes_nothing(runtime):
     code, output = run(runtime, CHROMA, "--format", "chroma", "--dry-run", "--json")
     assert code == 0, output
     summary = json.loads(output)
-    assert summary["records"] == 15 and summary["documents"] == 14 and summary["duplicates"] == 1
-    assert summary["would"] == {"new": 14, "changed": 0, "unchanged": 0, "already_present": 0}
+    assert summary["records"] == 15 and summary["documents"] == 15 and summary["duplicates"] == 0
+    assert summary["would"] == {"new": 15, "changed": 0, "unchanged": 0, "already_present": 0, "superseded": []}
     assert summary["bytes"] > 0 and summary["vector_dimensions"] == {"768": 12, "4": 3}
     assert DocumentStore(runtime.pool).count() == 6
 
@@ -270,3 +274,158 @@ def test_a_copy_of_the_store_keeps_the_same_ids(runtime, tmp_path):
     first = plan_import(read_source(CHROMA, "chroma"), "kb", runtime.settings)
     second = plan_import(read_source(copy, "chroma"), "kb", runtime.settings)
     assert [d.id for d in first.documents] == [d.id for d in second.documents]
+
+
+# -- ids never depend on a record's line -------------------------------------------------------------
+
+def test_editing_reordering_and_deleting_lines_between_imports_loses_and_duplicates_nothing(runtime, tmp_path):
+    alpha = {"id": "a-1", "title": "Alpha", "content": "Alpha text.", "metadata": {"source": "faq"}}
+    beta = {"id": "b-2", "title": "Beta", "content": "Beta text.", "metadata": {"source": "faq"}}
+    gamma = {"id": "c-3", "title": "Gamma", "content": "Gamma text.", "metadata": {"source": "faq"}}
+    chunk = {"title": "Guide", "content": "Guide chunk two.", "metadata": {"source": "guide.md", "chunk": 2}}
+    loose = {"title": "Loose", "content": "A record with no id at all."}
+    path = tmp_path / "faq.jsonl"
+
+    def imported(rows, expected_counts):
+        code, output = run(runtime, write_jsonl(path, rows), "--format", "jsonl")
+        assert code == 0, output
+        assert expected_counts in output, output
+        return {k: (v[0], v[1]) for k, v in documents(runtime).items()}
+
+    first = {"faq_a-1": ("Alpha", "Alpha text."), "faq_b-2": ("Beta", "Beta text."),
+             "faq_c-3": ("Gamma", "Gamma text."), "faq_guide.md_2": ("Guide", "Guide chunk two.")}
+    loose_id = next(iter(set(imported([alpha, beta, gamma, chunk, loose], "5 new")) - set(first)))
+    assert loose_id.startswith("faq_text_h")
+    first[loose_id] = ("Loose", "A record with no id at all.")
+    assert imported([alpha, beta, gamma, chunk, loose], "0 new, 0 updated, 5 unchanged") == first
+    # the first line deleted: every other document stays itself (the deleted one is kept, never overwritten)
+    assert imported([beta, gamma, chunk, loose], "0 new, 0 updated, 4 unchanged") == first
+    # reordered, and Beta and the chunk edited
+    edited_beta = {**beta, "content": "Beta text, revised."}
+    edited_chunk = {**chunk, "content": "Guide chunk two, revised."}
+    after = imported([loose, edited_chunk, gamma, edited_beta, alpha], "0 new, 2 updated, 3 unchanged")
+    assert after == {**first, "faq_b-2": ("Beta", "Beta text, revised."),
+                     "faq_guide.md_2": ("Guide", "Guide chunk two, revised.")}
+    # an edited record without an id becomes a new document beside the old one, and the output says so
+    code, output = run(runtime, write_jsonl(path, [{**loose, "content": "Edited loose text."}]), "--format", "jsonl")
+    assert code == 0 and "1 new" in output and "their ids come from their text" in output
+    assert len(documents(runtime)) == 6
+
+
+def test_an_import_never_overwrites_another_document(runtime, tmp_path):
+    DocumentStore(runtime.pool).upsert_many([Document("kb_a-1", "Mine", "Written through the API.", "general", {})])
+    path = write_jsonl(tmp_path / "kb.jsonl", [{"id": "a-1", "title": "Theirs", "content": "From the file."},
+                                               {"id": "b-2", "title": "Other", "content": "Another record."}])
+    for extra in ((), ("--dry-run",)):
+        code, output = run(runtime, path, "--format", "jsonl", *extra)
+        assert code == 2 and "import refused, nothing written: 1 ids already hold another document" in output
+        assert "'kb_a-1'" in output and "Traceback" not in output
+    assert {k: v[0] for k, v in documents(runtime).items()} == {"kb_a-1": "Mine"}
+    code, output = run(runtime, path, "--format", "jsonl", "--namespace", "kb2")
+    assert code == 0 and "2 new" in output
+
+
+def test_a_rebuilt_faiss_index_without_ids_keeps_each_documents_id(runtime, tmp_path):
+    faiss = pytest.importorskip("faiss")
+    texts = ["First passage.", "Second passage.", "Third passage."]
+
+    def store(order) -> Path:
+        folder = tmp_path / "-".join(map(str, order))
+        folder.mkdir()
+        index = faiss.IndexFlatIP(4)
+        index.add(np.eye(4, dtype=np.float32)[:len(order)])
+        faiss.write_index(index, str(folder / "index.faiss"))
+        with open(folder / "text.pkl", "wb") as handle:
+            pickle.dump([texts[n] for n in order], handle)
+        with open(folder / "metadata.pkl", "wb") as handle:
+            pickle.dump([{"n": n} for n in order], handle)
+        return folder
+
+    first = plan_import(read_source(store([0, 1, 2]), "faiss"), "fx", runtime.settings)
+    rebuilt = plan_import(read_source(store([2, 0]), "faiss"), "fx", runtime.settings)
+    ids = {d.content: d.id for d in first.documents}
+    assert {d.content: d.id for d in rebuilt.documents} == {t: ids[t] for t in (texts[2], texts[0])}
+
+
+# -- Weaviate --------------------------------------------------------------------------------------
+
+def weaviate_object(uuid: str, cls: str, properties: dict, vector=None, **extra) -> dict:
+    """An object as `GET /v1/objects?include=vector` returns it."""
+    obj = {"class": cls, "creationTimeUnix": 1733300000000, "id": uuid, "lastUpdateTimeUnix": 1733300000000,
+           "properties": properties, "vectorWeights": None, **extra}
+    if vector is not None:
+        obj["vector"] = vector
+    return obj
+
+
+UUIDS = [f"3f2b6c1e-0000-4000-8000-00000000000{n}" for n in range(5)]
+
+
+def test_weaviate_pages_and_object_lines(runtime, tmp_path):
+    folder = tmp_path / "weaviate"
+    folder.mkdir()
+    page_one = {"deprecations": None, "totalResults": 3, "objects": [
+        weaviate_object(UUIDS[0], "Article", {"title": "Pool rules", "body": "Shower before swimming.",
+                                               "category": "facilities", "wordCount": 3}, [0.5] * 768),
+        weaviate_object(UUIDS[1], "Article", {"title": "Bar hours", "body": "Open until 1am."}, [0.1] * 768)]}
+    page_two = {"deprecations": None, "totalResults": 3, "objects": [
+        weaviate_object(UUIDS[2], "Article", {"title": "Gym", "body": "Open 24/7.", "summary": "gym"},
+                        vectors={"body_vector": [0.2] * 768})]}
+    (folder / "page-1.json").write_text(json.dumps(page_one))
+    (folder / "page-2.json").write_text(json.dumps(page_two))
+    (folder / "more.jsonl").write_text(json.dumps(weaviate_object(
+        UUIDS[0], "Note", {"title": "Note", "body": "Same UUID, another class."})) + "\n")
+    code, output = run(runtime, folder, "--format", "weaviate", "--namespace", "wv", "--content-property", "body",
+                       "--keep-vectors")
+    assert code == 0, output
+    stored = documents(runtime)
+    assert set(stored) == {f"wv_Article.{UUIDS[0]}", f"wv_Article.{UUIDS[1]}", f"wv_Article.{UUIDS[2]}",
+                           f"wv_Note.{UUIDS[0]}"}
+    title, content, category, metadata = stored[f"wv_Article.{UUIDS[0]}"]
+    assert (title, content, category) == ("Pool rules", "Shower before swimming.", "facilities")
+    assert metadata["wordCount"] == 3 and metadata["weaviate_creationTimeUnix"] == 1733300000000
+    assert metadata["imported_from"] == {"format": "weaviate", "id": UUIDS[0], "scope": "Article",
+                                         "key": f"id:Article.{UUIDS[0]}"}
+    assert stored[f"wv_Article.{UUIDS[2]}"][3]["summary"] == "gym"
+    assert vector_ids(runtime, "v2") == {f"wv_Article.{u}" for u in UUIDS[:3]}  # the one named vector too
+    assert "classes: Article (3), Note (1)" in output
+    # pages fetched again in another order, one object edited, one gone: the others stay themselves
+    page_one["objects"][1]["properties"]["body"] = "Open until 2am."
+    (folder / "page-1.json").write_text(json.dumps({"objects": page_two["objects"] + page_one["objects"][1:]}))
+    (folder / "page-2.json").write_text(json.dumps({"objects": []}))
+    code, output = run(runtime, folder, "--format", "weaviate", "--namespace", "wv", "--content-property", "body",
+                       "--collection", "Article")
+    assert code == 0 and "0 new, 1 updated, 1 unchanged" in output, output
+    stored = documents(runtime)
+    assert stored[f"wv_Article.{UUIDS[1]}"][1] == "Open until 2am." and len(stored) == 4
+
+
+def test_weaviate_content_property_and_bad_exports(runtime, tmp_path):
+    path = tmp_path / "objects.jsonl"
+    path.write_text(json.dumps(weaviate_object(UUIDS[3], "Doc", {"question": "Why?", "answer": "Because."})) + "\n")
+    code, output = run(runtime, path, "--format", "weaviate")
+    assert code == 2 and "--content-property" in output and "its text properties: question, answer" in output
+    code, output = run(runtime, path, "--format", "weaviate", "--content-property", "answer")
+    assert code == 0, output
+    title, content, _, metadata = documents(runtime)[f"objects_Doc.{UUIDS[3]}"]
+    assert (title, content, metadata["question"]) == ("Because.", "Because.", "Why?")
+    code, output = run(runtime, path, "--format", "weaviate", "--collection", "Nope")
+    assert code == 2 and "no objects of class 'Nope' (found: Doc)" in output
+    code, output = run(runtime, path, "--format", "jsonl", "--content-property", "answer")
+    assert code == 2 and "applies to the weaviate format only" in output
+    truncated = tmp_path / "page.json"
+    truncated.write_text(json.dumps({"objects": [weaviate_object(UUIDS[4], "Doc", {"content": "x"})]})[:-10])
+    code, output = run(runtime, truncated, "--format", "weaviate")
+    assert code == 2 and "not valid JSON" in output and "Traceback" not in output
+
+
+def test_records_an_earlier_import_stored_under_positional_ids_are_named(runtime, tmp_path):
+    old = {"source": "faq", "imported_from": {"format": "jsonl", "id": "a-1"}}  # as imports wrote them before
+    DocumentStore(runtime.pool).upsert_many([Document("faq_faq_0", "Alpha", "Alpha text.", "general", old)])
+    path = write_jsonl(tmp_path / "faq.jsonl", [{"id": "a-1", "title": "Alpha", "content": "Alpha text.",
+                                                 "metadata": {"source": "faq"}}])
+    for extra in (("--dry-run",), ()):
+        code, output = run(runtime, path, "--format", "jsonl", *extra)
+        assert code == 0, output
+        assert "note: 1 documents of an earlier import hold these records under their old ids (faq_faq_0)" in output
+    assert set(documents(runtime)) == {"faq_faq_0", "faq_a-1"}  # named, never deleted by the import

@@ -116,7 +116,7 @@ def test_an_invalid_range_is_a_400(client, value):
     response = client.get(f"/api/monitoring/dashboard?range={value}")
     assert response.status_code == 400
     body = response.get_json()
-    assert body["error"] == "invalid_range" and "1h, 24h, 7d" in body["detail"]
+    assert body["error"] == "invalid_range" and "15m, 1h, 6h, 24h, 7d" in body["detail"]
 
 
 def test_thresholds_come_from_the_settings(make_runtime, traffic):

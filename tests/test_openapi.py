@@ -45,3 +45,11 @@ def test_admin_operations_declare_the_bearer_token(client):
     put = document["paths"]["/api/flags/{name}"]["put"]
     assert put["security"] == [{"adminToken": []}]
     assert {"401", "403", "503"} <= set(put["responses"])
+
+
+def test_every_operation_documents_bad_input_and_an_unavailable_dependency(client):
+    """Any request's text is checked (400) and PostgreSQL or Redis can be down for any of them (503)."""
+    document = client.get("/openapi.json").get_json()
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            assert {"400", "503"} <= set(operation["responses"]), (method, path)

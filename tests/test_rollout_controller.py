@@ -31,7 +31,8 @@ from rollout.services.ports import free_port
 ROOT = Path(__file__).resolve().parent.parent
 JUDGED = {"ROLLOUT_STAGES": "50,100", "ROLLOUT_MIN_STAGE_S": "1", "ROLLOUT_MIN_SAMPLES": "150",
           "ROLLOUT_MIN_SAMPLES_TO_ROLL_BACK": "20", "ROLLOUT_LATENCY_MARGIN": "1.0", "ROLLOUT_MIN_SIMILARITY": "-1",
-          "ROLLOUT_MAX_ERROR_RATE": "0.05"}
+          "ROLLOUT_MAX_ERROR_RATE": "0.05",
+          "ROLLOUT_QUALITY_GATE": "similarity"}  # these tests steer the rollout by the similarity floor
 
 
 def service_env(settings, **extra) -> dict[str, str]:

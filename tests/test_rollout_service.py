@@ -24,7 +24,8 @@ from rollout.controller.leader import LeaderLock
 
 PLAN = dict(ROLLOUT_STAGES="50,100", ROLLOUT_MIN_STAGE_S="60", ROLLOUT_COMPLETE_AFTER_S="120",
             ROLLOUT_EVALUATION_INTERVAL_S="30", ROLLOUT_MIN_SAMPLES="50", ROLLOUT_MIN_SAMPLES_TO_ROLL_BACK="20",
-            ROLLOUT_MAX_ERROR_RATE="0.1", ROLLOUT_LATENCY_MARGIN="0.5")
+            ROLLOUT_MAX_ERROR_RATE="0.1", ROLLOUT_LATENCY_MARGIN="0.5",
+            ROLLOUT_QUALITY_GATE="similarity")  # the stage mechanics, judged on query_log alone
 T0 = time.time() - 3600
 LATENCIES_MS = np.random.default_rng(3).lognormal(np.log(40), 0.3, size=60)
 

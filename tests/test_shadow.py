@@ -188,7 +188,7 @@ def test_a_saturated_pool_skips_the_shadow_and_counts_it(make_runtime, services)
 
 def test_a_v2_held_off_by_a_guard_gets_no_shadow(runtime, client):
     class Hold:
-        def v2_blocked(self, category):
+        def v2_blocked(self, category, *, serving=False):
             return Reason.BREAKER_OPEN
 
     load_and_embed(runtime)

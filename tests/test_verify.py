@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 from conftest import load_and_embed, sample_documents
+from tools import missing
 from rollout.documents import Document, DocumentStore
 from rollout.migration.index import VectorIndex
 from rollout.migration.verify import Verifier
@@ -35,7 +36,7 @@ def failures(runtime, **options) -> dict[tuple[str | None, str], str]:
 def superuser(runtime) -> psycopg.Connection:
     conn = psycopg.connect(runtime.database_url, autocommit=True)
     if not conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]:
-        pytest.skip("planting damage needs a superuser connection")
+        missing("planting damage needs a superuser connection")
     return conn
 
 

@@ -181,7 +181,7 @@ def test_upgrade_from_the_two_version_schema_loses_nothing(fresh_database, tmp_p
                   for table in ("documents", "doc_embeddings_v1", "doc_embeddings_v2", "query_log",
                                 "rollout_decisions", "rollout_state", "flag_audit")}
 
-    assert schema.upgrade(fresh_database, settings, schema.SQL_DIR) == ["007_embedding_versions.sql"]
+    assert schema.upgrade(fresh_database, settings, schema.SQL_DIR) == ["007_embedding_versions.sql", "008_relevance.sql"]
     with psycopg.connect(fresh_database) as conn:
         for table, rows in before.items():
             assert conn.execute(f"SELECT to_jsonb(t) FROM {table} t ORDER BY 1::text").fetchall() == rows, table

@@ -10,9 +10,9 @@ import logging
 from dataclasses import dataclass, field
 
 
-from flags import V2_PERCENTAGE, FlagStore
+from flags import V2_PERCENTAGE, FlagNotAudited, FlagStore
 from rollout.alerts.events import AlertEvent, AlertEventStore
-from rollout.breaker import BreakerConflict, CircuitBreakers
+from rollout.breaker import BreakerConflict, BreakerUnavailable, CircuitBreakers
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +36,36 @@ class RollbackActions:
         old = self.flags.get(V2_PERCENTAGE)
         if old == 0:
             return
-        change = self.flags.set(V2_PERCENTAGE, 0, actor=actor, reason=reason)
+        try:
+            change = self.flags.set(V2_PERCENTAGE, 0, actor=actor, reason=reason)
+        except FlagNotAudited as exc:  # the breaker still holds V2 off; the operator retries the percentage
+            result.warnings.append(str(exc))
+            return
         result.actions.append(f"{V2_PERCENTAGE} {_pct(change.old)} -> 0")
-        if change.audit_error:
-            result.warnings.append(f"flag change not audited: {change.audit_error}")
 
     def restore_percentage(self, *, actor: str, reason: str, result: ActionResult) -> None:
-        """Put back the percentage the rollback saved (once)."""
-        saved = self.breakers.take_saved_percentage()
+        """Put back the percentage the rollback saved, then forget it: a failure between the two
+        steps leaves it saved, and a retry sets the same value again."""
+        saved = self.breakers.saved_percentage()
         if saved is None:
             return
-        change = self.flags.set(V2_PERCENTAGE, saved, actor=actor, reason=reason)
+        try:
+            change = self.flags.set(V2_PERCENTAGE, saved, actor=actor, reason=reason)
+        except FlagNotAudited as exc:
+            result.warnings.append(f"{exc}; set it to {_pct(saved)} again by hand")
+            return
         result.actions.append(f"{V2_PERCENTAGE} {_pct(change.old)} -> {_pct(saved)} (restored)")
+        try:
+            self.breakers.forget_saved_percentage(saved)
+        except BreakerUnavailable as exc:
+            result.warnings.append(f"the saved percentage is kept ({exc}); a later restore sets it again")
 
     # -- operator actions ---------------------------------------------------------------------
     def open(self, version: str, *, actor: str, reason: str | None, source: str) -> ActionResult:
-        result = ActionResult(self.breakers.open(version, reason=reason, actor=actor))
+        outcome, shared = self.breakers.open(version, reason=reason, actor=actor)
+        result = ActionResult(outcome)
         result.actions.append(f"breaker {version} open")
+        _local_only(result, shared)
         return self._recorded(result, source, actor, reason or f"open {version}")
 
     def close(self, version: str, *, actor: str, reason: str | None, source: str, force: bool = False,
@@ -77,10 +90,13 @@ class RollbackActions:
         candidate = self.breakers.state().held_version
         if candidate is None:
             raise BreakerConflict("no rollout in progress: there is no candidate to roll back")
-        result = ActionResult(self.breakers.open(candidate, reason=reason or "rollback", actor=actor,
-                                                 percentage=self.flags.get(V2_PERCENTAGE)))
+        outcome, shared = self.breakers.open(candidate, reason=reason or "rollback", actor=actor,
+                                             percentage=self.flags.get(V2_PERCENTAGE))
+        result = ActionResult(outcome)
         result.actions.append(f"breaker {candidate} open")
-        self.zero_percentage(actor=actor, reason=reason or "rollback", result=result)
+        _local_only(result, shared)
+        if shared:
+            self.zero_percentage(actor=actor, reason=reason or "rollback", result=result)
         return self._recorded(result, source, actor, reason or "rollback")
 
     def _recorded(self, result: ActionResult, source: str, actor: str, detail: str) -> ActionResult:
@@ -91,6 +107,12 @@ class RollbackActions:
             log.error("breaker action applied but not recorded in alert_events: %s", exc)
             result.warnings.append(f"not recorded in alert_events: {exc}")
         return result
+
+
+def _local_only(result: ActionResult, shared: bool) -> None:
+    if not shared:
+        result.warnings.append("Redis is unreachable: held on this process only, written to Redis when it "
+                               f"answers; {V2_PERCENTAGE} not changed")
 
 
 def _pct(value: float) -> str:

@@ -16,6 +16,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -65,6 +66,8 @@ class WebhookAuth:
             sent_at = float(timestamp.strip())
         except ValueError:
             raise WebhookAuthError(f"{self.timestamp_header} must be Unix seconds") from None
+        if not math.isfinite(sent_at):  # abs(now - nan) > max_age is always false: replayable forever
+            raise WebhookAuthError(f"{self.timestamp_header} must be a finite number of Unix seconds")
         if abs(now - sent_at) > self.max_age_s:
             raise WebhookAuthError(f"the signature timestamp is {abs(now - sent_at):.0f} s from now; "
                                    f"at most {self.max_age_s:.0f} s are accepted")

@@ -55,8 +55,11 @@ class Alert:
         return self.starts_at.astimezone(timezone.utc).isoformat() if self.starts_at else None
 
 
-def parse_payload(body: object) -> tuple[str, list[Alert]]:
-    """(source, alerts) of a decoded JSON body, or PayloadError."""
+def parse_payload(body: object, severities: frozenset[str] = frozenset()) -> tuple[str, list[Alert]]:
+    """(source, alerts) of a decoded JSON body, or PayloadError.
+
+    `severities`: besides SEVERITIES, the ones the simple form accepts (the configured tripping ones).
+    """
     if not isinstance(body, dict):
         raise PayloadError("the payload must be a JSON object")
     if "alerts" in body:
@@ -68,15 +71,28 @@ def parse_payload(body: object) -> tuple[str, list[Alert]]:
         raise PayloadError(f"unsupported webhook version {version!r}: expected \"4\" (Alertmanager) "
                            "or \"1\" (Grafana)")
     if "type" in body and "severity" in body:
-        return "seed", [_simple(body)]
+        return "seed", [_simple(body, severities)]
     raise PayloadError("unknown payload shape: expected an Alertmanager or Grafana webhook (with alerts[]) "
                        "or {type, severity, value, threshold}")
 
 
-def _simple(body: dict) -> Alert:
+def severity_spellings(severities) -> list[str]:
+    """The spellings of the simple form's severities that are accepted (and documented): CRITICAL and
+    Critical mean critical; a typo such as CRIT is refused."""
+    return sorted({form for s in severities for form in (s, s.upper(), s.capitalize())})
+
+
+def _simple(body: dict, severities: frozenset[str]) -> Alert:
+    """The simple form names its severity itself, so a typo (`CRIT`) is refused, not recorded as "other"
+    and silently left without effect; labels of Alertmanager and Grafana stay free-form."""
     kind = _text(body, "type", required=True)
     severity = _text(body, "severity", required=True).lower()
-    status = (_text(body, "status") or "firing").lower()
+    known = sorted(set(SEVERITIES) | set(severities))
+    if body["severity"] not in severity_spellings(known):
+        raise PayloadError(f"severity {body['severity']!r} is unknown: use one of {', '.join(known)} "
+                           "(lowercase, uppercase or capitalised)")
+    status = body.get("status")
+    status = "firing" if status is None else status
     if status not in STATUSES:
         raise PayloadError(f"status must be firing or resolved, not {status!r}")
     value, threshold = _number(body, "value"), _number(body, "threshold")

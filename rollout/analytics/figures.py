@@ -27,11 +27,11 @@ import numpy as np
 from psycopg_pool import ConnectionPool
 
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagSnapshot
+from rollout.analytics.series import RANGES, Series
 from rollout.config import Settings
 from rollout.database import read_snapshot
 from rollout.routing import Roles
 
-RANGES: dict[str, timedelta] = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
 CRITICAL_WINDOW = timedelta(hours=24)
 
 
@@ -194,6 +194,7 @@ class Figures:
         self.pool = pool
         self.settings = settings
         self.roles = roles  # the baseline and the candidate (the router's snapshot of the registry)
+        self._series = Series(pool, settings)
 
     def dashboard(self, range_name: str, flags: FlagSnapshot, *, until: datetime | None = None) -> Dashboard:
         """Figures over the last `range_name` (1h, 24h, 7d); InvalidRange otherwise."""
@@ -233,6 +234,12 @@ class Figures:
                               stored)
         dashboard.criteria = self.criteria(dashboard)
         return dashboard
+
+    def series(self, range_name: str, *, until: datetime | None = None) -> dict:
+        """The dashboard's per-version figures over time (see rollout.analytics.series); InvalidRange."""
+        parse_range(range_name)
+        pair = tuple(dict.fromkeys(v for v in self.roles() if v))
+        return self._series.read(range_name, pair, until=until)
 
     def store_baseline(self, dashboard: Dashboard, note: str | None = None) -> Baseline:
         """Keep the V1 figures of `dashboard` as the baseline later figures are compared with."""

@@ -7,6 +7,7 @@ import time
 from flask import Blueprint, current_app, jsonify, request
 
 from rollout.alerts import PayloadError, WebhookAuth, WebhookAuthError, parse_payload
+from rollout.alerts.payloads import MAX_ALERTS, SEVERITIES, severity_spellings
 from rollout.api.auth import admin_required
 from rollout.api.errors import ApiError, bad_request
 from rollout.api.openapi import operation, query_parameter
@@ -16,27 +17,36 @@ bp = Blueprint("alerts", __name__)
 
 MAX_ALERT_BYTES = 1024 * 1024
 _LABELS = {"type": "object", "additionalProperties": {"type": "string"}}
+_TEXT = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": r"\S"}
+_TIME = {"anyOf": [{"type": "string", "format": "date-time"}, {"enum": ["", None]}],
+         "description": "RFC 3339 with a time zone; empty, null or Go's zero time mean none."}
+_IGNORED = {"description": "Sent by the sender; not read by the gateway (any value)."}
 _GROUPED_ALERT = {
     "type": "object", "required": ["status", "labels"],
     "properties": {"status": {"enum": ["firing", "resolved"]}, "labels": _LABELS, "annotations": _LABELS,
-                   "startsAt": {"type": "string", "format": "date-time"},
-                   "endsAt": {"type": "string", "format": "date-time"}, "generatorURL": {"type": "string"},
-                   "fingerprint": {"type": "string"},
+                   "startsAt": _TIME, "endsAt": _TIME, "generatorURL": _IGNORED,
+                   "fingerprint": {**_TEXT, "description": "Default: a hash of the labels."},
                    "values": {"type": "object", "description": "Grafana only: value per query ref."}},
 }
+_ALERTS = {"type": "array", "items": _GROUPED_ALERT, "minItems": 1, "maxItems": MAX_ALERTS}
 WEBHOOK_SCHEMA = {
-    "description": "Told apart by shape: the simple form, Alertmanager (version \"4\") or Grafana (version \"1\").",
+    "description": "Told apart by shape: the simple form, Alertmanager (version \"4\") or Grafana (version \"1\"). "
+                   "Fields the gateway does not read are not constrained.",
     "oneOf": [
         {"title": "Simple", "type": "object", "required": ["type", "severity"],
-         "properties": {"type": {"type": "string"}, "severity": {"type": "string"}, "value": {"type": "number"},
-                        "threshold": {"type": "number"}, "status": {"enum": ["firing", "resolved"]},
-                        "fingerprint": {"type": "string"}, "message": {"type": "string"}}},
+         "not": {"required": ["alerts"]},
+         "properties": {"type": _TEXT, "severity": {"enum": severity_spellings(SEVERITIES), "description":
+                                                    "Also a severity named in ALERT_TRIP_SEVERITIES."},
+                        "value": {"type": ["number", "null"]},
+                        "threshold": {"type": ["number", "null"]},
+                        "status": {"enum": ["firing", "resolved", None], "description": "Default: firing."},
+                        "fingerprint": {**_TEXT, "type": ["string", "null"]},
+                        "message": {**_TEXT, "type": ["string", "null"]}}},
         {"title": "Alertmanager", "type": "object", "required": ["version", "alerts"],
-         "properties": {"version": {"const": "4"}, "status": {"type": "string"}, "groupKey": {"type": "string"},
-                        "truncatedAlerts": {"type": "integer"}, "alerts": {"type": "array", "items": _GROUPED_ALERT}}},
+         "properties": {"version": {"const": "4"}, "status": _IGNORED, "groupKey": _IGNORED,
+                        "truncatedAlerts": _IGNORED, "alerts": _ALERTS}},
         {"title": "Grafana", "type": "object", "required": ["version", "alerts"],
-         "properties": {"version": {"const": "1"}, "state": {"enum": ["alerting", "ok"]},
-                        "orgId": {"type": "integer"}, "alerts": {"type": "array", "items": _GROUPED_ALERT}}},
+         "properties": {"version": {"const": "1"}, "state": _IGNORED, "orgId": _IGNORED, "alerts": _ALERTS}},
     ],
 }
 DELIVERY_SCHEMA = {
@@ -75,7 +85,7 @@ def receive():
     raw = request.get_data(cache=True)
     method = _authenticate(raw)
     try:
-        source, alerts = parse_payload(json_body(MAX_ALERT_BYTES))
+        source, alerts = parse_payload(json_body(MAX_ALERT_BYTES), _runtime().settings.trip_severities)
     except PayloadError as exc:
         raise bad_request(str(exc), "invalid_payload") from None
     delivery = _runtime().alerts.receive(source, alerts)

@@ -2,6 +2,8 @@
 
 401 when no bearer token is sent, 403 when the token is wrong, 503 when the
 server has no token configured (changes are refused rather than left open).
+Without a bearer token, a console login (`app.extensions["console_sessions"]`,
+a session cookie plus a CSRF token on changes) stands in for it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ def check_admin() -> str:
         raise ApiError(503, "admin_disabled", "ROLLOUT_ADMIN_TOKEN is not set on the server; "
                                               "changes through the API are refused")
     given = bearer_token()
+    sessions = current_app.extensions.get("console_sessions")
+    if given is None and sessions is not None:
+        actor = sessions.admin_actor(request)  # None without a session; 403 for a change without its CSRF token
+        if actor is not None:
+            return actor
     if given is None:
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <ROLLOUT_ADMIN_TOKEN>")
     if not tokens_match(given, expected):

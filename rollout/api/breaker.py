@@ -42,7 +42,7 @@ STATUS_SCHEMA = {
 class BreakerAction(BaseModel):
     """The body of POST /api/monitoring/circuit-breaker."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     action: Literal["open", "close", "rearm", "rollback"] = Field(
         description="open: hold the version off until closed; close: serve it again now; rearm: half-open, "

@@ -69,7 +69,8 @@ class DocumentUpsert(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    documents: list[DocumentIn] = Field(min_length=1, max_length=MAX_BATCH)
+    documents: list[DocumentIn] = Field(min_length=1, max_length=MAX_BATCH,
+                                        description="Distinct ids: the same id twice in one request is a 400.")
 
     @model_validator(mode="before")
     @classmethod

@@ -6,7 +6,7 @@ import redis
 from flask import Blueprint, current_app, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
-from flags import FlagError, UnknownFlag
+from flags import FlagError, FlagNotAudited, UnknownFlag
 from rollout.api.auth import admin_required, check_admin
 from rollout.api.errors import ApiError, bad_request
 from rollout.api.openapi import operation, query_parameter
@@ -44,7 +44,7 @@ def list_flags():
 
 @bp.put("/api/flags/<name>")
 @operation("Change a flag (null drops the override); recorded in flag_audit.", tags=("flags",),
-           body=FlagUpdate, admin=True, errors=(404, 413))
+           body=FlagUpdate, admin=True, errors=(404, 413, 503))
 def update_flag(name: str):
     actor = check_admin()
     body = parse(FlagUpdate, max_bytes=16 * 1024)
@@ -60,11 +60,10 @@ def update_flag(name: str):
         raise bad_request(str(exc), "invalid_value") from None
     except redis.RedisError as exc:
         raise ApiError(503, "redis_unavailable", f"the flag was not changed: Redis is unreachable ({exc})") from None
-    body = {"flag": change.flag, "old": change.old, "new": change.new, "version": change.version,
-            "actor": change.actor, "reason": change.reason}
-    if change.audit_error:
-        body["audit_error"] = change.audit_error
-    return jsonify(body)
+    except FlagNotAudited as exc:
+        raise ApiError(503, "audit_unavailable", str(exc)) from None
+    return jsonify({"flag": change.flag, "old": change.old, "new": change.new, "version": change.version,
+                    "actor": change.actor, "reason": change.reason})
 
 
 @bp.get("/api/flags/audit")

@@ -8,6 +8,7 @@ from flags import QUERY_ANALYTICS
 from rollout.analytics.figures import RANGES, InvalidRange
 from rollout.api.errors import bad_request
 from rollout.api.openapi import operation, query_parameter
+from rollout.relevance.summary import runtime_relevance
 
 bp = Blueprint("monitoring_dashboard", __name__)
 
@@ -44,6 +45,10 @@ DASHBOARD_SCHEMA = {
         "verdict": {"enum": ["pass", "fail", "incomplete"]},
         "baseline": {"type": ["object", "null"], "description": "The latest stored V1 baseline."},
         "query_analytics": {"type": "boolean", "description": "FF_ENABLE_QUERY_ANALYTICS now."},
+        "relevance": {"type": "object", "description": "Relevance evidence over the window: each source's figures "
+                      "(judge, feedback, probes, golden), the relevance gate's reading and the calibration.",
+                      "properties": {"sources": {"type": "object"}, "gate": {"type": "object"},
+                                     "calibration": {"type": "object"}}},
     },
 }
 
@@ -61,4 +66,64 @@ def dashboard():
         figures = runtime.figures.dashboard(range_name, snapshot)
     except InvalidRange as exc:
         raise bad_request(str(exc), "invalid_range") from None
-    return jsonify({**figures.as_json(), "query_analytics": bool(snapshot[QUERY_ANALYTICS])})
+    return jsonify({**figures.as_json(), "query_analytics": bool(snapshot[QUERY_ANALYTICS]),
+                    "relevance": runtime_relevance(runtime, figures.since)})
+
+
+SERIES_POINT = {
+    "type": "object",
+    "properties": {
+        "at": {"type": "string", "format": "date-time", "description": "Start of the point's interval."},
+        "requests": {"type": "integer"}, "rate_per_s": {"type": "number"},
+        "p50_ms": {"type": "number"}, "p95_ms": {"type": "number"}, "p99_ms": {"type": "number"},
+        "error_rate": {"type": "number"}, "fallback_rate": {"type": "number"},
+        "cache_hit_rate": {"type": ["number", "null"]}, "mean_overlap": {"type": ["number", "null"]},
+        "mean_top_similarity": {"type": ["number", "null"]},
+    },
+}
+SERIES_SCHEMA = {
+    "type": "object",
+    "required": ["range", "step_s", "versions"],
+    "properties": {
+        "range": {"enum": list(RANGES)}, "since": {"type": "string"}, "until": {"type": "string"},
+        "step_s": {"type": "number", "description": "Width of one point."},
+        "versions": {"type": "object", "additionalProperties": {"type": "array", "items": SERIES_POINT}},
+    },
+}
+
+
+@bp.get("/api/monitoring/series")
+@operation("The dashboard's per-version figures over time (requests, latency percentiles, error, fallback and "
+           "cache hit rates, similarity, shadow overlap), one point per step of the range.", tags=("monitoring",),
+           ok=SERIES_SCHEMA, errors=(400, 503),
+           parameters=[query_parameter("range", {"enum": list(RANGES), "default": "24h"}, "The window.")])
+def series():
+    try:
+        return jsonify(current_app.extensions["rollout"].figures.series(request.args.get("range", "24h")))
+    except InvalidRange as exc:
+        raise bad_request(str(exc), "invalid_range") from None
+
+
+COVERAGE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "min_percent": {"type": "number", "description": "V2_MIN_COVERAGE_PERCENT: below it a category is not "
+                                                         "routed to the candidate."},
+        "counted": {"type": "boolean", "description": "false until the first count (the candidate is refused)."},
+        "error": {"type": ["string", "null"], "description": "Why the last count failed (the previous is kept)."},
+        "versions": {"type": "object", "additionalProperties": {"type": "object", "additionalProperties": {
+            "type": "object", "properties": {"embedded": {"type": "integer"}, "total": {"type": "integer"},
+                                             "ratio": {"type": "number"}, "routable": {"type": "boolean"}}}}},
+    },
+}
+
+
+@bp.get("/api/monitoring/coverage")
+@operation("Migration coverage per version and category (documents embedded of all), from the routing guard's "
+           "last count, and whether the candidate may answer each category.", tags=("monitoring",),
+           ok=COVERAGE_SCHEMA)
+def coverage():
+    monitor = current_app.extensions["rollout"].coverage
+    versions = monitor.describe()
+    return jsonify({"min_percent": monitor.min_percent, "counted": bool(versions), "error": monitor.last_error,
+                    "versions": versions})

@@ -21,7 +21,8 @@ ERROR_SCHEMA = {
                    "detail": {"type": "string", "description": "What went wrong, for a person."}},
 }
 STANDARD_ERRORS = {
-    400: "Invalid input: malformed JSON, a missing or wrong field (the detail names it).",
+    400: "Invalid input: malformed JSON, a missing or wrong field or query argument (the detail names it), or "
+         "text that cannot be stored (a NUL character, a lone surrogate) anywhere in the request.",
     401: "No bearer token was sent.",
     403: "The bearer token is wrong.",
     404: "Not found.",
@@ -40,6 +41,7 @@ class Operation:
     errors: tuple[int, ...] = ()
     admin: bool = False
     parameters: list[dict] = field(default_factory=list)
+    path: dict[str, dict] = field(default_factory=dict)  # a path argument's schema, when not any string
     content_type: str = "application/json"
 
 
@@ -100,7 +102,7 @@ def build_document(app: Flask) -> dict:
 
 
 def _operation_object(rule, method: str, op: Operation, components: dict) -> dict:
-    params = [{"name": arg, "in": "path", "required": True, "schema": {"type": "string"}}
+    params = [{"name": arg, "in": "path", "required": True, "schema": op.path.get(arg, {"type": "string"})}
               for arg in sorted(rule.arguments)]
     obj: dict = {"operationId": f"{rule.endpoint.replace('.', '_')}_{method.lower()}",
                  "summary": op.summary, "tags": list(op.tags), "parameters": params + op.parameters}
@@ -109,7 +111,8 @@ def _operation_object(rule, method: str, op: Operation, components: dict) -> dic
                               "content": {"application/json": {"schema": _body_schema(op.body, components)}}}
     ok_content = {op.content_type: {"schema": op.ok or {"type": "object"}}}
     obj["responses"] = {str(op.ok_status): {"description": "Success.", "content": ok_content}}
-    codes = set(op.errors) | ({400} if op.body is not None else set())
+    # every request's text is checked (rollout.api.validation); PostgreSQL or Redis down is a 503 anywhere
+    codes = set(op.errors) | {400, 503}
     if op.admin:
         codes |= {401, 403, 503}
         obj["security"] = [{"adminToken": []}]

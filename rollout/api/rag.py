@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rollout.api.auth import check_admin
 from rollout.api.errors import ApiError, bad_request
 from rollout.api.openapi import operation
-from rollout.api.validation import parse
-from rollout.backends import SearchFailed
+from rollout.api.validation import parse, whole_number
+from rollout.backends import QueryRejected, SearchFailed
 from rollout.gateway import MergedAnswer, RagAnswer, RagQuery
 
 bp = Blueprint("rag", __name__)
@@ -27,10 +27,12 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 class QueryRequest(BaseModel):
     """The body of POST /api/rag/query."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"allOf": [  # checked in query()
+        {"if": {"required": ["mode"], "properties": {"mode": {"const": "merged"}}},
+         "then": {"properties": {"version": {"type": "null"}}}}]})
 
     query: str = Field(min_length=1, description="The question; at most 8 KiB of UTF-8.")
-    k: int = Field(10, ge=1, le=50, description="How many results.")
+    k: whole_number(1, 50) = Field(10, description="How many results.")
     category: str | None = Field(None, min_length=1, max_length=128, description="Only this category.")
     user_id: str | None = Field(None, min_length=1, max_length=256, description="Sticky routing key.")
     session_id: str | None = Field(None, min_length=1, max_length=256,
@@ -74,9 +76,15 @@ ANSWER_SCHEMA = {
         "served_by": {"type": "string", "description": "The version's name, or merged."},
         "mode": {"enum": ["routed", "merged"]},
         "sources": {"type": "object", "description": "merged mode: per version, its result count, latency and "
-                                                     "error, or why it was held off."},
-        "comparison": {"type": "object", "description": "merged mode: overlap, rbo, kendall_tau, top1_agreement "
-                                                        "of the two versions' lists."},
+                                                     "error, or why it was held off.",
+                    "additionalProperties": {"type": "object", "properties": {
+                        "results": {"type": "integer"}, "latency_ms": {"type": "number"},
+                        "error": {"type": "string"}, "held_off": {"type": "string"}}}},
+        "comparison": {"type": ["object", "null"],
+                       "description": "merged mode: how the two versions' lists agree; null unless both answered.",
+                       "properties": {"overlap": {"type": "number"}, "rbo": {"type": "number"},
+                                      "kendall_tau": {"type": ["number", "null"]},
+                                      "top1_agreement": {"type": "boolean"}, "shared": {"type": "integer"}}},
         "decision": {"type": "object", "properties": {
             "version": {"type": "string", "description": "The routed version (before any fallback)."},
             "reason": {"type": "string", "description": "percentage, migration_disabled, breaker_open, alert, "
@@ -85,6 +93,8 @@ ANSWER_SCHEMA = {
         "fallback": {"type": "boolean", "description": "V2 failed and V1 answered in the same request "
                                                        "(merged mode: a version failed and the other answered)."},
         "fallback_reason": {"type": "string"},
+        "hint": {"type": "string", "description": "Why there are no results, when the query named a category "
+                                                  "that holds no documents."},
         "latency_ms": {"type": "number"},
         "request_id": {"type": "string"},
     },
@@ -132,17 +142,34 @@ def query():
     try:
         if body.mode == "merged":
             answer = gateway.answer_merged(rag_query)
-            response = jsonify(merged_json(answer))
+            payload = merged_json(answer)
         else:
             answer = gateway.answer(rag_query)
-            response = jsonify(answer_json(answer))
+            payload = answer_json(answer)
+    except QueryRejected as exc:
+        raise ApiError(400, "invalid_query", str(exc), request_id=rag_query.request_id) from None
     except SearchFailed as exc:
         raise ApiError(503, "search_unavailable", f"no version could answer: {exc}",
                        request_id=rag_query.request_id) from None
+    hint = _category_hint(body.category) if not payload["results"] else None
+    if hint:
+        payload["hint"] = hint
+    response = jsonify(payload)
     response.headers["X-Request-Id"] = rag_query.request_id
     response.headers["X-Served-By"] = answer.served_by
     response.headers["X-Rollout-Worker"] = str(os.getpid())
     return response
+
+
+def _category_hint(category: str | None) -> str | None:
+    """An empty answer for a category no document has says so, with the ones there are."""
+    if category is None:
+        return None
+    known = _runtime().coverage.categories()
+    if known is None or category in known:
+        return None
+    shown = ", ".join(sorted(known)[:20]) or "none"
+    return f"no document has the category {category!r}; categories: {shown}"
 
 
 def answer_json(answer: RagAnswer) -> dict:

@@ -7,12 +7,15 @@ actor) and stored in `rollout_decisions`.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Literal
 
 from flask import Blueprint, current_app, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from flags import V2_PERCENTAGE, FlagError, definition
+from flags import V2_PERCENTAGE, FlagError, FlagNotAudited, definition
+from rollout.analytics.figures import RANGES, InvalidRange, parse_range
+from rollout.analytics.series import STEPS
 from rollout.api.auth import admin_required, check_admin
 from rollout.api.errors import ApiError, bad_request
 from rollout.api.openapi import operation, query_parameter
@@ -70,18 +73,26 @@ STATUS_SCHEMA = {
 class StageCommand(BaseModel):
     """The body of POST /api/rollout/stage."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"allOf": [  # what _fields_fit_the_action checks
+        {"if": {"properties": {"action": {"const": "set"}}},
+         "then": {"required": ["percentage"], "properties": {"percentage": {"type": "number"}}},
+         "else": {"properties": {"percentage": {"type": "null"}}}},
+        {"if": {"properties": {"action": {"const": "rollback"}}},
+         "else": {"properties": {"rollback_to": {"type": "null"}}}},
+    ]})  # `percentage: false` is not 0: strict
 
     action: Literal["advance", "hold", "resume", "rollback", "set"] = Field(
         description="advance: to the next stage (at 100 %: declare complete); hold: stop advancing (still rolled "
                     "back on a clear failure); resume: hand control back to the controller (from 0 %: start); "
                     "rollback: to 0 % or the previous stage; set: to `percentage`.")
-    percentage: float | None = Field(None, ge=0, le=100, description="set: the share of V2, 0-100 in 0.01 steps.")
+    percentage: float | None = Field(None, ge=0, le=100, json_schema_extra={"multipleOf": 0.01},
+                                     description="set: the share of V2, 0-100 in 0.01 steps.")
     rollback_to: Literal["zero", "previous"] | None = Field(
         None, description="rollback: where to (default ROLLOUT_ROLLBACK_TO).")
     reason: str | None = Field(None, max_length=500, description="Why: kept with the decision and the flag audit.")
     expected_percentage: float | None = Field(
-        None, ge=0, le=100, description="Refuse (409) unless the rollout is at this percentage now.")
+        None, ge=0, le=100, json_schema_extra={"multipleOf": 0.01},
+        description="Refuse (409) unless the rollout is at this percentage now.")
 
     @field_validator("percentage", "expected_percentage")
     @classmethod
@@ -119,7 +130,7 @@ def status():
 @operation("Advance, hold, resume, roll back the rollout or set its percentage; stored in rollout_decisions "
            "with the actor, the flag change audited.", tags=("rollout",), body=StageCommand, admin=True,
            ok={"type": "object", "properties": {"decision": DECISION_SCHEMA, "status": STATUS_SCHEMA}},
-           errors=(409, 413))
+           errors=(409, 413, 503))
 def command():
     actor = check_admin()
     body = parse(StageCommand, max_bytes=16 * 1024)
@@ -131,6 +142,8 @@ def command():
             expected_percentage=body.expected_percentage)
     except TransitionError as exc:
         raise ApiError(409, "conflict", str(exc), rollout=service.status()["summary"]) from None
+    except FlagNotAudited as exc:  # the command's transaction rolled back with it: nothing changed
+        raise ApiError(503, "audit_unavailable", str(exc)) from None
     return jsonify({"decision": decision, "status": service.status()})
 
 
@@ -148,3 +161,32 @@ def decisions():
     if details not in ("true", "false", "1", "0"):
         raise bad_request("details must be true or false")
     return jsonify({"decisions": _service().decisions(limit, details=details in ("true", "1"))})
+
+
+GATE_HISTORY_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "range": {"type": "string"}, "since": {"type": "string", "format": "date-time"},
+        "evaluations": {"type": "array", "description": "Oldest first.", "items": {"type": "object", "properties": {
+            "id": {"type": "integer"}, "decided_at": {"type": "string", "format": "date-time"},
+            "action": {"type": "string", "description": "The verdict."}, "percentage": {"type": "number"},
+            "gates": {"type": "array", "items": {"type": "object", "description": "name, status, reason, and the "
+                                                                                  "values and thresholds it used."}},
+        }}},
+    },
+}
+
+
+@bp.get("/api/rollout/gates")
+@operation("Each gate's values and thresholds over time, from the stored evaluations: the latest of each step of "
+           "the range (the steps of /api/monitoring/series).",
+           tags=("rollout",), ok=GATE_HISTORY_SCHEMA, errors=(400, 503),
+           parameters=[query_parameter("range", {"enum": list(RANGES), "default": "24h"}, "The window.")])
+def gate_history():
+    range_name = request.args.get("range", "24h")
+    try:
+        since = datetime.now(UTC) - parse_range(range_name)
+    except InvalidRange as exc:
+        raise bad_request(str(exc), "invalid_range") from None
+    return jsonify({"range": range_name, "since": since.isoformat(),
+                    "evaluations": _service().store.gate_history(since, STEPS[range_name])})

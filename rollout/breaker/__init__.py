@@ -6,15 +6,18 @@ from rollout.breaker.state import (
     HALF_OPEN,
     OPEN,
     BreakerConflict,
+    BreakerUnavailable,
     BreakerPolicy,
     BreakerState,
     Cause,
     FiringAlert,
     VersionRecord,
 )
+from rollout.breaker.slow_calls import SlowCallPolicy, SlowCallWindow
 from rollout.breaker.storage import MemoryBreakerStorage, ReplicatedBreakerStorage
 
 __all__ = [
-    "CLOSED", "HALF_OPEN", "OPEN", "BreakerConflict", "BreakerPolicy", "BreakerState", "Cause",
-    "CircuitBreakers", "FiringAlert", "MemoryBreakerStorage", "ReplicatedBreakerStorage", "VersionRecord",
+    "CLOSED", "HALF_OPEN", "OPEN", "BreakerConflict", "BreakerPolicy", "BreakerState", "BreakerUnavailable",
+    "Cause", "CircuitBreakers", "FiringAlert", "MemoryBreakerStorage", "ReplicatedBreakerStorage",
+    "SlowCallPolicy", "SlowCallWindow", "VersionRecord",
 ]

@@ -5,9 +5,16 @@ outcomes (`record_success` / `record_failure`) change the shared state in Redis,
 where a failure is one atomic transaction and a success costs nothing unless the
 local copy shows failures to reset. The half-open probe is claimed from the
 replicator's tick by one worker (atomically), and only that worker lets one request
-through to V2. Without Redis, transitions apply to a process-local copy that only
-ever holds V2 off (no probe is claimed without Redis) and is written back to Redis
-once it answers again.
+through to V2.
+
+One policy while Redis is down, the safe side: a routing decision never waits on
+Redis, and nothing that lets V2 back in is decided by one process alone.
+- A hold (a failure, a trip, an alert, an operator's open or rollback and the
+  percentage it saves) applies to a process-local copy at once and is written back
+  to Redis on the first tick that reaches it (no probe is claimed meanwhile).
+- A release (close, re-arm, an alert's resolution, the percentage's restore) needs
+  Redis and is refused with `BreakerUnavailable` (a `redis.ConnectionError`) until
+  it answers; a local copy is written back before any release applies.
 """
 
 from __future__ import annotations
@@ -34,9 +41,11 @@ from rollout.breaker.state import (
     STATE_VALUES,
     BreakerPolicy,
     BreakerState,
+    BreakerUnavailable,
     Cause,
     FiringAlert,
 )
+from rollout.breaker.slow_calls import SlowCallWindow
 from rollout.breaker.storage import MemoryBreakerStorage, ReplicatedBreakerStorage, Transition
 from rollout.metrics import Metrics
 from rollout.routing import Reason
@@ -57,14 +66,17 @@ def worker_identity() -> str:
 
 class CircuitBreakers:
     def __init__(self, storage: ReplicatedBreakerStorage, policy: BreakerPolicy, metrics: Metrics, *,
-                 redis_up: Callable[[], bool], clock: Callable[[], float] = time.time):
+                 redis_up: Callable[[], bool], clock: Callable[[], float] = time.time,
+                 slow_calls: SlowCallWindow | None = None):
         self.shared = storage
+        self.slow_calls = slow_calls
         self.policy = policy
         self.metrics = metrics
         self.redis_up = redis_up
         self.clock = clock
         self.worker = worker_identity()
         self._local: MemoryBreakerStorage | None = None  # only while Redis is unreachable
+        self._local_base: BreakerState | None = None      # the shared state the local copy started from
         self._local_lock = threading.Lock()
         self._probe_lock = threading.Lock()
         self._probe_sent: float | None = None  # claim time of the probe this worker let through
@@ -109,15 +121,19 @@ class CircuitBreakers:
                            "installed_at": _iso(self.shared.installed_at)}}
 
     # -- the router's guard ---------------------------------------------------------
-    def v2_blocked(self, category: str | None) -> Reason | None:
+    def v2_blocked(self, category: str | None, *, serving: bool = False) -> Reason | None:
+        """Closed: None. Otherwise the hold's reason, except for the one serving search that
+        takes this worker's half-open probe. A read (`serving=False`, e.g. a shadow) changes
+        nothing: the probe is spent only by a search whose outcome is reported back."""
         current = self.state()
         candidate = current.held_version or ""
-        self._demand_at[candidate] = time.monotonic()
         record = current.record(candidate)
         if record.state == CLOSED:
             return None
-        if record.state == HALF_OPEN and record.probe_owner == self.worker and self._take_probe(record):
-            return None
+        if serving:
+            self._demand_at[candidate] = time.monotonic()
+            if record.state == HALF_OPEN and record.probe_owner == self.worker and self._take_probe(record):
+                return None
         return _hold_reason(record)
 
     def held_back(self, user_bucket: int) -> Reason | None:
@@ -139,8 +155,14 @@ class CircuitBreakers:
             return True
 
     # -- the gateway's health recorder ---------------------------------------------------
-    def record_success(self, version: str) -> None:
+    def record_success(self, version: str, elapsed_ms: float | None = None) -> None:
+        """A search answered; one slower than the slow-call duration counts toward the slow-call rate."""
         self._demand_at[version] = time.monotonic()
+        if self.slow_calls is not None and elapsed_ms is not None:
+            detail = self.slow_calls.record(version, elapsed_ms)
+            if detail is not None:
+                self._trip(lambda s: transitions.slow_tripped(s, version, detail, self.clock()), version, detail)
+                return
         record = self.state().record(version)
         if record.state == CLOSED and not record.failures:
             return  # the common case: nothing to do, no I/O
@@ -154,10 +176,12 @@ class CircuitBreakers:
             self._resetting.release()
 
     def record_failure(self, version: str, kind: str) -> None:
-        changed, outcome = self._apply(
-            lambda s: transitions.failed(s, version, kind, self.clock(), self.policy))
+        self._trip(lambda s: transitions.failed(s, version, kind, self.clock(), self.policy), version, kind)
+
+    def _trip(self, transition: Transition[str], version: str, why: str) -> None:
+        changed, outcome = self._apply(transition)
         if changed and outcome in ("tripped", "reopened"):
-            log.warning("circuit breaker %s opened: %s (%s)", version, outcome, kind)
+            log.warning("circuit breaker %s opened: %s (%s)", version, outcome, why)
             self._count_rollback(version, Cause.FAILURES)
 
     # -- the replicator's tick ------------------------------------------------------------
@@ -193,16 +217,21 @@ class CircuitBreakers:
                 return
             held = local.state()
 
+            base = self._local_base
+
             def merge(shared: BreakerState):
                 new = shared
                 for version, record in held.records.items():
                     if record.state != CLOSED and new.record(version).state == CLOSED:
                         new = new.with_record(version, replace(record, state=OPEN, probe_owner=None,
                                                                probe_claimed_at=None))
+                saved = held.saved_percentage
+                if saved is not None and new.saved_percentage is None and (base is None or base.saved_percentage != saved):
+                    new = replace(new, saved_percentage=saved)
                 return (new if new is not shared else None), None
 
             self.shared.update(merge)
-            self._local = None
+            self._local = self._local_base = None
         log.info("circuit breaker: Redis reachable again; local state written back")
 
     def refresh_gauges(self) -> None:
@@ -214,25 +243,28 @@ class CircuitBreakers:
 
     # -- operators and alerts -----------------------------------------------------------------
     def open(self, version: str, *, reason: str | None, actor: str,
-             percentage: float | None = None) -> str:
+             percentage: float | None = None) -> tuple[str, bool]:
+        """A hold: (outcome, shared), shared False when applied on this process only (Redis down)."""
         before = self.state().record(version).state
-        changed, outcome = self.shared.update(
+        changed, outcome, shared = self._apply_reporting(
             lambda s: transitions.forced_open(s, version, self.clock(), reason=reason, actor=actor,
                                               percentage=percentage))
         if changed and before != OPEN:
             self._count_rollback(version, Cause.MANUAL)
-        return outcome
+        return outcome, shared
 
     def close(self, version: str, *, actor: str, force: bool = False) -> str:
-        return self.shared.update(
-            lambda s: transitions.closed(s, version, self.clock(), force=force, actor=actor))[1]
+        return self._release(lambda s: transitions.closed(s, version, self.clock(), force=force, actor=actor))
 
     def rearm(self, version: str, *, actor: str, force: bool = False) -> str:
-        return self.shared.update(
-            lambda s: transitions.rearmed(s, version, self.clock(), force=force, actor=actor))[1]
+        return self._release(lambda s: transitions.rearmed(s, version, self.clock(), force=force, actor=actor))
 
-    def take_saved_percentage(self) -> float | None:
-        return self.shared.update(transitions.percentage_restored)[1]
+    def saved_percentage(self) -> float | None:
+        return self.state().saved_percentage
+
+    def forget_saved_percentage(self, restored: float) -> bool:
+        """After the flag is back at `restored`: drop it from the rollback memory (a release)."""
+        return self._release(lambda s: transitions.percentage_forgotten(s, restored))
 
     def alert_fired(self, alert: FiringAlert, *, percentage: float, save_percentage: bool) -> tuple[str, bool]:
         """Hold V2 open for the alert; (outcome, shared): shared is False when applied locally only."""
@@ -249,8 +281,8 @@ class CircuitBreakers:
         return outcome, shared
 
     def alert_resolved(self, fingerprint: str, *, auto_release: bool) -> str:
-        return self.shared.update(
-            lambda s: transitions.alert_resolved(s, fingerprint, self.clock(), auto_release=auto_release))[1]
+        return self._release(
+            lambda s: transitions.alert_resolved(s, fingerprint, self.clock(), auto_release=auto_release))
 
     # -- internals ----------------------------------------------------------------------------
     def _apply(self, transition: Transition[T]) -> tuple[bool, T]:
@@ -267,10 +299,23 @@ class CircuitBreakers:
                 log.warning("circuit breaker: Redis unreachable, applying locally: %s", exc)
         with self._local_lock:
             if self._local is None:
-                self._local = MemoryBreakerStorage(self.shared.state())
+                self._local_base = self.shared.state()
+                self._local = MemoryBreakerStorage(self._local_base)
             changed, result = self._local.update(transition)
         self.refresh_gauges()
         return changed, result, False
+
+    def _release(self, transition: Transition[T]) -> T:
+        """In Redis or not at all: a release decided by one process would split the workers."""
+        if not self.redis_up():
+            raise BreakerUnavailable("Redis is unreachable: nothing was released; V2 stays held until it answers")
+        try:
+            self._write_back()  # a hold this process kept locally comes first
+            return self.shared.update(transition)[1]
+        except BreakerUnavailable:
+            raise
+        except redis.RedisError as exc:
+            raise BreakerUnavailable(f"Redis failed ({exc}): nothing was released; V2 stays held") from exc
 
     def _count_rollback(self, version: str, cause: Cause) -> None:
         if version == self.state().held_version:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from types import MappingProxyType
 
+import redis
 from pybreaker import STATE_CLOSED as CLOSED
 from pybreaker import STATE_HALF_OPEN as HALF_OPEN
 from pybreaker import STATE_OPEN as OPEN
@@ -38,6 +39,11 @@ class Cause(StrEnum):
 
 class BreakerConflict(Exception):
     """A requested change that the state forbids (e.g. closing while an alert fires)."""
+
+
+class BreakerUnavailable(redis.ConnectionError):
+    """A release (close, re-arm, alert resolved, restore) refused because Redis does not answer:
+    applied to one process only, it would send that process's users back to V2 alone."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +169,14 @@ def failed(state: BreakerState, version: str, kind: str, now: float,
     return state.with_record(version, replace(record, failures=failures, detail=kind, changed_at=now)), "counted"
 
 
+def slow_tripped(state: BreakerState, version: str, detail: str, now: float) -> tuple[BreakerState | None, str]:
+    """The slow-call rate reached its threshold: open a closed breaker (as failures do)."""
+    record = state.record(version)
+    if record.state != CLOSED:
+        return None, "ignored"
+    return state.with_record(version, record.opened(Cause.FAILURES, now, detail=detail)), "tripped"
+
+
 def succeeded(state: BreakerState, version: str, worker: str, now: float) -> tuple[BreakerState | None, str]:
     """Reset the count; the probe's success (by its owner) closes the breaker."""
     record = state.record(version)
@@ -243,11 +257,11 @@ def closed(state: BreakerState, version: str, now: float, *, force: bool,
     return state.with_record(version, VersionRecord(changed_at=now, actor=actor)), "closed"
 
 
-def percentage_restored(state: BreakerState) -> tuple[BreakerState | None, float | None]:
-    """Take the saved percentage out (it is restored once)."""
-    if state.saved_percentage is None:
-        return None, None
-    return replace(state, saved_percentage=None), state.saved_percentage
+def percentage_forgotten(state: BreakerState, restored: float) -> tuple[BreakerState | None, bool]:
+    """Drop the saved percentage once the flag holds it again; a different one saved since stays."""
+    if state.saved_percentage != restored:
+        return None, False
+    return replace(state, saved_percentage=None), True
 
 
 def _half_open(record: VersionRecord, now: float) -> VersionRecord:

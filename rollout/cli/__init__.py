@@ -28,6 +28,8 @@ class RolloutGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
             raise
+        except BrokenPipeError:
+            _reader_gone()
         except RolloutError as exc:
             _fail(str(exc), exc.exit_code)
         except psycopg.OperationalError as exc:
@@ -39,6 +41,13 @@ class RolloutGroup(click.Group):
                 raise
             _fail(f"unexpected error: {type(exc).__name__}: {exc} (set ROLLOUT_DEBUG=1 for the traceback)",
                   UNEXPECTED_EXIT)
+
+
+def _reader_gone():
+    """The reader of our output left (`rollout stage status | head -4`): stop quietly, as cat does."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit would fail on the closed pipe again
+    sys.exit(1)
 
 
 def _fail(message: str, code: int):
@@ -55,6 +64,7 @@ def settings_of(ctx: click.Context) -> Settings:
 
 
 @click.group(cls=RolloutGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rag-rollout", prog_name="rollout", message="%(prog)s %(version)s")
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens (INFO level).")
 def cli(verbose: bool) -> None:
     """Safe switch of a RAG corpus from embedding V1 to V2: routing, metrics, rollback, backfill, rollout."""
@@ -64,6 +74,9 @@ def cli(verbose: bool) -> None:
 
 def main() -> None:
     from rollout.cli import (breaker, controller, database, flags, importer, migrate, monitoring,  # noqa: F401
-                             rollback, server, stage, versions)  # (importing registers the commands)
+                             recover, relevance, rollback, server, stage, versions)  # (importing registers the commands)
 
-    cli(prog_name="rollout")
+    try:
+        cli(prog_name="rollout")
+    except BrokenPipeError:  # while click itself wrote (help, usage)
+        _reader_gone()

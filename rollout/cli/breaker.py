@@ -7,7 +7,7 @@ import json
 import click
 
 from rollout.alerts import ActionResult
-from rollout.breaker import BreakerConflict
+from rollout.breaker import BreakerConflict, BreakerUnavailable
 from rollout.cli import cli, settings_of
 from rollout.cli.flags import cli_actor
 from rollout.errors import RolloutError
@@ -61,7 +61,7 @@ def run_action(ctx: click.Context, action, version: str | None = None) -> None:
         name = runtime.version(version).version
         try:
             result: ActionResult = action(runtime.rollback, name)
-        except BreakerConflict as exc:
+        except (BreakerConflict, BreakerUnavailable) as exc:
             raise RolloutError(str(exc)) from None
     click.echo(f"{result.outcome}: {'; '.join(result.actions) or 'nothing to change'}")
     for warning in result.warnings:

@@ -7,12 +7,9 @@ import signal
 import threading
 
 import click
-from prometheus_client import start_http_server
-
-from rollout import schema
 from rollout.cli import cli, settings_of
 from rollout.cli.stage import decision_line
-from rollout.controller.metrics import ControllerMetrics
+from rollout.controller.metrics import ControllerMetrics, serve_metrics, stop_serving
 from rollout.controller.process import ControllerProcess
 from rollout.runtime import command_runtime
 
@@ -31,8 +28,6 @@ def controller(ctx: click.Context, once: bool, retention: bool) -> None:
     settings = settings_of(ctx)
     logging.getLogger("rollout").setLevel(logging.INFO)  # a daemon's decisions belong in its log
     with command_runtime(settings, replicate=not once) as runtime:
-        with runtime.pool.connection() as conn:
-            schema.check(conn, settings)
         metrics = ControllerMetrics()
         process = ControllerProcess(runtime, retention=retention and not once, metrics=metrics)
         if once:
@@ -49,22 +44,14 @@ def controller(ctx: click.Context, once: bool, retention: bool) -> None:
         server = None
         try:
             if settings.rollout_controller_metrics_port is not None:
-                try:
-                    server, _ = start_http_server(settings.rollout_controller_metrics_port, settings.host,
-                                                  registry=metrics.registry)
-                except OSError as exc:
-                    raise click.ClickException(
-                        f"cannot serve the controller's metrics on {settings.host}:"
-                        f"{settings.rollout_controller_metrics_port} ({exc.strerror or exc}); "
-                        "set ROLLOUT_CONTROLLER_METRICS_PORT to a free port") from None
+                server = serve_metrics(metrics, settings.host, settings.rollout_controller_metrics_port)
                 click.echo(f"controller metrics on http://{settings.host}:"
                            f"{settings.rollout_controller_metrics_port}/metrics")
             click.echo(f"controller {process.identity}: running (Ctrl-C stops it)")
             process.run(stop)
         finally:
             if server is not None:
-                server.shutdown()
-                server.server_close()
+                stop_serving(server)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         click.echo(f"controller {process.identity}: stopped")

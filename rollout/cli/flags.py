@@ -8,7 +8,7 @@ import socket
 
 import click
 
-from flags import FlagError
+from flags import FlagError, FlagNotAudited, Source, definition
 from rollout.cli import cli, settings_of
 from rollout.errors import RolloutError
 from rollout.runtime import command_runtime
@@ -61,12 +61,16 @@ def set_flag(ctx: click.Context, name: str, value: str, reason: str | None) -> N
     """Override flag NAME with VALUE (true/false, or 0-100 for the percentage)."""
     with command_runtime(settings_of(ctx)) as runtime:
         try:
-            change = runtime.flags.set(name.upper(), value, actor=cli_actor(), reason=reason)
-        except FlagError as exc:
+            flag = definition(name.upper())
+            parsed = flag.parse(value)
+            snapshot = runtime.flags.snapshot()
+            if snapshot.sources[flag.name] is Source.REDIS and snapshot.values[flag.name] == parsed:
+                click.echo(f"{flag.name}: already {_shown(parsed)}; nothing changed, nothing recorded")
+                return
+            change = runtime.flags.set(flag.name, value, actor=cli_actor(), reason=reason)
+        except (FlagError, FlagNotAudited) as exc:
             raise RolloutError(str(exc)) from None
     click.echo(f"{change.flag}: {_shown(change.old)} -> {_shown(change.new)} (version {change.version})")
-    if change.audit_error:
-        click.echo(f"warning: applied, but not recorded in flag_audit: {change.audit_error}", err=True)
 
 
 @flags_group.command()
@@ -78,6 +82,6 @@ def reset(ctx: click.Context, name: str, reason: str | None) -> None:
     with command_runtime(settings_of(ctx)) as runtime:
         try:
             change = runtime.flags.reset(name.upper(), actor=cli_actor(), reason=reason)
-        except FlagError as exc:
+        except (FlagError, FlagNotAudited) as exc:
             raise RolloutError(str(exc)) from None
     click.echo(f"{change.flag}: {_shown(change.old)} -> {_shown(change.new)} (override dropped)")

@@ -1,4 +1,4 @@
-"""`rollout import PATH --format jsonl|chroma|faiss|vespa`: bring a corpus in from another vector store."""
+"""`rollout import PATH --format jsonl|chroma|faiss|vespa|weaviate`: bring a corpus in from another vector store."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ import json
 from pathlib import Path
 
 import click
-import psycopg
 
-from rollout import schema
 from rollout.cli import cli, settings_of
 from rollout.migration.importers import (
     FORMATS,
@@ -25,28 +23,31 @@ from rollout.runtime import command_runtime
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), required=True, help="What PATH holds.")
 @click.option("--namespace", help="First part of every id (default: PATH's name); letters, digits, '.', '-'.")
-@click.option("--collection", help="chroma: only this collection.")
+@click.option("--collection", help="chroma: only this collection; weaviate: only this class.")
+@click.option("--content-property", help="weaviate: the property holding the text (default: content, text, body, ...).")
 @click.option("--keep-vectors", is_flag=True,
               help="Store the store's vectors for the version of their dimension (they must be that version's model).")
 @click.option("--vectors-version", metavar="NAME", help="With --keep-vectors: which version (by name).")
 @click.option("--dry-run", is_flag=True, help="Show what was found and what would change; write nothing.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
 def import_corpus(ctx: click.Context, path: Path, fmt: str, namespace: str | None, collection: str | None,
-                  keep_vectors: bool, vectors_version: str | None, dry_run: bool, as_json: bool) -> None:
+                  content_property: str | None, keep_vectors: bool, vectors_version: str | None, dry_run: bool,
+                  as_json: bool) -> None:
     """Import the documents of PATH (one transaction: a bad file writes nothing).
 
-    Ids are stable ({namespace}_{source}_{chunk}), so importing again updates in place.
+    A record's own id is its document's id ({namespace}_{id}); without one, its source and
+    chunk metadata or its text. Never its line, so importing an edited file again updates in
+    place, and an id that holds another document refuses the import.
     Embed the new documents afterwards with `rollout migrate run` (for each version).
     """
     settings = settings_of(ctx)
-    scan = read_source(path, fmt, vectors=keep_vectors or dry_run, collection=collection)
+    scan = read_source(path, fmt, vectors=keep_vectors or dry_run, collection=collection,
+                       content_property=content_property)
     with command_runtime(settings) as runtime:
         plan = plan_import(scan, namespace or default_namespace(path), settings, keep_vectors=keep_vectors,
                            vectors_version=vectors_version,
                            versions={name: backend.settings for name, backend in runtime.backends.items()})
-        with psycopg.connect(runtime.database_url, connect_timeout=5) as conn:
-            schema.check(conn, settings)
         if dry_run:
             summary = {**plan.as_json(), "would": preview(runtime.pool, plan)}
         else:
@@ -55,6 +56,13 @@ def import_corpus(ctx: click.Context, path: Path, fmt: str, namespace: str | Non
         click.echo(json.dumps(summary, indent=2))
         return
     _print(summary, dry_run)
+
+
+def _print_superseded(ids: list[str]) -> None:
+    if ids:
+        shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+        click.echo(f"note: {len(ids)} documents of an earlier import hold these records under their old ids "
+                   f"({shown}); delete them (DELETE /api/documents/<id>) so each record is in the corpus once")
 
 
 def _print(summary: dict, dry_run: bool) -> None:
@@ -75,10 +83,12 @@ def _print(summary: dict, dry_run: bool) -> None:
         click.echo(f"dry run, nothing written: would insert {would['new']}, update {would['changed']}, "
                    f"leave {would['unchanged']} unchanged; {would['already_present']} texts already in the corpus "
                    "under another id")
+        _print_superseded(would["superseded"])
         return
     result = summary["result"]
     kept = ", ".join(f"{n} for {v}" for v, n in result["vectors_stored"].items())
     click.echo(f"imported: {result['inserted']} new, {result['updated']} updated, {result['unchanged']} unchanged, "
                f"{result['already_present']} skipped (text already in the corpus)"
                + (f"; vectors stored: {kept}" if kept else ""))
+    _print_superseded(result["superseded"])
     click.echo("next: `rollout migrate run --version v1` and `--version v2` embed what has no vector yet")

@@ -6,7 +6,6 @@ import json
 import sys
 
 import click
-import psycopg
 from tqdm import tqdm
 
 from rollout import schema
@@ -25,11 +24,6 @@ INTERRUPTED_EXIT = 130
 @cli.group()
 def migrate() -> None:
     """Backfill a version's embeddings (the rollout's candidate by default), verify them, show progress."""
-
-
-def _checked_schema(runtime) -> None:
-    with psycopg.connect(runtime.database_url, connect_timeout=5) as conn:
-        schema.check(conn, runtime.settings)
 
 
 def _versions(runtime, version: str | None) -> list[str]:
@@ -54,7 +48,6 @@ def setup(ctx: click.Context, version: str) -> None:
     settings = settings_of(ctx)
     with command_runtime(settings) as runtime:
         applied = schema.upgrade(runtime.database_url, settings)
-        _checked_schema(runtime)
         if applied:
             click.echo(f"schema: applied {', '.join(applied)}")
         with runtime.pool.connection() as conn:
@@ -94,7 +87,6 @@ def run(ctx: click.Context, version: str, category: str | None, limit: int | Non
     options = BackfillOptions.from_settings(settings, category=category, limit=limit, batch_size=batch_size,
                                             workers=workers, index=index_policy, retry_failed=retry_failed)
     with command_runtime(settings) as runtime:
-        _checked_schema(runtime)
         target = runtime.version(version)
         version = target.version
         if dry_run:
@@ -163,19 +155,19 @@ def _print_report(report) -> None:
 @migrate.command()
 @click.option("--sample", type=click.IntRange(0, 10000), default=50, show_default=True,
               help="Random documents whose titles are asked as queries.")
-@click.option("-k", "k", type=click.IntRange(1, 50), default=10, show_default=True)
+@click.option("-k", "k", type=click.IntRange(1, 50), default=10, show_default=True,
+              help="Results per self-retrieval query (a document counts as found within its top k).")
 @click.option("--min-self-retrieval", type=click.FloatRange(0, 1), default=0.8, show_default=True,
               help="Share of titles that must find their document in the top k.")
 @click.option("--version", "version", default=None, metavar="NAME|all",
               help="Which version (default: the rollout's baseline and candidate).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def verify(ctx: click.Context, sample: int, k: int, min_self_retrieval: float, version: str | None,
            as_json: bool) -> None:
     """Check versions against `documents`; exit 1 with the reasons when anything is wrong."""
     settings = settings_of(ctx)
     with command_runtime(settings) as runtime:
-        _checked_schema(runtime)
         names = _versions(runtime, version) if version else None
         report = Verifier(runtime, sample=sample, k=k, min_self_retrieval=min_self_retrieval, versions=names).run()
     if as_json:
@@ -193,14 +185,13 @@ def verify(ctx: click.Context, sample: int, k: int, min_self_retrieval: float, v
 
 @migrate.command()
 @VERSION_OPTION
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def status(ctx: click.Context, version: str, as_json: bool) -> None:
     """Progress per version and category: live counts, and the latest run's rate and errors."""
     settings = settings_of(ctx)
     rows = []
     with command_runtime(settings) as runtime:
-        _checked_schema(runtime)
         with runtime.pool.connection() as conn:
             for name in _versions(runtime, version):
                 v = runtime.version(name)
@@ -220,14 +211,26 @@ def status(ctx: click.Context, version: str, as_json: bool) -> None:
     if not rows:
         click.echo("no documents")
         return
-    for row in rows:
-        line = (f"{row['version']} {row['category']:<16} {row['done']:>7}/{row['total']:<7} done  "
-                f"{row['failed']:>5} failed  {row['pending']:>6} pending")
-        if row.get("rate"):
-            line += f"  {row['rate']:.0f} docs/s"
-        if row.get("started_at"):
-            line += f"  started {row['started_at'][:19]}"
-            line += f", finished {row['finished_at'][:19]}" if row.get("finished_at") else ", running"
-        if row.get("last_error"):
-            line += f"  last error: {row['last_error']}"
-        click.echo(line)
+    click.echo(f"{'version':<8}{'category':<18}{'embedded':>9}{'total':>8}{'failed':>8}{'pending':>9}  "
+               f"{'state':<9}last run")
+    for name in dict.fromkeys(row["version"] for row in rows):
+        mine = [row for row in rows if row["version"] == name]
+        for row in mine:
+            click.echo(_status_line(row))
+        click.echo(_status_line({"version": name, "category": "(all)",
+                                 **{k: sum(r[k] for r in mine) for k in ("done", "total", "failed", "pending")}}))
+
+
+def _status_line(row: dict) -> str:
+    """One category: `complete` only when nothing is pending or failed."""
+    state = "pending" if row["pending"] else "failed" if row["failed"] else "complete"
+    line = (f"{row['version']:<8}{row['category'][:17]:<18}{row['done']:>9}{row['total']:>8}{row['failed']:>8}"
+            f"{row['pending']:>9}  {state:<9}")
+    if row.get("rate"):
+        line += f"{row['rate']:.0f} docs/s"
+    if row.get("started_at"):
+        line += f", started {row['started_at'][:19]}"
+        line += f", finished {row['finished_at'][:19]}" if row.get("finished_at") else ", running"
+    if row.get("last_error"):
+        line += f"; last error: {row['last_error']}"
+    return line.rstrip()

@@ -21,6 +21,9 @@ from rollout.analytics.figures import RANGES, Baseline, Dashboard, VersionFigure
 from rollout.analytics.queryset import QuerySetReport, compare_query_set, read_queries
 from rollout.cli import cli, settings_of
 from rollout.errors import RolloutError
+from rollout.relevance.judges import JUDGES, JudgeError, build_judge
+from rollout.relevance.judging import judge_lists
+from rollout.relevance.summary import render_relevance, runtime_relevance
 from rollout.runtime import Runtime, command_runtime
 
 STATUS = {"pass": ("PASS", "green"), "fail": ("FAIL", "red"), "insufficient_data": ("WAIT", "yellow"),
@@ -109,12 +112,14 @@ def monitor(ctx: click.Context, range_name: str, continuous: bool, interval: flo
         try:
             while refreshes is None or shown < refreshes:
                 d = _dashboard(runtime, range_name)
+                relevance = runtime_relevance(runtime, d.since)
                 if as_json:
-                    click.echo(json.dumps(d.as_json(), default=str))
+                    click.echo(json.dumps({**d.as_json(), "relevance": relevance}, default=str))
                 else:
                     if continuous and shown and sys.stdout.isatty():
                         click.clear()
                     click.echo(render_dashboard(d))
+                    click.echo(render_relevance(relevance))
                 shown += 1
                 if refreshes is None or shown < refreshes:
                     if not as_json:
@@ -131,29 +136,49 @@ def monitor(ctx: click.Context, range_name: str, continuous: bool, interval: flo
 @click.option("--category", default=None, help="Only this category.")
 @click.option("--show", type=click.IntRange(min=0), default=5, show_default=True,
               help="How many of the most-disagreeing queries to list.")
+@click.option("--judge", "judge_name", type=click.Choice(["none", *JUDGES]), default=None,
+              help="Judge each listed disagreement (default RELEVANCE_JUDGE; lexical is offline and free).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output, every query included.")
 @click.pass_context
 def compare_command(ctx: click.Context, queries_file: Path | None, k: int, category: str | None, show: int,
-                    as_json: bool) -> None:
-    """Run a query set against V1 and V2 directly (no routing) and compare their results."""
+                    judge_name: str | None, as_json: bool) -> None:
+    """Run a query set against the baseline and the candidate directly (no routing) and compare their results."""
     queries = read_queries(queries_file or demo.queries_path())
-    with command_runtime(settings_of(ctx)) as runtime:
+    settings = settings_of(ctx)
+    judge = build_judge(settings.model_copy(update={"relevance_judge": judge_name}) if judge_name else settings)
+    with command_runtime(settings) as runtime:
         roles = runtime.router.roles
         report = compare_query_set(runtime.backends, (roles.baseline, roles.candidate or roles.baseline), queries,
                                    k, category)
+    verdicts = judge_disagreements(judge, report.disagreements(show), report.names) if judge is not None else {}
     if not any(run.result.hits for pair in report.pairs for run in pair.runs.values() if run.result):
         raise RolloutError("neither version returned any result: is the corpus loaded and embedded?")
     summary = report.summary()
     if as_json:
-        click.echo(json.dumps({**summary, "disagreements": [p.as_json() for p in report.disagreements(show)],
+        click.echo(json.dumps({**summary, "disagreements": [{**p.as_json(), **verdicts.get(p.query, {})}
+                                                            for p in report.disagreements(show)],
                                "queries_detail": [p.as_json() for p in report.pairs]}, indent=2))
         return
-    click.echo(render_comparison(report, summary, show))
+    click.echo(render_comparison(report, summary, show, verdicts))
     if summary["compared"] == 0:
         raise RolloutError("no query was answered by both versions: nothing to compare (see the errors above)")
 
 
-def render_comparison(report: QuerySetReport, summary: dict, show: int) -> str:
+def judge_disagreements(judge, pairs, names: tuple[str, str]) -> dict[str, dict]:
+    """Per query, the judge's verdict on the baseline's and the candidate's lists (asked twice, swapped)."""
+    baseline, candidate = names
+    verdicts = {}
+    for pair in pairs:
+        try:
+            winner, tokens = judge_lists(judge, pair.query, pair.runs[baseline].result.hits,
+                                         pair.runs[candidate].result.hits)
+            verdicts[pair.query] = {"judge": judge.name, "verdict": winner, "tokens": tokens}
+        except JudgeError as exc:
+            verdicts[pair.query] = {"judge": judge.name, "verdict": None, "error": str(exc)}
+    return verdicts
+
+
+def render_comparison(report: QuerySetReport, summary: dict, show: int, verdicts: dict | None = None) -> str:
     v1, v2 = (summary["versions"][name] for name in report.names)
 
     def dist(d: dict, key: str, fmt) -> str:
@@ -181,6 +206,10 @@ def render_comparison(report: QuerySetReport, summary: dict, show: int) -> str:
             c = pair.comparison
             lines += [f"  rbo {c.rbo:.3f}  overlap {c.overlap:.3f}  {pair.query}",
                       *(f"      {name}: {' | '.join(pair.top(name))}" for name in report.names)]
+            verdict = (verdicts or {}).get(pair.query)
+            if verdict is not None:
+                said = verdict["verdict"] or f"no verdict ({verdict['error']})"
+                lines.append(f"      judge ({verdict['judge']}, order swapped): {said}")
     return "\n".join(lines)
 
 

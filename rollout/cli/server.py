@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import signal
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 
 import click
 import psycopg
@@ -12,6 +12,7 @@ import psycopg
 from rollout import demo as demo_steps
 from rollout import schema
 from rollout.cli import cli, settings_of
+from rollout.cli.stage import decision_line
 from rollout.config import Settings
 from rollout.controller.process import background_controller
 from rollout.maintenance import Maintenance
@@ -54,18 +55,18 @@ def _gateway_env(settings: Settings, urls: ServiceUrls) -> dict[str, str]:
     return env
 
 
-def _run_gateway(settings: Settings, urls: ServiceUrls, port: int, workers: int, banner, *,
-                 controller: bool = False) -> None:
-    metrics_dir = settings.metrics_dir or (settings.data_dir.resolve() / "metrics")
+def _run_gateway(settings: Settings, urls: ServiceUrls, port: int, workers: int, banner, *, hosted=None) -> None:
+    """Serve until Ctrl-C; `hosted(url)`, a context manager, runs beside the gateway once it is ready."""
+    metrics_dir = settings.metrics_dir or (settings.data_dir.resolve() / f"metrics-{port}")  # one per gateway
     gateway = GatewayProcess(_gateway_env(settings, urls), host=settings.host, port=port, workers=workers,
                              metrics_dir=metrics_dir)
     maintenance = Maintenance(settings, urls.database_url)  # scheduled jobs: here, never in a web worker
-    hosted = background_controller(settings, urls.database_url, urls.redis_url) if controller else nullcontext()
-    with _terminate_as_interrupt(), maintenance, hosted:
+    with _terminate_as_interrupt(), maintenance:
         try:
             gateway.start()
-            banner(gateway.url)
-            code = gateway.wait()
+            with hosted(gateway.url) if hosted else nullcontext():
+                banner(gateway.url)
+                code = gateway.wait()
             if code != 0:
                 click.echo(f"error: the gateway exited with code {code}", err=True)
                 raise SystemExit(code)
@@ -75,13 +76,36 @@ def _run_gateway(settings: Settings, urls: ServiceUrls, port: int, workers: int,
             gateway.stop()
 
 
+def _demo_companions(settings: Settings, urls: ServiceUrls, fast: bool):
+    """The demo's controller, the feed printing its decisions, and with --fast the demo's own traffic."""
+    @contextmanager
+    def hosted(url: str):
+        with ExitStack() as stack:
+            process = stack.enter_context(background_controller(settings, urls.database_url, urls.redis_url))
+            if settings.rollout_controller_metrics_port is not None:
+                click.echo(f"controller metrics on http://{settings.host}:"
+                           f"{settings.rollout_controller_metrics_port}/metrics")
+            feed = demo_steps.DecisionFeed(process.service.store,
+                                           lambda d: click.echo(f"rollout: {decision_line(d)}")).start()
+            stack.callback(feed.stop)
+            if fast:
+                stack.callback(demo_steps.DemoTraffic(url).start().stop)
+            yield
+    return hosted
+
+
 @cli.command()
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="HTTP port (default ROLLOUT_PORT, 8000).")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="gunicorn workers (default WEB_CONCURRENCY).")
+@click.option("--fast", is_flag=True, help="A short plan (10 -> 100 % in a few minutes) with the demo's own traffic.")
 @click.pass_context
-def demo(ctx: click.Context, port: int | None, workers: int | None) -> None:
-    """Everything in one command: services, schema, demo corpus embedded for every version, gateway, controller."""
+def demo(ctx: click.Context, port: int | None, workers: int | None, fast: bool) -> None:
+    """Everything in one command: services, schema, demo corpus embedded for every version, gateway, controller.
+
+    Each decision of the rollout (the controller's, a person's, an alert's) is printed as one line.
+    """
     settings, generated = _secrets(settings_of(ctx))
+    settings, choices = demo_steps.demo_settings(settings, fast=fast)
     port = port or settings.port
     with service_urls(settings) as urls:
         if urls.embedded:
@@ -90,6 +114,9 @@ def demo(ctx: click.Context, port: int | None, workers: int | None) -> None:
         with psycopg.connect(urls.database_url, connect_timeout=5) as conn:
             schema.check(conn, settings)
         click.echo(f"schema: {'applied ' + ', '.join(applied) if applied else 'up to date'}")
+        for line in choices:
+            click.echo(line)
+        demo_steps.write_webhook_secret(settings)
         runtime = Runtime(settings, urls.database_url, urls.redis_url, pool_size=4)
         try:
             runtime.sync()
@@ -108,11 +135,15 @@ def demo(ctx: click.Context, port: int | None, workers: int | None) -> None:
         def banner(url: str) -> None:
             _print_demo_banner(url, settings, generated, roles.candidate or roles.baseline)
 
-        _run_gateway(settings, urls, port, workers or settings.web_concurrency, banner, controller=True)
+        _run_gateway(settings, urls, port, workers or settings.web_concurrency, banner,
+                     hosted=_demo_companions(settings, urls, fast))
 
 
 def _print_demo_banner(url: str, settings: Settings, generated: list[str], candidate: str) -> None:
-    click.echo(f"\ngateway ready on {url}  (Ctrl-C stops it and the services it started)\n")
+    click.echo(f"\ngateway ready on {url}  (Ctrl-C stops it and the services it started)")
+    if settings.console:
+        click.echo(f"console: {url}/console  (read-only; log in there with ROLLOUT_ADMIN_TOKEN to act)")
+    click.echo()
     for name in generated:
         value = settings.admin_token if name == "ROLLOUT_ADMIN_TOKEN" else settings.alert_webhook_secret
         click.echo(f"generated for this run: export {name}={value}")
@@ -127,7 +158,10 @@ Try:
   rollout versions list             # the registry: baseline, candidate, others (then versions add, stage start)
   curl -s -X POST {url}/api/alerts/webhook -H "Authorization: Bearer {settings.alert_webhook_secret}" \\
        -H 'Content-Type: application/json' -d '{{"type": "error_rate", "severity": "critical", "value": 0.5}}'
-  curl -s {url}/api/monitoring/circuit-breaker        # then: rollout breaker rearm
+       # resolve it: the same with "status": "resolved" (Alertmanager and Grafana resolve by themselves)
+  curl -s {url}/api/monitoring/circuit-breaker        # V2 held off while the alert fires
+  rollout recover                   # the recovery path: says what is in the way (here: the alert),
+                                    # re-arms V2 once it resolved, resumes the staged rollout
   curl -s {url}/metrics | grep '^rag_requests_total'
   curl -s '{url}/api/monitoring/dashboard?range=1h'
   curl -s {url}/api/rollout/status   # the staged rollout: stage, last decision and why

@@ -25,6 +25,7 @@ def stage() -> None:
 def status(ctx: click.Context, as_json: bool) -> None:
     """Plan, stage, time in stage, next evaluation, the last decision and why; whether V1 can be retired."""
     with command_runtime(settings_of(ctx)) as runtime:
+        runtime.stages.reconcile()  # a rollback made elsewhere shows now, not at the next evaluation
         report = runtime.stages.status()
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -154,7 +155,11 @@ def resume(ctx: click.Context, reason: str | None, expected: float | None) -> No
               help="0 % or the previous stage (default ROLLOUT_ROLLBACK_TO).")
 @_options
 def rollback(ctx: click.Context, rollback_to: str | None, reason: str | None, expected: float | None) -> None:
-    """Take V2's share back (to 0 % or the previous stage) and notify ROLLOUT_NOTIFY_URL."""
+    """PLAN rollback: the staged rollout steps back (to 0 % or the previous stage) as a rollout decision.
+
+    V2's breaker is untouched and ROLLOUT_NOTIFY_URL is notified; `rollout stage resume` (or
+    `rollout recover`) hands it back to the controller. For an emergency, `rollout rollback`.
+    """
     _run(ctx, Command(Action.ROLLBACK, actor=cli_actor(), reason=reason or "", rollback_to=rollback_to), expected)
 
 

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from rollout.controller.gates.relevance import RelevanceEvidence
 
 
 def _array(values: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -61,6 +65,8 @@ class Evidence:
     coverage_complete: V2 has embedded every category the rollout routes to it (detail says which not).
     breaker_closed: V2's circuit breaker is closed (open or half-open: False).
     tripping_alerts: names of firing alerts that hold V2 off.
+    relevance: the relevance sources' evidence for the window; when given, the relevance gate is the
+        quality gate (None: the similarity floor and shadow overlap, as before relevance evidence).
     """
 
     percentage: float
@@ -74,6 +80,7 @@ class Evidence:
     breaker_closed: bool = True
     breaker_detail: str = ""
     tripping_alerts: tuple[str, ...] = ()
+    relevance: RelevanceEvidence | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "shadow_overlaps", _array(self.shadow_overlaps))

@@ -11,7 +11,9 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from rollout.errors import ServiceError
 
 
 class ControllerMetrics:
@@ -44,3 +46,18 @@ class ControllerMetrics:
             self.percentage.set(decision["percentage_after"])
         if redelivered:
             self.redelivered.inc(redelivered)
+
+
+def serve_metrics(metrics: ControllerMetrics, host: str, port: int):
+    """Serve `metrics` on host:port (`rollout controller` and the demo's controller); returns the server."""
+    try:
+        server, _ = start_http_server(port, host, registry=metrics.registry)
+    except OSError as exc:
+        raise ServiceError(f"cannot serve the controller's metrics on {host}:{port} ({exc.strerror or exc}); "
+                           "set ROLLOUT_CONTROLLER_METRICS_PORT to a free port") from None
+    return server
+
+
+def stop_serving(server) -> None:
+    server.shutdown()
+    server.server_close()

@@ -1,9 +1,11 @@
 """The controller process (`rollout controller`): the schedule, the leader lock, a clean stop.
 
-One APScheduler BackgroundScheduler runs two jobs (and, unless turned off, the query_log
+One APScheduler BackgroundScheduler runs three jobs (and, unless turned off, the query_log
 retention job of `rollout/maintenance.py`, which guards itself with an advisory lock):
 
 - `leader`, every third of ROLLOUT_LEADER_TTL_S: renew the leader lock, or try to take it;
+- `probes`, every RELEVANCE_PROBE_INTERVAL_S (first at start; 0: none): on the leader only, a
+  round of known-item probes (`rollout.relevance.probes`), relevance evidence without traffic;
 - `evaluation`, every min(evaluation interval, a third of the TTL): on the leader only, take
   any flag change made elsewhere, then evaluate when the state's `next_evaluation_at` has
   come. The due time lives in PostgreSQL, so a new leader (or a restarted controller)
@@ -21,16 +23,17 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import redis
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from rollout.controller.leader import LeaderLock
-from rollout.controller.metrics import ControllerMetrics
+from rollout.controller.metrics import ControllerMetrics, serve_metrics, stop_serving
 from rollout.errors import RolloutError
 from rollout.maintenance import Maintenance
+from rollout.relevance.probes import KnownItemProbes
 from rollout.config import Settings
 from rollout.runtime import Runtime
 
@@ -57,6 +60,14 @@ class ControllerProcess:
                                coalesce=True, next_run_time=now)
         self.scheduler.add_job(self._evaluate, "interval", seconds=self.poll_s, id="evaluation", max_instances=1,
                                coalesce=True, next_run_time=now)
+        self.probes = None
+        if settings.relevance_probe_interval_s > 0:
+            self.probes = KnownItemProbes(runtime.pool, runtime.backends, runtime.metrics,
+                                          per_category=settings.relevance_probes_per_category,
+                                          k=settings.relevance_probe_k)
+            self.scheduler.add_job(self._probe, "interval", seconds=settings.relevance_probe_interval_s, id="probes",
+                                   max_instances=1, coalesce=True,
+                                   next_run_time=now + timedelta(seconds=1))  # once the leader lock is taken
         self.maintenance = (Maintenance(settings, runtime.database_url, scheduler=self.scheduler)
                             if retention else None)
         self._stopped = False
@@ -139,16 +150,37 @@ class ControllerProcess:
             self.metrics.ran("failed")
             log.exception("controller %s: evaluation failed", self.identity)
 
+    def _probe(self) -> None:
+        """A round of known-item probes (rollout.relevance.probes), on the leader only."""
+        if not self.leader.held:
+            return
+        try:
+            self.probes.run()
+        except (psycopg.OperationalError, OSError) as exc:
+            log.warning("controller %s: probes skipped, PostgreSQL is unreachable (%s)", self.identity, exc)
+        except Exception:
+            log.exception("controller %s: probe round failed", self.identity)
+
 
 @contextmanager
 def background_controller(settings: Settings, database_url: str, redis_url: str) -> Iterator[ControllerProcess]:
-    """A controller beside something else in this process (`rollout demo`): its own runtime, stopped on exit."""
+    """A controller beside something else in this process (`rollout demo`): its own runtime, stopped on exit.
+
+    Like `rollout controller`, it serves its metrics on ROLLOUT_CONTROLLER_METRICS_PORT when set,
+    so a demo can be scraped whole.
+    """
     runtime = Runtime(settings, database_url, redis_url, pool_size=2).start()
+    server = None
     try:
-        process = ControllerProcess(runtime, retention=False).start()
+        metrics = ControllerMetrics()
+        if settings.rollout_controller_metrics_port is not None:
+            server = serve_metrics(metrics, settings.host, settings.rollout_controller_metrics_port)
+        process = ControllerProcess(runtime, retention=False, metrics=metrics).start()
         try:
             yield process
         finally:
             process.shutdown()
     finally:
+        if server is not None:
+            stop_serving(server)
         runtime.close()

@@ -20,12 +20,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import redis
 
-from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagStore
+from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagNotAudited, FlagStore
 from rollout.controller.collector import EvidenceCollector
+from rollout.controller.gates.relevance import RelevanceEvidence
 from rollout.controller.leader import leader_of
 from rollout.controller.notifier import Notifier
 from rollout.controller.plan import RolloutPlan
@@ -75,8 +76,12 @@ class LiveFlags:
 
 class RolloutService:
     def __init__(self, plan: RolloutPlan, store: RolloutStore, collector: EvidenceCollector, flags: FlagStore,
-                 notifier: Notifier, redis_client: redis.Redis, leader_key: str):
+                 notifier: Notifier, redis_client: redis.Redis, leader_key: str, *,
+                 start_condition: Callable[[], str | None] | None = None,
+                 relevance: Callable[[float], RelevanceEvidence] | None = None):
         self.plan = plan
+        self.start_condition = start_condition  # why V2 may not get its first traffic yet, or None
+        self.relevance = relevance  # the relevance sources since a time (the relevance gate), or None
         self.store = store
         self.collector = collector
         self.flags = flags
@@ -145,6 +150,7 @@ class RolloutService:
                 raise TransitionError(f"the rollout is at {pct(state.percentage)}, not "
                                       f"{pct(expected_percentage)}: nothing changed")
             transition = apply_command(self.plan, state, command, now)
+            self._check_start(transition)
             changes = self._set_flags(transition, command.actor)  # a Redis error rolls the whole command back
             decision = self._record(conn, stored, transition, DecisionRecord(
                 kind="command", actor=command.actor, transition=transition, plan=self.plan.to_dict(),
@@ -216,7 +222,10 @@ class RolloutService:
         if due_only and stored.next_evaluation_at is not None and stored.next_evaluation_at > now:
             return made
         collected = self.collector.collect(state.percentage, state.stage_started_at, now, self.plan.critical_window_s)
-        verdict = judge(collected.evidence, self.plan)
+        evidence = collected.evidence
+        if self.relevance is not None:
+            evidence = replace(evidence, relevance=self.relevance(state.stage_started_at))
+        verdict = judge(evidence, self.plan)
         if not leading():
             log.warning("rollout: no longer the leader; the evaluation at %s is dropped", pct(state.percentage))
             return made
@@ -225,10 +234,11 @@ class RolloutService:
             changes, error = [], None
             try:
                 changes = self._set_flags(transition, CONTROLLER)
-            except (redis.RedisError, OSError) as exc:
+            except (redis.RedisError, OSError, FlagNotAudited) as exc:
                 error = f"{V2_PERCENTAGE} could not be set, nothing changed: {exc}"
+                cause = "its audit row" if isinstance(exc, FlagNotAudited) else "Redis unreachable"
                 transition = Transition(current.state, current.state, "verdict", transition.action,
-                                        f"{transition.reason} (not carried out: Redis unreachable)")
+                                        f"{transition.reason} (not carried out: {cause})")
             current = StoredState(current.state, now, now + self.plan.evaluation_interval_s)
             decision = self._record(conn, current, transition, DecisionRecord(
                 kind="evaluation", actor=CONTROLLER, controller=controller, transition=transition,
@@ -239,6 +249,14 @@ class RolloutService:
         return made
 
     # -- carrying a transition out -------------------------------------------------------------
+    def _check_start(self, transition: Transition) -> None:
+        """A command giving V2 its first traffic waits for the start condition (ROLLOUT_REQUIRE_EVAL)."""
+        if self.start_condition is None or transition.before.percentage > 0 or not transition.after.percentage > 0:
+            return
+        refusal = self.start_condition()
+        if refusal is not None:
+            raise TransitionError(f"{refusal}: nothing changed")
+
     def _record(self, conn, stored: StoredState, transition: Transition, record: DecisionRecord) -> dict:
         """Save the new state and the decision, in the caller's locked transaction."""
         after = transition.after

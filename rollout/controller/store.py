@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -139,6 +139,21 @@ class RolloutStore:
                 "ORDER BY decided_at DESC, id DESC LIMIT %(limit)s",
                 {"kinds": list(kinds) if kinds else None, "limit": limit}).fetchall()
         return [_decision(row, details) for row in rows]
+
+    def gate_history(self, since: datetime, step: timedelta) -> list[dict]:
+        """The evaluations since `since`, the latest of each `step`, oldest first: verdict and gates (values,
+        thresholds)."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT ON (date_bin(%(step)s, decided_at, %(since)s)) "
+                "       id, decided_at, action, percentage_before, verdict->'gates' "
+                "FROM rollout_decisions WHERE kind = 'evaluation' AND decided_at >= %(since)s "
+                "AND verdict IS NOT NULL "
+                "ORDER BY date_bin(%(step)s, decided_at, %(since)s), decided_at DESC, id DESC",
+                {"since": since, "step": step}).fetchall()
+        return [{"id": decision_id, "decided_at": decided_at.isoformat(), "action": action,
+                 "percentage": percentage, "gates": gates or []}
+                for decision_id, decided_at, action, percentage, gates in rows]
 
     def decision(self, decision_id: int) -> dict | None:
         with self.pool.connection() as conn:

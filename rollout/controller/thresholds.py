@@ -35,6 +35,7 @@ class Thresholds:
     advance_confidence: float = 0.95
     srm_alpha: float = 0.001
     bootstrap_draws: int = 20_000
+    relevance_margin: float = 0.05        # δ of the relevance gate: how much worse the candidate may be
     seed: int = 0                          # the bootstrap's: the same evidence always gets the same verdict
 
     def __post_init__(self):
@@ -76,6 +77,7 @@ class Thresholds:
             rollback_alpha=settings.rollout_rollback_alpha,
             advance_confidence=settings.rollout_advance_confidence,
             srm_alpha=settings.rollout_srm_alpha,
+            relevance_margin=settings.relevance_margin,
         )
 
     def to_dict(self) -> dict:

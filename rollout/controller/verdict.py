@@ -29,6 +29,7 @@ from rollout.controller.gates import (
     sample_ratio_gate,
     stage_time_gate,
 )
+from rollout.controller.gates.relevance import NAME as RELEVANCE, RelevancePolicy, relevance_gate
 from rollout.controller.outcome import Outcome, most_severe
 from rollout.controller.plan import RolloutPlan
 
@@ -77,16 +78,26 @@ def judge(evidence: Evidence, plan: RolloutPlan) -> Verdict:
     gates = [consistency, stage_time_gate(evidence, plan.required_time_s(evidence.percentage)),
              breaker_gate(evidence), alerts_gate(evidence), coverage_gate(evidence)]
     if consistency.status is GateStatus.FAILED:
-        gates += [GateResult(name, GateStatus.SKIPPED, on_failure, "not judged: the evidence is inconsistent")
-                  for name, on_failure in STATISTICAL]
+        quality = RELEVANCE if evidence.relevance is not None else "quality"
+        gates += [GateResult(quality if name == "quality" else name, GateStatus.SKIPPED, on_failure,
+                             "not judged: the evidence is inconsistent") for name, on_failure in STATISTICAL]
     else:
         gates += [sample_ratio_gate(evidence, t), error_rate_gate(evidence, t),
                   critical_errors_gate(evidence, t, plan.critical_window_s),
-                  latency_gate(evidence, t), quality_gate(evidence, t)]
+                  latency_gate(evidence, t), _quality(evidence, t)]
     outcome = most_severe(g.outcome for g in gates)
     return Verdict(outcome=outcome, reason=_reason(outcome, gates), percentage=evidence.percentage,
                    window_started_at=evidence.window_started_at, evaluated_at=evidence.evaluated_at,
                    gates=tuple(gates))
+
+
+def _quality(evidence: Evidence, t) -> GateResult:
+    """The relevance gate when relevance evidence was gathered, else the similarity floor and overlap."""
+    if evidence.relevance is None:
+        return quality_gate(evidence, t)
+    policy = RelevancePolicy(margin=t.relevance_margin, rollback_alpha=t.rollback_alpha,
+                             advance_confidence=t.advance_confidence)
+    return relevance_gate(evidence.relevance, policy)
 
 
 def _reason(outcome: Outcome, gates: list[GateResult]) -> str:

@@ -58,7 +58,7 @@ class CoverageMonitor:
         self.before_count: list[Callable[[psycopg.Connection], None]] = []  # e.g. the registry's snapshot
 
     # -- the guard (local state only) -------------------------------------------------
-    def v2_blocked(self, category: str | None) -> Reason | None:
+    def v2_blocked(self, category: str | None, *, serving: bool = False) -> Reason | None:
         if self.min_percent <= 0:
             return None
         snapshot = self._snapshot
@@ -69,11 +69,27 @@ class CoverageMonitor:
             return Reason.V2_INCOMPLETE
         return None  # a category without documents has nothing V2 could miss
 
+    def categories(self) -> set[str] | None:
+        """The categories that hold documents, from the last count; None before the first count."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            return None
+        return {c for counts in snapshot.values() for c in counts if c != CORPUS}
+
     def coverage(self, version: str, category: str | None = None) -> Coverage | None:
         snapshot = self._snapshot
         if snapshot is None:
             return None
         return snapshot.get(version, {}).get(CORPUS if category is None else category)
+
+    def describe(self) -> dict:
+        """The last counts per version and category (the corpus as `all`), for people; {} before the first."""
+        snapshot = self._snapshot or {}
+        return {version: {("all" if category == CORPUS else category): {
+                    "embedded": counts.embedded, "total": counts.total, "ratio": counts.ratio,
+                    "routable": not counts.below(self.min_percent) if version == self.guarded else True}
+                 for category, counts in sorted(categories.items())}
+                for version, categories in snapshot.items()}
 
     def shortfalls(self, version: str | None = None) -> list[tuple[str, Coverage]] | None:
         """The categories of `version` (default: the candidate) below the routing bar, from the last count;

@@ -3,8 +3,10 @@
 Tokens are estimated at four characters a token (what the providers' rules of
 thumb say for English; Gemini reports no counts at all). The price per million
 tokens comes from EMBEDDING_PRICES_PER_MTOK; the local embedder costs nothing.
-The time comes from the last finished run of the version when there is one, else
-from embedding a sample here (local) or from an assumed provider latency (cloud).
+The time comes from the last finished run of the version that embedded at least
+MIN_MEASURED documents (a run of a few documents is mostly fixed costs, so its rate
+says nothing of a large one), else from embedding a sample here (local) or from an
+assumed provider latency (cloud).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from rollout.migration.status import NEEDS_EMBEDDING, MigrationStatus
 CHARS_PER_TOKEN = 4
 ASSUMED_REQUEST_SECONDS = 1.0  # one provider call of EMBEDDING_BATCH_SIZE texts, when nothing was measured
 SAMPLE_SIZE = 200
+MIN_MEASURED = 100  # documents a finished run must have embedded for its rate to be used
 
 
 @dataclass(frozen=True)
@@ -97,9 +100,9 @@ def estimate(conn: psycopg.Connection, version: VersionSettings, settings: Setti
 
 def _rate(conn: psycopg.Connection, version: VersionSettings, settings: Settings, embedder: Embedder,
           options: BackfillOptions) -> tuple[float | None, str]:
-    measured = MigrationStatus(version).last_rate(conn)
+    measured = MigrationStatus(version).last_rate(conn, min_documents=MIN_MEASURED)
     if measured:
-        return round(measured, 1), "the last finished run of this version"
+        return round(measured, 1), f"the last finished run of this version of at least {MIN_MEASURED} documents"
     if version.embedder == "local":
         texts = [f"{r[0]}\n\n{r[1]}" for r in conn.execute(
             "SELECT title, content FROM documents ORDER BY id LIMIT %s", (SAMPLE_SIZE,)).fetchall()]

@@ -165,14 +165,18 @@ class MigrationStatus:
                             (self.version.version,)).fetchall()
         return {row[0]: RunInfo(*row) for row in rows}
 
-    def last_rate(self, conn: psycopg.Connection) -> float | None:
-        """Documents/s of the latest finished run (its categories ran side by side, so their rates add up)."""
+    def last_rate(self, conn: psycopg.Connection, min_documents: int = 1) -> float | None:
+        """Documents/s of the latest finished run that embedded at least `min_documents` (its categories
+        ran side by side, so their rates add up)."""
         row = conn.execute("""
-            SELECT sum(rate) FROM embedding_migration_status
-            WHERE version = %(version)s AND rate > 0 AND finished_at IS NOT NULL AND started_at = (
-                SELECT max(started_at) FROM embedding_migration_status
-                WHERE version = %(version)s AND finished_at IS NOT NULL AND embedded_in_run > 0)""",
-                           {"version": self.version.version}).fetchone()
+            SELECT rate FROM (
+                SELECT started_at, sum(embedded_in_run) AS embedded, sum(rate) FILTER (WHERE rate > 0) AS rate
+                FROM embedding_migration_status
+                WHERE version = %(version)s AND finished_at IS NOT NULL
+                GROUP BY started_at) runs
+            WHERE embedded >= greatest(%(minimum)s, 1) AND rate > 0
+            ORDER BY started_at DESC LIMIT 1""",
+                           {"version": self.version.version, "minimum": min_documents}).fetchone()
         return float(row[0]) if row and row[0] else None
 
 

@@ -2,7 +2,9 @@
 
 Every `rollout` command goes through `service_urls()`: with the URLs set it uses them
 as they are; unset, it reuses the embedded servers already running under the data
-folder (a `rollout demo` beside it), or starts them for its own duration.
+folder (a `rollout demo` beside it), or starts them for its own duration. Only the
+commands that set a folder up (`demo`, `serve`, `db upgrade`) may create them; the
+others, asked in a folder where nothing was set up, say so and what to run.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rollout.config import Settings
+from rollout.errors import ServiceError
 from rollout.services.leases import LeaseBook
 from rollout.services.ports import PortBook
 from rollout.services.postgres import EmbeddedPostgres
@@ -28,8 +31,11 @@ class ServiceUrls:
 
 
 @contextmanager
-def service_urls(settings: Settings) -> Iterator[ServiceUrls]:
-    """Yield usable URLs; stop embedded servers on exit if this process was their last user."""
+def service_urls(settings: Settings, *, create: bool = True) -> Iterator[ServiceUrls]:
+    """Yield usable URLs; stop embedded servers on exit if this process was their last user.
+
+    With `create` false, embedded servers that were never set up here are an error, not a new folder.
+    """
     wanted = []
     if settings.database_url is None:
         wanted.append(EmbeddedPostgres(settings.data_dir))
@@ -40,6 +46,9 @@ def service_urls(settings: Settings) -> Iterator[ServiceUrls]:
         return
 
     folder = Path(settings.data_dir).resolve()
+    if not create and not all(service.exists() for service in wanted):
+        raise ServiceError(f"nothing is set up in {folder}: run `rollout demo` in this folder, or set "
+                           "DATABASE_URL and REDIS_URL to your services (then `rollout db upgrade`)")
     folder.mkdir(parents=True, exist_ok=True)
     book, ports, me = LeaseBook(folder), PortBook(folder), os.getpid()
     urls: dict[str, str] = {}

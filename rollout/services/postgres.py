@@ -50,6 +50,10 @@ class EmbeddedPostgres:
         self.run_as = self._service_user() if os.geteuid() == 0 else None
 
     # -- state -----------------------------------------------------------
+    def exists(self) -> bool:
+        """Whether a cluster was ever created here."""
+        return (self.pgdata / "PG_VERSION").exists()
+
     def running_port(self) -> int | None:
         """The port of a live server on this data folder, else None."""
         pidfile = self.pgdata / "postmaster.pid"

@@ -37,6 +37,10 @@ class EmbeddedRedis:
         self.portfile = self.folder / "port"
         self.logfile = self.folder / "redis.log"
 
+    def exists(self) -> bool:
+        """Whether a server was ever started here."""
+        return self.folder.is_dir()
+
     def running_port(self) -> int | None:
         try:
             pid = int(self.pidfile.read_text().strip())

@@ -4,6 +4,9 @@ The layout: a directory holding the index (`index.faiss`, or one `*.faiss` /
 `*.index` file), `text.pkl` (a list of texts, position = FAISS id, or a dict id ->
 text) and `metadata.pkl` (the same shape, of dicts). PATH may name the directory
 or the index file. The pickles are read with a loader that rebuilds data only.
+The ids of an `IndexIDMap` are the records' own ids; a plain index has only
+positions, which change when it is rebuilt, so those records are identified by
+their source and chunk metadata or their text instead.
 
 Reading the index needs the `faiss-cpu` package (`pip install 'rag-rollout[faiss]'`),
 imported only here. Vectors are kept only from indexes that store them exactly
@@ -72,7 +75,7 @@ def read(path: Path, *, vectors: bool = False, collection: str | None = None) ->
     except RuntimeError as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
         raise ImportFileError(f"{index_file}: not a FAISS index ({first_line})") from None
-    ids, inner = _ids(faiss, index)
+    ids, inner, positional = _ids(faiss, index)
     texts = _by_id(load_pickle(text_file), "texts", ids, text_file)
     metadata = _by_id(load_pickle(metadata_file), "metadata", ids, metadata_file)
     kind = type(faiss.downcast_index(inner)).__name__
@@ -95,16 +98,16 @@ def read(path: Path, *, vectors: bool = False, collection: str | None = None) ->
         scan.records.append(SourceRecord(
             original_id=str(faiss_id), content=text, title=meta.get("title") if isinstance(meta.get("title"), str)
             else None, category=category if isinstance(category, str) else None, metadata=dict(meta),
-            vector=None if matrix is None else matrix[position]))
+            vector=None if matrix is None else matrix[position], positional=positional))
     return scan
 
 
-def _ids(faiss, index) -> tuple[list[int], object]:
-    """The FAISS ids in storage order, and the index that stores the vectors."""
+def _ids(faiss, index) -> tuple[list[int], object, bool]:
+    """The FAISS ids in storage order, the index that stores the vectors, and whether the ids are mere positions."""
     index = faiss.downcast_index(index)
     if hasattr(index, "id_map"):  # IndexIDMap / IndexIDMap2
-        return [int(i) for i in faiss.vector_to_array(index.id_map)], faiss.downcast_index(index.index)
-    return list(range(index.ntotal)), index
+        return [int(i) for i in faiss.vector_to_array(index.id_map)], faiss.downcast_index(index.index), False
+    return list(range(index.ntotal)), index, True
 
 
 def _reconstruct(faiss, index, count: int) -> np.ndarray:

@@ -25,7 +25,8 @@ class SourceRecord:
     category: str | None = None
     metadata: dict = field(default_factory=dict)
     vector: np.ndarray | None = None
-    scope: str | None = None  # a Chroma collection, a Vespa document type: part of the stable id
+    scope: str | None = None  # a Chroma collection, a Vespa document type, a Weaviate class: part of the id
+    positional: bool = False  # original_id is only a position (a FAISS index without ids): not the record's id
 
 
 @dataclass

@@ -1,0 +1,74 @@
+"""Per-model calibration: thresholds mapped between score scales by quantiles; abstain rates compared."""
+
+import numpy as np
+import pytest
+
+from rollout.relevance.calibration import Calibration, ScoreScale, map_score
+from analytics_rows import insert, record
+
+
+def test_a_threshold_maps_to_the_same_quantile():
+    base = ScoreScale.learn("base", np.linspace(0.6, 1.0, 401), "traffic")   # uniform on 0.6-1.0
+    cand = ScoreScale.learn("cand", np.linspace(0.2, 0.5, 301), "traffic")   # uniform on 0.2-0.5
+    assert base.rank(0.7) == pytest.approx(0.25, abs=1e-9)
+    assert map_score(0.7, base, cand) == pytest.approx(0.275, abs=1e-9)      # the 25th percentile of 0.2-0.5
+    assert map_score(0.9, base, cand) == pytest.approx(0.425, abs=1e-9)
+    assert map_score(0.5, base, cand) == pytest.approx(0.2)                  # below every baseline score
+    assert map_score(1.2, base, cand) == pytest.approx(0.5)
+    assert map_score(0.7, base, base) == 0.7
+
+
+def test_a_calibrated_candidate_abstains_as_often_as_the_baseline():
+    rng = np.random.default_rng(1)
+    base_scores, cand_scores = rng.normal(0.8, 0.05, 5000), rng.normal(0.35, 0.08, 5000)
+    calibration = Calibration(None, "base", min_samples=100)
+    calibration.learn({"base": (base_scores[:2500], "shadow_pairs"), "cand": (cand_scores[:2500], "shadow_pairs")})
+    held_out = {"base": base_scores[2500:], "cand": cand_scores[2500:]}
+    for threshold in (0.72, 0.8, 0.86):
+        rates = calibration.abstain_rates(threshold, held_out)
+        assert abs(rates["cand"] - rates["base"]) <= 0.02  # within 2 points on data it did not learn from
+    raw = float(np.mean(held_out["cand"] < 0.72))  # the same raw threshold: the candidate almost always abstains
+    assert raw > 0.99
+
+
+def test_without_enough_scores_a_threshold_passes_unchanged():
+    calibration = Calibration(None, "base", min_samples=100)
+    calibration.learn({"base": ([0.8] * 500, "traffic"), "cand": ([0.3] * 50, "traffic")})
+    assert calibration.threshold_for("cand", 0.7) == 0.7
+    assert calibration.threshold_for("base", 0.7) == 0.7
+    assert calibration.threshold_for("cand", None) is None
+
+
+def test_scales_are_learned_from_shadow_pairs_first(runtime):
+    rows = [record(request_id=f"s{n}", served_version="v1", top_similarity=0.7 + n / 1000, other_version="v2",
+                   other_top_similarity=0.3 + n / 1000) for n in range(200)]
+    rows += [record(request_id=f"t{n}", routed_version="v2", served_version="v2", top_similarity=0.9)
+             for n in range(50)]
+    insert(runtime.pool, rows)
+    calibration = Calibration(runtime.pool, "v1", min_samples=150, refresh_s=0)
+    samples = calibration.read_samples()
+    assert samples["v1"][1] == "shadow_pairs" and len(samples["v1"][0]) == 200
+    assert samples["v2"][1] == "shadow_pairs" and sorted(samples["v2"][0])[-1] == pytest.approx(0.499, abs=1e-6)
+    assert calibration.threshold_for("v2", 0.75) == 0.75  # nothing learned yet
+    calibration.refresh_if_due()
+    assert calibration.threshold_for("v2", 0.75) == pytest.approx(0.35, abs=0.005)
+    assert calibration.describe()["v2"]["source"] == "shadow_pairs"
+
+
+def test_the_gateway_reads_min_similarity_on_the_baseline_scale(runtime):
+    from rollout.gateway import RagQuery
+    from rollout.relevance.versions import baseline_and_candidate
+    from conftest import load_and_embed
+
+    load_and_embed(runtime)
+    baseline, candidate = baseline_and_candidate()
+    query = RagQuery(text="pool opening hours", k=5, min_similarity=0.99, user_key="u", forced=candidate)
+    raw = runtime.gateway.answer(query).result.hits
+    assert raw == []  # no candidate score reaches 0.99 raw
+    runtime.calibration.learn({baseline: (np.linspace(0.98, 1.0, 300), "shadow_pairs"),
+                               candidate: (np.linspace(-1.0, -0.9, 300), "shadow_pairs")})
+    assert runtime.calibration.threshold_for(candidate, 0.99) == pytest.approx(-0.95)
+    calibrated = runtime.gateway.answer(query).result.hits
+    assert len(calibrated) == 5  # mapped to -0.95 on the candidate's scale: every result clears it
+    assert runtime.gateway.answer(RagQuery(text="pool opening hours", k=5, min_similarity=0.99, user_key="u",
+                                           forced=baseline)).result.hits == []  # the baseline's own scale

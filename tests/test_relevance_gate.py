@@ -1,0 +1,143 @@
+"""The relevance gate on constructed evidence: non-inferiority within δ, per source and per category."""
+
+from rollout.controller.gates.relevance import (
+    Golden,
+    Proportions,
+    RelevanceEvidence,
+    RelevancePolicy,
+    Verdicts,
+    relevance_gate,
+)
+from rollout.controller.gates.result import GateStatus
+from rollout.controller.outcome import Outcome
+
+POLICY = RelevancePolicy(margin=0.02)
+
+
+def test_no_source_with_data_holds_and_says_so():
+    result = relevance_gate(RelevanceEvidence(judge={"": Verdicts(3, 1, 0)}), POLICY)  # too few verdicts
+    assert result.status is GateStatus.NOT_ENOUGH_DATA and result.outcome is Outcome.HOLD
+    assert "no relevance evidence yet" in result.reason and result.values["decided_by"] == []
+
+
+def test_a_candidate_the_judge_prefers_passes_naming_the_judge():
+    result = relevance_gate(RelevanceEvidence(judge={"": Verdicts(wins=120, losses=60, ties=20)}), POLICY)
+    assert result.status is GateStatus.PASSED and result.values["decided_by"] == ["judge"]
+    assert result.values["judge"] == (120 + 10) / 200
+    assert "judge: judge win rate" in result.reason
+
+
+def test_a_candidate_the_judge_rejects_rolls_back():
+    result = relevance_gate(RelevanceEvidence(judge={"": Verdicts(wins=40, losses=140, ties=20)}), POLICY)
+    assert result.status is GateStatus.FAILED and result.outcome is Outcome.ROLLBACK
+    assert result.values["decided_by"] == ["judge"]
+
+
+def test_ties_only_are_within_the_margin():
+    result = relevance_gate(RelevanceEvidence(judge={"": Verdicts(0, 0, 400)}), POLICY)
+    assert result.status is GateStatus.PASSED  # a win rate of exactly 0.5
+
+
+def test_worse_feedback_rolls_back_naming_feedback():
+    evidence = RelevanceEvidence(judge={"": Verdicts(110, 90, 0)},
+                                 feedback={"": Proportions(800, 1000, 650, 1000)})
+    result = relevance_gate(evidence, POLICY)
+    assert result.status is GateStatus.FAILED and result.values["decided_by"] == ["feedback"]
+    assert abs(result.values["feedback"] + 0.15) < 1e-12 and "feedback positive rate difference -0.150" in result.reason
+
+
+def test_a_regression_in_one_category_is_found_and_named():
+    evidence = RelevanceEvidence(probes={"": Proportions(1890, 2000, 1820, 2000),
+                                         "facilities": Proportions(960, 1000, 970, 1000),
+                                         "pricing": Proportions(930, 1000, 850, 1000)})
+    result = relevance_gate(evidence, POLICY)
+    assert result.status is GateStatus.FAILED
+    assert result.values["decided_by"] == ["probes_pricing"]
+    assert "in pricing" in result.reason and "facilities" not in result.reason
+
+
+def test_the_golden_set_decides_by_its_own_interval():
+    worse = relevance_gate(RelevanceEvidence(golden=Golden(-0.10, -0.12, -0.08, 40)), POLICY)
+    assert worse.status is GateStatus.FAILED and worse.values["decided_by"] == ["golden"]
+    # se = 0.02 / 1.96 from the 95 % interval; upper bound at alpha 0.001: -0.10 + 3.09 * se
+    assert abs(worse.values["golden_upper"] - (-0.10 + 3.090232306167813 * 0.02 / 1.959963984540054)) < 1e-9
+    fine = relevance_gate(RelevanceEvidence(golden=Golden(0.01, -0.01, 0.03, 40)), POLICY)
+    assert fine.status is GateStatus.PASSED
+    not_sure_enough = relevance_gate(RelevanceEvidence(golden=Golden(-0.05, -0.09, -0.01, 40)), POLICY)
+    assert not_sure_enough.status is GateStatus.NOT_ENOUGH_DATA  # 95 % says worse; 99.9 % does not yet
+    unsure = relevance_gate(RelevanceEvidence(golden=Golden(0.0, -0.06, 0.06, 40)), POLICY)
+    assert unsure.status is GateStatus.NOT_ENOUGH_DATA and unsure.values["decided_by"] == ["golden"]
+
+
+def test_a_source_still_unsure_is_reported_but_does_not_hold_what_another_proves():
+    evidence = RelevanceEvidence(judge={"": Verdicts(130, 70, 0)}, feedback={"": Proportions(40, 60, 38, 60)})
+    result = relevance_gate(evidence, POLICY)
+    assert result.status is GateStatus.PASSED and result.values["decided_by"] == ["judge"]
+    assert "(not yet conclusive) feedback" in result.reason
+    alone = relevance_gate(RelevanceEvidence(feedback={"": Proportions(40, 60, 38, 60)}), POLICY)
+    assert alone.status is GateStatus.NOT_ENOUGH_DATA and alone.values["decided_by"] == ["feedback"]
+
+
+def test_equal_sources_pass_and_the_result_round_trips():
+    evidence = RelevanceEvidence(feedback={"": Proportions(7000, 10000, 7010, 10000)},
+                                 probes={"": Proportions(950, 1000, 952, 1000)})
+    result = relevance_gate(evidence, POLICY)
+    assert result.status is GateStatus.PASSED and result.values["decided_by"] == ["feedback", "probes"]
+    from rollout.controller.gates.result import GateResult
+
+    assert GateResult.from_dict(result.to_dict()) == result
+
+
+def test_the_collector_reads_each_source_for_the_window(runtime):
+    import time
+
+    from rollout.relevance.evidence import RelevanceCollector
+    from rollout.relevance.golden import EvalStore, evaluate, parse_qrels
+    from rollout.relevance.versions import baseline_and_candidate
+
+    baseline, candidate = baseline_and_candidate()
+    with runtime.pool.connection() as conn:
+        for winner, n in (("candidate", 3), ("baseline", 2), ("tie", 1)):
+            for i in range(n):
+                conn.execute("INSERT INTO relevance_judgements (pair_hash, baseline, candidate, category, judge, "
+                             "winner) VALUES (%s, %s, %s, 'pricing', 'lexical-overlap', %s)",
+                             (f"{winner}{i}", baseline, candidate, winner))
+        conn.execute("INSERT INTO relevance_judgements (judged_at, pair_hash, baseline, candidate, judge, winner) "
+                     "VALUES (now() - interval '2 hours', 'old', %s, %s, 'j', 'baseline')", (baseline, candidate))
+        for version, kind, value in ((baseline, "relevant", None), (baseline, "grade", 1), (candidate, "grade", 3),
+                                     (candidate, "clicked", None)):
+            conn.execute("INSERT INTO relevance_feedback (request_id, kind, value, version, category) "
+                         "VALUES (%s, %s, %s, %s, 'events')", (f"r-{version}-{kind}", kind, value, version))
+        for version, rank in ((baseline, 1), (baseline, None), (candidate, 2), (candidate, 3)):
+            conn.execute("INSERT INTO relevance_probes (round_id, version, document_id, category, style, rank, k) "
+                         "VALUES ('r', %s, 'd', 'food', 'title', %s, 10)", (version, rank))
+    queries = parse_qrels('{"query": "q", "relevant": {"a": 3}}')
+    EvalStore(runtime.pool).record(evaluate(queries, (baseline, lambda q, k: ["b", "a"]),
+                                            (candidate, lambda q, k: ["a"]), draws=100), "sha")
+    evidence = RelevanceCollector(runtime.pool, baseline, candidate).collect(time.time() - 3600)
+    assert evidence.judge == {"": Verdicts(3, 2, 1), "pricing": Verdicts(3, 2, 1)}
+    assert evidence.feedback == {"": Proportions(1, 2, 1, 1), "events": Proportions(1, 2, 1, 1)}  # clicks aside
+    assert evidence.probes == {"": Proportions(1, 2, 2, 2), "food": Proportions(1, 2, 2, 2)}
+    assert evidence.golden is not None and evidence.golden.queries == 1
+    assert abs(evidence.golden.difference - (1 - 1 / 1.5849625007211563)) < 1e-6  # 1 - 1/log2(3)
+
+
+def test_the_controller_judges_quality_by_relevance(runtime):
+    import time
+
+    from rollout.controller.state import Action, Command
+    from rollout.relevance.versions import baseline_and_candidate
+
+    runtime.stages.command(Command(Action.ADVANCE, actor="test"))
+    baseline, candidate = baseline_and_candidate()
+    with runtime.pool.connection() as conn:
+        for n in range(60):  # the candidate loses every probe the baseline wins: clearly worse
+            for version, rank in ((baseline, 1), (candidate, None)):
+                conn.execute("INSERT INTO relevance_probes (round_id, version, document_id, category, style, rank, "
+                             "k) VALUES ('r', %s, %s, 'food', 'title', %s, 10)", (version, f"d{n}", rank))
+    runtime.stages.evaluate(now=time.time() + 1)
+    [decision] = runtime.stages.decisions(1, details=True)
+    gates = {g["name"]: g for g in decision["verdict"]["gates"]}
+    assert "quality" not in gates
+    assert gates["relevance"]["status"] == "failed" and gates["relevance"]["values"]["decided_by"] == ["probes"]
+    assert decision["action"] == "rollback"
