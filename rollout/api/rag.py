@@ -40,7 +40,8 @@ class QueryRequest(BaseModel):
     min_similarity: float | None = Field(None, ge=-1, le=1, description="Drop results below this cosine.")
     version: str | None = Field(None, pattern=r"^[a-z0-9_-]{1,32}$",
                                 description="Force a version by name: the baseline or the candidate "
-                                            "(admin token required).")
+                                            "(admin token required); another name is neither the baseline "
+                                            "nor the candidate (400).")
     mode: Literal["routed", "merged"] = Field(
         "routed", description="routed: the user's version answers. merged: one list from V1 and V2, "
                               "near-duplicates removed, ranked by reciprocal rank fusion (V1 alone while V2 "
