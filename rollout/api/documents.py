@@ -38,8 +38,8 @@ class DocumentIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     id: str = Field(pattern=ID_PATTERN, description="Stable ID: 1-256 characters, no '/' or control characters.")
-    title: str = Field(min_length=1, max_length=MAX_TITLE_CHARS)
-    content: str = Field(min_length=1, description="At most 64 KiB of UTF-8.")
+    title: str = Field(min_length=1, max_length=MAX_TITLE_CHARS, description="Not blank (must not be blank).")
+    content: str = Field(min_length=1, description="At most 64 KiB of UTF-8, not blank (must not be blank).")
     category: str = Field("general", min_length=1, max_length=128)
     metadata: dict[str, Any] = Field(default_factory=dict, description="A JSON object, at most 16 KiB.")
 
