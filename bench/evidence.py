@@ -103,9 +103,11 @@ def main() -> None:
             since = (until - WINDOW).timestamp()
             timeout_ms = settings.monitoring_query_timeout_ms
             ours = EvidenceCollector(runtime.pool, runtime.breakers, runtime.coverage,
-                                     max_samples=args.max_samples, statement_timeout_ms=timeout_ms)
+                                     max_samples=args.max_samples, statement_timeout_ms=timeout_ms,
+                                     roles=lambda: runtime.router.roles)
             full = EvidenceCollector(runtime.pool, runtime.breakers, runtime.coverage,
-                                     max_samples=10**12, statement_timeout_ms=timeout_ms)
+                                     max_samples=10**12, statement_timeout_ms=timeout_ms,
+                                     roles=lambda: runtime.router.roles)
             ours_s, ours_rows, ours_verdict = evaluate(ours, plan, since, until.timestamp(), args.rounds)
             full_s, full_rows, full_verdict = evaluate(full, plan, since, until.timestamp(), args.rounds)
         finally:

@@ -87,7 +87,7 @@ class VersionBackend:
         self._sql = {
             filtered: (
                 "SELECT d.id, d.title, left(d.content, %(snippet)s), d.metadata, d.category, "
-                f"e.embedding <=> %(vector)s AS distance FROM {table} e "
+                f"e.embedding <=> %(vector)s::{version.vector_type} AS distance FROM {table} e "
                 "JOIN documents d ON d.id = e.document_id "
                 + ("WHERE d.category = %(category)s " if filtered else "")
                 + "ORDER BY distance LIMIT %(k)s"

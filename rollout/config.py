@@ -16,10 +16,10 @@ from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flags import V2_PERCENTAGE, FlagError, definition
+from rollout.embedders.registry import PROVIDERS, provider
 from rollout.errors import ConfigError
 
 VERSIONS = ("v1", "v2")
-EmbedderKind = Literal["local", "openai", "google"]
 RollbackTarget = Literal["zero", "previous"]
 DEFAULT_STAGES = (10.0, 25.0, 50.0, 75.0, 100.0)
 
@@ -39,10 +39,11 @@ class VersionSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     version: str
-    embedder: EmbedderKind
+    embedder: str  # a provider of rollout.embedders.registry
     model: str
     dimensions: int
     table: str
+    vector_type: Literal["vector", "halfvec"] = "vector"
 
 
 class Settings(BaseModel):
@@ -62,10 +63,10 @@ class Settings(BaseModel):
     alert_webhook_secret: str | None = Field(None, alias="ALERT_WEBHOOK_SECRET")
 
     # embedders, per version
-    v1_embedder: EmbedderKind = Field("local", alias="V1_EMBEDDER")
+    v1_embedder: str = Field("local", alias="V1_EMBEDDER")
     v1_model: str | None = Field(None, alias="V1_MODEL")
     v1_dimensions: int = Field(1536, alias="V1_DIMENSIONS", ge=1, le=16000)
-    v2_embedder: EmbedderKind = Field("local", alias="V2_EMBEDDER")
+    v2_embedder: str = Field("local", alias="V2_EMBEDDER")
     v2_model: str | None = Field(None, alias="V2_MODEL")
     v2_dimensions: int = Field(768, alias="V2_DIMENSIONS", ge=1, le=16000)
     openai_api_key: str | None = Field(None, alias="OPENAI_API_KEY")
@@ -222,6 +223,13 @@ class Settings(BaseModel):
     def _blank_is_unset(cls, value):
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("v1_embedder", "v2_embedder")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        if value not in PROVIDERS:
+            raise ValueError(f"unknown embedding provider {value!r}; expected one of {', '.join(PROVIDERS)}")
+        return value
+
     @field_validator("rollout_stages", mode="before")
     @classmethod
     def _stages(cls, value):
@@ -295,7 +303,7 @@ class Settings(BaseModel):
         return VersionSettings(
             version=name,
             embedder=embedder,
-            model=getattr(self, f"{name}_model") or default_model(embedder, name),
+            model=getattr(self, f"{name}_model") or provider(embedder).model_for(name),
             dimensions=getattr(self, f"{name}_dimensions"),
             table=f"doc_embeddings_{name}",
         )
@@ -329,11 +337,3 @@ def parse_stages(value: str | object) -> tuple[float, ...]:
         raise ValueError(f"the last stage must be 100 (all traffic on V2), not {stages[-1]:g}")
     return tuple(stages)
 
-
-def default_model(embedder: str, version: str) -> str:
-    """The model a provider uses when `V*_MODEL` is unset."""
-    if embedder == "openai":
-        return "text-embedding-3-small"
-    if embedder == "google":
-        return "gemini-embedding-001"
-    return f"local-lexical-{version}"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from flags import GRADUAL_MIGRATION, PARALLEL_RAG, QUERY_ANALYTICS, V2_PERCENTAGE, Source
 from rollout import schema
-from rollout.config import Settings
+from rollout.config import VERSIONS, Settings
 from rollout.controller import Action, Command, Status
 from rollout.controller.store import RolloutStore
 from rollout.documents import DocumentStore, UpsertCounts, read_jsonl
@@ -47,7 +47,7 @@ def demo_settings(settings: Settings, *, fast: bool) -> tuple[Settings, list[str
 
     A value the user set (environment or .env) is never replaced.
     """
-    lexical = all(settings.version(v).embedder == "local" for v in ("v1", "v2"))
+    lexical = all(settings.version(v).embedder == "local" for v in VERSIONS)  # the demo's pair, from V1_*/V2_*
     gates = {k: v for k, v in LEXICAL_GATES.items() if k not in settings.model_fields_set} if lexical else {}
     plan = {k: v for k, v in FAST_PLAN.items() if k not in settings.model_fields_set} if fast else {}
     chosen = settings.with_overrides(**gates, **plan)

@@ -1,17 +1,20 @@
-"""The path of one query: decide, search the routed version, fall back to V1, measure.
+"""The path of one query: decide, search the routed version, fall back to the baseline, measure.
 
 Kept apart from Flask so the CLI, benchmarks and tests drive the same code the
 HTTP endpoint does. Work that is not the answer (analytics, comparisons) is handed
 to observers and record listeners, which must return at once (they enqueue; they
 never do I/O inline).
 
+The two versions are the rollout's baseline and candidate (`Roles`, read once per request
+from the router's snapshot of the version registry).
+
 Shadow queries (FF_USE_PARALLEL_RAG): the other version is searched at the same
 time on the bounded shadow pool; the answer never waits for it. When it ends, the
 two lists are compared in the pool's thread and the query's record is emitted. A
 shadow that fails, times out or cannot start (pool saturated) is counted and
 changes nothing in the answer. One exception saves time without changing what the
-client gets: when V2 answers for the user and fails, the V1 shadow already in
-flight is the fallback answer.
+client gets: when the candidate answers for the user and fails, the baseline's shadow
+already in flight is the fallback answer.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from rollout.comparison import Comparison, compare
 from rollout.deadline import QueryDeadline
 from rollout.merging import MergedHit, Merger
 from rollout.metrics import Metrics
-from rollout.routing import Decision, Reason, Router
+from rollout.routing import Decision, Reason, Roles, Router
 from rollout.shadow import PendingSearch, SearchRun, ShadowPool, timed_search
 
 log = logging.getLogger(__name__)
@@ -70,7 +73,7 @@ class MergedAnswer:
     decision: Decision
     hits: list[MergedHit]
     runs: Mapping[str, SearchRun]  # each searched version's result or failure
-    held_off: Reason | None        # why V2 was not searched, if it was not
+    held_off: Reason | None        # why the candidate was not searched, if it was not
     comparison: Comparison | None  # when both versions answered
     latency_ms: float
 
@@ -90,7 +93,6 @@ PairListener = Callable[["RagAnswer", SearchResult, Comparison], None]  # must r
 TextPolicy = Callable[[str], tuple[str, str | None]]  # query text -> (hash, text kept or None)
 Finish = Callable[[SearchRun | None], None]  # completes a query's record, given its shadow's run
 HANDOFF_TIMEOUT_S = 120.0  # a safety net: every request path hands over (or cancels) at once
-BASELINE = "v1"  # the version that answers when the candidate cannot (a registry name once versions are data)
 
 
 class VersionHealthRecorder:
@@ -99,10 +101,6 @@ class VersionHealthRecorder:
     def record_success(self, version: str, elapsed_ms: float | None = None) -> None: ...
 
     def record_failure(self, version: str, kind: str) -> None: ...
-
-
-def other_version(version: str) -> str:
-    return "v2" if version == "v1" else "v1"
 
 
 class RagGateway:
@@ -129,29 +127,32 @@ class RagGateway:
 
     # -- routed answers (with an optional shadow) -----------------------------------
     def answer(self, query: RagQuery) -> RagAnswer:
-        """Answer from the routed version, or from V1 when V2 fails; SearchFailed if V1 fails too."""
+        """Answer from the routed version, or from the baseline when the candidate fails; SearchFailed if
+        the baseline fails too."""
         arrived, started = time.time(), time.perf_counter()
+        roles = self.router.roles  # one snapshot of the pair for the whole request
         decision = self.router.decide(query.user_key, query.category, query.forced)
         self.metrics.routing_decisions.labels(decision.version, decision.reason.value).inc()
         handoff: Future[Finish | None] = Future()  # how the shadow's thread completes this query's record
-        shadow = self._start_shadow(decision.version, query, handoff)
+        shadow = self._start_shadow(roles, decision.version, query, handoff)
         failure, hedge = None, None
         try:
             try:
-                if self.deadline is None or decision.version == BASELINE:
+                if self.deadline is None or decision.version == roles.baseline:
                     result = self._search(decision.version, query)
                 else:
-                    run, hedge = self._within_deadline(decision.version, query, hedged=shadow is not None)
+                    run, hedge = self._within_deadline(roles.baseline, decision.version, query,
+                                                       hedged=shadow is not None)
                     result = self._account(run)
             except SearchFailed as exc:
-                if decision.version == BASELINE:
+                if decision.version == roles.baseline:
                     raise
                 failure = exc
                 self.metrics.fallbacks.labels(exc.kind).inc()
                 in_flight, shadow = shadow, None
-                result = self._fallback(query, in_flight, handoff, hedge)
+                result = self._fallback(roles.baseline, query, in_flight, handoff, hedge)
         except SearchFailed as exc:
-            self.metrics.requests.labels("v1", "error").inc()
+            self.metrics.requests.labels(roles.baseline, "error").inc()
             latency_ms = (time.perf_counter() - started) * 1000
             final = exc  # `exc` is unbound when the block ends; the record may be written later
             self._complete_later(shadow, handoff, lambda run: self._emit(
@@ -181,14 +182,16 @@ class RagGateway:
                 self._call(listener, answer, shadow.result, comparison)
         self._emit(self._answer_record(answer, arrived, shadow, comparison))
 
-    def _start_shadow(self, version: str, query: RagQuery, handoff: Future) -> PendingSearch | None:
+    def _start_shadow(self, roles: Roles, version: str, query: RagQuery, handoff: Future) -> PendingSearch | None:
         if self.shadow_pool is None or not self.flags.snapshot()[PARALLEL_RAG]:
             return None
-        shadow = other_version(version)
+        shadow = roles.other(version)
+        if shadow is None:
+            return None
         if self.shadow_sample_rate < 1.0 and random.random() >= self.shadow_sample_rate:
             self.metrics.shadow_skipped.labels(shadow, "sampled_out").inc()
             return None
-        if shadow == "v2" and self.router.v2_held_off(query.category, serving=False) is not None:
+        if shadow == roles.candidate and self.router.v2_held_off(query.category, serving=False) is not None:
             self.metrics.shadow_skipped.labels(shadow, "held_off").inc()
             return None
         pending = self.shadow_pool.submit(shadow, lambda: self._raw_search(shadow, query),
@@ -219,7 +222,8 @@ class RagGateway:
         elif not handoff.done():
             handoff.set_result(finish)
 
-    def _within_deadline(self, version: str, query: RagQuery, *, hedged: bool) -> tuple[SearchRun, SearchRun | None]:
+    def _within_deadline(self, baseline: str, version: str, query: RagQuery, *,
+                         hedged: bool) -> tuple[SearchRun, SearchRun | None]:
         """The candidate's run, or a `deadline` failure; and the baseline's hedge if one was searched.
 
         Past the hedge delay the baseline is searched here, beside the candidate (unless its shadow,
@@ -230,21 +234,21 @@ class RagGateway:
         run = pending.until_hedge()
         if run is not None:
             return run, None
-        hedge = None if hedged else timed_search(BASELINE, lambda: self._raw_search(BASELINE, query))
+        hedge = None if hedged else timed_search(baseline, lambda: self._raw_search(baseline, query))
         run = pending.until_deadline()
         self.metrics.hedged_requests.labels(version, "candidate" if run.result is not None else "baseline").inc()
         return run, hedge
 
-    def _fallback(self, query: RagQuery, shadow: PendingSearch | None, handoff: Future,
+    def _fallback(self, baseline: str, query: RagQuery, shadow: PendingSearch | None, handoff: Future,
                   hedge: SearchRun | None = None) -> SearchResult:
         """The baseline's answer after a candidate failure: its hedge or its shadow in flight if there is
         one, else a new search."""
         if hedge is not None:
             return self._account(hedge)
         if shadow is None:
-            return self._search(BASELINE, query)
+            return self._search(baseline, query)
         handoff.set_result(None)  # no comparison: the shadow becomes the answer
-        self.metrics.shadow_fallback_served.labels("v1").inc()
+        self.metrics.shadow_fallback_served.labels(baseline).inc()
         return self._account(shadow.result())
 
     def _measure_shadow(self, run: SearchRun) -> None:
@@ -266,33 +270,37 @@ class RagGateway:
 
     # -- merged answers ----------------------------------------------------------------
     def answer_merged(self, query: RagQuery) -> MergedAnswer:
-        """Search both versions at once and fuse their lists; V1 alone while V2 is held off."""
+        """Search both versions at once and fuse their lists; the baseline alone while the candidate is held
+        off."""
         arrived, started = time.time(), time.perf_counter()
+        baseline, candidate = self.router.roles
         decision = self.router.decide(query.user_key, query.category, query.forced, probe=False)
         held_off = self.router.v2_held_off(query.category, serving=True)
         pending, bounded = None, None
-        if held_off is None and self.deadline is not None:  # a hanging candidate costs the deadline, no more
-            bounded = self.deadline.start("v2", lambda: self._raw_search("v2", query))
-        elif held_off is None and self.shadow_pool is not None:
-            pending = self.shadow_pool.submit("v2", lambda: self._search("v2", query))
-        runs = {"v1": timed_search("v1", lambda: self._search("v1", query))}
+        if held_off is None and candidate is not None and self.deadline is not None:
+            # a hanging candidate costs the deadline, no more
+            bounded = self.deadline.start(candidate, lambda: self._raw_search(candidate, query))
+        elif held_off is None and candidate is not None and self.shadow_pool is not None:
+            pending = self.shadow_pool.submit(candidate, lambda: self._search(candidate, query))
+        runs = {baseline: timed_search(baseline, lambda: self._search(baseline, query))}
         if bounded is not None:
-            runs["v2"] = self._counted(bounded.until_deadline())
-        elif held_off is None:
-            runs["v2"] = pending.result() if pending is not None else timed_search(
-                "v2", lambda: self._search("v2", query))
+            runs[candidate] = self._counted(bounded.until_deadline())
+        elif held_off is None and candidate is not None:
+            runs[candidate] = pending.result() if pending is not None else timed_search(
+                candidate, lambda: self._search(candidate, query))
         rejected = next((run.rejected for run in runs.values() if run.rejected is not None), None)
         if rejected is not None:
             raise rejected
         answered = {v: run.result for v, run in runs.items() if run.result is not None}
         if not answered:
-            failure = runs["v1"].failure
-            self.metrics.requests.labels("v1", "error").inc()
+            failure = runs[baseline].failure
+            self.metrics.requests.labels(baseline, "error").inc()
             self._emit(self._failure_record(query, decision, failure, None, arrived,
                                             (time.perf_counter() - started) * 1000, mode="merged"))
             raise failure
         hits = self.merger.merge({v: result.hits for v, result in answered.items()}, query.k)
-        comparison = compare(answered["v1"].ids, answered["v2"].ids, query.k) if len(answered) == 2 else None
+        comparison = (compare(answered[baseline].ids, answered[candidate].ids, query.k)
+                      if len(answered) == 2 and candidate is not None else None)
         latency_ms = (time.perf_counter() - started) * 1000
         merged = MergedAnswer(query, decision, hits, runs, held_off, comparison, latency_ms)
         for result in answered.values():
@@ -392,7 +400,8 @@ class RagGateway:
             **_other_fields(shadow, comparison))
 
     def _merged_record(self, merged: MergedAnswer, arrived: float) -> QueryRecord:
-        """The first version that answered (V1 unless it failed) in the main columns, the other in other_*."""
+        """The first version that answered (the baseline unless it failed) in the main columns, the other in
+        other_*."""
         main = merged.answered[0]
         others = [run for version, run in merged.runs.items() if version != main]
         failed = [run for run in merged.runs.values() if run.failure is not None]

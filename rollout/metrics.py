@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -22,6 +23,9 @@ OVERLAP_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 
 def multiprocess_mode() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+ERROR_KINDS = ("embedding", "timeout", "database")
 
 
 class FolderInUse(RuntimeError):
@@ -115,6 +119,10 @@ class Metrics:
                                       ["version", "kind"], registry=r)
 
         # flags
+        self._roles_set: set[tuple[str, str]] = set()
+        self.version_role = Gauge("rollout_version_role", "1 for the rollout's baseline and candidate, by version "
+                                  "name and role (the dashboard's $baseline and $candidate).",
+                                  ["version", "role"], multiprocess_mode="max", registry=r)
         self.rollout_percentage = Gauge("rollout_percentage", "FF_NEW_EMBEDDINGS_PERCENTAGE as each worker sees it.",
                                         multiprocess_mode="mostrecent", registry=r)
         self.migration_enabled = Gauge("rollout_migration_enabled", "FF_ENABLE_GRADUAL_MIGRATION (1 on, 0 off).",
@@ -155,22 +163,9 @@ class Metrics:
         self.query_log_rows = Counter("rollout_query_log_rows", "query_log rows by outcome: written, dropped "
                                                                 "(queue full) or failed (database error).",
                                       ["outcome"], registry=r)
-        for version in ("v1", "v2"):
-            for kind in ("embedding", "timeout", "database", "internal"):
-                self.shadow_failures.labels(version, kind)
-            for reason in ("sampled_out", "saturated", "held_off"):
-                self.shadow_skipped.labels(version, reason)
-            self.shadow_comparisons.labels(version)
-            self.shadow_top1_agreement.labels(version)
-            self.shadow_fallback_served.labels(version)
-        for version in ("v1", "v2", "both"):
-            self.merged_requests.labels(version)
-        for outcome in ("candidate", "baseline"):
-            self.hedged_requests.labels("v2", outcome)
-        for kind in ("embedding", "timeout", "database", "deadline"):  # zero series, so error panels show 0, not "no data"
+        self.merged_requests.labels("both")
+        for kind in (*ERROR_KINDS, "deadline"):  # zero series, so error panels show 0, not "no data"
             self.fallbacks.labels(kind)
-            for version in ("v1", "v2"):
-                self.version_errors.labels(version, kind)
         for outcome in ("written", "dropped", "failed"):
             self.query_log_rows.labels(outcome)
 
@@ -219,6 +214,32 @@ class Metrics:
                                               ["judge"], registry=r)
         self.relevance_judge_cost = Counter("rag_relevance_judge_cost_usd", "Money the pairwise judge spent.",
                                             ["judge"], registry=r)
+
+    def set_roles(self, baseline: str, candidate: str | None) -> None:
+        """Which version is the baseline and which the candidate. A former pair's series drop to 0 rather
+        than go away: in multiprocess mode a removed series would keep its last value in the files."""
+        wanted = {(baseline, "baseline")} | ({(candidate, "candidate")} if candidate is not None else set())
+        for labels in self._roles_set - wanted:
+            self.version_role.labels(*labels).set(0)
+        for labels in wanted:
+            self.version_role.labels(*labels).set(1)
+        self._roles_set = wanted
+
+    def add_versions(self, versions: Iterable[str]) -> None:
+        """Zero series of each version (by its registry name), so panels show 0, not "no data"."""
+        for version in versions:
+            for kind in ("embedding", "timeout", "database", "internal"):
+                self.shadow_failures.labels(version, kind)
+            for reason in ("sampled_out", "saturated", "held_off"):
+                self.shadow_skipped.labels(version, reason)
+            self.shadow_comparisons.labels(version)
+            self.shadow_top1_agreement.labels(version)
+            self.shadow_fallback_served.labels(version)
+            self.merged_requests.labels(version)
+            for outcome in ("candidate", "baseline"):
+                self.hedged_requests.labels(version, outcome)
+            for kind in ERROR_KINDS:
+                self.version_errors.labels(version, kind)
 
     def render(self) -> bytes:
         """The text exposition: merged across workers in multiprocess mode."""

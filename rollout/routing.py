@@ -1,9 +1,10 @@
 """The routing decision: which version answers this user, and why.
 
-Shaped like an OpenFeature evaluation result: a value (the version), a reason from
-a closed set (used as a metric label), and the user's bucket. A decision reads only
-local state: the flag snapshot and the guards' local copies. It never waits on
-Redis or PostgreSQL.
+Shaped like an OpenFeature evaluation result: a value (the version's name), a reason
+from a closed set (used as a metric label), and the user's bucket. A decision reads
+only local state: the flag snapshot, the guards' local copies and the rollout's two
+versions (`Roles`, a snapshot of the version registry the runtime refreshes off the
+request path). It never waits on Redis or PostgreSQL.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ class Reason(StrEnum):
     ALERT = "alert"                            # a firing alert holds V2 off
     V2_INCOMPLETE = "v2_incomplete"            # V2 has not embedded this category completely
     FORCED = "forced"                          # the request named its version (admin)
-    ERROR = "error"                            # the decision itself failed: V1, safely
+    ERROR = "error"                            # the decision itself failed: the baseline, safely
+    NO_CANDIDATE = "no_candidate"              # no rollout in progress: the baseline answers
 
 
 class Decision(NamedTuple):
@@ -36,6 +38,17 @@ class Decision(NamedTuple):
     reason: Reason
     bucket: int | None
     error: str | None = None
+
+
+class Roles(NamedTuple):
+    """The rollout's two versions by name: the baseline answers unless the candidate is chosen."""
+
+    baseline: str
+    candidate: str | None
+
+    def other(self, version: str) -> str | None:
+        """The version compared with `version` (its shadow): the candidate of the baseline and back."""
+        return self.candidate if version == self.baseline else self.baseline
 
 
 class V2Guard(Protocol):
@@ -56,9 +69,10 @@ class RollbackMemory(Protocol):
 
 
 class Router:
-    def __init__(self, flags: FlagStore, group: str, guards: Sequence[V2Guard] = ()):
+    def __init__(self, flags: FlagStore, group: str, roles: Roles, guards: Sequence[V2Guard] = ()):
         self.flags = flags
         self.group = group
+        self.roles = roles  # replaced whole (one attribute write) when the registry changes
         self.guards = list(guards)
         self.rollbacks: RollbackMemory | None = None
 
@@ -72,31 +86,36 @@ class Router:
 
     def decide(self, user_key: str, category: str | None = None, forced: str | None = None, *,
                probe: bool = True) -> Decision:
-        """`probe=False` when the decision only labels a query whose V2 search is guarded elsewhere
+        """`probe=False` when the decision only labels a query whose candidate search is guarded elsewhere
         (merged mode): a half-open breaker's probe is then left for that search."""
+        roles = self.roles
         try:
-            return self._decide(user_key, category, forced, probe)
+            return self._decide(roles, user_key, category, forced, probe)
         except Exception as exc:  # routing must never fail a query
-            log.exception("routing decision failed; serving V1")
-            return Decision("v1", Reason.ERROR, None, error=type(exc).__name__)
+            log.exception("routing decision failed; serving the baseline")
+            return Decision(roles.baseline, Reason.ERROR, None, error=type(exc).__name__)
 
-    def _decide(self, user_key: str, category: str | None, forced: str | None, probe: bool) -> Decision:
+    def _decide(self, roles: Roles, user_key: str, category: str | None, forced: str | None,
+                probe: bool) -> Decision:
+        baseline, candidate = roles
         snapshot = self.flags.snapshot()
         user_bucket = bucket(self.group, user_key)
-        if forced == "v1":
-            return Decision("v1", Reason.FORCED, user_bucket)
-        if forced != "v2":
+        if forced == baseline:
+            return Decision(baseline, Reason.FORCED, user_bucket)
+        if candidate is None:
+            return Decision(baseline, Reason.NO_CANDIDATE, user_bucket)
+        if forced != candidate:
             if not snapshot[GRADUAL_MIGRATION]:
-                return Decision("v1", Reason.MIGRATION_DISABLED, user_bucket)
+                return Decision(baseline, Reason.MIGRATION_DISABLED, user_bucket)
             if user_bucket >= threshold(snapshot[V2_PERCENTAGE]):
                 held = self.rollbacks.held_back(user_bucket) if self.rollbacks is not None else None
-                return Decision("v1", held or Reason.PERCENTAGE, user_bucket)
-        # a forced V2 is held off by what protects users (breaker, alert), never by incomplete coverage:
-        # the admin asked for V2 as it is
+                return Decision(baseline, held or Reason.PERCENTAGE, user_bucket)
+        # a forced candidate is held off by what protects users (breaker, alert), never by incomplete
+        # coverage: the admin asked for the candidate as it is
         blocked = self._guarded(category, serving=probe, ignore=(Reason.V2_INCOMPLETE,) if forced else ())
         if blocked is not None:
-            return Decision("v1", blocked, user_bucket)
-        return Decision("v2", Reason.FORCED if forced else Reason.PERCENTAGE, user_bucket)
+            return Decision(baseline, blocked, user_bucket)
+        return Decision(candidate, Reason.FORCED if forced else Reason.PERCENTAGE, user_bucket)
 
     def _guarded(self, category: str | None, *, serving: bool, ignore: tuple[Reason, ...] = ()) -> Reason | None:
         for guard in self.guards:
@@ -113,6 +132,8 @@ class Router:
         (a shadow search, whose outcome no breaker hears) only reads the guards.
         """
         try:
+            if self.roles.candidate is None:
+                return Reason.NO_CANDIDATE
             if serving and not self.flags.snapshot()[GRADUAL_MIGRATION]:
                 return Reason.MIGRATION_DISABLED
             return self._guarded(category, serving=serving)

@@ -8,6 +8,7 @@ background and a Redis client that connects on first use.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -24,7 +25,7 @@ from rollout.analytics.querylog import QueryLogWriter, QueryText
 from rollout.alerts import AlertEventStore, AlertPolicy, AlertService, RollbackActions
 from rollout.backends import VersionBackend
 from rollout.breaker import BreakerPolicy, CircuitBreakers, ReplicatedBreakerStorage, SlowCallPolicy, SlowCallWindow
-from rollout.config import VERSIONS, Settings
+from rollout.config import VERSIONS, Settings, VersionSettings
 from rollout.controller.collector import EvidenceCollector
 from rollout.controller.leader import LEADER_KEY
 from rollout.controller.notifier import Notifier
@@ -35,6 +36,7 @@ from rollout.database import open_pool
 from rollout.deadline import QueryDeadline
 from rollout.embedders import build_embedder
 from rollout.embedding_cache import QueryEmbeddingCache
+from rollout.errors import RolloutError
 from rollout.gateway import RagGateway
 from rollout.merging import Merger, NearDuplicates
 from rollout.metrics import Metrics
@@ -46,9 +48,12 @@ from rollout.relevance.golden import EvalStore
 from rollout.relevance.judges import build_judge
 from rollout.relevance.judging import Budget, PairwiseJudging, shadow_listener
 from rollout.relevance.versions import baseline_and_candidate
-from rollout.routing import Router
+from rollout.routing import Roles, Router
 from rollout.services import service_urls
 from rollout.shadow import ShadowPool
+from rollout.versions import VersionError, all_versions, configured, roles_of, serving
+
+log = logging.getLogger(__name__)
 
 
 def redis_client(url: str, timeout_s: float = 2.0) -> redis.Redis:
@@ -64,6 +69,7 @@ class Runtime:
         self.database_url = database_url
         self.redis_url = redis_url
         self.metrics = Metrics(metrics_registry)
+        self.metrics.add_versions(VERSIONS)
         self.redis = redis_client(redis_url)  # connects on first use
         self.flag_replica = ReplicatedHash(self.redis, self.key("flags"))
         self.flags = FlagStore(self.flag_replica, settings.flag_env)  # a bad FF_* default stops here
@@ -80,7 +86,9 @@ class Runtime:
             self.flag_restore = FlagRestore(self.flags, self.flag_audit, lambda: self.replicator.healthy)
             self.replicator.on_tick(self.flag_restore.tick)
             self.backends = {v: VersionBackend(settings.version(v), self.embedders[v], self.pool) for v in VERSIONS}
-            self.router = Router(self.flags, settings.routing_group)
+            # until the registry is read (start/sync): the schema's first two versions
+            self.router = Router(self.flags, settings.routing_group, Roles(*VERSIONS))
+            self.metrics.set_roles(*self.router.roles)
 
             # Breaker writes happen on the request path (a V2 failure) and on alerts: their own client
             # with a shorter timeout, past which the change is applied locally and written back later.
@@ -112,9 +120,11 @@ class Runtime:
             for backend in self.backends.values():
                 backend.query_cache = self.embedding_cache
             self.coverage = CoverageMonitor(self.pool, {v: settings.version(v) for v in VERSIONS}, self.metrics,
+                                            guarded=self.router.roles.candidate,
                                             min_percent=settings.v2_min_coverage_percent,
                                             interval_s=settings.coverage_refresh_s)
             self.router.add_guard(self.coverage)
+            self.coverage.before_count.append(self.refresh_versions)
             self.document_writer = DocumentWriter(self.pool, settings)
 
             self.shadow_pool = ShadowPool(settings.shadow_max_concurrency)
@@ -134,13 +144,13 @@ class Runtime:
                                             flush_interval_s=settings.query_log_flush_interval_s)
             self.gateway.record_listeners.append(self.query_log.record)
             self.judging = self._judging()
-            self.calibration = Calibration(self.pool, baseline_and_candidate()[0],
+            self.calibration = Calibration(self.pool, self.router.roles.baseline,
                                            window_s=settings.relevance_calibration_window_s,
                                            min_samples=settings.relevance_calibration_min_samples)
             if settings.relevance_calibration:
                 self.gateway.threshold_for = self.calibration.threshold_for
                 self.replicator.on_tick(lambda: self.calibration.refresh_if_due(wait=False))
-            self.figures = Figures(self.pool, settings)
+            self.figures = Figures(self.pool, settings, roles=lambda: self.router.roles)
 
             # staged rollout: one service for the status, people's commands and the controller's evaluations
             rollout_store = RolloutStore(self.pool)
@@ -148,13 +158,14 @@ class Runtime:
                 RolloutPlan.from_settings(settings), rollout_store,
                 EvidenceCollector(self.pool, self.breakers, self.coverage,
                                   max_samples=settings.rollout_evidence_max_samples,
-                                  statement_timeout_ms=settings.monitoring_query_timeout_ms, flags=self.flags),
+                                  statement_timeout_ms=settings.monitoring_query_timeout_ms, flags=self.flags,
+                                  roles=lambda: self.router.roles),
                 self.flags,
                 Notifier(settings.rollout_notify_url, token=settings.rollout_notify_token,
                          timeout_s=settings.rollout_notify_timeout_s, attempts=settings.rollout_notify_attempts,
                          on_result=rollout_store.set_notification),
                 self.redis, self.key(LEADER_KEY), start_condition=self._start_condition(),
-                relevance=(RelevanceCollector(self.pool, *baseline_and_candidate()).collect
+                relevance=(self._relevance_evidence
                            if settings.rollout_quality_gate == "relevance" else None))
         except BaseException:
             self.pool.close()
@@ -169,7 +180,7 @@ class Runtime:
         judging = PairwiseJudging(self.pool, judge, Budget(s.relevance_judge_daily_tokens, s.relevance_judge_daily_usd,
                                                            s.relevance_judge_usd_per_1k_tokens), self.metrics,
                                   sample_rate=s.relevance_judge_sample_rate, max_rbo=s.relevance_judge_max_rbo)
-        self.gateway.pair_listeners.append(shadow_listener(judging, *baseline_and_candidate()))
+        self.gateway.pair_listeners.append(shadow_listener(judging, lambda: baseline_and_candidate(self.router.roles)))
         return judging
 
     def _start_condition(self):
@@ -177,11 +188,61 @@ class Runtime:
         if not self.settings.rollout_require_eval:
             return None
         evals = EvalStore(self.pool)
-        return lambda: evals.start_refusal(*baseline_and_candidate())
+        return lambda: evals.start_refusal(*baseline_and_candidate(self.router.roles))
+
+    def _relevance_evidence(self, *args, **kwargs):
+        """The relevance gate's evidence for the rollout's pair as the registry names it now."""
+        return RelevanceCollector(self.pool, *baseline_and_candidate(self.router.roles)).collect(*args, **kwargs)
 
     def key(self, name: str) -> str:
         """A Redis key in this deployment's namespace (REDIS_KEY_PREFIX)."""
         return f"{self.settings.redis_key_prefix}:{name}"
+
+    def refresh_versions(self, conn) -> None:
+        """Take a snapshot of the version registry (off the request path: the coverage thread).
+
+        Each change is one attribute write (roles, backends), so a request sees the old or the
+        new snapshot whole. A version registered since gets its query embedder and backend here;
+        the two the schema started with keep the V1_*/V2_* settings they were registered from.
+        """
+        registered = serving(all_versions(conn))
+        roles = roles_of(registered)
+        if roles is None:
+            return
+        if {v.name for v in registered} != set(self.backends):
+            backends = {}
+            try:
+                for version in registered:
+                    current = self.backends.get(version.name)
+                    if current is None:
+                        setup = configured(version, self.settings)
+                        current = VersionBackend(setup, build_embedder(setup, self.settings, purpose="query"),
+                                                 self.pool)
+                        current.query_cache = self.embedding_cache
+                    backends[version.name] = current
+            except RolloutError as exc:  # e.g. a provider key missing here: keep serving the last snapshot
+                log.error("version registry: %s; keeping the versions served so far", exc)
+                return
+            self.metrics.add_versions(name for name in backends if name not in self.backends)
+            self.embedders = {name: backend.embedder for name, backend in backends.items()}
+            self.backends = backends
+            self.gateway.backends = backends
+            self.coverage.versions = {name: backend.settings for name, backend in backends.items()}
+        if roles != self.router.roles:
+            self.breakers.shared.follow(tuple(name for name in roles if name is not None))
+            self.router.roles = roles
+            self.metrics.set_roles(*roles)
+            self.coverage.guarded = roles.candidate
+            self.calibration.baseline = roles.baseline
+
+    def version(self, name: str | None = None) -> VersionSettings:
+        """A served version's set-up by name (None: the rollout's candidate), from the registry's snapshot."""
+        name = name or self.router.roles.candidate or self.router.roles.baseline
+        backend = self.backends.get(name)
+        if backend is None:
+            raise VersionError(f"no version named {name} is served; known: {', '.join(self.backends)} "
+                               "(`rollout versions list`)")
+        return backend.settings
 
     def start(self) -> Runtime:
         """Load the replicated state once, then keep it current from a background thread."""

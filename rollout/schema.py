@@ -2,7 +2,9 @@
 
 Each file runs in its own transaction and is recorded in `schema_migrations` with
 a checksum; a session advisory lock keeps two processes from racing. Files may use
-`{{v1_dimensions}}` / `{{v2_dimensions}}`, filled in from the settings.
+`{{v1_dimensions}}`, `{{v1_provider}}`, `{{v1_model}}` (and the same for v2), filled in
+from the settings: the two versions the schema started with (the version registry,
+`embedding_versions`, holds every version since).
 """
 
 from __future__ import annotations
@@ -56,7 +58,18 @@ def migrations(folder: Path = SQL_DIR) -> list[Migration]:
 
 
 def _placeholders(settings: Settings) -> dict[str, object]:
-    return {f"{v}_dimensions": settings.version(v).dimensions for v in VERSIONS}
+    values: dict[str, object] = {}
+    for name in VERSIONS:
+        version = settings.version(name)
+        values[f"{name}_dimensions"] = version.dimensions
+        values[f"{name}_provider"] = _literal(version.embedder)
+        values[f"{name}_model"] = _literal(version.model)
+    return values
+
+
+def _literal(text: str) -> str:
+    """A SQL string literal (standard_conforming_strings: only quotes need doubling)."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def upgrade(database_url: str, settings: Settings, folder: Path = SQL_DIR) -> list[str]:
@@ -111,7 +124,7 @@ def table_dimensions(conn: psycopg.Connection, table: str) -> int | None:
 
 
 def check(conn: psycopg.Connection, settings: Settings) -> None:
-    """Raise SchemaError when the schema is behind or its dimensions disagree with the settings."""
+    """Raise SchemaError when the schema is behind or a version's table disagrees with the registry."""
     missing = pending(conn)
     if missing and len(missing) == len(migrations()):
         raise SchemaError("this database holds no rollout schema: run `rollout db upgrade` "
@@ -119,11 +132,17 @@ def check(conn: psycopg.Connection, settings: Settings) -> None:
     if missing:
         raise SchemaError(f"the database schema is behind ({', '.join(missing)} not applied): "
                           "run `rollout db upgrade`")
-    for name in VERSIONS:
-        version = settings.version(name)
-        declared = table_dimensions(conn, version.table)
-        if declared != version.dimensions:
+    rows = conn.execute("SELECT name, model, dimensions, table_name FROM embedding_versions "
+                        "WHERE status <> 'retired' ORDER BY name").fetchall()
+    for name, model, dimensions, table in rows:
+        declared = table_dimensions(conn, table)
+        initial = settings.version(name) if name in VERSIONS else None
+        if initial is not None and initial.table == table and initial.dimensions != declared:
+            # the two first versions embed from their V1_*/V2_* settings (rollout.versions.configured)
             raise SchemaError(
-                f"{version.table}.embedding holds vector({declared}) but {name.upper()}_DIMENSIONS="
-                f"{version.dimensions} ({version.model}); use the dimension the table was created "
-                "with, or migrate the table")
+                f"{table}.embedding holds vector({declared}) but {name.upper()}_DIMENSIONS={initial.dimensions} "
+                f"({initial.model}); use the dimension the table was created with, or register a new version")
+        if declared != dimensions:
+            raise SchemaError(
+                f"{table}.embedding holds {declared} dimensions but version {name} ({model}) is registered "
+                f"with {dimensions}; register a new version (`rollout versions add`) rather than alter a table")

@@ -67,6 +67,7 @@ ELSEWHERE = {  # metric -> the component that exports it (not necessarily part o
     "rollout_controller_decisions_total": "rollout controller (its own port)",
     "rollout_controller_notifications_redelivered_total": "rollout controller (its own port)",
 }
+ROLES = {"baseline": "v1", "candidate": "v2"}  # the fresh database's registry: what the variables would pick
 METRIC = re.compile(r"\b((?:rag|rollout|flags|circuit_breaker|alerts)_[a-zA-Z0-9_]+)")
 
 
@@ -202,6 +203,7 @@ class Prometheus:
 
 def evaluate(prometheus: Prometheus, item: dict, exported: set[str], window: str) -> dict:
     expr = item["expr"].replace("$__rate_interval", window).replace("$__interval", "5s").replace("$__range", window)
+    expr = expr.replace("$baseline", ROLES["baseline"]).replace("$candidate", ROLES["candidate"])
     if "rule" in item:
         expr = as_bool_comparison(expr)
     metrics = sorted(set(METRIC.findall(expr)))

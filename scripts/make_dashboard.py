@@ -1,9 +1,10 @@
-"""Generate grafana/dashboards/rag-rollout.json, the V1-beside-V2 dashboard, with grafana-foundation-sdk.
+"""Generate grafana/dashboards/rag-rollout.json, the baseline-beside-candidate dashboard, with grafana-foundation-sdk.
 
     python scripts/make_dashboard.py            # rewrite the JSON
     python scripts/make_dashboard.py --check    # exit 1 if the JSON is not what this script generates
 
-Every panel plots both versions (the `version` label) so they sit side by side.
+Every panel plots the rollout's two versions (the `version` label, filtered by the
+`$baseline` and `$candidate` variables, which read `rollout_version_role`) side by side.
 Queries use Grafana's `$__rate_interval`; `scripts/check_dashboard.py` runs each of
 them against a real Prometheus scraping a real gateway.
 """
@@ -29,22 +30,29 @@ from grafana_foundation_sdk.models.dashboard import (
 OUTPUT = Path(__file__).resolve().parent.parent / "grafana" / "dashboards" / "rag-rollout.json"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 RATE = "$__rate_interval"
+PAIR = '{version=~"$baseline|$candidate"}'  # the rollout's two versions, chosen by the variables
+
+
+def role_variable(role: str) -> dashboard.QueryVariable:
+    """$baseline / $candidate: the version holding that role, from rollout_version_role."""
+    return (dashboard.QueryVariable(role).label(role.capitalize()).datasource(DATASOURCE)
+            .query(f'label_values(rollout_version_role{{role="{role}"}}, version)').refresh(2))
 
 
 def by_version(metric: str, extra: str = "") -> str:
     """sum by (version[, extra]) (rate(metric[$__rate_interval]))"""
     labels = "version" + (f", {extra}" if extra else "")
-    return f"sum by ({labels}) (rate({metric}[{RATE}]))"
+    return f"sum by ({labels}) (rate({metric}{PAIR}[{RATE}]))"
 
 
 def mean(metric: str, labels: str = "version") -> str:
     """Mean of a histogram's observations over the interval, per `labels`."""
-    return (f"sum by ({labels}) (rate({metric}_sum[{RATE}])) / "
-            f"sum by ({labels}) (rate({metric}_count[{RATE}]))")
+    return (f"sum by ({labels}) (rate({metric}_sum{PAIR}[{RATE}])) / "
+            f"sum by ({labels}) (rate({metric}_count{PAIR}[{RATE}]))")
 
 
 def quantile(q: float, metric: str, labels: str = "version") -> str:
-    return f"histogram_quantile({q}, sum by ({labels}, le) (rate({metric}_bucket[{RATE}])))"
+    return f"histogram_quantile({q}, sum by ({labels}, le) (rate({metric}_bucket{PAIR}[{RATE}])))"
 
 
 def target(expr: str, legend: str, ref: str) -> prometheus.Dataquery:
@@ -82,17 +90,19 @@ def breaker_state() -> stat.Panel:
             .description("Per version: closed, half-open or open (shared by every worker through Redis).")
             .mappings([mapping]).color_mode(BigValueColorMode.BACKGROUND)
             .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]))
-            .with_target(target("max by (version) (circuit_breaker_state)", "{{version}}", "A")))
+            .with_target(target(f"max by (version) (circuit_breaker_state{PAIR})", "{{version}}", "A")))
 
 
 def build() -> dict:
     rag_latency = "rag_request_duration_seconds"
     board = (
-        dashboard.Dashboard("RAG rollout: V1 vs V2").uid("rag-rollout-v1-v2").tags(["rag", "rollout"])
-        .description("Embedding V1 beside V2: latency, quality, errors, traffic split, shadow comparisons, "
+        dashboard.Dashboard("RAG rollout: baseline vs candidate").uid("rag-rollout-v1-v2").tags(["rag", "rollout"])
+        .description("The baseline embedding version beside the candidate ($baseline, $candidate): latency, quality, errors, traffic split, shadow comparisons, "
                      "breaker, migration coverage, cache and alerts.")
         .refresh("30s").time("now-6h", "now").timezone("browser")
         .with_variable(dashboard.DatasourceVariable("datasource").label("Prometheus").type("prometheus"))
+        .with_variable(role_variable("baseline"))
+        .with_variable(role_variable("candidate"))
         .with_row(dashboard.Row("Latency"))
         .with_panel(series(
             "Latency p50 / p95 / p99 by version", "Time to answer, by the version that served (gateway side).",
@@ -139,9 +149,9 @@ def build() -> dict:
             "Traffic split: actual vs target", "Share of routing decisions per version against "
             "FF_NEW_EMBEDDINGS_PERCENTAGE (0 while the migration switch is off).",
             [(f"100 * {by_version('rag_routing_decisions_total')} / "
-              f"scalar(sum(rate(rag_routing_decisions_total[{RATE}])))", "{{version}} actual"),
-             ("max(rollout_percentage) * max(rollout_migration_enabled)", "v2 target"),
-             ("100 - max(rollout_percentage) * max(rollout_migration_enabled)", "v1 target")],
+              f"scalar(sum(rate(rag_routing_decisions_total{PAIR}[{RATE}])))", "{{version}} actual"),
+             ("max(rollout_percentage) * max(rollout_migration_enabled)", "$candidate target"),
+             ("100 - max(rollout_percentage) * max(rollout_migration_enabled)", "$baseline target")],
             unit="percent", maximum=100))
         .with_panel(series(
             "Requests by version and outcome", "ok, fallback (answered by V1) or error (no answer).",
@@ -159,7 +169,7 @@ def build() -> dict:
         .with_row(dashboard.Row("Migration, cache and plumbing"))
         .with_panel(series(
             "Migration coverage", "Share of documents embedded, per version and category.",
-            [("max by (version, category) (rag_migration_coverage_ratio)", "{{version}} {{category}}")],
+            [(f"max by (version, category) (rag_migration_coverage_ratio{PAIR})", "{{version}} {{category}}")],
             unit="percentunit", maximum=1))
         .with_panel(series(
             "Query embedding cache hit rate", "Hits over lookups of the query embedding cache.",

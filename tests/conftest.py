@@ -22,6 +22,7 @@ from rollout.config import VERSIONS, Settings
 from rollout.documents import Document, DocumentStore
 from rollout.migration.index import VectorIndex
 from rollout.runtime import Runtime
+from rollout.versions import create_table
 from rollout.services import ServiceUrls, service_urls
 from rollout.services.ports import free_port
 from rollout.services.redis import EmbeddedRedis
@@ -62,8 +63,28 @@ def settings_for(services: ServiceUrls, **overrides: str) -> Settings:
 
 def _data_tables(conn: psycopg.Connection) -> list[str]:
     rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                        "AND tablename <> 'schema_migrations'").fetchall()
+                        "AND tablename NOT IN ('schema_migrations', 'embedding_versions')").fetchall()
     return [r[0] for r in rows]
+
+
+def _reset_versions(conn: psycopg.Connection) -> None:
+    """Back to the two versions the upgrade registers: v1 the baseline, v2 the candidate (a test that
+    dropped one gets it back, empty)."""
+    extra = conn.execute("SELECT table_name FROM embedding_versions WHERE name NOT IN ('v1', 'v2')").fetchall()
+    for (table,) in extra:
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+    conn.execute("DELETE FROM embedding_versions WHERE name NOT IN ('v1', 'v2')")
+    defaults = Settings.from_environ({})
+    for name in VERSIONS:
+        version = defaults.version(name)
+        if conn.execute("SELECT to_regclass(%s)", (version.table,)).fetchone()[0] is None:
+            create_table(conn, version.table, version.vector_type, version.dimensions)
+        conn.execute("INSERT INTO embedding_versions (name, provider, model, dimensions, table_name, status) "
+                     "VALUES (%s, %s, %s, %s, %s, 'ready') ON CONFLICT (name) DO NOTHING",
+                     (name, version.embedder, version.model, version.dimensions, version.table))
+    conn.execute("UPDATE embedding_versions SET status = 'ready', retired_at = NULL")
+    conn.execute("UPDATE embedding_versions SET status = 'baseline' WHERE name = 'v1'")
+    conn.execute("UPDATE embedding_versions SET status = 'candidate' WHERE name = 'v2'")
 
 
 @pytest.fixture
@@ -71,6 +92,7 @@ def clean_db(services):
     """Empty every data table and restore the vector indexes before the test (what a failed or
     killed test left behind goes too)."""
     with psycopg.connect(services.database_url, autocommit=True) as conn:
+        _reset_versions(conn)
         tables = _data_tables(conn)
         if tables:
             conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")

@@ -44,7 +44,7 @@ def test_monitor_prints_v1_beside_v2_and_the_criteria(run, logged, client):
     result = run("monitor", "--range", "1h")
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "V1 vs V2, last 1h" in out and "18 queries" in out
+    assert "v1 vs v2, last 1h" in out and "18 queries" in out
     requests_line = next(line for line in out.splitlines() if line.startswith("requests"))
     assert requests_line.split() == ["requests", "10", "8"]
     p50_line = next(line for line in out.splitlines() if line.startswith("latency p50"))
@@ -65,7 +65,7 @@ def test_monitor_json_is_the_dashboard_api(run, logged, client):
 def test_monitor_continuous_refreshes_count_times(run, logged):
     result = run("monitor", "--range", "1h", "--continuous", "--interval", "1", "--count", "2")
     assert result.exit_code == 0
-    assert result.output.count("V1 vs V2, last 1h") == 2 and "next refresh in 1 s" in result.output
+    assert result.output.count("v1 vs v2, last 1h") == 2 and "next refresh in 1 s" in result.output
 
 
 def test_monitor_stops_cleanly_on_ctrl_c(run, logged, tmp_path):
@@ -79,7 +79,7 @@ def test_monitor_stops_cleanly_on_ctrl_c(run, logged, tmp_path):
                                stderr=subprocess.PIPE, text=True)
     try:
         first = process.stdout.readline()  # the table's first line: it is waiting for the next refresh
-        assert first.startswith("V1 vs V2, last 1h")
+        assert first.startswith("v1 vs v2, last 1h")
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
     finally:
@@ -121,8 +121,8 @@ def test_compare_prints_distributions_and_the_worst_queries(run, runtime, tmp_pa
     out = result.output
     assert out.startswith("3 queries, k=3, both versions searched directly (3 answered by both)")
     assert "latency p95 (ms)" in out and "top similarity mean" in out and "rank-biased overlap" in out
-    assert "the 2 queries where V1 and V2 disagree most:" in out
-    assert out.count("      V1: ") == 2
+    assert "the 2 queries where v1 and v2 disagree most:" in out
+    assert out.count("      v1: ") == 2 and out.count("      v2: ") == 2
 
 
 def test_compare_refuses_a_missing_or_empty_query_file(run, tmp_path):

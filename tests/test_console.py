@@ -143,9 +143,9 @@ def test_gate_history_comes_from_stored_evaluations(client, runtime):
 def test_the_demo_prints_the_console_address_unless_it_is_off(settings, capsys):
     from rollout.cli.server import _print_demo_banner
 
-    _print_demo_banner("http://127.0.0.1:8000", settings, [])
+    _print_demo_banner("http://127.0.0.1:8000", settings, [], "v2")
     assert "console: http://127.0.0.1:8000/console" in capsys.readouterr().out
-    _print_demo_banner("http://127.0.0.1:8000", settings.with_overrides(console=False), [])
+    _print_demo_banner("http://127.0.0.1:8000", settings.with_overrides(console=False), [], "v2")
     assert "/console" not in capsys.readouterr().out
 
 

@@ -61,7 +61,7 @@ def test_the_gateway_reads_min_similarity_on_the_baseline_scale(runtime):
     from conftest import load_and_embed
 
     load_and_embed(runtime)
-    baseline, candidate = baseline_and_candidate()
+    baseline, candidate = baseline_and_candidate(runtime.router.roles)
     query = RagQuery(text="pool opening hours", k=5, min_similarity=0.99, user_key="u", forced=candidate)
     raw = runtime.gateway.answer(query).result.hits
     assert raw == []  # no candidate score reaches 0.99 raw

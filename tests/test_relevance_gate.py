@@ -95,7 +95,7 @@ def test_the_collector_reads_each_source_for_the_window(runtime):
     from rollout.relevance.golden import EvalStore, evaluate, parse_qrels
     from rollout.relevance.versions import baseline_and_candidate
 
-    baseline, candidate = baseline_and_candidate()
+    baseline, candidate = baseline_and_candidate(runtime.router.roles)
     with runtime.pool.connection() as conn:
         for winner, n in (("candidate", 3), ("baseline", 2), ("tie", 1)):
             for i in range(n):
@@ -129,7 +129,7 @@ def test_the_controller_judges_quality_by_relevance(runtime):
     from rollout.relevance.versions import baseline_and_candidate
 
     runtime.stages.command(Command(Action.ADVANCE, actor="test"))
-    baseline, candidate = baseline_and_candidate()
+    baseline, candidate = baseline_and_candidate(runtime.router.roles)
     with runtime.pool.connection() as conn:
         for n in range(60):  # the candidate loses every probe the baseline wins: clearly worse
             for version, rank in ((baseline, 1), (candidate, None)):

@@ -120,7 +120,7 @@ def test_rollout_eval_runs_both_versions_and_records_the_result(run, runtime, tm
     ]))
     result = run("eval", "--qrels", str(qrels), "--k", "3", "--json", "--draws", "200")
     report = json.loads(result.output)
-    baseline, candidate = baseline_and_candidate()
+    baseline, candidate = baseline_and_candidate(runtime.router.roles)
     assert (report["baseline"], report["candidate"], report["queries"]) == (baseline, candidate, 3)
     for version in (baseline, candidate):
         assert set(report["versions"][version]) == {"recall@3", "ndcg@10", "mrr"}
@@ -154,7 +154,7 @@ def test_required_eval_holds_the_first_stage_until_one_passes(make_runtime):
     with pytest.raises(TransitionError, match="no `rollout eval`"):
         runtime.stages.command(advance)
     assert runtime.stages.status()["percentage"] == 0
-    baseline, candidate = baseline_and_candidate()
+    baseline, candidate = baseline_and_candidate(runtime.router.roles)
     queries = parse_qrels(TINY)
     store = EvalStore(runtime.pool)
     worse = evaluate(queries, (baseline, lists(CANDIDATE_LISTS)), (candidate, lists(BASELINE_LISTS)), draws=200)

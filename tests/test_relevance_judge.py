@@ -175,7 +175,7 @@ def test_shadow_pairs_reach_the_judge_off_the_request_path(make_runtime):
     queries = ["pool opening hours", "parking rates per day", "jazz on the roof", "refund within days"]
     answers = [runtime.gateway.answer(_query(text)) for text in queries]
     assert wait_until(lambda: len(offered) == len(queries))
-    baseline, candidate = baseline_and_candidate()
+    baseline, candidate = baseline_and_candidate(runtime.router.roles)
     assert {shadow.version for shadow, _ in offered} == {candidate} and {a.served_by for a in answers} == {baseline}
     disagreeing = sum(comparison.rbo < 1 for _, comparison in offered)
 

@@ -13,7 +13,7 @@ from conftest import load_and_embed
 
 @pytest.fixture
 def judged(runtime):
-    baseline, candidate = baseline_and_candidate()
+    baseline, candidate = baseline_and_candidate(runtime.router.roles)
     with runtime.pool.connection() as conn:
         for n, winner in enumerate(["candidate"] * 25 + ["baseline"] * 10 + ["tie"] * 5):
             conn.execute("INSERT INTO relevance_judgements (pair_hash, baseline, candidate, judge, winner) "
@@ -74,7 +74,7 @@ def test_compare_shows_both_lists_and_the_judges_verdict(run, runtime, tmp_path)
 def test_abstain_rates_per_version_are_shown(client, runtime, run):
     from analytics_rows import insert, record
 
-    baseline, candidate = baseline_and_candidate()
+    baseline, candidate = baseline_and_candidate(runtime.router.roles)
     insert(runtime.pool, [record(request_id=f"a{n}", routed_version=baseline, served_version=baseline,
                                  result_count=0 if n < 3 else 5) for n in range(20)]
            + [record(request_id=f"b{n}", routed_version=candidate, served_version=candidate,

@@ -28,7 +28,7 @@ def at(minutes_after_start: float):
 
 def collector(runtime, max_samples: int = 100_000) -> EvidenceCollector:
     return EvidenceCollector(runtime.pool, runtime.breakers, runtime.coverage, max_samples=max_samples,
-                             statement_timeout_ms=10_000)
+                             statement_timeout_ms=10_000, roles=lambda: runtime.router.roles)
 
 
 def collect(runtime, percentage: float = 10.0, **kwargs):
@@ -154,7 +154,8 @@ def test_facts_coverage_breaker_and_alerts(runtime):
 
 
 def test_coverage_not_counted_yet_is_not_complete(runtime):
-    uncounted = CoverageMonitor(runtime.pool, {v: runtime.settings.version(v) for v in VERSIONS}, runtime.metrics)
+    uncounted = CoverageMonitor(runtime.pool, {v: runtime.settings.version(v) for v in VERSIONS}, runtime.metrics,
+                                guarded=runtime.router.roles.candidate)
     facts = EvidenceCollector(runtime.pool, runtime.breakers, uncounted, max_samples=1000,
-                              statement_timeout_ms=10_000).facts()
+                              statement_timeout_ms=10_000, roles=lambda: runtime.router.roles).facts()
     assert facts["coverage_complete"] is False and facts["coverage_detail"].startswith("not counted yet")

@@ -64,12 +64,18 @@ def test_concurrent_upgrades_do_not_race(fresh_database):
     assert sorted(len(r) for r in results) == [0, 0, 0, len(schema.migrations())]
 
 
-def test_dimensions_come_from_the_settings(fresh_database):
-    schema.upgrade(fresh_database, settings(V2_DIMENSIONS="512"))
+def test_dimensions_come_from_the_settings_and_are_registered(fresh_database):
+    schema.upgrade(fresh_database, settings(V2_DIMENSIONS="512", V2_MODEL="model-o'brien"))
     with psycopg.connect(fresh_database) as conn:
         assert schema.table_dimensions(conn, "doc_embeddings_v2") == 512
+        assert conn.execute("SELECT dimensions, model, status FROM embedding_versions WHERE name = 'v2'"
+                            ).fetchone() == (512, "model-o'brien", "candidate")
+        schema.check(conn, settings(V2_DIMENSIONS="512"))
         with pytest.raises(SchemaError, match=r"vector\(512\) but V2_DIMENSIONS=768"):
             schema.check(conn, settings())
+        conn.execute("UPDATE embedding_versions SET dimensions = 640 WHERE name = 'v2'")
+        with pytest.raises(SchemaError, match="holds 512 dimensions but version v2 .* registered with 640"):
+            schema.check(conn, settings(V2_DIMENSIONS="512"))
 
 
 def test_a_behind_schema_is_named(fresh_database):

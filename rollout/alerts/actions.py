@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from flags import V2_PERCENTAGE, FlagNotAudited, FlagStore
 from rollout.alerts.events import AlertEvent, AlertEventStore
-from rollout.breaker import BreakerUnavailable, CircuitBreakers
+from rollout.breaker import BreakerConflict, BreakerUnavailable, CircuitBreakers
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +86,14 @@ class RollbackActions:
         return self._recorded(result, source, actor, reason or f"re-arm {version}")
 
     def rollback(self, *, actor: str, reason: str | None, source: str) -> ActionResult:
-        """Percentage to 0 and V2's breaker open, the percentage saved for a later re-arm."""
-        outcome, shared = self.breakers.open("v2", reason=reason or "rollback", actor=actor,
+        """Percentage to 0 and the candidate's breaker open, the percentage saved for a later re-arm."""
+        candidate = self.breakers.state().held_version
+        if candidate is None:
+            raise BreakerConflict("no rollout in progress: there is no candidate to roll back")
+        outcome, shared = self.breakers.open(candidate, reason=reason or "rollback", actor=actor,
                                              percentage=self.flags.get(V2_PERCENTAGE))
         result = ActionResult(outcome)
-        result.actions.append("breaker v2 open")
+        result.actions.append(f"breaker {candidate} open")
         _local_only(result, shared)
         if shared:
             self.zero_percentage(actor=actor, reason=reason or "rollback", result=result)

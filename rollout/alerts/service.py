@@ -33,6 +33,9 @@ from rollout.metrics import Metrics
 log = logging.getLogger(__name__)
 
 
+VERSION_LABEL = "version"  # the label naming the version an alert is about (unset: the candidate)
+
+
 @dataclass
 class AlertOutcome:
     alert: Alert
@@ -101,6 +104,11 @@ class AlertService:
         trips = self.policy.trips(alert)
         if not trips:
             return AlertOutcome(alert, False, "repeat" if self._seen(alert) else "recorded")
+        named, candidate = alert.labels.get(VERSION_LABEL), self.breakers.state().held_version
+        if named and named != candidate:  # only the candidate can be rolled back
+            return AlertOutcome(alert, False, "repeat" if self._seen(alert) else "recorded",
+                                warnings=[(f"the alert names version {named}, not the candidate "
+                                           f"({candidate or 'none'}): recorded, nothing rolled back")])
         if alert.status == "firing":
             return self._fire(alert)
         return self._resolve(alert)
@@ -113,10 +121,11 @@ class AlertService:
                                                     save_percentage=self.policy.set_percentage_zero)
         if outcome == "repeat":
             return AlertOutcome(alert, True, "repeat")
-        result = AlertOutcome(alert, True, "tripped", ["breaker v2 open"])
+        candidate = self.breakers.state().held_version
+        result = AlertOutcome(alert, True, "tripped", [f"breaker {candidate} open"])
         if not shared:
             result.outcome, result.pending = "deferred", True
-            result.actions = ["breaker v2 open on this worker only (Redis unreachable)"]
+            result.actions = [f"breaker {candidate} open on this worker only (Redis unreachable)"]
             return result
         if self.policy.set_percentage_zero:
             self._guarded(result, lambda r: self.actions.zero_percentage(
@@ -132,7 +141,7 @@ class AlertService:
             return AlertOutcome(alert, True, "repeat" if self._seen(alert) else "resolved")
         result = AlertOutcome(alert, True, outcome)
         if outcome == "released":
-            result.actions.append("breaker v2 half-open (one probe decides)")
+            result.actions.append(f"breaker {self.breakers.state().held_version} half-open (one probe decides)")
             if self.policy.restore_percentage:
                 self._guarded(result, lambda r: self.actions.restore_percentage(
                     actor=f"alert:{alert.alertname}", reason=f"alert {alert.alertname} resolved", result=r))

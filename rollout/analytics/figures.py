@@ -19,6 +19,7 @@ default). All reads of one call share a REPEATABLE READ snapshot.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -27,9 +28,10 @@ from psycopg_pool import ConnectionPool
 
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagSnapshot
 from rollout.analytics.series import RANGES, Series
-from rollout.config import VERSIONS, Settings
+from rollout.config import Settings
 from rollout.controller.thresholds import Thresholds
 from rollout.database import read_snapshot
+from rollout.routing import Roles
 
 CRITICAL_WINDOW = timedelta(hours=24)
 # the SQL the dashboard and the rollout controller share: which queries judge a version, and which failed it
@@ -58,10 +60,10 @@ def distribution(values) -> dict:
             "p50": float(p50), "p90": float(p90), "p95": float(p95), "p99": float(p99), "max": float(data.max())}
 
 
-def target_shares(snapshot: FlagSnapshot) -> dict[str, float]:
-    """The share (0-1) of users the flags route to each version."""
-    v2 = snapshot[V2_PERCENTAGE] / 100 if snapshot[GRADUAL_MIGRATION] else 0.0
-    return {"v1": 1.0 - v2, "v2": v2}
+def target_shares(snapshot: FlagSnapshot, baseline: str, candidate: str) -> dict[str, float]:
+    """The share (0-1) of users the flags route to the baseline and to the candidate."""
+    share = snapshot[V2_PERCENTAGE] / 100 if snapshot[GRADUAL_MIGRATION] and candidate != baseline else 0.0
+    return {baseline: 1.0 - share, candidate: share} if candidate != baseline else {baseline: 1.0}
 
 
 @dataclass
@@ -130,9 +132,15 @@ class Dashboard:
     merged_queries: int
     failed_queries: int                # no version could answer
     critical_errors_24h: int
-    versions: dict[str, VersionFigures]
+    versions: dict[str, VersionFigures]  # the rollout's baseline first, then its candidate
     criteria: list[Criterion]
     baseline: Baseline | None = None
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        """The baseline's and the candidate's names (the same twice when no rollout is under way)."""
+        names = list(self.versions)
+        return names[0], names[-1]
 
     @property
     def verdict(self) -> str:
@@ -182,13 +190,14 @@ _TOTALS = """
     FROM query_log WHERE logged_at >= least(%(since)s, %(day_ago)s) AND logged_at < %(until)s"""
 
 _LATEST_BASELINE = """SELECT id, created_at, range, figures, note FROM performance_baselines
-                      WHERE version = 'v1' ORDER BY created_at DESC, id DESC LIMIT 1"""
+                      WHERE version = %s ORDER BY created_at DESC, id DESC LIMIT 1"""
 
 
 class Figures:
-    def __init__(self, pool: ConnectionPool, settings: Settings):
+    def __init__(self, pool: ConnectionPool, settings: Settings, roles: Callable[[], Roles]):
         self.pool = pool
         self.settings = settings
+        self.roles = roles  # the baseline and the candidate (the router's snapshot of the registry)
         self._series = Series(pool, settings)
 
     def dashboard(self, range_name: str, flags: FlagSnapshot, *, until: datetime | None = None) -> Dashboard:
@@ -196,9 +205,13 @@ class Figures:
         window = parse_range(range_name)
         until = until or datetime.now(UTC)
         params = {"since": until - window, "until": until, "day_ago": until - CRITICAL_WINDOW}
-        versions = {v: VersionFigures(v) for v in VERSIONS}
+        baseline, candidate = self.roles()
+        candidate = candidate or baseline
+        versions = {v: VersionFigures(v) for v in (baseline, candidate)}
         with read_snapshot(self.pool, self.settings.monitoring_query_timeout_ms) as conn:
             for version, requests, percentiles, errors, fallbacks in conn.execute(_BY_ROUTED, params):
+                if version not in versions:  # a version out of the rollout (an earlier one)
+                    continue
                 f = versions[version]
                 f.requests, f.errors, f.fallbacks = requests, errors, fallbacks
                 f.p50_ms, f.p95_ms, f.p99_ms = percentiles
@@ -211,40 +224,44 @@ class Figures:
                 f.served, f.cache_hit_rate, f.cache_samples = served, _float(cache_rate), cache_samples
                 f.shadow = ShadowFigures(compared, _float(overlap), _float(rbo), _float(top1))
             for version, similarity, samples in conn.execute(_SIMILARITY, params):
+                if version not in versions:
+                    continue
                 versions[version].mean_top_similarity = _float(similarity)
                 versions[version].similarity_samples = samples
             queries, merged, failed, critical = conn.execute(_TOTALS, params).fetchone()
-            baseline = _baseline(conn.execute(_LATEST_BASELINE).fetchone())
+            stored = _baseline(conn.execute(_LATEST_BASELINE, (baseline,)).fetchone())
         routed = sum(f.requests for f in versions.values())
-        for version, share in target_shares(flags).items():
+        for version, share in target_shares(flags, baseline, candidate).items():
             versions[version].target_share = share
             versions[version].actual_share = versions[version].requests / routed if routed else None
         dashboard = Dashboard(range_name, params["since"], until, queries, merged, failed, critical, versions, [],
-                              baseline)
+                              stored)
         dashboard.criteria = self.criteria(dashboard)
         return dashboard
 
     def series(self, range_name: str, *, until: datetime | None = None) -> dict:
         """The dashboard's per-version figures over time (see rollout.analytics.series); InvalidRange."""
         parse_range(range_name)
-        return self._series.read(range_name, until=until)
+        pair = tuple(dict.fromkeys(v for v in self.roles() if v))
+        return self._series.read(range_name, pair, until=until)
 
     def store_baseline(self, dashboard: Dashboard, note: str | None = None) -> Baseline:
         """Keep the V1 figures of `dashboard` as the baseline later figures are compared with."""
-        figures = dashboard.versions["v1"]
+        name = dashboard.pair[0]
+        figures = dashboard.versions[name]
         with self.pool.connection() as conn:
             row = conn.execute("""INSERT INTO performance_baselines (version, range, figures, note)
-                                  VALUES ('v1', %s, %s, %s) RETURNING id, created_at, range, figures, note""",
-                               (dashboard.range, json.dumps(asdict(figures)), note)).fetchone()
+                                  VALUES (%s, %s, %s, %s) RETURNING id, created_at, range, figures, note""",
+                               (name, dashboard.range, json.dumps(asdict(figures)), note)).fetchone()
         return _baseline(row)
 
     def latest_baseline(self) -> Baseline | None:
         with self.pool.connection() as conn:
-            return _baseline(conn.execute(_LATEST_BASELINE).fetchone())
+            return _baseline(conn.execute(_LATEST_BASELINE, (self.roles().baseline,)).fetchone())
 
     def criteria(self, d: Dashboard) -> list[Criterion]:
         """The seed's success criteria for V2, with the rollout controller's thresholds (`ROLLOUT_*`)."""
-        s, v1, v2 = self.settings, d.versions["v1"], d.versions["v2"]
+        s, (v1, v2) = self.settings, (d.versions[name] for name in d.pair)
         t = Thresholds.from_settings(s)
         max_p95_ms = t.max_p95_s * 1000
         enough = s.criteria_min_samples

@@ -54,6 +54,7 @@ class QueryPair:
 class QuerySetReport:
     k: int
     pairs: list[QueryPair]
+    names: tuple[str, str]  # the two versions compared (the baseline, then the candidate)
 
     def compared(self) -> list[QueryPair]:
         return [p for p in self.pairs if p.comparison is not None]
@@ -66,7 +67,7 @@ class QuerySetReport:
         compared = self.compared()
         top1 = [p.comparison.top1_agreement for p in compared if p.comparison.top1_agreement is not None]
         versions = {}
-        for version in ("v1", "v2"):
+        for version in self.names:
             runs = [p.runs[version] for p in self.pairs]
             ok = [r for r in runs if r.result is not None]
             versions[version] = {
@@ -84,16 +85,18 @@ class QuerySetReport:
         }
 
 
-def compare_query_set(backends: Mapping[str, VersionBackend], queries: Sequence[str], k: int = 10,
-                      category: str | None = None) -> QuerySetReport:
-    for backend in backends.values():  # warm-up: connections, caches; not counted
-        timed_search(backend.version, lambda b=backend: b.search(queries[0], k, category))
+def compare_query_set(backends: Mapping[str, VersionBackend], names: tuple[str, str], queries: Sequence[str],
+                      k: int = 10, category: str | None = None) -> QuerySetReport:
+    """Each query against the two versions `names` (alternating which goes first)."""
+    first, second = names
+    for name in names:  # warm-up: connections, caches; not counted
+        timed_search(name, lambda b=backends[name]: b.search(queries[0], k, category))
     pairs = []
     for n, query in enumerate(queries):
-        order = ("v1", "v2") if n % 2 == 0 else ("v2", "v1")
+        order = (first, second) if n % 2 == 0 else (second, first)
         runs = {v: timed_search(v, lambda v=v: backends[v].search(query, k, category)) for v in order}
-        runs = {v: runs[v] for v in ("v1", "v2")}
+        runs = {v: runs[v] for v in names}
         ok = all(run.result is not None for run in runs.values())
-        comparison = compare(runs["v1"].result.ids, runs["v2"].result.ids, k) if ok else None
+        comparison = compare(runs[first].result.ids, runs[second].result.ids, k) if ok else None
         pairs.append(QueryPair(query, runs, comparison))
-    return QuerySetReport(k, pairs)
+    return QuerySetReport(k, pairs, names)

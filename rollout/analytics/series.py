@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from psycopg_pool import ConnectionPool
 
-from rollout.config import VERSIONS, Settings
+from rollout.config import Settings
 from rollout.database import read_snapshot
 
 RANGES: dict[str, timedelta] = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "6h": timedelta(hours=6),
@@ -66,8 +66,9 @@ class Series:
         self._ended: dict[timedelta, _Ended] = {}
         self._lock = threading.Lock()
 
-    def read(self, range_name: str, *, until: datetime | None = None) -> dict:
-        """The points of the last `range_name`; the first starts on the grid up to one step before `since`."""
+    def read(self, range_name: str, versions: tuple[str, ...], *, until: datetime | None = None) -> dict:
+        """The points of the last `range_name`, each of `versions` listed even without points (the
+        baseline and the candidate); the first point starts on the grid up to one step before `since`."""
         window, step = RANGES[range_name], STEPS[range_name]  # the caller has checked the name
         until = until or datetime.now(UTC)
         since = grid(until - window, step)
@@ -85,11 +86,11 @@ class Series:
             with self._lock:
                 self._ended[step] = kept
         points = {**{k: p for k, p in kept.points.items() if k[0] >= since}, **fresh}
-        versions: dict[str, list[dict]] = {v: [] for v in VERSIONS}
+        by_version: dict[str, list[dict]] = {v: [] for v in versions}
         for (at, version), point in sorted(points.items()):
-            versions.setdefault(version, []).append(point)
+            by_version.setdefault(version, []).append(point)
         return {"range": range_name, "since": since.isoformat(), "until": until.isoformat(),
-                "step_s": step.total_seconds(), "versions": versions}
+                "step_s": step.total_seconds(), "versions": by_version}
 
     def forget(self) -> None:
         """Drop the kept points: the next read counts every row of its range again."""

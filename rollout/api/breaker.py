@@ -47,7 +47,9 @@ class BreakerAction(BaseModel):
     action: Literal["open", "close", "rearm", "rollback"] = Field(
         description="open: hold the version off until closed; close: serve it again now; rearm: half-open, "
                     "one probe decides; rollback: percentage to 0 and V2 open, in one step.")
-    version: Literal["v1", "v2"] = Field("v2", description="Which breaker (rollback is always V2).")
+    version: str | None = Field(None, pattern=r"^[a-z0-9_-]{1,32}$",
+                                description="Which breaker, by version name (default: the candidate; rollback "
+                                            "is always the candidate).")
     reason: str | None = Field(None, max_length=500, description="Why: kept in alert_events.")
     force: bool = Field(False, description="close/rearm even though a tripping alert still fires.")
     restore: bool | None = Field(None, description="Restore the percentage saved by the rollback (default: "
@@ -67,21 +69,24 @@ def status():
 
 @bp.post("/api/monitoring/circuit-breaker")
 @operation("Open, close, re-arm a breaker, or roll V2 back; recorded in alert_events.", tags=("breaker",),
-           body=BreakerAction, admin=True, ok=STATUS_SCHEMA, errors=(409, 413))
+           body=BreakerAction, admin=True, ok=STATUS_SCHEMA, errors=(404, 409, 413))
 def act():
     actor = check_admin()
     body = parse(BreakerAction, max_bytes=16 * 1024)
     runtime = _runtime()
     actions = runtime.rollback
+    version = body.version or runtime.router.roles.candidate or runtime.router.roles.baseline
+    if version not in runtime.backends:
+        raise ApiError(404, "unknown_version", f"no version named {version}; known: {', '.join(runtime.backends)}")
     try:
         if body.action == "open":
-            result = actions.open(body.version, actor=actor, reason=body.reason, source="api")
+            result = actions.open(version, actor=actor, reason=body.reason, source="api")
         elif body.action == "close":
-            result = actions.close(body.version, actor=actor, reason=body.reason, source="api", force=body.force,
+            result = actions.close(version, actor=actor, reason=body.reason, source="api", force=body.force,
                                    restore=bool(body.restore))
         elif body.action == "rearm":
             restore = runtime.settings.alert_restore_percentage if body.restore is None else body.restore
-            result = actions.rearm(body.version, actor=actor, reason=body.reason, source="api", force=body.force,
+            result = actions.rearm(version, actor=actor, reason=body.reason, source="api", force=body.force,
                                    restore=restore)
         else:
             result = actions.rollback(actor=actor, reason=body.reason, source="api")

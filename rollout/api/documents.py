@@ -38,7 +38,8 @@ class DocumentIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     id: str = Field(pattern=ID_PATTERN, description="Stable ID: 1-256 characters, no '/' or control characters.")
-    title: str = Field(min_length=1, max_length=MAX_TITLE_CHARS)
+    title: str = Field(min_length=1, max_length=MAX_TITLE_CHARS, description="Not blank.",
+                       json_schema_extra={"pattern": r"\S"})
     content: str = Field(min_length=1, description="At most 64 KiB of UTF-8; not blank.",
                          json_schema_extra={"pattern": r"\S"})
     category: str = Field("general", min_length=1, max_length=128)

@@ -36,7 +36,8 @@ DASHBOARD_SCHEMA = {
         "range": {"enum": list(RANGES)}, "since": {"type": "string"}, "until": {"type": "string"},
         "queries": {"type": "integer"}, "merged_queries": {"type": "integer"},
         "failed_queries": {"type": "integer"}, "critical_errors_24h": {"type": "integer"},
-        "versions": {"type": "object", "properties": {"v1": VERSION_FIGURES, "v2": VERSION_FIGURES}},
+        "versions": {"type": "object", "additionalProperties": VERSION_FIGURES,
+                     "description": "Figures per version name (the baseline and the candidate)."},
         "criteria": {"type": "array", "items": {"type": "object", "properties": {
             "name": {"type": "string"}, "description": {"type": "string"},
             "status": {"enum": ["pass", "fail", "insufficient_data"]},

@@ -38,7 +38,10 @@ class QueryRequest(BaseModel):
     session_id: str | None = Field(None, min_length=1, max_length=256,
                                    description="Routing key when there is no user id.")
     min_similarity: float | None = Field(None, ge=-1, le=1, description="Drop results below this cosine.")
-    version: Literal["v1", "v2"] | None = Field(None, description="Force a version (admin token required).")
+    version: str | None = Field(None, pattern=r"^[a-z0-9_-]{1,32}$",
+                                description="Force a version by name: the baseline or the candidate "
+                                            "(admin token required); another name is neither the baseline "
+                                            "nor the candidate (400).")
     mode: Literal["routed", "merged"] = Field(
         "routed", description="routed: the user's version answers. merged: one list from V1 and V2, "
                               "near-duplicates removed, ranked by reciprocal rank fusion (V1 alone while V2 "
@@ -60,7 +63,7 @@ HIT_SCHEMA = {
                    "category": {"type": "string"}, "metadata": {"type": "object"},
                    "similarity": {"type": "number", "description": "Cosine similarity in the serving version."},
         "rrf_score": {"type": "number", "description": "merged mode: reciprocal rank fusion score."},
-        "found_by": {"type": "array", "items": {"enum": ["v1", "v2"]}, "description": "merged mode."},
+        "found_by": {"type": "array", "items": {"type": "string"}, "description": "merged mode: version names."},
         "ranks": {"type": "object", "description": "merged mode: 1-based rank in each version that found it."},
         "similarities": {"type": "object", "description": "merged mode: cosine in each version's own space."},
         "duplicates": {"type": "array", "items": {"type": "string"},
@@ -71,7 +74,7 @@ ANSWER_SCHEMA = {
     "required": ["results", "served_by", "decision", "fallback", "latency_ms", "request_id"],
     "properties": {
         "results": {"type": "array", "items": HIT_SCHEMA},
-        "served_by": {"enum": ["v1", "v2", "merged"]},
+        "served_by": {"type": "string", "description": "The version's name, or merged."},
         "mode": {"enum": ["routed", "merged"]},
         "sources": {"type": "object", "description": "merged mode: per version, its result count, latency and "
                                                      "error, or why it was held off.",
@@ -84,7 +87,7 @@ ANSWER_SCHEMA = {
                                       "kendall_tau": {"type": ["number", "null"]},
                                       "top1_agreement": {"type": "boolean"}, "shared": {"type": "integer"}}},
         "decision": {"type": "object", "properties": {
-            "version": {"enum": ["v1", "v2"], "description": "The routed version (before any fallback)."},
+            "version": {"type": "string", "description": "The routed version (before any fallback)."},
             "reason": {"type": "string", "description": "percentage, migration_disabled, breaker_open, alert, "
                                                         "v2_incomplete, forced or error."},
             "bucket": {"type": ["integer", "null"], "description": "The user's bucket, 0-9999."}}},
@@ -129,6 +132,10 @@ def query():
     if body.version is not None and body.mode == "merged":
         raise bad_request("version and mode=merged exclude each other: merged mode searches both versions")
     if body.version is not None:
+        roles = _runtime().router.roles
+        if body.version not in roles:
+            raise bad_request(f"version {body.version} is neither the baseline ({roles.baseline}) nor the "
+                              f"candidate ({roles.candidate or 'none'})")
         check_admin()
     rag_query = RagQuery(text=body.query, k=body.k, category=body.category, min_similarity=body.min_similarity,
                          user_key=_user_key(body), forced=body.version, request_id=_request_id())
@@ -191,7 +198,8 @@ def merged_json(answer: MergedAnswer) -> dict:
         if run.failure is not None:
             sources[version]["error"] = run.failure.kind
     if answer.held_off is not None:
-        sources["v2"] = {"results": 0, "held_off": answer.held_off.value}
+        held = next((v for v in _runtime().router.roles if v is not None and v not in answer.runs), "candidate")
+        sources[held] = {"results": 0, "held_off": answer.held_off.value}
     failed = [run.failure.kind for run in answer.runs.values() if run.failure is not None]
     body = {
         "results": [hit.as_json() for hit in answer.hits],
@@ -209,10 +217,21 @@ def merged_json(answer: MergedAnswer) -> dict:
     return body
 
 
-@bp.get("/api/rag/<version>/health")
-@operation("Health of one version: database, rows embedded, HNSW index, embedder, dimensions.",
+@bp.get("/api/rag/versions/<version>/health")
+@operation("Health of one version by name: database, rows embedded, HNSW index, embedder, dimensions.",
            tags=("rag",), errors=(404, 503))
 def version_health(version: str):
+    return _health(version)
+
+
+@bp.get("/api/rag/<version>/health")
+@operation("Health of one version (the older path; same answer as /api/rag/versions/{version}/health).",
+           tags=("rag",), errors=(404, 503))
+def version_health_old_path(version: str):
+    return _health(version)
+
+
+def _health(version: str):
     backends = _runtime().backends
     if version not in backends:
         raise ApiError(404, "unknown_version", f"unknown version {version!r}; expected one of {', '.join(backends)}")

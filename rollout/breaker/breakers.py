@@ -125,11 +125,13 @@ class CircuitBreakers:
         """Closed: None. Otherwise the hold's reason, except for the one serving search that
         takes this worker's half-open probe. A read (`serving=False`, e.g. a shadow) changes
         nothing: the probe is spent only by a search whose outcome is reported back."""
-        record = self.state().records["v2"]
+        current = self.state()
+        candidate = current.held_version or ""
+        record = current.record(candidate)
         if record.state == CLOSED:
             return None
         if serving:
-            self._demand_at["v2"] = time.monotonic()
+            self._demand_at[candidate] = time.monotonic()
             if record.state == HALF_OPEN and record.probe_owner == self.worker and self._take_probe(record):
                 return None
         return _hold_reason(record)
@@ -141,7 +143,7 @@ class CircuitBreakers:
         saved = current.saved_percentage
         if saved is None or user_bucket >= threshold(saved):
             return None
-        record = current.records["v2"]
+        record = current.record(current.held_version or "")
         return None if record.state == CLOSED else _hold_reason(record)
 
     def _take_probe(self, record) -> bool:
@@ -161,7 +163,7 @@ class CircuitBreakers:
             if detail is not None:
                 self._trip(lambda s: transitions.slow_tripped(s, version, detail, self.clock()), version, detail)
                 return
-        record = self.state().records[version]
+        record = self.state().record(version)
         if record.state == CLOSED and not record.failures:
             return  # the common case: nothing to do, no I/O
         if record.state == OPEN or (record.state == HALF_OPEN and record.probe_owner != self.worker):
@@ -220,7 +222,7 @@ class CircuitBreakers:
             def merge(shared: BreakerState):
                 new = shared
                 for version, record in held.records.items():
-                    if record.state != CLOSED and new.records[version].state == CLOSED:
+                    if record.state != CLOSED and new.record(version).state == CLOSED:
                         new = new.with_record(version, replace(record, state=OPEN, probe_owner=None,
                                                                probe_claimed_at=None))
                 saved = held.saved_percentage
@@ -243,7 +245,7 @@ class CircuitBreakers:
     def open(self, version: str, *, reason: str | None, actor: str,
              percentage: float | None = None) -> tuple[str, bool]:
         """A hold: (outcome, shared), shared False when applied on this process only (Redis down)."""
-        before = self.state().records[version].state
+        before = self.state().record(version).state
         changed, outcome, shared = self._apply_reporting(
             lambda s: transitions.forced_open(s, version, self.clock(), reason=reason, actor=actor,
                                               percentage=percentage))
@@ -266,7 +268,8 @@ class CircuitBreakers:
 
     def alert_fired(self, alert: FiringAlert, *, percentage: float, save_percentage: bool) -> tuple[str, bool]:
         """Hold V2 open for the alert; (outcome, shared): shared is False when applied locally only."""
-        before = self.state().records["v2"].state
+        current = self.state()
+        before = current.record(current.held_version or "").state
 
         def fire(s):
             return transitions.alert_fired(s, alert, self.clock(), percentage=percentage,
@@ -274,7 +277,7 @@ class CircuitBreakers:
 
         changed, outcome, shared = self._apply_reporting(fire)
         if changed and before != OPEN:
-            self._count_rollback("v2", Cause.ALERT)
+            self._count_rollback(current.held_version or "", Cause.ALERT)
         return outcome, shared
 
     def alert_resolved(self, fingerprint: str, *, auto_release: bool) -> str:
@@ -315,7 +318,7 @@ class CircuitBreakers:
             raise BreakerUnavailable(f"Redis failed ({exc}): nothing was released; V2 stays held") from exc
 
     def _count_rollback(self, version: str, cause: Cause) -> None:
-        if version == "v2":
+        if version == self.state().held_version:
             self.metrics.rollbacks.labels(TRIGGERS[cause]).inc()
 
 

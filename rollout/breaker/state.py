@@ -29,7 +29,6 @@ from flags.replica import Change
 STATE_VALUES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}  # circuit_breaker_state
 ALERTS_FIELD = "alerts"
 SAVED_FIELD = "saved_percentage"
-HELD_VERSION = "v2"  # the version alerts hold off: the one being rolled out
 
 
 class Cause(StrEnum):
@@ -114,13 +113,22 @@ class BreakerState:
     records: Mapping[str, VersionRecord]
     alerts: Mapping[str, FiringAlert] = field(default_factory=dict)  # fingerprint -> alert
     saved_percentage: float | None = None
+    held_version: str | None = None  # the candidate: the version alerts hold off (not stored)
 
     @classmethod
     def decode(cls, data: Mapping[str, str], versions: tuple[str, ...]) -> BreakerState:
+        """`versions`: the baseline, then the candidate (the one alerts hold), then any other; a version
+        with a record in `data` but not listed keeps it."""
         alerts = {fp: FiringAlert(**a) for fp, a in json.loads(data.get(ALERTS_FIELD) or "{}").items()}
         saved = data.get(SAVED_FIELD)
-        return cls(MappingProxyType({v: VersionRecord.decode(data.get(v)) for v in versions}),
-                   MappingProxyType(alerts), float(saved) if saved else None)
+        names = list(versions) + [k for k in data if k not in versions and k not in (ALERTS_FIELD, SAVED_FIELD)]
+        return cls(MappingProxyType({v: VersionRecord.decode(data.get(v)) for v in names}),
+                   MappingProxyType(alerts), float(saved) if saved else None,
+                   versions[1] if len(versions) > 1 else None)
+
+    def record(self, version: str) -> VersionRecord:
+        """A version's record; closed for one without any yet (a version registered since)."""
+        return self.records.get(version) or VersionRecord()
 
     def encode(self) -> dict[str, str]:
         data = {v: r.encode() for v, r in self.records.items()}
@@ -137,7 +145,7 @@ class BreakerState:
         return (updates, deletes) if updates or deletes else None
 
     def held(self, version: str) -> bool:
-        return version == HELD_VERSION and bool(self.alerts)
+        return version == self.held_version and bool(self.alerts)
 
     def with_record(self, version: str, record: VersionRecord) -> BreakerState:
         return replace(self, records=MappingProxyType({**self.records, version: record}))
@@ -148,7 +156,7 @@ class BreakerState:
 def failed(state: BreakerState, version: str, kind: str, now: float,
            policy: BreakerPolicy) -> tuple[BreakerState | None, str]:
     """Count a failure; trip at fail_max; a failed probe re-opens."""
-    record = state.records[version]
+    record = state.record(version)
     if record.state == OPEN:
         return None, "ignored"
     if record.state == HALF_OPEN:
@@ -163,7 +171,7 @@ def failed(state: BreakerState, version: str, kind: str, now: float,
 
 def slow_tripped(state: BreakerState, version: str, detail: str, now: float) -> tuple[BreakerState | None, str]:
     """The slow-call rate reached its threshold: open a closed breaker (as failures do)."""
-    record = state.records[version]
+    record = state.record(version)
     if record.state != CLOSED:
         return None, "ignored"
     return state.with_record(version, record.opened(Cause.FAILURES, now, detail=detail)), "tripped"
@@ -171,7 +179,7 @@ def slow_tripped(state: BreakerState, version: str, detail: str, now: float) -> 
 
 def succeeded(state: BreakerState, version: str, worker: str, now: float) -> tuple[BreakerState | None, str]:
     """Reset the count; the probe's success (by its owner) closes the breaker."""
-    record = state.records[version]
+    record = state.record(version)
     if record.state == CLOSED and record.failures:
         return state.with_record(version, replace(record, failures=0, changed_at=now)), "reset"
     if record.state == HALF_OPEN and record.probe_owner == worker:
@@ -182,7 +190,7 @@ def succeeded(state: BreakerState, version: str, worker: str, now: float) -> tup
 def probe_claimed(state: BreakerState, version: str, worker: str, now: float,
                   policy: BreakerPolicy) -> tuple[BreakerState | None, str]:
     """Half-open with `worker` as the only one allowed to send the probe."""
-    record = state.records[version]
+    record = state.record(version)
     if not record.probe_due(now, policy, state.held(version)):
         return None, "not_due"
     return state.with_record(version, replace(record, state=HALF_OPEN, probe_owner=worker,
@@ -192,7 +200,7 @@ def probe_claimed(state: BreakerState, version: str, worker: str, now: float,
 def forced_open(state: BreakerState, version: str, now: float, *, reason: str | None, actor: str,
                 percentage: float | None = None) -> tuple[BreakerState | None, str]:
     """Open by hand; with `percentage` (a rollback), remember it for the restore unless already saved."""
-    record = state.records[version]
+    record = state.record(version)
     outcome = "already_open" if record.state == OPEN else "opened"
     new = state.with_record(version, record.opened(Cause.MANUAL, now, detail=reason, actor=actor))
     if percentage is not None and state.saved_percentage is None and percentage > 0:
@@ -202,17 +210,20 @@ def forced_open(state: BreakerState, version: str, now: float, *, reason: str | 
 
 def alert_fired(state: BreakerState, alert: FiringAlert, now: float, *, percentage: float,
                 save_percentage: bool) -> tuple[BreakerState | None, str]:
-    """Hold V2 open for `alert`; remember the percentage the first time. Repeats change nothing."""
+    """Hold the candidate open for `alert`; remember the percentage the first time. Repeats change nothing."""
     known = state.alerts.get(alert.fingerprint)
     if known is not None and known.starts_at == alert.starts_at:
         return None, "repeat"
-    record = state.records[HELD_VERSION]
+    held = state.held_version
+    if held is None:
+        return None, "no_candidate"
+    record = state.record(held)
     opened = record.opened(Cause.ALERT, now, detail=alert.alertname, actor=f"alert:{alert.alertname}",
                            fingerprint=alert.fingerprint, alertname=alert.alertname)
     saved = state.saved_percentage
     if save_percentage and saved is None and percentage > 0:
         saved = percentage
-    new = replace(state.with_record(HELD_VERSION, opened), saved_percentage=saved,
+    new = replace(state.with_record(held, opened), saved_percentage=saved,
                   alerts=MappingProxyType({**state.alerts, alert.fingerprint: alert}))
     return new, "tripped"
 
@@ -226,18 +237,18 @@ def alert_resolved(state: BreakerState, fingerprint: str, now: float, *,
     new = replace(state, alerts=MappingProxyType(alerts))
     if alerts:
         return new, "still_held"
-    if not auto_release:
+    if not auto_release or state.held_version is None:
         return new, "awaiting_rearm"
-    return new.with_record(HELD_VERSION, _half_open(state.records[HELD_VERSION], now)), "released"
+    return new.with_record(state.held_version, _half_open(state.record(state.held_version), now)), "released"
 
 
 def rearmed(state: BreakerState, version: str, now: float, *, force: bool,
             actor: str) -> tuple[BreakerState | None, str]:
     """An operator lets a probe decide: half-open (any worker may claim the probe)."""
     state = _unheld(state, version, force, "re-arm")
-    if state.records[version].state == CLOSED:
+    if state.record(version).state == CLOSED:
         return state, "already_closed"
-    return state.with_record(version, replace(_half_open(state.records[version], now), actor=actor)), "rearmed"
+    return state.with_record(version, replace(_half_open(state.record(version), now), actor=actor)), "rearmed"
 
 
 def closed(state: BreakerState, version: str, now: float, *, force: bool,

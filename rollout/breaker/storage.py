@@ -65,6 +65,12 @@ class ReplicatedBreakerStorage:
         version, result = self.replica.transact(compute)
         return version is not None, result
 
+    def follow(self, versions: tuple[str, ...]) -> None:
+        """The registry changed: the baseline, then the candidate (alerts hold it), then the others."""
+        if versions != self.versions:
+            self.versions = versions
+            self._state = BreakerState.decode(self.replica.data, versions)
+
     def _reload(self, replica: ReplicatedHash) -> None:
         self._state = BreakerState.decode(replica.data, self.versions)
         self.installed_at = time.time()

@@ -74,7 +74,7 @@ def cli(verbose: bool) -> None:
 
 def main() -> None:
     from rollout.cli import (breaker, controller, database, flags, importer, migrate, monitoring,  # noqa: F401
-                             recover, relevance, rollback, server, stage)  # (importing registers the commands)
+                             recover, relevance, rollback, server, stage, versions)  # (importing registers the commands)
 
     try:
         cli(prog_name="rollout")

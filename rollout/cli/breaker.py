@@ -13,7 +13,6 @@ from rollout.cli.flags import cli_actor
 from rollout.errors import RolloutError
 from rollout.runtime import command_runtime
 
-VERSION = click.Choice(["v1", "v2"])
 
 
 @cli.group()
@@ -53,13 +52,15 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo("warning: Redis is unreachable; showing no shared state", err=True)
 
 
-def run_action(ctx: click.Context, action) -> None:
-    """Run one RollbackActions call with Redis reachable; print its outcome and actions."""
+def run_action(ctx: click.Context, action, version: str | None = None) -> None:
+    """Run one RollbackActions call with Redis reachable (on VERSION, default: the rollout's candidate);
+    print its outcome and actions."""
     with command_runtime(settings_of(ctx)) as runtime:
         if not runtime.replicator.healthy:
             raise RolloutError(f"Redis is unreachable ({runtime.replicator.last_error}); nothing was changed")
+        name = runtime.version(version).version
         try:
-            result: ActionResult = action(runtime.rollback)
+            result: ActionResult = action(runtime.rollback, name)
         except (BreakerConflict, BreakerUnavailable) as exc:
             raise RolloutError(str(exc)) from None
     click.echo(f"{result.outcome}: {'; '.join(result.actions) or 'nothing to change'}")
@@ -68,28 +69,29 @@ def run_action(ctx: click.Context, action) -> None:
 
 
 @breaker.command(name="open")
-@click.argument("version", type=VERSION, default="v2")
+@click.argument("version", required=False)
 @click.option("--reason", help="Why (kept in alert_events).")
 @click.pass_context
 def open_breaker(ctx: click.Context, version: str, reason: str | None) -> None:
-    """Hold VERSION (default v2) off on every worker until it is closed or re-armed."""
-    run_action(ctx, lambda actions: actions.open(version, actor=cli_actor(), reason=reason, source="cli"))
+    """Hold VERSION (default: the candidate) off on every worker until it is closed or re-armed."""
+    run_action(ctx, lambda actions, name: actions.open(name, actor=cli_actor(), reason=reason, source="cli"),
+               version)
 
 
 @breaker.command(name="close")
-@click.argument("version", type=VERSION, default="v2")
+@click.argument("version", required=False)
 @click.option("--reason", help="Why (kept in alert_events).")
 @click.option("--force", is_flag=True, help="Even though a tripping alert still fires.")
 @click.option("--restore", is_flag=True, help="Also restore the percentage saved by the rollback.")
 @click.pass_context
 def close_breaker(ctx: click.Context, version: str, reason: str | None, force: bool, restore: bool) -> None:
     """Serve VERSION again now (failure count reset)."""
-    run_action(ctx, lambda actions: actions.close(version, actor=cli_actor(), reason=reason, source="cli", force=force,
-                                            restore=restore))
+    run_action(ctx, lambda actions, name: actions.close(name, actor=cli_actor(), reason=reason, source="cli",
+                                                        force=force, restore=restore), version)
 
 
 @breaker.command()
-@click.argument("version", type=VERSION, default="v2")
+@click.argument("version", required=False)
 @click.option("--reason", help="Why (kept in alert_events).")
 @click.option("--force", is_flag=True, help="Even though a tripping alert still fires.")
 @click.option("--restore/--no-restore", default=None,
@@ -99,5 +101,5 @@ def rearm(ctx: click.Context, version: str, reason: str | None, force: bool, res
     """Half-open VERSION after its alerts resolved: one probe request decides."""
     settings = settings_of(ctx)
     restore = settings.alert_restore_percentage if restore is None else restore
-    run_action(ctx, lambda actions: actions.rearm(version, actor=cli_actor(), reason=reason, source="cli", force=force,
-                                            restore=restore))
+    run_action(ctx, lambda actions, name: actions.rearm(name, actor=cli_actor(), reason=reason, source="cli",
+                                                        force=force, restore=restore), version)

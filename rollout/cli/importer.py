@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from rollout.cli import cli, settings_of
-from rollout.config import VERSIONS
 from rollout.migration.importers import (
     FORMATS,
     apply_import,
@@ -28,7 +27,7 @@ from rollout.runtime import command_runtime
 @click.option("--content-property", help="weaviate: the property holding the text (default: content, text, body, ...).")
 @click.option("--keep-vectors", is_flag=True,
               help="Store the store's vectors for the version of their dimension (they must be that version's model).")
-@click.option("--vectors-version", type=click.Choice(VERSIONS), help="With --keep-vectors: which version.")
+@click.option("--vectors-version", metavar="NAME", help="With --keep-vectors: which version (by name).")
 @click.option("--dry-run", is_flag=True, help="Show what was found and what would change; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
@@ -45,9 +44,10 @@ def import_corpus(ctx: click.Context, path: Path, fmt: str, namespace: str | Non
     settings = settings_of(ctx)
     scan = read_source(path, fmt, vectors=keep_vectors or dry_run, collection=collection,
                        content_property=content_property)
-    plan = plan_import(scan, namespace or default_namespace(path), settings, keep_vectors=keep_vectors,
-                       vectors_version=vectors_version)
     with command_runtime(settings) as runtime:
+        plan = plan_import(scan, namespace or default_namespace(path), settings, keep_vectors=keep_vectors,
+                           vectors_version=vectors_version,
+                           versions={name: backend.settings for name, backend in runtime.backends.items()})
         if dry_run:
             summary = {**plan.as_json(), "would": preview(runtime.pool, plan)}
         else:

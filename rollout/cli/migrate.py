@@ -10,7 +10,6 @@ from tqdm import tqdm
 
 from rollout import schema
 from rollout.cli import cli, settings_of
-from rollout.config import VERSIONS
 from rollout.errors import RolloutError
 from rollout.migration.backfill import INDEX_POLICIES, BackfillOptions, backfill_for, document_embedder
 from rollout.migration.estimate import estimate
@@ -24,15 +23,18 @@ INTERRUPTED_EXIT = 130
 
 @cli.group()
 def migrate() -> None:
-    """Backfill a version's embeddings (V2 by default), verify them, show progress."""
+    """Backfill a version's embeddings (the rollout's candidate by default), verify them, show progress."""
 
 
-def _versions(version: str) -> list[str]:
-    return list(VERSIONS) if version == "all" else [version]
+def _versions(runtime, version: str | None) -> list[str]:
+    """The names `--version` means: all served versions, one by name, or (unset) the candidate."""
+    if version == "all":
+        return list(runtime.backends)
+    return [runtime.version(version).version]
 
 
-VERSION_OPTION = click.option("--version", "version", type=click.Choice([*VERSIONS, "all"]), default="v2",
-                              show_default=True, help="Which version's embeddings.")
+VERSION_OPTION = click.option("--version", "version", default=None, metavar="NAME|all",
+                              help="Which version's embeddings (default: the rollout's candidate).")
 
 
 @migrate.command()
@@ -49,8 +51,8 @@ def setup(ctx: click.Context, version: str) -> None:
         if applied:
             click.echo(f"schema: applied {', '.join(applied)}")
         with runtime.pool.connection() as conn:
-            for name in _versions(version):
-                v = settings.version(name)
+            for name in _versions(runtime, version):
+                v = runtime.version(name)
                 counts = MigrationStatus(v).start(conn)
                 built = VectorIndex(v).ensure(conn, maintenance_work_mem=settings.migration_maintenance_work_mem,
                                               maintenance_workers=settings.migration_maintenance_workers)
@@ -61,8 +63,8 @@ def setup(ctx: click.Context, version: str) -> None:
 
 
 @migrate.command()
-@click.option("--version", "version", type=click.Choice(VERSIONS), default="v2", show_default=True,
-              help="Which version's embeddings.")
+@click.option("--version", "version", default=None, metavar="NAME",
+              help="Which version (default: the rollout's candidate).")
 @click.option("--category", help="Only this category.")
 @click.option("--limit", type=click.IntRange(1), help="Embed at most this many documents.")
 @click.option("--batch-size", type=click.IntRange(1, 20000), help="Documents per claim (MIGRATION_BATCH_SIZE).")
@@ -85,10 +87,11 @@ def run(ctx: click.Context, version: str, category: str | None, limit: int | Non
     options = BackfillOptions.from_settings(settings, category=category, limit=limit, batch_size=batch_size,
                                             workers=workers, index=index_policy, retry_failed=retry_failed)
     with command_runtime(settings) as runtime:
+        target = runtime.version(version)
+        version = target.version
         if dry_run:
             with runtime.pool.connection() as conn:
-                plan = estimate(conn, settings.version(version), settings, document_embedder(settings, version),
-                                options)
+                plan = estimate(conn, target, settings, document_embedder(settings, target), options)
             _print_estimate(plan, as_json)
             return
         backfill = backfill_for(runtime, version, options)
@@ -156,13 +159,17 @@ def _print_report(report) -> None:
               help="Results per self-retrieval query (a document counts as found within its top k).")
 @click.option("--min-self-retrieval", type=click.FloatRange(0, 1), default=0.8, show_default=True,
               help="Share of titles that must find their document in the top k.")
+@click.option("--version", "version", default=None, metavar="NAME|all",
+              help="Which version (default: the rollout's baseline and candidate).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
-def verify(ctx: click.Context, sample: int, k: int, min_self_retrieval: float, as_json: bool) -> None:
-    """Check both versions against `documents`; exit 1 with the reasons when anything is wrong."""
+def verify(ctx: click.Context, sample: int, k: int, min_self_retrieval: float, version: str | None,
+           as_json: bool) -> None:
+    """Check versions against `documents`; exit 1 with the reasons when anything is wrong."""
     settings = settings_of(ctx)
     with command_runtime(settings) as runtime:
-        report = Verifier(runtime, sample=sample, k=k, min_self_retrieval=min_self_retrieval).run()
+        names = _versions(runtime, version) if version else None
+        report = Verifier(runtime, sample=sample, k=k, min_self_retrieval=min_self_retrieval, versions=names).run()
     if as_json:
         click.echo(json.dumps(report.as_json(), indent=2))
     else:
@@ -173,7 +180,7 @@ def verify(ctx: click.Context, sample: int, k: int, min_self_retrieval: float, a
         reasons = "; ".join(f"{c.version + ' ' if c.version else ''}{c.name}: {c.detail}" for c in report.failures)
         raise RolloutError(f"verification failed: {reasons}")
     if not as_json:
-        click.echo("verified: both versions are complete and sound")
+        click.echo(f"verified: {', '.join(sorted({c.version for c in report.checks if c.version}))} complete and sound")
 
 
 @migrate.command()
@@ -186,8 +193,8 @@ def status(ctx: click.Context, version: str, as_json: bool) -> None:
     rows = []
     with command_runtime(settings) as runtime:
         with runtime.pool.connection() as conn:
-            for name in _versions(version):
-                v = settings.version(name)
+            for name in _versions(runtime, version):
+                v = runtime.version(name)
                 runs = MigrationStatus(v).runs(conn)
                 queued = dict(conn.execute("SELECT d.category, count(*) FROM embedding_queue q JOIN documents d "
                                            "ON d.id = q.document_id WHERE q.version = %s GROUP BY 1",

@@ -24,7 +24,6 @@ from rollout.errors import RolloutError
 from rollout.relevance.judges import JUDGES, JudgeError, build_judge
 from rollout.relevance.judging import judge_lists
 from rollout.relevance.summary import render_relevance, runtime_relevance
-from rollout.relevance.versions import baseline_and_candidate
 from rollout.runtime import Runtime, command_runtime
 
 STATUS = {"pass": ("PASS", "green"), "fail": ("FAIL", "red"), "insufficient_data": ("WAIT", "yellow"),
@@ -80,10 +79,11 @@ def styled(status: str) -> str:
 
 
 def render_dashboard(d: Dashboard) -> str:
-    head = (f"V1 vs V2, last {d.range} (until {d.until:%Y-%m-%d %H:%M:%S} UTC): {d.queries} queries, "
+    baseline, candidate = d.pair
+    head = (f"{baseline} vs {candidate}, last {d.range} (until {d.until:%Y-%m-%d %H:%M:%S} UTC): {d.queries} queries, "
             f"{d.merged_queries} merged, {d.failed_queries} unanswered, {d.critical_errors_24h} critical in 24 h")
-    figures = [d.versions["v1"], d.versions["v2"]]
-    lines = [head, "", table(["", "V1", "V2"], version_rows(figures)), "",
+    figures = [d.versions[baseline], d.versions[candidate]]
+    lines = [head, "", table(["", baseline, candidate], version_rows(figures)), "",
              f"success criteria: {styled(d.verdict)}"]
     lines += [f"  {styled(c.status)}  {c.description}: {c.detail}" for c in d.criteria]
     return "\n".join(lines)
@@ -142,13 +142,15 @@ def monitor(ctx: click.Context, range_name: str, continuous: bool, interval: flo
 @click.pass_context
 def compare_command(ctx: click.Context, queries_file: Path | None, k: int, category: str | None, show: int,
                     judge_name: str | None, as_json: bool) -> None:
-    """Run a query set against V1 and V2 directly (no routing) and compare their results."""
+    """Run a query set against the baseline and the candidate directly (no routing) and compare their results."""
     queries = read_queries(queries_file or demo.queries_path())
     settings = settings_of(ctx)
     judge = build_judge(settings.model_copy(update={"relevance_judge": judge_name}) if judge_name else settings)
     with command_runtime(settings) as runtime:
-        report = compare_query_set(runtime.backends, queries, k, category)
-    verdicts = judge_disagreements(judge, report.disagreements(show)) if judge is not None else {}
+        roles = runtime.router.roles
+        report = compare_query_set(runtime.backends, (roles.baseline, roles.candidate or roles.baseline), queries,
+                                   k, category)
+    verdicts = judge_disagreements(judge, report.disagreements(show), report.names) if judge is not None else {}
     if not any(run.result.hits for pair in report.pairs for run in pair.runs.values() if run.result):
         raise RolloutError("neither version returned any result: is the corpus loaded and embedded?")
     summary = report.summary()
@@ -162,9 +164,9 @@ def compare_command(ctx: click.Context, queries_file: Path | None, k: int, categ
         raise RolloutError("no query was answered by both versions: nothing to compare (see the errors above)")
 
 
-def judge_disagreements(judge, pairs) -> dict[str, dict]:
+def judge_disagreements(judge, pairs, names: tuple[str, str]) -> dict[str, dict]:
     """Per query, the judge's verdict on the baseline's and the candidate's lists (asked twice, swapped)."""
-    baseline, candidate = baseline_and_candidate()
+    baseline, candidate = names
     verdicts = {}
     for pair in pairs:
         try:
@@ -177,7 +179,7 @@ def judge_disagreements(judge, pairs) -> dict[str, dict]:
 
 
 def render_comparison(report: QuerySetReport, summary: dict, show: int, verdicts: dict | None = None) -> str:
-    v1, v2 = summary["versions"]["v1"], summary["versions"]["v2"]
+    v1, v2 = (summary["versions"][name] for name in report.names)
 
     def dist(d: dict, key: str, fmt) -> str:
         return fmt(d.get(key)) if d.get("count") else "n/a"
@@ -194,17 +196,16 @@ def render_comparison(report: QuerySetReport, summary: dict, show: int, verdicts
                                               for q in ("mean", "p10", "p50", "min"))]]
     lines = [f"{summary['queries']} queries, k={summary['k']}, both versions searched directly "
              f"({summary['compared']} answered by both)", "",
-             table(["", "V1", "V2"], rows), "",
+             table(["", *report.names], rows), "",
              table(["agreement", "mean", "p10", "p50", "min"], agreement),
              f"top-1 agreement: {pct(summary['top1_agreement_rate'])}"]
     worst = report.disagreements(show)
     if worst:
-        lines += ["", f"the {len(worst)} queries where V1 and V2 disagree most:"]
+        lines += ["", f"the {len(worst)} queries where {' and '.join(report.names)} disagree most:"]
         for pair in worst:
             c = pair.comparison
             lines += [f"  rbo {c.rbo:.3f}  overlap {c.overlap:.3f}  {pair.query}",
-                      f"      V1: {' | '.join(pair.top('v1'))}",
-                      f"      V2: {' | '.join(pair.top('v2'))}"]
+                      *(f"      {name}: {' | '.join(pair.top(name))}" for name in report.names)]
             verdict = (verdicts or {}).get(pair.query)
             if verdict is not None:
                 said = verdict["verdict"] or f"no verdict ({verdict['error']})"
@@ -228,7 +229,7 @@ def baseline(ctx: click.Context, range_name: str, note: str | None, compare_: bo
             if stored is None:
                 raise RolloutError("no baseline is stored yet: run `rollout baseline` while V1 serves traffic")
         else:
-            if d.versions["v1"].requests == 0:
+            if d.versions[d.pair[0]].requests == 0:
                 raise RolloutError(f"query_log holds no V1 query over the last {range_name}: turn on "
                                    "FF_ENABLE_QUERY_ANALYTICS and let V1 serve traffic first (or widen --range)")
             stored = runtime.figures.store_baseline(d, note)
@@ -249,7 +250,7 @@ def baseline(ctx: click.Context, range_name: str, note: str | None, compare_: bo
 
 
 def render_baseline_comparison(stored: Baseline, d: Dashboard) -> str:
-    base, v1, v2 = stored.figures, d.versions["v1"], d.versions["v2"]
+    base, (v1, v2) = stored.figures, (d.versions[name] for name in d.pair)
 
     def ratio(now: float | None, then: float | None) -> str:
         return "n/a" if now is None or not then else f"{now / then:.2f}x"

@@ -46,7 +46,8 @@ def _recover(runtime: Runtime, *, check: bool, reason: str, restore: bool) -> bo
     """Do (or with `check` only report) each step; True while something is still in the way."""
     actor = cli_actor()
     report = runtime.breakers.describe()
-    v2 = report["versions"]["v2"]
+    candidate = runtime.router.roles.candidate
+    v2 = (report["versions"].get(candidate) if candidate else None) or {"state": "closed"}
     alerts = report["firing_alerts"]
     if alerts:
         for alert in alerts:
@@ -63,7 +64,7 @@ def _recover(runtime: Runtime, *, check: bool, reason: str, restore: bool) -> bo
             click.echo(f"in the way: V2's breaker is open ({v2['cause']}) and awaits a re-arm")
             blocked = True
         else:
-            result = runtime.rollback.rearm("v2", actor=actor, reason=reason, source="cli",
+            result = runtime.rollback.rearm(candidate, actor=actor, reason=reason, source="cli",
                                             restore=restore and not staged)
             click.echo(f"done: {'; '.join(result.actions) or result.outcome}")
             for warning in result.warnings:

@@ -45,8 +45,8 @@ def eval_command(ctx: click.Context, qrels_file: Path | None, k: int, draws: int
     """recall@k, nDCG@10 and MRR of the baseline and the candidate on a labelled query set."""
     settings = settings_of(ctx)
     queries, digest = read_qrels(qrels_file or demo_qrels_path())  # a bad file stops before any service starts
-    baseline, candidate = baseline_and_candidate()
     with command_runtime(settings) as runtime:
+        baseline, candidate = baseline_and_candidate(runtime.router.roles)
         searchers = {v: (lambda text, depth, b=runtime.backends[v]: b.search(text, depth).ids)
                      for v in (baseline, candidate)}
         report = evaluate(queries, (baseline, searchers[baseline]), (candidate, searchers[candidate]),

@@ -20,4 +20,4 @@ def rollback(ctx: click.Context, reason: str | None) -> None:
     re-arms V2 and restores it. (`rollout stage rollback` is the staged plan's step back instead:
     recorded as a rollout decision, breaker untouched.)
     """
-    run_action(ctx, lambda actions: actions.rollback(actor=cli_actor(), reason=reason, source="cli"))
+    run_action(ctx, lambda actions, _name: actions.rollback(actor=cli_actor(), reason=reason, source="cli"))

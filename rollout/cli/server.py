@@ -100,7 +100,7 @@ def _demo_companions(settings: Settings, urls: ServiceUrls, fast: bool):
 @click.option("--fast", is_flag=True, help="A short plan (10 -> 100 % in a few minutes) with the demo's own traffic.")
 @click.pass_context
 def demo(ctx: click.Context, port: int | None, workers: int | None, fast: bool) -> None:
-    """Everything in one command: services, schema, demo corpus embedded for V1 and V2, gateway, controller.
+    """Everything in one command: services, schema, demo corpus embedded for every version, gateway, controller.
 
     Each decision of the rollout (the controller's, a person's, an alert's) is printed as one line.
     """
@@ -128,17 +128,18 @@ def demo(ctx: click.Context, port: int | None, workers: int | None, fast: bool) 
             started = demo_steps.start_first_stage(runtime)
             if started:
                 click.echo(f"flags: {', '.join(started)}")
+            roles = runtime.router.roles
         finally:
             runtime.close()
 
         def banner(url: str) -> None:
-            _print_demo_banner(url, settings, generated)
+            _print_demo_banner(url, settings, generated, roles.candidate or roles.baseline)
 
         _run_gateway(settings, urls, port, workers or settings.web_concurrency, banner,
                      hosted=_demo_companions(settings, urls, fast))
 
 
-def _print_demo_banner(url: str, settings: Settings, generated: list[str]) -> None:
+def _print_demo_banner(url: str, settings: Settings, generated: list[str], candidate: str) -> None:
     click.echo(f"\ngateway ready on {url}  (Ctrl-C stops it and the services it started)")
     if settings.console:
         click.echo(f"console: {url}/console  (read-only; log in there with ROLLOUT_ADMIN_TOKEN to act)")
@@ -153,7 +154,8 @@ Try:
   curl -s {url}/api/flags
   curl -s -X POST {url}/api/rollout/stage -H "Authorization: Bearer {settings.admin_token}" \\
        -H 'Content-Type: application/json' -d '{{"action": "advance", "reason": "looks good"}}'
-  curl -s {url}/api/rag/v2/health
+  curl -s {url}/api/rag/versions/{candidate}/health
+  rollout versions list             # the registry: baseline, candidate, others (then versions add, stage start)
   curl -s -X POST {url}/api/alerts/webhook -H "Authorization: Bearer {settings.alert_webhook_secret}" \\
        -H 'Content-Type: application/json' -d '{{"type": "error_rate", "severity": "critical", "value": 0.5}}'
        # resolve it: the same with "status": "resolved" (Alertmanager and Grafana resolve by themselves)

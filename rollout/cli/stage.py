@@ -1,4 +1,4 @@
-"""`rollout stage status|advance|hold|resume|rollback|set|history`: the same service as the admin API."""
+"""`rollout stage status|start|advance|hold|resume|rollback|set|history`: the same service as the admin API."""
 
 from __future__ import annotations
 
@@ -113,6 +113,20 @@ def _options(function):
     function = click.option("--expect", "expected", type=PERCENT, default=None,
                             help="Refuse unless the rollout is at this percentage now.")(function)
     return click.pass_context(function)
+
+
+@stage.command()
+@click.option("--baseline", required=True, help="The version users stay on (the registry's baseline).")
+@click.option("--candidate", required=True, help="The version rolled out (registered with `rollout versions add`).")
+@click.option("--reason", help="Why (kept with the decision and the flag audit).")
+@click.pass_context
+def start(ctx: click.Context, baseline: str, candidate: str, reason: str | None) -> None:
+    """Start rolling CANDIDATE out against BASELINE at the first stage (refused while another is under way)."""
+    with command_runtime(settings_of(ctx)) as runtime:
+        decision = runtime.stages.start(baseline, candidate, actor=cli_actor(), reason=reason or "")
+        click.echo(f"start: {decision_line(decision)}")
+        for change in decision["flag_changes"]:
+            click.echo(f"flag: {change}")
 
 
 @stage.command()

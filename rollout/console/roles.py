@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from rollout.routing import Roles
 
-def version_roles(payload: dict) -> dict[str, str]:
-    """The names an API payload gives; v1 and v2 until the payloads name them (the version registry)."""
-    return {"baseline": str(payload.get("baseline_version") or "v1"),
-            "candidate": str(payload.get("candidate_version") or "v2")}
+
+def version_roles(roles: Roles) -> dict[str, str]:
+    """The names the version registry gives (the router's snapshot); the baseline twice before a candidate."""
+    return {"baseline": roles.baseline, "candidate": roles.candidate or roles.baseline}

@@ -119,12 +119,11 @@ def _protect(response: Response) -> Response:
 def page():
     sessions, settings = _sessions(), _runtime().settings
     session = sessions.read(request)
-    status = _runtime().stages.status()
     response = Response(mimetype="text/html")
     if session is None:
         session = sessions.issue(request, response)
     response.set_data(render_template(
-        "console.html", session=session, csrf_field=CSRF_FIELD, roles=version_roles(status),
+        "console.html", session=session, csrf_field=CSRF_FIELD, roles=version_roles(_runtime().router.roles),
         refresh_s=settings.console_refresh_s, ranges=list(RANGES), login_enabled=bool(settings.admin_token),
         login_message=LOGIN_MESSAGES.get(request.args.get("login", ""))))
     return response
@@ -184,7 +183,7 @@ def chart(name: str):
     range_name = _range()
     series = _recent().get(("series", range_name), lambda: _runtime().figures.series(range_name))
     title, field, unit = CHARTS[name]
-    roles = version_roles(series)
+    roles = version_roles(_runtime().router.roles)
     lines = [Line(f"{version} ({role})", [(datetime.fromisoformat(p["at"]), p[field])
                                           for p in series["versions"].get(version, []) if p[field] is not None])
              for role, version in roles.items()]

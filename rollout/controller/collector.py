@@ -1,4 +1,6 @@
-"""The evidence collector: what the gates judge, read from `query_log`, V2's breaker and the coverage counts.
+"""The evidence collector: what the gates judge, read from `query_log`, the candidate's breaker and the coverage.
+
+V1 and V2 below are the rollout's baseline and candidate (`Roles`): only their rows count.
 
 The window is the stage's: from `stage_started_at` (when the percentage was set) to the
 evaluation. Only routed queries count (mode `routed`, reason not `forced`): merged-mode
@@ -21,6 +23,7 @@ Every read shares one REPEATABLE READ snapshot, so samples never outnumber the c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -34,7 +37,7 @@ from rollout.breaker.state import CLOSED
 from rollout.controller.evidence import Evidence, VersionEvidence
 from rollout.database import read_snapshot
 from rollout.migration.coverage import CoverageMonitor
-from rollout.routing import Reason
+from rollout.routing import Reason, Roles
 
 GUARD_REASONS = [Reason.BREAKER_OPEN.value, Reason.ALERT.value, Reason.V2_INCOMPLETE.value]
 
@@ -49,30 +52,33 @@ _COUNTS = f"""
            count(*) FILTER (WHERE logged_at >= %(critical_since)s AND served_version IS NULL)
     FROM query_log
     WHERE logged_at >= least(%(since)s, %(critical_since)s) AND logged_at < %(until)s AND {ROUTED}
+      AND routed_version IN (%(baseline)s, %(candidate)s)
     GROUP BY routed_version"""
 
 _ASSIGNMENTS = f"""
     SELECT assigned, count(DISTINCT user_hash) + count(*) FILTER (WHERE user_hash IS NULL)
-    FROM (SELECT CASE WHEN reason = 'percentage' THEN routed_version ELSE 'v2' END AS assigned, user_hash
+    FROM (SELECT CASE WHEN reason = 'percentage' THEN routed_version ELSE %(candidate)s END AS assigned, user_hash
           FROM query_log
-          WHERE {_WINDOW} AND mode = 'routed'
+          WHERE {_WINDOW} AND mode = 'routed' AND routed_version IN (%(baseline)s, %(candidate)s)
             AND (reason = 'percentage' OR (reason = ANY(%(guards)s) AND bucket < %(threshold)s))) split
     GROUP BY assigned"""
 
 _CROSSOVER = f"""
     SELECT count(*), count(*) FILTER (WHERE versions > 1)
     FROM (SELECT user_hash, count(DISTINCT routed_version) AS versions FROM query_log
-          WHERE {_WINDOW} AND {ROUTED} AND user_hash IS NOT NULL GROUP BY user_hash) users"""
+          WHERE {_WINDOW} AND {ROUTED} AND user_hash IS NOT NULL AND routed_version IN (%(baseline)s, %(candidate)s)
+          GROUP BY user_hash) users"""
 
 _SAMPLES = f"""
     SELECT routed_version, latency_ms, CASE WHEN served_version = routed_version THEN top_similarity END
     FROM query_log
-    WHERE {_WINDOW} AND {ROUTED} AND served_version IS NOT NULL
-      AND random() < CASE routed_version WHEN 'v1' THEN %(keep_v1)s ELSE %(keep_v2)s END"""
+    WHERE {_WINDOW} AND {ROUTED} AND served_version IS NOT NULL AND routed_version IN (%(baseline)s, %(candidate)s)
+      AND random() < CASE routed_version WHEN %(baseline)s THEN %(keep_baseline)s ELSE %(keep_candidate)s END"""
 
 _OVERLAPS = f"""
     SELECT overlap FROM query_log
-    WHERE {_WINDOW} AND {ROUTED} AND overlap IS NOT NULL AND random() < %(keep)s"""
+    WHERE {_WINDOW} AND {ROUTED} AND overlap IS NOT NULL AND routed_version IN (%(baseline)s, %(candidate)s)
+      AND random() < %(keep)s"""
 
 
 def _time(epoch: float) -> datetime:
@@ -104,9 +110,11 @@ class Collected:
 
 class EvidenceCollector:
     def __init__(self, pool: ConnectionPool, breakers: CircuitBreakers, coverage: CoverageMonitor, *,
-                 max_samples: int, statement_timeout_ms: int, flags: FlagStore | None = None):
+                 max_samples: int, statement_timeout_ms: int, roles: Callable[[], Roles],
+                 flags: FlagStore | None = None):
         self.pool = pool
         self.flags = flags
+        self.roles = roles  # the baseline and the candidate (the router's snapshot of the registry)
         self.breakers = breakers
         self.coverage = coverage
         self.max_samples = max_samples
@@ -114,9 +122,12 @@ class EvidenceCollector:
 
     def collect(self, percentage: float, since: float, until: float, critical_window_s: float) -> Collected:
         """The evidence of the window [since, until) at `percentage` (epoch seconds)."""
+        baseline, candidate = self.roles()
+        candidate = candidate or ""  # no rollout: nothing is routed to a candidate
         params = {"since": _time(since), "until": _time(until), "critical_since": _time(until - critical_window_s),
-                  "guards": GUARD_REASONS, "threshold": threshold(percentage)}
-        counts = {"v1": _Counts(), "v2": _Counts()}
+                  "guards": GUARD_REASONS, "threshold": threshold(percentage), "baseline": baseline,
+                  "candidate": candidate}
+        counts = {baseline: _Counts(), candidate: _Counts()}
         with read_snapshot(self.pool, self.statement_timeout_ms) as conn:
             for version, requests, errors, answered, overlaps, critical in conn.execute(_COUNTS, params):
                 counts[version] = _Counts(requests, errors, answered, overlaps, critical)
@@ -124,10 +135,10 @@ class EvidenceCollector:
                 counts[version].assigned = assigned
             users_seen, users_on_both = conn.execute(_CROSSOVER, params).fetchone()
             keep = {v: _keep(c.answered, self.max_samples) for v, c in counts.items()}
-            latencies: dict[str, list[float]] = {"v1": [], "v2": []}
-            similarities: dict[str, list[float]] = {"v1": [], "v2": []}
+            latencies: dict[str, list[float]] = {baseline: [], candidate: []}
+            similarities: dict[str, list[float]] = {baseline: [], candidate: []}
             for version, latency_ms, similarity in conn.execute(
-                    _SAMPLES, {**params, "keep_v1": keep["v1"], "keep_v2": keep["v2"]}):
+                    _SAMPLES, {**params, "keep_baseline": keep[baseline], "keep_candidate": keep[candidate]}):
                 latencies[version].append(latency_ms / 1000)
                 if similarity is not None:
                     similarities[version].append(similarity)
@@ -140,7 +151,8 @@ class EvidenceCollector:
                                        top_similarities=np.asarray(similarities[v]), assigned=c.assigned)
                     for v, c in counts.items()}
         evidence = Evidence(percentage=percentage, window_started_at=since, evaluated_at=until,
-                            v1=versions["v1"], v2=versions["v2"], shadow_overlaps=np.asarray(overlaps, dtype=float),
+                            v1=versions[baseline], v2=versions[candidate],
+                            shadow_overlaps=np.asarray(overlaps, dtype=float),
                             users_seen=users_seen, users_on_both=users_on_both, **facts)
         summary = {
             "window": {"since": params["since"].isoformat(), "until": params["until"].isoformat(),
@@ -161,8 +173,9 @@ class EvidenceCollector:
         return Collected(evidence, summary)
 
     def facts(self) -> dict:
-        """V2's coverage, V2's breaker, the tripping alerts and the analytics flag, from this process's copies."""
-        shortfalls = self.coverage.shortfalls("v2")
+        """The candidate's coverage and breaker, the tripping alerts and the analytics flag, from this
+        process's copies."""
+        shortfalls = self.coverage.shortfalls()
         if shortfalls is None:
             complete, coverage = False, "not counted yet" + (f" ({self.coverage.last_error})"
                                                              if self.coverage.last_error else "")
@@ -172,7 +185,7 @@ class EvidenceCollector:
             if len(shortfalls) > 10:
                 coverage += f" and {len(shortfalls) - 10} more"
         state = self.breakers.state()
-        record = state.records["v2"]
+        record = state.record(state.held_version or "")
         breaker = record.state if record.state == CLOSED else ", ".join(
             filter(None, [record.state, record.cause.value if record.cause else None, record.detail]))
         analytics = True if self.flags is None else bool(self.flags.get(QUERY_ANALYTICS))

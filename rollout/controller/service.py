@@ -39,9 +39,11 @@ from rollout.controller.state import (
     TransitionError,
     apply_command,
     apply_verdict,
+    rollout_started,
 )
 from rollout.controller.store import DecisionRecord, RolloutStore, StoredState, iso
 from rollout.controller.verdict import judge
+from rollout.versions import all_versions, roles_of, set_candidate
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +156,32 @@ class RolloutService:
                 kind="command", actor=command.actor, transition=transition, plan=self.plan.to_dict(),
                 stage=self.plan.stage_number(state.percentage), flag_changes=changes))
         log.info("rollout %s by %s: %s", command.action.value, command.actor, transition.reason)
+        return self._notify(decision)
+
+    def start(self, baseline: str, candidate: str, *, actor: str, reason: str = "",
+              now: float | None = None) -> dict:
+        """Start a rollout of `candidate` against `baseline` at the first stage.
+
+        Refused (nothing changed) while another candidate's rollout is under way: one that is not
+        back at 0 % (idle or rolled back), or complete but not promoted yet. The registry change,
+        the state and the decision commit together; the flags follow as for any command.
+        """
+        now = time.time() if now is None else now
+        self.reconcile(now)
+        with self.store.locked() as (conn, stored):
+            state = stored.state
+            roles = roles_of(all_versions(conn))
+            at_rest = state.percentage == 0 and state.status in (Status.IDLE, Status.ROLLED_BACK)
+            if roles is not None and roles.candidate is not None and not at_rest:
+                raise TransitionError(f"a rollout of {roles.candidate} is in progress ({state.status.value} at "
+                                      f"{pct(state.percentage)}); roll it back to 0 % or promote it first")
+            set_candidate(conn, baseline, candidate)
+            transition = rollout_started(self.plan, state, baseline, candidate, actor, now, reason)
+            changes = self._set_flags(transition, actor)  # a Redis error rolls the whole start back
+            decision = self._record(conn, stored, transition, DecisionRecord(
+                kind="command", actor=actor, transition=transition, plan=self.plan.to_dict(),
+                stage=self.plan.stage_number(state.percentage), flag_changes=changes))
+        log.info("rollout start by %s: %s", actor, transition.reason)
         return self._notify(decision)
 
     # -- the controller -------------------------------------------------------------------------

@@ -186,3 +186,12 @@ def apply_command(plan: RolloutPlan, state: RolloutState, command: Command, now:
         keep = Status.RUNNING if status is Status.RUNNING else Status.HELD
         return result(_moved(target, keep, now, f"set to {target:g} %{who}"))
     raise TransitionError(f"unknown action {command.action!r}")
+
+
+def rollout_started(plan: RolloutPlan, state: RolloutState, baseline: str, candidate: str, actor: str,
+                    now: float, reason: str = "") -> Transition:
+    """A new rollout: `candidate` against `baseline`, from its first stage with a new window."""
+    first = plan.stages[0]
+    why = f"rollout of {candidate} against {baseline} started at {first:g} % by {actor}" + (
+        f": {reason}" if reason else "")
+    return Transition(state, _moved(first, Status.RUNNING, now, why), "command", "start", why)

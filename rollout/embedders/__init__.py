@@ -1,8 +1,9 @@
-"""Embedders per version, chosen by `V1_EMBEDDER` / `V2_EMBEDDER` (local, openai, google)."""
+"""Embedders per version, built by the version's provider (`rollout.embedders.registry`)."""
 
 from __future__ import annotations
 
-from rollout.config import Settings, VersionSettings
+from typing import TYPE_CHECKING
+
 from rollout.embedders.base import (
     Embedder,
     EmbeddingAuthError,
@@ -11,10 +12,14 @@ from rollout.embedders.base import (
     EmbeddingRejected,
 )
 from rollout.embedders.lexical import LexicalEmbedder
+from rollout.embedders.registry import PROVIDERS, provider
 from rollout.errors import ConfigError
 
+if TYPE_CHECKING:  # config reads the provider table, so this package never imports config at load
+    from rollout.config import Settings, VersionSettings
+
 __all__ = [
-    "Embedder", "EmbeddingAuthError", "EmbeddingDimensionError", "EmbeddingError",
+    "PROVIDERS", "Embedder", "EmbeddingAuthError", "EmbeddingDimensionError", "EmbeddingError",
     "EmbeddingRejected", "LexicalEmbedder", "build_embedder",
 ]
 
@@ -23,26 +28,24 @@ def build_embedder(version: VersionSettings, settings: Settings, purpose: str = 
     """The embedder a version is configured for; no network is touched here.
 
     `purpose="query"` is for the request path: a short timeout and few attempts, so
-    a failing provider turns into a V1 fallback in seconds, not minutes.
+    a failing provider turns into a baseline fallback in seconds, not minutes.
     """
-    if version.embedder == "local":
-        return LexicalEmbedder(version.dimensions, version.model)
-    for_query = purpose == "query"
-    common = dict(model=version.model, dimensions=version.dimensions,
-                  timeout_s=settings.query_embedding_timeout_s if for_query else settings.embedding_timeout_s,
-                  max_attempts=(settings.query_embedding_max_attempts if for_query
-                                else settings.embedding_max_attempts),
-                  batch_size=settings.embedding_batch_size)
-    prefix = version.version.upper()
-    if version.embedder == "openai":
-        if not settings.openai_api_key:
-            raise ConfigError(f"{prefix}_EMBEDDER=openai needs OPENAI_API_KEY")
-        from rollout.embedders.openai import OpenAIEmbedder
-        return OpenAIEmbedder(api_key=settings.openai_api_key, base_url=settings.openai_base_url, **common)
-    if version.embedder == "google":
-        if not settings.google_api_key:
-            raise ConfigError(f"{prefix}_EMBEDDER=google needs GOOGLE_API_KEY")
-        from rollout.embedders.google import GoogleEmbedder
-        return GoogleEmbedder(api_key=settings.google_api_key, base_url=settings.google_base_url,
-                              task_type="RETRIEVAL_QUERY" if for_query else "RETRIEVAL_DOCUMENT", **common)
-    raise ConfigError(f"{prefix}_EMBEDDER: unknown embedder {version.embedder!r}")
+    return provider(version.embedder).build(version, settings, purpose)
+
+
+def call_options(version: VersionSettings, settings: Settings, for_query: bool) -> dict:
+    """What every cloud provider's constructor takes: model, dimension, timeouts, attempts, batch."""
+    return {"model": version.model, "dimensions": version.dimensions,
+            "timeout_s": settings.query_embedding_timeout_s if for_query else settings.embedding_timeout_s,
+            "max_attempts": (settings.query_embedding_max_attempts if for_query
+                             else settings.embedding_max_attempts),
+            "batch_size": settings.embedding_batch_size}
+
+
+def api_key(version: VersionSettings, settings: Settings) -> str:
+    """The provider's key from the settings, or a ConfigError naming the variable to set."""
+    variable = provider(version.embedder).key_variable or ""
+    key = getattr(settings, variable.lower(), None)
+    if not key:
+        raise ConfigError(f"version {version.version} uses {version.embedder}, which needs {variable}")
+    return key

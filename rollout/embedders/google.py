@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from google import genai
@@ -20,6 +21,9 @@ from google.genai import types
 from rollout.embedders.base import BatchedEmbedder
 from rollout.embedders.retrying import Failure, RetryPolicy, retry_after_seconds
 from rollout.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rollout.config import Settings, VersionSettings
 
 MAX_TEXTS_PER_REQUEST = 100  # "at most 100 requests can be in one batch"
 NATIVE_DIMENSIONS = {"gemini-embedding-001": 3072, "text-embedding-004": 768}
@@ -120,3 +124,11 @@ class GoogleEmbedder(BatchedEmbedder):
         reported = response.usage_metadata.prompt_token_count if response.usage_metadata else None
         self.usage.record(requests=1, texts=len(batch), tokens=reported or estimate_tokens(batch))
         return vectors
+
+
+def build(version: VersionSettings, settings: Settings, for_query: bool) -> GoogleEmbedder:
+    """The `google` provider: GOOGLE_API_KEY, GOOGLE_BASE_URL; queries and documents embed as such."""
+    from rollout.embedders import api_key, call_options
+    return GoogleEmbedder(api_key=api_key(version, settings), base_url=settings.google_base_url,
+                          task_type="RETRIEVAL_QUERY" if for_query else "RETRIEVAL_DOCUMENT",
+                          **call_options(version, settings, for_query))

@@ -14,11 +14,15 @@ models would.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import mmh3
 import numpy as np
 
 from rollout.embedders.base import Embedder, normalise_rows
+
+if TYPE_CHECKING:
+    from rollout.config import Settings, VersionSettings
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # golden-ratio multiplier (Fibonacci hashing)
 _PRIME = np.uint64(0x100000001B3)  # FNV-64 prime, to combine bytes
@@ -134,3 +138,8 @@ class LexicalEmbedder(Embedder):
             seed = self._seed + np.uint64(size)
             self._scatter(_mix(combined[inside] + np.uint64(size), seed), text_of[:span][inside],
                           NGRAM_WEIGHT, sums)
+
+
+def build(version: VersionSettings, settings: Settings, for_query: bool) -> Embedder:
+    """The `local` provider: any dimension, no network, no key."""
+    return LexicalEmbedder(version.dimensions, version.model)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import openai
 
 from rollout.embedders.base import BatchedEmbedder, EmbeddingError
 from rollout.embedders.retrying import Failure, RetryPolicy, retry_after_seconds
 from rollout.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rollout.config import Settings, VersionSettings
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 MAX_INPUTS_PER_REQUEST = 2048  # the API's limit on `input` array length
@@ -75,3 +80,10 @@ class OpenAIEmbedder(BatchedEmbedder):
         tokens = (usage.prompt_tokens or usage.total_tokens or 0) if usage else 0
         self.usage.record(requests=1, texts=len(batch), tokens=tokens)
         return vectors
+
+
+def build(version: VersionSettings, settings: Settings, for_query: bool) -> OpenAIEmbedder:
+    """The `openai` provider: OPENAI_API_KEY, OPENAI_BASE_URL."""
+    from rollout.embedders import api_key, call_options
+    return OpenAIEmbedder(api_key=api_key(version, settings), base_url=settings.openai_base_url,
+                          **call_options(version, settings, for_query))

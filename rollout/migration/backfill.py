@@ -475,14 +475,15 @@ def rebuilds_index(options: BackfillOptions, to_load: int, total: int) -> bool:
     return options.index == "rebuild" or (total > 0 and to_load / total >= options.rebuild_share)
 
 
-def document_embedder(settings: Settings, version: str) -> Embedder:
+def document_embedder(settings: Settings, version: VersionSettings) -> Embedder:
     """The embedder a backfill uses: document purpose (long timeouts, many attempts)."""
-    return build_embedder(settings.version(version), settings, purpose="document")
+    return build_embedder(version, settings, purpose="document")
 
 
 def backfill_for(runtime, version: str, options: BackfillOptions | None = None,
                  progress: Callable[[int], None] | None = None) -> Backfill:
     """A Backfill of `version` on the runtime's database, with the document-purpose embedder."""
     settings = runtime.settings
-    return Backfill(runtime.pool, runtime.backends[version], embedder=document_embedder(settings, version),
+    return Backfill(runtime.pool, runtime.backends[version],
+                    embedder=document_embedder(settings, runtime.version(version)),
                     options=options or BackfillOptions.from_settings(settings), progress=progress)

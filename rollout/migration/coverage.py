@@ -1,6 +1,6 @@
 """Coverage: the share of documents each version has embedded, per category; V2's routing guard.
 
-V2 can only answer what V2 has embedded, so the router refuses V2 (reason
+The candidate can only answer what it has embedded, so the router refuses it (reason
 `v2_incomplete`) for a category whose coverage is below V2_MIN_COVERAGE_PERCENT,
 and for queries without a category when the whole corpus is below it. A routing
 decision must not touch the database, so a thread counts every
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -27,7 +27,6 @@ from rollout.routing import Reason
 log = logging.getLogger(__name__)
 
 CORPUS = "__all__"  # the gauge's category label for the whole corpus
-GUARDED = "v2"
 
 
 @dataclass(frozen=True)
@@ -45,9 +44,10 @@ class Coverage:
 
 class CoverageMonitor:
     def __init__(self, pool: ConnectionPool, versions: Mapping[str, VersionSettings], metrics: Metrics, *,
-                 min_percent: float = 100.0, interval_s: float = 10.0):
+                 guarded: str | None, min_percent: float = 100.0, interval_s: float = 10.0):
         self.pool = pool
         self.versions = dict(versions)
+        self.guarded = guarded  # the candidate: the version this guard holds off
         self.metrics = metrics
         self.min_percent = min_percent
         self.interval_s = interval_s
@@ -55,6 +55,7 @@ class CoverageMonitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
+        self.before_count: list[Callable[[psycopg.Connection], None]] = []  # e.g. the registry's snapshot
 
     # -- the guard (local state only) -------------------------------------------------
     def v2_blocked(self, category: str | None, *, serving: bool = False) -> Reason | None:
@@ -63,7 +64,7 @@ class CoverageMonitor:
         snapshot = self._snapshot
         if snapshot is None:
             return Reason.V2_INCOMPLETE
-        counts = snapshot.get(GUARDED, {}).get(CORPUS if category is None else category)
+        counts = snapshot.get(self.guarded or "", {}).get(CORPUS if category is None else category)
         if counts is not None and counts.below(self.min_percent):
             return Reason.V2_INCOMPLETE
         return None  # a category without documents has nothing V2 could miss
@@ -86,12 +87,14 @@ class CoverageMonitor:
         snapshot = self._snapshot or {}
         return {version: {("all" if category == CORPUS else category): {
                     "embedded": counts.embedded, "total": counts.total, "ratio": counts.ratio,
-                    "routable": not counts.below(self.min_percent) if version == GUARDED else True}
+                    "routable": not counts.below(self.min_percent) if version == self.guarded else True}
                  for category, counts in sorted(categories.items())}
                 for version, categories in snapshot.items()}
 
-    def shortfalls(self, version: str = GUARDED) -> list[tuple[str, Coverage]] | None:
-        """The categories of `version` below the routing bar, from the last count; None before the first count."""
+    def shortfalls(self, version: str | None = None) -> list[tuple[str, Coverage]] | None:
+        """The categories of `version` (default: the candidate) below the routing bar, from the last count;
+        None before the first count."""
+        version = version or self.guarded or ""
         snapshot = self._snapshot
         if snapshot is None:
             return None
@@ -103,6 +106,8 @@ class CoverageMonitor:
         """Count now; on failure keep the last counts and return False."""
         try:
             with self.pool.connection(timeout=5) as conn:
+                for listener in self.before_count:
+                    listener(conn)
                 snapshot = {name: self._count(conn, version) for name, version in self.versions.items()}
         except (psycopg.Error, PoolTimeout) as exc:
             if self.last_error is None:

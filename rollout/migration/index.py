@@ -19,9 +19,8 @@ from dataclasses import dataclass
 import psycopg
 
 from rollout.config import VersionSettings
+from rollout.versions import index_definition
 
-DEFAULT_DEFINITION = ("CREATE INDEX {name} ON {table} USING hnsw (embedding vector_cosine_ops) "
-                      "WITH (m = 16, ef_construction = 64)")
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ class VectorIndex:
     def __init__(self, version: VersionSettings):
         self.version = version.version
         self.table = version.table
-        self.default_name = f"{version.table}_hnsw"
+        self.vector_type = version.vector_type
 
     def state(self, conn: psycopg.Connection) -> IndexState:
         rows = conn.execute("""
@@ -113,7 +112,7 @@ class VectorIndex:
             conn.execute("DELETE FROM embedding_index_rebuilds WHERE version = %s", (self.version,))
             valid = [name for name in state.indexes if name not in state.invalid]
             if not definitions and not valid:
-                conn.execute(DEFAULT_DEFINITION.format(name=self.default_name, table=self.table))
+                conn.execute(index_definition(self.table, self.vector_type))
                 built = True
             conn.execute(restore)
             return time.perf_counter() - started if built else None

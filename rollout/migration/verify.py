@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import psycopg
 
 from rollout.backends import SearchFailed
-from rollout.config import VERSIONS, VersionSettings
+from rollout.config import VersionSettings
 from rollout.embedders import EmbeddingError
 from rollout.migration.index import VectorIndex
 from rollout.migration.status import category_counts, table_exists
@@ -62,8 +62,10 @@ def _ids(rows) -> str:
 
 class Verifier:
     def __init__(self, runtime, *, sample: int = 50, k: int = 10, min_self_retrieval: float = 0.8,
-                 norm_tolerance: float = 1e-3, seed: str = "rollout"):
+                 norm_tolerance: float = 1e-3, seed: str = "rollout", versions: list[str] | None = None):
         self.runtime = runtime
+        # default: the rollout's baseline and candidate
+        self.versions = versions or [name for name in runtime.router.roles if name is not None]
         self.sample = sample
         self.k = k
         self.min_self_retrieval = min_self_retrieval
@@ -75,8 +77,8 @@ class Verifier:
         with self.runtime.pool.connection() as conn:
             conn.execute("SELECT set_config('statement_timeout', '0', false)")
             try:
-                for name in VERSIONS:
-                    report.checks += self._check_version(conn, self.runtime.settings.version(name))
+                for name in self.versions:
+                    report.checks += self._check_version(conn, self.runtime.version(name))
             finally:
                 conn.execute("SELECT set_config('statement_timeout', %s, false)",
                              (f"{self.runtime.settings.search_timeout_ms}ms",))
@@ -187,7 +189,7 @@ class Verifier:
     def _sample_queries(self, samples: list[tuple[str, str]], retrieval: dict) -> list[Check]:
         checks, results = [], {}
         titles = [title for _, title in samples]
-        for name in VERSIONS:
+        for name in self.versions:
             backend = self.runtime.backends[name]
             try:
                 vectors = backend.embedder.embed(titles)
@@ -202,10 +204,11 @@ class Verifier:
             checks.append(Check("self-retrieval", at_k >= self.min_self_retrieval,
                                 f"{at_k:.0%} of {len(samples)} titles find their document in the top {self.k} "
                                 f"({at_1:.0%} first); minimum {self.min_self_retrieval:.0%}", name))
-        if all(name in results for name in VERSIONS) and self.k:
-            first, second = (results[name] for name in VERSIONS[:2])
+        if len(self.versions) > 1 and all(name in results for name in self.versions) and self.k:
+            first, second = (results[name] for name in self.versions[:2])
             overlap = sum(len(set(a) & set(b)) for a, b in zip(first, second)) / (self.k * len(samples))
             retrieval["overlap"] = {f"top_{self.k}": round(overlap, 4)}
-            checks.append(Check("overlap", True, f"V1 and V2 share {overlap:.0%} of their top {self.k} "
+            checks.append(Check("overlap", True, f"{' and '.join(self.versions[:2])} share {overlap:.0%} of their "
+                                                 f"top {self.k} "
                                                  "(informational: models rank differently)"))
         return checks

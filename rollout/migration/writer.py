@@ -1,11 +1,11 @@
 """Dual-write: a document stored through the API is embedded for every version being written.
 
-Which versions are written: the baseline (V1) whenever its table exists, and V2
-while a migration to it is active, meaning `rollout migrate setup` or `run` has
-been run for it (noted in `embedding_migrations`) or its table holds vectors, until
-the table is dropped after cutover. So a document added or changed in the middle
-of a backfill is never missing from V2, and nothing is paid for V2 before anyone
-started moving to it.
+Which versions are written (from the version registry): the baseline whenever its
+table exists, and any other version that is neither retired nor a read-only former
+baseline while a migration to it is active, meaning `rollout migrate setup` or `run`
+has been run for it (noted in `embedding_migrations`) or its table holds vectors.
+So a document added or changed in the middle of a backfill is never missing from
+the candidate, and nothing is paid for a version before anyone started moving to it.
 
 An upsert embeds first (document-purpose embedders, outside any transaction),
 then stores documents and vectors in one transaction; the vectors go through the
@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from rollout.config import VERSIONS, Settings
+from rollout.config import Settings, VersionSettings
 from rollout.documents import Document, DocumentStore, UpsertCounts, upsert_documents
 from rollout.embedders import Embedder, EmbeddingError, build_embedder
 from rollout.migration.loader import EmbeddingLoader, EmbeddingRow, storable
 from rollout.migration.status import migration_started, table_exists
+from rollout.versions import all_versions, configured
 
-BASELINE = VERSIONS[0]
 WRITE_TIMEOUT = "60s"  # a write may wait for an index build of a bulk load (never a search's 2 s)
 
 
@@ -48,23 +48,23 @@ class DocumentWriter:
         self.pool = pool
         self.settings = settings
         self._embedders = dict(embedders or {})
+        self._versions: dict[str, VersionSettings] = {}  # as the last registry read said
 
     def embedder(self, version: str) -> Embedder:
         if version not in self._embedders:
-            self._embedders[version] = build_embedder(self.settings.version(version), self.settings,
-                                                      purpose="document")
+            self._embedders[version] = build_embedder(self._versions[version], self.settings, purpose="document")
         return self._embedders[version]
 
     def written_versions(self, conn: psycopg.Connection) -> list[str]:
         """The versions an upsert embeds for now (see the module's docstring)."""
         written = []
-        for name in VERSIONS:
-            table = self.settings.version(name).table
-            if not table_exists(conn, table):
+        for version in all_versions(conn):
+            if version.status in ("retired", "read_only") or not table_exists(conn, version.table_name):
                 continue
-            if name == BASELINE or migration_started(conn, name) or \
-                    conn.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone()[0]:
-                written.append(name)
+            if version.status == "baseline" or migration_started(conn, version.name) or \
+                    conn.execute(f"SELECT EXISTS (SELECT 1 FROM {version.table_name})").fetchone()[0]:
+                self._versions[version.name] = configured(version, self.settings)
+                written.append(version.name)
         return written
 
     def upsert(self, documents: Sequence[Document]) -> WriteResult:
@@ -87,7 +87,7 @@ class DocumentWriter:
             counts = upsert_documents(conn, documents)
             stored = {}
             for version, rows in vectors.items():
-                settings = self.settings.version(version)
+                settings = self._versions[version]
                 stored[version] = len(EmbeddingLoader(settings.table, settings.model).store(conn, rows))
                 conn.execute("DELETE FROM embedding_failures WHERE version = %s AND document_id = ANY(%s)",
                              (version, [r.document_id for r in rows]))
@@ -95,7 +95,7 @@ class DocumentWriter:
 
     def _needing(self, conn: psycopg.Connection, version: str, documents: Sequence[Document]) -> list[Document]:
         """The documents whose vector in `version` is missing, of an older text, or of another model."""
-        settings = self.settings.version(version)
+        settings = self._versions[version]
         rows = conn.execute(f"SELECT document_id, content_hash, model FROM {settings.table} "
                             "WHERE document_id = ANY(%s)", ([d.id for d in documents],)).fetchall()
         have = {r[0]: (r[1], r[2]) for r in rows}

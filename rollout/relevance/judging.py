@@ -19,7 +19,7 @@ import logging
 import queue
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from rollout.backends import Hit
@@ -191,10 +191,12 @@ class PairwiseJudging:
         return outcome
 
 
-def shadow_listener(judging: PairwiseJudging, baseline: str, candidate: str):
-    """A gateway pair listener: each answer and its shadow, as a baseline/candidate pair, offered to the judge."""
+def shadow_listener(judging: PairwiseJudging, pair: Callable[[], tuple[str, str]]):
+    """A gateway pair listener: each answer and its shadow, as a baseline/candidate pair (`pair()`, the
+    registry's as the router sees it now), offered to the judge."""
 
     def offer(answer, shadow, comparison) -> None:
+        baseline, candidate = pair()
         served = answer.result
         by_version = {served.version: served.hits, shadow.version: shadow.hits}
         if baseline not in by_version or candidate not in by_version:

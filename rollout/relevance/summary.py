@@ -60,7 +60,7 @@ def runtime_relevance(runtime, since: datetime) -> dict:
     settings = runtime.settings
     policy = RelevancePolicy(margin=settings.relevance_margin, rollback_alpha=settings.rollout_rollback_alpha,
                              advance_confidence=settings.rollout_advance_confidence)
-    return relevance_summary(runtime.pool, since, *baseline_and_candidate(), policy,
+    return relevance_summary(runtime.pool, since, *baseline_and_candidate(runtime.router.roles), policy,
                              calibration=runtime.calibration)
 
 

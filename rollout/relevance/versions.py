@@ -1,13 +1,13 @@
 """Which version is the baseline and which the candidate, as the relevance code sees them.
 
-One place, so the relevance sources follow when versions come from a registry: today the
-first configured version is the baseline and the second the candidate.
+One place, so the relevance sources follow the version registry: the router's roles (its
+snapshot of the registry); before a candidate is registered the baseline stands for both.
 """
 
 from __future__ import annotations
 
-from rollout.config import VERSIONS
+from rollout.routing import Roles
 
 
-def baseline_and_candidate() -> tuple[str, str]:
-    return VERSIONS[0], VERSIONS[1]
+def baseline_and_candidate(roles: Roles) -> tuple[str, str]:
+    return roles.baseline, roles.candidate or roles.baseline

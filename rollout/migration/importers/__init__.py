@@ -28,6 +28,7 @@ import hashlib
 import json
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +36,7 @@ import numpy as np
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from rollout.config import VERSIONS, Settings
+from rollout.config import VERSIONS, Settings, VersionSettings
 from rollout.documents import Document, UpsertCounts, upsert_documents
 from rollout.embedders.base import normalise_rows
 from rollout.migration.importers import chroma, faiss, jsonl, vespa, weaviate
@@ -88,6 +89,7 @@ class ImportPlan:
     namespace: str
     documents: list[Document]
     vectors: dict[str, list[EmbeddingRow]] = field(default_factory=dict)
+    targets: dict[str, VersionSettings] = field(default_factory=dict)  # where each version's vectors go
     duplicates: int = 0              # records whose text another record of the store already has
     empty: int = 0                   # records without text
     notes: list[str] = field(default_factory=list)
@@ -106,7 +108,9 @@ class ImportPlan:
 
 
 def plan_import(scan: SourceScan, namespace: str, settings: Settings, *, keep_vectors: bool = False,
-                vectors_version: str | None = None) -> ImportPlan:
+                vectors_version: str | None = None,
+                versions: Mapping[str, VersionSettings] | None = None) -> ImportPlan:
+    """`versions`: where kept vectors may go, by name (default: the two first versions' settings)."""
     if not re.match(NAMESPACE_PATTERN, namespace):
         raise ImportFileError(f"namespace {namespace!r}: use 1-64 letters, digits, '.' or '-'")
     plan = ImportPlan(scan, namespace, [])
@@ -145,7 +149,7 @@ def plan_import(scan: SourceScan, namespace: str, settings: Settings, *, keep_ve
     if same_text:
         plan.notes.append(f"{same_text} records with their own id repeat another record's text: each id is kept")
     if keep_vectors:
-        _keep_vectors(plan, kept, settings, vectors_version)
+        _keep_vectors(plan, kept, versions or {v: settings.version(v) for v in VERSIONS}, vectors_version)
     elif kept:
         plan.notes.append(f"{len(kept)} vectors found and ignored (--keep-vectors keeps those of a version's "
                           "dimension)")
@@ -210,7 +214,7 @@ def _jsonable(value):
     return str(value)
 
 
-def _keep_vectors(plan: ImportPlan, kept: list[tuple[str, np.ndarray]], settings: Settings,
+def _keep_vectors(plan: ImportPlan, kept: list[tuple[str, np.ndarray]], versions: Mapping[str, VersionSettings],
                   vectors_version: str | None) -> None:
     if not kept:
         plan.notes.append("--keep-vectors: the store holds no vectors")
@@ -218,7 +222,10 @@ def _keep_vectors(plan: ImportPlan, kept: list[tuple[str, np.ndarray]], settings
     sizes = Counter(vector.size for _, vector in kept)
     hashes = {d.id: d.content_hash for d in plan.documents}
     for size, count in sorted(sizes.items()):
-        matching = [v for v in VERSIONS if settings.version(v).dimensions == size]
+        if vectors_version is not None and vectors_version not in versions:
+            raise ImportFileError(f"--vectors-version {vectors_version}: no such version "
+                                  f"(known: {', '.join(versions)})")
+        matching = [v for v, target in versions.items() if target.dimensions == size]
         if vectors_version is not None:
             matching = [v for v in matching if v == vectors_version]
         if not matching:
@@ -232,10 +239,11 @@ def _keep_vectors(plan: ImportPlan, kept: list[tuple[str, np.ndarray]], settings
         matrix = normalise_rows(np.stack([vector for _, vector in kept if vector.size == size]))
         usable = storable(matrix)
         plan.vectors[version] = [EmbeddingRow(i, matrix[n], hashes[i]) for n, i in enumerate(ids) if usable[n]]
+        plan.targets[version] = versions[version]
         if not usable.all():
             plan.notes.append(f"{int((~usable).sum())} vectors with NaN, infinite or only zero values: not kept")
         plan.notes.append(f"{len(plan.vectors[version])} vectors kept for {version} "
-                          f"(as {settings.version(version).model}: they must come from that model)")
+                          f"(as {versions[version].model}: they must come from that model)")
 
 
 @dataclass(frozen=True)
@@ -347,7 +355,7 @@ def apply_import(pool: ConnectionPool, plan: ImportPlan, settings: Settings) -> 
         counts = upsert_documents(conn, documents)
         stored = {}
         for version, rows in plan.vectors.items():
-            target = settings.version(version)
+            target = plan.targets[version]
             stored[version] = len(EmbeddingLoader(target.table, target.model)
                                   .store(conn, [r for r in rows if r.document_id not in present]))
     return ImportResult(counts, stored, present, superseded)

@@ -1,0 +1,49 @@
+"""Embedding providers: one module each, one entry in `PROVIDERS`.
+
+A provider module offers `build(version, settings, for_query) -> Embedder`. Its SDK is
+imported only when a version uses it (the cloud SDKs are slow to import), so this table
+stays cheap to read for `Settings` and `rollout versions add --provider`. Adding a
+provider is a new module under `rollout/embedders/` and one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from rollout.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rollout.config import Settings, VersionSettings
+    from rollout.embedders.base import Embedder
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    module: str
+    default_model: str  # "{version}" stands for the version's name
+    key_variable: str | None = None  # the setting holding its API key, when it needs one
+
+    def model_for(self, version: str) -> str:
+        return self.default_model.format(version=version)
+
+    def build(self, version: VersionSettings, settings: Settings, purpose: str = "document") -> Embedder:
+        module = importlib.import_module(self.module)
+        return module.build(version, settings, for_query=purpose == "query")
+
+
+PROVIDERS: dict[str, Provider] = {p.name: p for p in (
+    Provider("local", "rollout.embedders.lexical", "local-lexical-{version}"),
+    Provider("openai", "rollout.embedders.openai", "text-embedding-3-small", "OPENAI_API_KEY"),
+    Provider("google", "rollout.embedders.google", "gemini-embedding-001", "GOOGLE_API_KEY"),
+)}
+
+
+def provider(name: str) -> Provider:
+    """The provider called `name`; a ConfigError listing the known ones otherwise."""
+    try:
+        return PROVIDERS[name]
+    except KeyError:
+        raise ConfigError(f"unknown embedding provider {name!r}; expected one of {', '.join(PROVIDERS)}") from None
