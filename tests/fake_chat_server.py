@@ -14,40 +14,28 @@ import json
 import re
 import threading
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from loopback_server import LoopbackServer
 
 GEMINI_PATH = re.compile(r"^/(v1|v1beta)/models/([^/:]+):generateContent$")
 OPENAI_PATHS = ("/v1/chat/completions", "/chat/completions")
 
 
-class FakeChatServer:
+class FakeChatServer(LoopbackServer):
+    name = "fake-chat-server"
+
     def __init__(self, marker: str = "GOOD", tokens_per_call: int = 100):
+        super().__init__()
         self.marker = marker
         self.tokens_per_call = tokens_per_call
         self.mode = "content"
         self.prompts: list[str] = []
         self._failures: deque[int] = deque()
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> FakeChatServer:
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-chat-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        return _handler_for(self)
 
     def fail_next(self, status: int, times: int = 1) -> None:
         with self._lock:

@@ -21,7 +21,9 @@ import re
 import threading
 from collections import deque
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from loopback_server import LoopbackServer
 
 GEMINI_PATH = re.compile(r"^/(v1|v1beta)/models/([^/:]+):batchEmbedContents$")
 OPENAI_PATHS = ("/v1/embeddings", "/embeddings")
@@ -75,10 +77,13 @@ def vector_for(text: str, dimensions: int, api: str) -> list[float]:
     return [v / norm * scale for v in values]
 
 
-class FakeEmbeddingServer:
+class FakeEmbeddingServer(LoopbackServer):
+    name = "fake-embedding-server"
+
     """`with FakeEmbeddingServer() as server:` serves both APIs until the block ends."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.requests: list[RecordedRequest] = []
         self.dimension_override: int | None = None
         self.delay_s = 0.0
@@ -86,28 +91,9 @@ class FakeEmbeddingServer:
         self.reject_marker: str | None = None  # a request with a text holding it gets 400, as too-long input does
         self._failures: deque[ScriptedFailure] = deque()
         self._lock = threading.Lock()
-        self._closing = threading.Event()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> FakeEmbeddingServer:
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-embedding-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._closing.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        return _handler_for(self)
 
     def fail_next(self, status: int, times: int = 1, *, retry_after: str | None = None,
                   reason: str | None = None) -> None:
