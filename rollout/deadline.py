@@ -36,16 +36,16 @@ class QueryDeadline:
         self.hedge_delay_s = min(hedge_delay_ms, deadline_ms) / 1000
         self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="rag-deadline")
 
-    def start(self, version: str, search: Callable[[], SearchResult]) -> CandidateSearch:
-        return CandidateSearch(version, self._executor.submit(timed_search, version, search),
-                               time.perf_counter(), self)
+    def start(self, version: str, search: Callable[[], SearchResult], arrived: float) -> CandidateSearch:
+        """`arrived`: when the query reached the gateway (perf_counter): the deadline is the whole answer's."""
+        return CandidateSearch(version, self._executor.submit(timed_search, version, search), arrived, self)
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 class CandidateSearch:
-    """One candidate search in flight, measured from its start."""
+    """One candidate search in flight; its deadline counts from the query's arrival at the gateway."""
 
     def __init__(self, version: str, future: Future[SearchRun], started: float, deadline: QueryDeadline):
         self.version = version

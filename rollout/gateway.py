@@ -142,7 +142,7 @@ class RagGateway:
                     result = self._search(decision.version, query)
                 else:
                     run, hedge = self._within_deadline(roles.baseline, decision.version, query,
-                                                       hedged=shadow is not None)
+                                                       hedged=shadow is not None, arrived=started)
                     result = self._account(run)
             except SearchFailed as exc:
                 if decision.version == roles.baseline:
@@ -223,14 +223,14 @@ class RagGateway:
             handoff.set_result(finish)
 
     def _within_deadline(self, baseline: str, version: str, query: RagQuery, *,
-                         hedged: bool) -> tuple[SearchRun, SearchRun | None]:
+                         hedged: bool, arrived: float) -> tuple[SearchRun, SearchRun | None]:
         """The candidate's run, or a `deadline` failure; and the baseline's hedge if one was searched.
 
         Past the hedge delay the baseline is searched here, beside the candidate (unless its shadow,
         already in flight, is the hedge); the candidate keeps until the deadline to answer.
         """
         assert self.deadline is not None
-        pending = self.deadline.start(version, lambda: self._raw_search(version, query))
+        pending = self.deadline.start(version, lambda: self._raw_search(version, query), arrived)
         run = pending.until_hedge()
         if run is not None:
             return run, None
@@ -279,7 +279,7 @@ class RagGateway:
         pending, bounded = None, None
         if held_off is None and candidate is not None and self.deadline is not None:
             # a hanging candidate costs the deadline, no more
-            bounded = self.deadline.start(candidate, lambda: self._raw_search(candidate, query))
+            bounded = self.deadline.start(candidate, lambda: self._raw_search(candidate, query), started)
         elif held_off is None and candidate is not None and self.shadow_pool is not None:
             pending = self.shadow_pool.submit(candidate, lambda: self._search(candidate, query))
         runs = {baseline: timed_search(baseline, lambda: self._search(baseline, query))}
