@@ -44,12 +44,19 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from harness import report
 from scipy.stats import mannwhitneyu
 
-from harness import report
-
-from rollout.controller import (Evidence, Outcome, RolloutPlan, RolloutState, Status, VersionEvidence, apply_verdict,
-                                judge)
+from rollout.controller import (
+    Evidence,
+    Outcome,
+    RolloutPlan,
+    RolloutState,
+    Status,
+    VersionEvidence,
+    apply_verdict,
+    judge,
+)
 from rollout.controller.sequences import difference_bounds, mean_bounds
 
 PLAN = RolloutPlan()
@@ -242,7 +249,7 @@ def main() -> None:
         for index, stream in enumerate(SCENARIOS):
             r = results[(index, looks)]
             rates = [sum(x.rolled_back[k] for x in r) / len(r) for k in range(len(JUDGES))]
-            shown = " | ".join(f"{name} {pct(rate)}" for name, rate in zip(JUDGES, rates))
+            shown = " | ".join(f"{name} {pct(rate)}" for name, rate in zip(JUDGES, rates, strict=False))
             if stream.healthy:
                 worst_false = max(worst_false, rates[0])
                 advanced = sum(x.ours_advanced for x in r) / len(r)
@@ -252,7 +259,7 @@ def main() -> None:
                 worst_detection = min(worst_detection, rates[0])
                 medians = [float(np.median([x.samples[k] for x in r if x.rolled_back[k]] or [math.nan]))
                            for k in range(len(JUDGES))]
-                needed = ", ".join(f"{name} {m:,.0f}" for name, m in zip(JUDGES, medians) if not math.isnan(m))
+                needed = ", ".join(f"{name} {m:,.0f}" for name, m in zip(JUDGES, medians, strict=False) if not math.isnan(m))
                 rows.append((f"{looks} looks, {stream.name} [{len(r)}]",
                              f"detected: {shown}; candidate requests (median): {needed}"))
                 if index in P95_SCENARIOS:

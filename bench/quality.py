@@ -134,7 +134,7 @@ def stage_evidence(rng, share, strengths, queries, golden):
 
     judged = (rbo < MAX_RBO) & (rng.random(queries) < JUDGE_SAMPLE)
     gap = nd_b[judged] - nd_c[judged]
-    winners = np.array([combine(f, b) for f, b in zip(ask(rng, gap), ask(rng, -gap))])
+    winners = np.array([combine(f, b) for f, b in zip(ask(rng, gap), ask(rng, -gap), strict=False)])
     feedback = rng.random(queries) < FEEDBACK_RATE
     top_grade = np.where(served_by_candidate, GRADES[cand[:, 0]], GRADES[base[:, 0]])
     positive = (top_grade >= 2) ^ (rng.random(queries) < 0.1)

@@ -141,7 +141,7 @@ class ReplicatedHash:
             if reply is None:
                 continue  # another writer got there first: decide again on its result
             new_version, flat = reply
-            self._install(int(new_version), dict(zip(flat[::2], flat[1::2])), force=False)
+            self._install(int(new_version), dict(zip(flat[::2], flat[1::2], strict=False)), force=False)
             return int(new_version), result
         raise redis.WatchError(f"{self.key}: gave up after {attempts} concurrent writes")
 
@@ -286,7 +286,7 @@ class Replicator:
     def _check_versions(self) -> None:
         replicas = list(self.hashes.values())
         versions = self.client.mget([r.version_key for r in replicas])
-        for replica, version in zip(replicas, versions):
+        for replica, version in zip(replicas, versions, strict=False):
             if int(version or 0) != replica.version:
                 replica.load(force=True)  # a missed message, or Redis was emptied
         self._mark_up()

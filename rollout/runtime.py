@@ -20,9 +20,9 @@ from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagStore, ReplicatedHash, R
 from flags.audit import FlagAudit
 from flags.restore import FlagRestore
 from rollout import schema
+from rollout.alerts import AlertEventStore, AlertPolicy, AlertService, RollbackActions
 from rollout.analytics.figures import Figures
 from rollout.analytics.querylog import QueryLogWriter, QueryText
-from rollout.alerts import AlertEventStore, AlertPolicy, AlertService, RollbackActions
 from rollout.backends import VersionBackend
 from rollout.breaker import BreakerPolicy, CircuitBreakers, ReplicatedBreakerStorage, SlowCallPolicy, SlowCallWindow
 from rollout.config import VERSIONS, Settings, VersionSettings

@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
+from tools import in_ci
 
 from rollout import schema
 from rollout.app import create_app
@@ -22,11 +23,10 @@ from rollout.config import VERSIONS, Settings
 from rollout.documents import Document, DocumentStore
 from rollout.migration.index import VectorIndex
 from rollout.runtime import Runtime
-from rollout.versions import create_table
 from rollout.services import ServiceUrls, service_urls
 from rollout.services.ports import free_port
 from rollout.services.redis import EmbeddedRedis
-from tools import in_ci
+from rollout.versions import create_table
 
 ADMIN_TOKEN = "test-admin-token"
 WEBHOOK_SECRET = "test-webhook-secret"

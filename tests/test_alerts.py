@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from alert_payloads import alertmanager, grafana, simple
+from conftest import WEBHOOK_SECRET, admin_headers, load_and_embed, settings_for
 
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE
 from flags.audit import FlagAudit
 from rollout.alerts import PayloadError, WebhookAuth, parse_payload
 from rollout.app import create_app
-from conftest import WEBHOOK_SECRET, admin_headers, load_and_embed, settings_for
-from alert_payloads import alertmanager, grafana, simple
 
 URL = "/api/alerts/webhook"
 BREAKER = "/api/monitoring/circuit-breaker"

@@ -6,6 +6,9 @@ from datetime import timedelta
 
 import psycopg
 import pytest
+from analytics_rows import NOW, insert, record
+from conftest import load_and_embed, wait_until
+from test_shadow import QUERY, app_client, locked, sample
 
 from flags import GRADUAL_MIGRATION, PARALLEL_RAG, QUERY_ANALYTICS
 from rollout.analytics.querylog import QueryLogWriter, QueryText
@@ -13,10 +16,6 @@ from rollout.analytics.retention import LOCK_KEY, QueryLogRetention
 from rollout.maintenance import Maintenance
 from rollout.server import GatewayProcess
 from rollout.services.ports import free_port
-from analytics_rows import NOW, insert, record
-from conftest import load_and_embed
-from conftest import wait_until
-from test_shadow import QUERY, app_client, locked, sample
 
 COLUMNS = ("request_id, mode, bucket, reason, routed_version, served_version, query_hash, query_text, k, "
            "latency_ms, top_similarity, result_count, cache_hit, fallback, error_kind, other_version, overlap")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import sample_documents, settings_for
 from fake_embedding_server import FakeEmbeddingServer, vector_for
+
 from rollout.documents import Document, DocumentStore
 from rollout.embedders import LexicalEmbedder
 from rollout.migration.backfill import BackfillOptions, backfill_for
@@ -40,7 +40,7 @@ def assert_complete_and_exact(runtime, documents, version="v2"):
     expected = LexicalEmbedder(settings.dimensions, settings.model).embed([d.text for d in documents])
     rows = stored(runtime, version)
     assert set(rows) == {d.id for d in documents}
-    for document, vector in zip(documents, expected):
+    for document, vector in zip(documents, expected, strict=False):
         got, content_hash, model = rows[document.id]
         assert content_hash == document.content_hash and model == settings.model
         np.testing.assert_allclose(got, vector, atol=1e-6)

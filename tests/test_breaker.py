@@ -11,6 +11,8 @@ import urllib.error
 import urllib.request
 
 import pytest
+from alert_payloads import alertmanager
+from conftest import WEBHOOK_SECRET, admin_headers, load_and_embed, settings_for, wait_until
 
 from flags import GRADUAL_MIGRATION, PARALLEL_RAG, V2_PERCENTAGE, bucket, threshold
 from rollout.alerts.actions import ActionResult
@@ -18,8 +20,6 @@ from rollout.app import create_app
 from rollout.routing import Reason
 from rollout.server import GatewayProcess
 from rollout.services.ports import free_port
-from conftest import WEBHOOK_SECRET, admin_headers, load_and_embed, settings_for, wait_until
-from alert_payloads import alertmanager
 
 BREAKER = "/api/monitoring/circuit-breaker"
 BEARER = {"Authorization": f"Bearer {WEBHOOK_SECRET}"}

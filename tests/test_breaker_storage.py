@@ -8,8 +8,18 @@ import pytest
 import redis
 
 from flags import ReplicatedHash
-from rollout.breaker import (CLOSED, HALF_OPEN, OPEN, BreakerConflict, BreakerPolicy, BreakerState, Cause,
-                             FiringAlert, MemoryBreakerStorage, ReplicatedBreakerStorage)
+from rollout.breaker import (
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    BreakerConflict,
+    BreakerPolicy,
+    BreakerState,
+    Cause,
+    FiringAlert,
+    MemoryBreakerStorage,
+    ReplicatedBreakerStorage,
+)
 from rollout.breaker import state as t
 
 VERSIONS = ("v1", "v2")

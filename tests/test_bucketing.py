@@ -5,9 +5,9 @@ import json
 import mmh3
 import numpy as np
 import pytest
+from conftest import DATA
 
 from flags.bucketing import RESOLUTION, bucket, in_rollout, threshold
-from conftest import DATA
 
 SPEC = json.loads((DATA / "bucketing_spec.json").read_text())
 GROUP = "embeddings-v2"

@@ -8,14 +8,16 @@ import sys
 from datetime import timedelta
 
 import pytest
+from analytics_rows import NOW, insert, record
 from click.testing import CliRunner
+from conftest import load_and_embed
 
-from rollout.cli import cli
-from rollout.cli import monitoring  # noqa: F401  (registers the commands)
+from rollout.cli import (
+    cli,
+    monitoring,  # noqa: F401  (registers the commands)
+)
 from rollout.comparison import compare
 from rollout.demo import queries_path
-from analytics_rows import NOW, insert, record
-from conftest import load_and_embed
 
 
 @pytest.fixture

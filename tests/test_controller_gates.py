@@ -10,9 +10,18 @@ import pytest
 from scipy.stats import chi2, chisquare
 
 from rollout.controller import Evidence, GateStatus, Outcome, Thresholds, VersionEvidence
-from rollout.controller.gates import (alerts_gate, breaker_gate, consistency_gate, coverage_gate,
-                                      critical_errors_gate, error_rate_gate, latency_gate, quality_gate,
-                                      sample_ratio_gate, stage_time_gate)
+from rollout.controller.gates import (
+    alerts_gate,
+    breaker_gate,
+    consistency_gate,
+    coverage_gate,
+    critical_errors_gate,
+    error_rate_gate,
+    latency_gate,
+    quality_gate,
+    sample_ratio_gate,
+    stage_time_gate,
+)
 from rollout.controller.gates.registry import GATES, gate_alpha
 from rollout.controller.gates.split import sequential_p_value
 
@@ -228,7 +237,7 @@ def test_the_sequential_test_stays_valid_under_repeated_looks():
     to_v2 = np.cumsum(rng.random((runs, looks[-1])) < 0.1, axis=1)[:, looks - 1]
     statistic = (to_v2 - 0.1 * looks) ** 2 / (0.1 * looks) + (to_v2 - 0.1 * looks) ** 2 / (0.9 * looks)
     chi_alarms = np.any(chi2.sf(statistic, 1) < alpha, axis=1).sum()
-    seq_alarms = sum(any(sequential_p_value([n - k, k], [0.9, 0.1]) < alpha for n, k in zip(looks, run))
+    seq_alarms = sum(any(sequential_p_value([n - k, k], [0.9, 0.1]) < alpha for n, k in zip(looks, run, strict=False))
                      for run in to_v2.tolist())
     assert seq_alarms / runs <= alpha
     assert chi_alarms / runs > 2 * alpha

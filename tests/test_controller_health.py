@@ -45,7 +45,8 @@ def test_health_checks_act(name, given, gate, status, outcome, words):
 
 
 def test_a_warning_does_not_stop_an_advance():
-    from test_controller_verdict import N, PLAN as GOOD, stage
+    from test_controller_verdict import PLAN as GOOD
+    from test_controller_verdict import N, stage
     verdict = judge(stage(users_seen=2 * N, users_on_both=N // 10), GOOD)
     assert verdict.outcome is Outcome.ADVANCE and verdict.gate("crossover").status is GateStatus.WARNING
     assert "warning: crossover:" in verdict.reason

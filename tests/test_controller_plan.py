@@ -8,9 +8,24 @@ import numpy as np
 import pytest
 
 from rollout.config import Settings
-from rollout.controller import (Action, Command, Evidence, GateResult, GateStatus, Outcome, RolloutPlan,
-                                RolloutState, Status, Thresholds, TransitionError, Verdict, VersionEvidence,
-                                apply_command, apply_verdict, judge)
+from rollout.controller import (
+    Action,
+    Command,
+    Evidence,
+    GateResult,
+    GateStatus,
+    Outcome,
+    RolloutPlan,
+    RolloutState,
+    Status,
+    Thresholds,
+    TransitionError,
+    Verdict,
+    VersionEvidence,
+    apply_command,
+    apply_verdict,
+    judge,
+)
 from rollout.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,8 +6,17 @@ import math
 import numpy as np
 import pytest
 
-from rollout.controller import (Evidence, GateResult, GateStatus, Outcome, RolloutPlan, Thresholds, Verdict,
-                                VersionEvidence, judge)
+from rollout.controller import (
+    Evidence,
+    GateResult,
+    GateStatus,
+    Outcome,
+    RolloutPlan,
+    Thresholds,
+    Verdict,
+    VersionEvidence,
+    judge,
+)
 from rollout.controller.gates.registry import GATES, gate_alpha
 from rollout.controller.gates.relevance import RelevanceEvidence, Verdicts
 

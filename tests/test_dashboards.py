@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from tools import need_module, need_tool
 
 ROOT = Path(__file__).resolve().parent.parent

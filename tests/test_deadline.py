@@ -4,13 +4,13 @@ Behaviour only (who answered, why, the breaker's state); how long users wait is 
 """
 
 import pytest
+from conftest import sample_documents, settings_for, wait_until
+from fake_embedding_server import FakeEmbeddingServer
 
 from flags import GRADUAL_MIGRATION, PARALLEL_RAG, V2_PERCENTAGE
 from rollout.app import create_app
 from rollout.documents import DocumentStore
 from rollout.migration.backfill import Backfill
-from conftest import sample_documents, settings_for, wait_until
-from fake_embedding_server import FakeEmbeddingServer
 
 QUERY = "pool opening hours"
 

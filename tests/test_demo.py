@@ -12,8 +12,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import ADMIN_TOKEN
+
 from rollout.config import Settings
 from rollout.controller.service import CONTROLLER
 from rollout.demo import DecisionFeed, demo_settings, worth_printing

@@ -6,9 +6,9 @@ import threading
 
 import numpy as np
 import pytest
-
 from conftest import admin_headers, sample_documents, settings_for
 from fake_embedding_server import FakeEmbeddingServer
+
 from rollout.app import create_app
 from rollout.documents import DocumentStore
 from rollout.embedders import LexicalEmbedder

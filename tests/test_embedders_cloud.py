@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 import pytest
-
 from fake_embedding_server import FakeEmbeddingServer, token_count, vector_for
+
 from rollout.config import Settings
 from rollout.embedders import (
     EmbeddingAuthError,

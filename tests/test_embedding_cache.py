@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import socket
-import time
 
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry
-
 from conftest import load_and_embed, settings_for
 from fake_embedding_server import FakeEmbeddingServer
+from prometheus_client import CollectorRegistry
+
 from rollout.embedding_cache import QueryEmbeddingCache
 from rollout.metrics import Metrics
 from rollout.services.ports import free_port

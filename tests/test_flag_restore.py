@@ -4,8 +4,9 @@ import os
 import signal
 import time
 
-from flags import GRADUAL_MIGRATION, PARALLEL_RAG, V2_PERCENTAGE
 from conftest import settings_for, wait_until
+
+from flags import GRADUAL_MIGRATION, PARALLEL_RAG, V2_PERCENTAGE
 
 
 def kill_and_restart_empty(server, port):

@@ -8,15 +8,22 @@ from contextlib import contextmanager
 
 import fakeredis
 import pytest
-
-from flags import (GRADUAL_MIGRATION, PARALLEL_RAG, V2_PERCENTAGE, FlagNotAudited, FlagStore, InvalidFlagValue, ReplicatedHash,
-                   Source, UnknownFlag, definition)
-from flags.audit import FlagAudit
-from rollout.services.ports import free_port
 from conftest import admin_headers, load_and_embed, settings_for, wait_until
 
-
-
+from flags import (
+    GRADUAL_MIGRATION,
+    PARALLEL_RAG,
+    V2_PERCENTAGE,
+    FlagNotAudited,
+    FlagStore,
+    InvalidFlagValue,
+    ReplicatedHash,
+    Source,
+    UnknownFlag,
+    definition,
+)
+from flags.audit import FlagAudit
+from rollout.services.ports import free_port
 
 # -- parsing (pure) ------------------------------------------------------------------
 

@@ -3,9 +3,9 @@
 import json
 
 import pytest
-
 from conftest import admin_headers, load_and_embed, sample_documents, settings_for
 from fake_embedding_server import FakeEmbeddingServer
+
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, bucket
 from rollout.app import create_app
 from rollout.services.ports import free_port

@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import DATA, load_and_embed
 from tools import need_module
-from rollout.cli import cli
-from rollout.cli import importer, migrate  # noqa: F401  (register the commands)
+
+from rollout.cli import cli, importer, migrate  # noqa: F401  (register the commands)
 from rollout.documents import Document, DocumentStore
 from rollout.migration.importers import ImportFileError, apply_import, plan_import, read_source
 

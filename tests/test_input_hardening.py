@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import WEBHOOK_SECRET, admin_headers, load_and_embed, settings_for
+
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE
 from rollout.app import create_app
 from rollout.backends import QueryRejected, SearchFailed

@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
+from conftest import load_and_embed
 
 from rollout.backends import Hit
 from rollout.documents import Document, DocumentStore
 from rollout.merging import RRF_K, NearDuplicates, fuse
 from rollout.migration.loader import EmbeddingLoader, EmbeddingRow
-from conftest import load_and_embed
 
 
 def hits(*ids: str, similarity: float = 0.5) -> list[Hit]:

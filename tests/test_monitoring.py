@@ -4,9 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from analytics_rows import insert, record
 
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE
-from analytics_rows import insert, record
 
 
 def f32(values) -> np.ndarray:

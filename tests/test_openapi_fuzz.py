@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import ADMIN_TOKEN, WEBHOOK_SECRET, load_and_embed
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
-
-from conftest import ADMIN_TOKEN, WEBHOOK_SECRET, load_and_embed
 from tools import need_module
 
 schemathesis = need_module("schemathesis")

@@ -2,13 +2,12 @@
 
 import json
 
-from click.testing import CliRunner
-
 from alert_payloads import simple
+from click.testing import CliRunner
 from conftest import WEBHOOK_SECRET
+
 from flags import V2_PERCENTAGE
-from rollout.cli import cli
-from rollout.cli import recover, rollback, stage  # noqa: F401  (register the commands)
+from rollout.cli import cli, recover, rollback, stage  # noqa: F401  (register the commands)
 from rollout.controller import Action, Command, Status
 
 ALERT = {"Authorization": f"Bearer {WEBHOOK_SECRET}", "Content-Type": "application/json"}

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from analytics_rows import insert, record
 
 from rollout.relevance.calibration import Calibration, ScoreScale, map_score
-from analytics_rows import insert, record
 
 
 def test_a_threshold_maps_to_the_same_quantile():
@@ -56,9 +56,10 @@ def test_scales_are_learned_from_shadow_pairs_first(runtime):
 
 
 def test_the_gateway_reads_min_similarity_on_the_baseline_scale(runtime):
+    from conftest import load_and_embed
+
     from rollout.gateway import RagQuery
     from rollout.relevance.versions import baseline_and_candidate
-    from conftest import load_and_embed
 
     load_and_embed(runtime)
     baseline, candidate = baseline_and_candidate(runtime.router.roles)

@@ -2,10 +2,10 @@
 
 import psycopg
 import pytest
+from conftest import load_and_embed
 
 from flags import QUERY_ANALYTICS
 from rollout.relevance.feedback import FeedbackStore
-from conftest import load_and_embed
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ import random
 
 import psycopg
 import pytest
-
 from fake_chat_server import FakeChatServer
+
 from rollout.backends import Hit
 from rollout.config import Settings
 from rollout.errors import ConfigError
@@ -163,9 +163,10 @@ def test_answers_and_configuration():
 
 
 def test_shadow_pairs_reach_the_judge_off_the_request_path(make_runtime):
+    from conftest import load_and_embed, wait_until
+
     from flags import PARALLEL_RAG
     from rollout.relevance.versions import baseline_and_candidate
-    from conftest import load_and_embed, wait_until
 
     runtime = make_runtime(RELEVANCE_JUDGE="lexical", RELEVANCE_JUDGE_SAMPLE_RATE="1", RELEVANCE_JUDGE_MAX_RBO="1")
     load_and_embed(runtime)

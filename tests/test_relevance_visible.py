@@ -4,11 +4,11 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from conftest import load_and_embed
 
 from rollout.cli import cli
 from rollout.cli import monitoring as _registers  # noqa: F401
 from rollout.relevance.versions import baseline_and_candidate
-from conftest import load_and_embed
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ import re
 
 import pytest
 from click.testing import CliRunner
+from notify_server import NotifyServer
 
 import rollout.cli.controller  # noqa: F401  (registers the commands; it imports rollout.cli.stage)
-from notify_server import NotifyServer
 from rollout.cli import cli
 from rollout.controller.leader import LeaderLock
 

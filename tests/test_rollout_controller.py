@@ -19,10 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
 from conftest import ADMIN_TOKEN, load_and_embed, wait_until
-from flags import V2_PERCENTAGE, bucket, in_rollout
 from notify_server import NotifyServer
+
+from flags import V2_PERCENTAGE, bucket, in_rollout
 from rollout.controller import Action, Command
 from rollout.controller.leader import leader_of
 from rollout.server import GatewayProcess
@@ -71,7 +71,7 @@ def users(group: str, percentage: float, v1: int, v2: int) -> list[str]:
         key = f"user-{n}"
         (inside if in_rollout(bucket(group, key), percentage) else outside).append(key)
         n += 1
-    mixed = [u for pair in zip(outside[:v1], inside[:v2]) for u in pair]
+    mixed = [u for pair in zip(outside[:v1], inside[:v2], strict=False) for u in pair]
     return mixed + outside[len(mixed) // 2:v1] + inside[len(mixed) // 2:v2]
 
 

@@ -6,12 +6,12 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-
 from analytics_rows import NOW, insert, record
 from conftest import load_and_embed, sample_documents
+
 from rollout.alerts.payloads import Alert
-from rollout.controller import RolloutPlan, judge
 from rollout.config import VERSIONS
+from rollout.controller import RolloutPlan, judge
 from rollout.controller.collector import EvidenceCollector
 from rollout.documents import DocumentStore
 from rollout.migration.backfill import backfill_for

@@ -6,9 +6,9 @@ import threading
 import uuid
 
 import pytest
-
 from conftest import wait_until
 from notify_server import NotifyServer
+
 from rollout.controller.leader import LeaderLock, leader_of
 from rollout.controller.notifier import Notifier, redacted
 from rollout.runtime import redis_client

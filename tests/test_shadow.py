@@ -4,6 +4,7 @@ from contextlib import contextmanager
 
 import psycopg
 import pytest
+from conftest import load_and_embed, sample_documents, settings_for, wait_until
 
 from flags import GRADUAL_MIGRATION, PARALLEL_RAG, QUERY_ANALYTICS, V2_PERCENTAGE
 from rollout.comparison import compare
@@ -11,8 +12,6 @@ from rollout.documents import DocumentStore
 from rollout.migration.backfill import Backfill
 from rollout.routing import Reason
 from rollout.services.ports import free_port
-from conftest import load_and_embed, sample_documents, settings_for
-from conftest import wait_until
 
 QUERY = {"query": "When does the pool open on weekends?", "user_id": "alice", "k": 5}
 

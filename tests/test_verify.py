@@ -6,9 +6,9 @@ import struct
 
 import psycopg
 import pytest
-
 from conftest import load_and_embed, sample_documents
 from tools import missing
+
 from rollout.documents import Document, DocumentStore
 from rollout.migration.index import VectorIndex
 from rollout.migration.verify import Verifier
@@ -109,8 +109,10 @@ def test_a_dropped_index_awaiting_rebuild_is_named(runtime, corpus):
 def test_the_command_exits_non_zero_with_the_reasons(runtime, corpus):
     from click.testing import CliRunner
 
-    from rollout.cli import cli
-    from rollout.cli import migrate  # noqa: F401  (registers the group)
+    from rollout.cli import (
+        cli,
+        migrate,  # noqa: F401  (registers the group)
+    )
 
     ok = CliRunner().invoke(cli, ["migrate", "verify", "--sample", "10"], obj=runtime.settings)
     assert ok.exit_code == 0, ok.output

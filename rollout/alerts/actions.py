@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-
 from flags import V2_PERCENTAGE, FlagNotAudited, FlagStore
 from rollout.alerts.events import AlertEvent, AlertEventStore
 from rollout.breaker import BreakerConflict, BreakerUnavailable, CircuitBreakers

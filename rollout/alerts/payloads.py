@@ -18,7 +18,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 STATUSES = ("firing", "resolved")
 SEVERITIES = ("critical", "error", "warning", "info", "none")  # others count as "other" in metrics
@@ -52,7 +52,7 @@ class Alert:
     @property
     def starts_key(self) -> str | None:
         """What tells one firing of an alert from the next (Alertmanager keeps startsAt per firing)."""
-        return self.starts_at.astimezone(timezone.utc).isoformat() if self.starts_at else None
+        return self.starts_at.astimezone(UTC).isoformat() if self.starts_at else None
 
 
 def parse_payload(body: object, severities: frozenset[str] = frozenset()) -> tuple[str, list[Alert]]:

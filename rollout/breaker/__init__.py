@@ -1,19 +1,19 @@
 """Circuit breakers per version, shared by every worker and host through a replicated Redis hash."""
 
 from rollout.breaker.breakers import CircuitBreakers
+from rollout.breaker.slow_calls import SlowCallPolicy, SlowCallWindow
 from rollout.breaker.state import (
     CLOSED,
     HALF_OPEN,
     OPEN,
     BreakerConflict,
-    BreakerUnavailable,
     BreakerPolicy,
     BreakerState,
+    BreakerUnavailable,
     Cause,
     FiringAlert,
     VersionRecord,
 )
-from rollout.breaker.slow_calls import SlowCallPolicy, SlowCallWindow
 from rollout.breaker.storage import MemoryBreakerStorage, ReplicatedBreakerStorage
 
 __all__ = [

@@ -27,13 +27,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import redis
 
 from flags import threshold
 from rollout.breaker import state as transitions
+from rollout.breaker.slow_calls import SlowCallWindow
 from rollout.breaker.state import (
     CLOSED,
     HALF_OPEN,
@@ -45,7 +46,6 @@ from rollout.breaker.state import (
     Cause,
     FiringAlert,
 )
-from rollout.breaker.slow_calls import SlowCallWindow
 from rollout.breaker.storage import MemoryBreakerStorage, ReplicatedBreakerStorage, Transition
 from rollout.metrics import Metrics
 from rollout.routing import Reason
@@ -56,7 +56,7 @@ TRIGGERS = {Cause.FAILURES: "failures", Cause.ALERT: "alert", Cause.MANUAL: "man
 
 
 def _iso(epoch: float | None) -> str | None:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat() if epoch else None
+    return datetime.fromtimestamp(epoch, UTC).isoformat() if epoch else None
 
 
 def worker_identity() -> str:

@@ -73,8 +73,21 @@ def cli(verbose: bool) -> None:
 
 
 def main() -> None:
-    from rollout.cli import (breaker, controller, database, flags, importer, migrate, monitoring,  # noqa: F401
-                             recover, relevance, rollback, server, stage, versions)  # (importing registers the commands)
+    from rollout.cli import (  # noqa: F401
+        breaker,
+        controller,
+        database,
+        flags,
+        importer,
+        migrate,
+        monitoring,
+        recover,  # (importing registers the commands)
+        relevance,
+        rollback,
+        server,
+        stage,
+        versions,
+    )
 
     try:
         cli(prog_name="rollout")

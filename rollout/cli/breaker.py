@@ -14,7 +14,6 @@ from rollout.errors import RolloutError
 from rollout.runtime import command_runtime
 
 
-
 @cli.group()
 def breaker() -> None:
     """Circuit breakers per version (shared by every worker through Redis)."""

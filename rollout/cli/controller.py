@@ -7,6 +7,7 @@ import signal
 import threading
 
 import click
+
 from rollout.cli import cli, settings_of
 from rollout.cli.stage import decision_line
 from rollout.controller.metrics import ControllerMetrics, serve_metrics, stop_serving

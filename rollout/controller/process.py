@@ -29,12 +29,12 @@ import psycopg
 import redis
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from rollout.config import Settings
 from rollout.controller.leader import LeaderLock
 from rollout.controller.metrics import ControllerMetrics, serve_metrics, stop_serving
 from rollout.errors import RolloutError
 from rollout.maintenance import Maintenance
 from rollout.relevance.probes import KnownItemProbes
-from rollout.config import Settings
 from rollout.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -98,7 +98,7 @@ def quantile_bounds(values: np.ndarray, q: float, alpha: float, tuned_for: float
         return 0.0, math.inf
     low, high = rank_bounds(n, q, alpha, tuned_for)
     wanted = [k - 1 for k in (low, high) if 1 <= k <= n]
-    picked = dict(zip(wanted, np.partition(values, wanted)[wanted])) if wanted else {}
+    picked = dict(zip(wanted, np.partition(values, wanted)[wanted], strict=False)) if wanted else {}
     lower = float(picked[low - 1]) if 1 <= low <= n else 0.0
     upper = float(picked[high - 1]) if 1 <= high <= n else math.inf
     return lower, upper

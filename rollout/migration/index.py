@@ -11,16 +11,14 @@ advisory lock per version, so two processes never drop or build at once.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import psycopg
 
 from rollout.config import VersionSettings
 from rollout.versions import index_definition
-
 
 
 @dataclass(frozen=True)

@@ -197,8 +197,8 @@ class Verifier:
             except (EmbeddingError, SearchFailed) as exc:
                 checks.append(Check("self-retrieval", False, f"sample queries failed: {exc}", name))
                 continue
-            at_k = sum(doc_id in ids for (doc_id, _), ids in zip(samples, results[name])) / len(samples)
-            at_1 = sum(ids[:1] == [doc_id] for (doc_id, _), ids in zip(samples, results[name])) / len(samples)
+            at_k = sum(doc_id in ids for (doc_id, _), ids in zip(samples, results[name], strict=False)) / len(samples)
+            at_1 = sum(ids[:1] == [doc_id] for (doc_id, _), ids in zip(samples, results[name], strict=False)) / len(samples)
             retrieval[name] = {"queries": len(samples), f"self_at_{self.k}": round(at_k, 4),
                                "self_at_1": round(at_1, 4)}
             checks.append(Check("self-retrieval", at_k >= self.min_self_retrieval,
@@ -206,7 +206,7 @@ class Verifier:
                                 f"({at_1:.0%} first); minimum {self.min_self_retrieval:.0%}", name))
         if len(self.versions) > 1 and all(name in results for name in self.versions) and self.k:
             first, second = (results[name] for name in self.versions[:2])
-            overlap = sum(len(set(a) & set(b)) for a, b in zip(first, second)) / (self.k * len(samples))
+            overlap = sum(len(set(a) & set(b)) for a, b in zip(first, second, strict=False)) / (self.k * len(samples))
             retrieval["overlap"] = {f"top_{self.k}": round(overlap, 4)}
             checks.append(Check("overlap", True, f"{' and '.join(self.versions[:2])} share {overlap:.0%} of their "
                                                  f"top {self.k} "

@@ -79,9 +79,9 @@ class DocumentWriter:
             embedded = self.embedder(version).embed([d.text for d in docs])
             usable = storable(embedded)
             if not usable.all():
-                bad = [d.id for d, ok in zip(docs, usable) if not ok]
+                bad = [d.id for d, ok in zip(docs, usable, strict=False) if not ok]
                 raise EmbeddingError(f"{version}: the embedder returned unusable vectors for {', '.join(bad)}")
-            vectors[version] = [EmbeddingRow(d.id, v, d.content_hash) for d, v in zip(docs, embedded)]
+            vectors[version] = [EmbeddingRow(d.id, v, d.content_hash) for d, v in zip(docs, embedded, strict=False)]
         with self.pool.connection() as conn, conn.transaction():
             conn.execute("SELECT set_config('statement_timeout', %s, true)", (WRITE_TIMEOUT,))
             counts = upsert_documents(conn, documents)

@@ -39,7 +39,7 @@ def sequential_p_value(counts: list[int], target: list[float], strength: float =
     n = sum(counts)
     log_factor = (gammaln(strength) - gammaln(strength + n)
                   + sum(gammaln(a + x) - gammaln(a) - x * math.log(share)
-                        for a, x, share in zip(prior, counts, target)))
+                        for a, x, share in zip(prior, counts, target, strict=False)))
     return float(min(1.0, math.exp(-log_factor)))
 
 

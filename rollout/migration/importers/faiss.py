@@ -87,7 +87,7 @@ def read(path: Path, *, vectors: bool = False, collection: str | None = None) ->
         scan.notes.append(f"{kind} stores approximations of the vectors: none kept")
     elif vectors and index.ntotal:
         matrix = _reconstruct(faiss, inner, index.ntotal)
-    for position, (faiss_id, text, meta) in enumerate(zip(ids, texts, metadata)):
+    for position, (faiss_id, text, meta) in enumerate(zip(ids, texts, metadata, strict=False)):
         if not isinstance(text, str):
             raise ImportFileError(f"{text_file}: entry {faiss_id} is a {type(text).__name__}, not a text")
         if meta is None:
