@@ -81,6 +81,7 @@ def main() -> None:
         importer,
         migrate,
         monitoring,
+        plan,
         recover,  # (importing registers the commands)
         relevance,
         rollback,

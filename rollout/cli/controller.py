@@ -5,30 +5,44 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from pathlib import Path
 
 import click
 
 from rollout.cli import cli, settings_of
 from rollout.cli.stage import decision_line
 from rollout.controller.metrics import ControllerMetrics, serve_metrics, stop_serving
+from rollout.controller.planfile import read_plan
 from rollout.controller.process import ControllerProcess
+from rollout.controller.readings import MetricReader
+from rollout.controller.sources import SourceContext
 from rollout.runtime import command_runtime
 
 
 @cli.command()
 @click.option("--once", is_flag=True, help="One evaluation now, as the leader, then exit (cron, tests).")
+@click.option("--plan", "plan_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Judge by this plan file (stages, gates, metric sources; `rollout plan lint FILE` checks it) "
+                   "instead of the ROLLOUT_* settings alone.")
 @click.option("--retention/--no-retention", default=True, show_default=True,
               help="Also run the query_log retention job (it runs once at a time wherever it is scheduled).")
 @click.pass_context
-def controller(ctx: click.Context, once: bool, retention: bool) -> None:
+def controller(ctx: click.Context, once: bool, plan_file: Path | None, retention: bool) -> None:
     """Judge the current stage every ROLLOUT_EVALUATION_INTERVAL_S and advance, hold, pause or roll back.
 
     Run it on one host or several: exactly one is active (a Redis lock with a TTL); the
     others wait and take over when it stops. SIGINT/SIGTERM stop it cleanly.
     """
     settings = settings_of(ctx)
+    plan = read_plan(plan_file, settings) if plan_file is not None else None  # a bad file stops here, before services
     logging.getLogger("rollout").setLevel(logging.INFO)  # a daemon's decisions belong in its log
     with command_runtime(settings, replicate=not once) as runtime:
+        if plan is not None:
+            context = SourceContext(runtime.database_url, runtime.pool, settings.monitoring_query_timeout_ms)
+            reader = MetricReader.build(plan.metric_gates, dict(plan.sources), context)
+            runtime.stages.use_plan(plan, plan.gates, reader.read if plan.metric_gates else None)
+            click.echo(f"controller: judging by {plan_file} ({len(plan.gates)} gates, "
+                       f"{len(plan.metric_gates)} of them the plan's own)")
         metrics = ControllerMetrics()
         process = ControllerProcess(runtime, retention=retention and not once, metrics=metrics)
         if once:

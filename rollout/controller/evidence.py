@@ -9,7 +9,7 @@ over, so every verdict can be replayed from what it was given.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -17,6 +17,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from rollout.controller.gates.relevance import RelevanceEvidence
+    from rollout.controller.sources.reading import Reading
 
 
 def _array(values: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -70,6 +71,7 @@ class Evidence:
         versions (sticky routing should make that almost none).
     relevance: the relevance sources' evidence for the window; when given, the relevance gate is the
         quality gate (None: the similarity floor and shadow overlap, as before relevance evidence).
+    readings: the plan's custom gates' metric readings by gate name (`rollout.controller.gates.metric`).
     """
 
     percentage: float
@@ -87,6 +89,7 @@ class Evidence:
     users_seen: int = 0
     users_on_both: int = 0
     relevance: RelevanceEvidence | None = None
+    readings: Mapping[str, Reading] = field(default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "shadow_overlaps", _array(self.shadow_overlaps))

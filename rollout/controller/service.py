@@ -19,17 +19,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import redis
 
 from flags import GRADUAL_MIGRATION, QUERY_ANALYTICS, V2_PERCENTAGE, FlagNotAudited, FlagStore
 from rollout.controller.collector import EvidenceCollector
+from rollout.controller.gates.registry import GATES, Gate
 from rollout.controller.gates.relevance import RelevanceEvidence
 from rollout.controller.leader import leader_of
 from rollout.controller.notifier import Notifier
 from rollout.controller.plan import RolloutPlan
+from rollout.controller.sources import Reading
 from rollout.controller.state import (
     WATCHED,
     Command,
@@ -63,6 +65,9 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+Readings = Callable[[str, str, float, float], Mapping[str, Reading]]  # (baseline, candidate, since, until)
+
+
 @dataclass(frozen=True)
 class LiveFlags:
     percentage: float
@@ -80,6 +85,8 @@ class RolloutService:
                  start_condition: Callable[[], str | None] | None = None,
                  relevance: Callable[[float], RelevanceEvidence] | None = None):
         self.plan = plan
+        self.gates: tuple[Gate, ...] = GATES  # the gates the verdict runs (a plan file chooses its own)
+        self.readings: Readings | None = None  # the custom gates' metric readings (a plan file's), or None
         self.start_condition = start_condition  # why V2 may not get its first traffic yet, or None
         self.relevance = relevance  # the relevance sources since a time (the relevance gate), or None
         self.store = store
@@ -88,6 +95,10 @@ class RolloutService:
         self.notifier = notifier
         self.redis = redis_client
         self.leader_key = leader_key
+
+    def use_plan(self, plan: RolloutPlan, gates: tuple[Gate, ...], readings: Readings | None) -> None:
+        """Judge by a plan file's stages, gates and metric sources (`rollout controller --plan`)."""
+        self.plan, self.gates, self.readings = plan, gates, readings
 
     # -- reading ------------------------------------------------------------------------------
     def status(self, now: float | None = None) -> dict:
@@ -222,10 +233,15 @@ class RolloutService:
         if due_only and stored.next_evaluation_at is not None and stored.next_evaluation_at > now:
             return made
         collected = self.collector.collect(state.percentage, state.stage_started_at, now, self.plan.critical_window_s)
-        evidence = collected.evidence
+        evidence, summary = collected.evidence, collected.summary
         if self.relevance is not None:
             evidence = replace(evidence, relevance=self.relevance(state.stage_started_at))
-        verdict = judge(evidence, self.plan)
+        if self.readings is not None:
+            roles = self.collector.roles()
+            readings = self.readings(roles.baseline, roles.candidate or "", state.stage_started_at, now)
+            evidence = replace(evidence, readings=readings)
+            summary = {**summary, "metrics": {name: reading.to_dict() for name, reading in readings.items()}}
+        verdict = judge(evidence, self.plan, self.gates)
         if not leading():
             log.warning("rollout: no longer the leader; the evaluation at %s is dropped", pct(state.percentage))
             return made
@@ -244,7 +260,7 @@ class RolloutService:
                 kind="evaluation", actor=CONTROLLER, controller=controller, transition=transition,
                 plan=self.plan.to_dict(),
                 stage=self.plan.stage_number(current.state.percentage), verdict=verdict.to_dict(),
-                evidence=collected.summary, flag_changes=changes, error=error))
+                evidence=summary, flag_changes=changes, error=error))
         made.append(self._notify(decision))
         return made
 
