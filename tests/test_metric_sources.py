@@ -3,19 +3,17 @@ an HTTP JSON loopback server, and query_log. Each failure mode is "no data" with
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import psycopg
 import pytest
 from analytics_rows import insert, record
-from loopback_server import LoopbackServer
 from prometheus_server import PrometheusServer
+from stats_server import StatsServer
 
 from rollout.controller import Evidence, GateStatus, Outcome, RolloutPlan, VersionEvidence, judge
 from rollout.controller.gates.metric import MetricGate, judge_metric, metric_gate
@@ -183,42 +181,6 @@ def test_sql_reads_another_database_from_the_variable_it_names(stats_db, monkeyp
 
 
 # -- HTTP JSON --------------------------------------------------------------------------------------
-
-class StatsServer(LoopbackServer):
-    name = "fake-stats"
-    answers = {"v1": {"stats": {"errors": 2, "requests": 800}, "p95": [0.2, 0.3]},
-               "v2": {"stats": {"errors": 40, "requests": 800}, "p95": [0.25, 0.7]}}
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.paths: list[str] = []
-
-    def handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                server.paths.append(self.path)
-                kind, _, version = self.path.strip("/").partition("/")
-                version = version.split("?")[0]
-                if kind == "slow":
-                    server._closing.wait(3)
-                if kind == "broken":
-                    self.send_response(500)
-                    self.end_headers()
-                    self.wfile.write(b"internal error")
-                    return
-                body = json.dumps(server.answers.get(version, {})).encode()
-                self.send_response(200 if version in server.answers else 404)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-        return Handler
-
 
 def http(url: str, timeout: float = 5.0):
     return build(HttpJsonConfig(type="http_json", url=url, timeout=timeout), NO_DB)
