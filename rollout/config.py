@@ -177,6 +177,7 @@ class Settings(BaseModel):
     rollout_srm_alpha: float = Field(0.001, alias="ROLLOUT_SRM_ALPHA", gt=0, lt=0.5)
     rollout_traffic_grace_s: float = Field(1800, alias="ROLLOUT_TRAFFIC_GRACE_S", ge=0)
     rollout_max_crossover_share: float = Field(0.01, alias="ROLLOUT_MAX_CROSSOVER_SHARE", ge=0, le=1)
+    rollout_plan_file: str | None = Field(None, alias="ROLLOUT_PLAN_FILE")  # a plan file (README: plan files)
 
     # relevance evidence (see README, "relevance evidence")
     rollout_quality_gate: Literal["relevance", "similarity"] = Field("relevance", alias="ROLLOUT_QUALITY_GATE")

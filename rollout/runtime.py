@@ -30,7 +30,10 @@ from rollout.controller.collector import EvidenceCollector
 from rollout.controller.leader import LEADER_KEY
 from rollout.controller.notifier import Notifier
 from rollout.controller.plan import RolloutPlan
+from rollout.controller.planfile import FilePlan, read_plan
+from rollout.controller.readings import MetricReader
 from rollout.controller.service import RolloutService
+from rollout.controller.sources import SourceContext
 from rollout.controller.store import RolloutStore
 from rollout.database import open_pool
 from rollout.deadline import QueryDeadline
@@ -167,9 +170,17 @@ class Runtime:
                 self.redis, self.key(LEADER_KEY), start_condition=self._start_condition(),
                 relevance=(self._relevance_evidence
                            if settings.rollout_quality_gate == "relevance" else None))
+            if settings.rollout_plan_file:
+                self.follow_plan(read_plan(settings.rollout_plan_file, settings))
         except BaseException:
             self.pool.close()
             raise
+
+    def follow_plan(self, plan: FilePlan) -> None:
+        """Judge by a plan file: its stages and thresholds, its gates, its metric sources (built, not connected)."""
+        context = SourceContext(self.database_url, self.pool, self.settings.monitoring_query_timeout_ms)
+        reader = MetricReader.build(plan.metric_gates, dict(plan.sources), context)
+        self.stages.use_plan(plan, plan.gates, reader.read if plan.metric_gates else None)
 
     def _judging(self) -> PairwiseJudging | None:
         """The pairwise judge of shadow disagreements (RELEVANCE_JUDGE), fed by the gateway."""

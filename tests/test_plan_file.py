@@ -17,9 +17,7 @@ from rollout.cli import cli
 from rollout.config import Settings
 from rollout.controller import Action, Command
 from rollout.controller.gates.registry import GATES
-from rollout.controller.planfile import FilePlan, read_plan
-from rollout.controller.readings import MetricReader
-from rollout.controller.sources import SourceContext
+from rollout.controller.planfile import read_plan
 from rollout.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,17 +141,12 @@ PLAN_ENV = dict(ROLLOUT_STAGES="10,100", ROLLOUT_MIN_STAGE_S="5", ROLLOUT_MIN_SA
                 ROLLOUT_MIN_SAMPLES_TO_ROLL_BACK="20", ROLLOUT_QUALITY_GATE="similarity")
 
 
-def use(runtime, plan: FilePlan) -> None:
-    context = SourceContext(runtime.database_url, runtime.pool, runtime.settings.monitoring_query_timeout_ms)
-    runtime.stages.use_plan(plan, plan.gates, MetricReader.build(plan.metric_gates, dict(plan.sources), context).read)
-
-
 def test_a_failing_custom_guardrail_rolls_back_and_its_reading_is_kept(make_runtime, tmp_path):
     runtime = make_runtime(**PLAN_ENV)
     with StatsServer() as server:
         (tmp_path / "plan.yaml").write_text(GOOD.format(url=server.url))
         plan = read_plan(tmp_path / "plan.yaml", runtime.settings)
-        use(runtime, plan)
+        runtime.follow_plan(plan)
         t0 = time.time() - 600
         started = runtime.stages.command(Command(Action.ADVANCE, actor="alice"), now=t0)
         assert started["percentage_after"] == 50.0  # the plan's first stage, not ROLLOUT_STAGES'
@@ -173,7 +166,7 @@ def test_a_failing_custom_guardrail_rolls_back_and_its_reading_is_kept(make_runt
 def test_a_source_that_is_down_holds_with_its_reason(make_runtime, tmp_path):
     runtime = make_runtime(**PLAN_ENV)
     (tmp_path / "plan.yaml").write_text(GOOD.format(url="http://127.0.0.1:9"))
-    use(runtime, read_plan(tmp_path / "plan.yaml", runtime.settings))
+    runtime.follow_plan(read_plan(tmp_path / "plan.yaml", runtime.settings))
     t0 = time.time() - 600
     runtime.stages.command(Command(Action.ADVANCE, actor="alice"), now=t0)
     rows = [record(logged_at=_at(t0 + 1 + i * 0.01), routed_version=v, served_version=v, user_hash=f"{v}-{i}")
@@ -182,6 +175,17 @@ def test_a_source_that_is_down_holds_with_its_reason(make_runtime, tmp_path):
     [decision] = runtime.stages.evaluate(now=t0 + 30)
     assert decision["action"] == "hold", decision["reason"]
     assert "upstream_errors: no data from stats: http://127.0.0.1:9 is unreachable" in decision["reason"]
+
+
+def test_every_process_judges_by_rollout_plan_file(make_runtime, tmp_path):
+    (tmp_path / "plan.yaml").write_text(GOOD.format(url="http://127.0.0.1:9"))
+    runtime = make_runtime(**PLAN_ENV, ROLLOUT_PLAN_FILE=str(tmp_path / "plan.yaml"))
+    status = runtime.stages.status()
+    assert status["stages"] == [50.0, 100.0] and status["plan"]["file"] == str(tmp_path / "plan.yaml")
+    assert [g.name for g in runtime.stages.gates][-1] == "upstream_errors"
+    (tmp_path / "bad.yaml").write_text("stages: [5]\n")
+    with pytest.raises(ConfigError, match=r"invalid plan: .*bad.yaml:1: stages: the last stage must be 100"):
+        make_runtime(**PLAN_ENV, ROLLOUT_PLAN_FILE=str(tmp_path / "bad.yaml"))
 
 
 def _at(epoch: float):

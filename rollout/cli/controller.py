@@ -14,8 +14,6 @@ from rollout.cli.stage import decision_line
 from rollout.controller.metrics import ControllerMetrics, serve_metrics, stop_serving
 from rollout.controller.planfile import read_plan
 from rollout.controller.process import ControllerProcess
-from rollout.controller.readings import MetricReader
-from rollout.controller.sources import SourceContext
 from rollout.runtime import command_runtime
 
 
@@ -23,7 +21,7 @@ from rollout.runtime import command_runtime
 @click.option("--once", is_flag=True, help="One evaluation now, as the leader, then exit (cron, tests).")
 @click.option("--plan", "plan_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Judge by this plan file (stages, gates, metric sources; `rollout plan lint FILE` checks it) "
-                   "instead of the ROLLOUT_* settings alone.")
+                   "instead of ROLLOUT_PLAN_FILE or the ROLLOUT_* settings alone.")
 @click.option("--retention/--no-retention", default=True, show_default=True,
               help="Also run the query_log retention job (it runs once at a time wherever it is scheduled).")
 @click.pass_context
@@ -38,9 +36,7 @@ def controller(ctx: click.Context, once: bool, plan_file: Path | None, retention
     logging.getLogger("rollout").setLevel(logging.INFO)  # a daemon's decisions belong in its log
     with command_runtime(settings, replicate=not once) as runtime:
         if plan is not None:
-            context = SourceContext(runtime.database_url, runtime.pool, settings.monitoring_query_timeout_ms)
-            reader = MetricReader.build(plan.metric_gates, dict(plan.sources), context)
-            runtime.stages.use_plan(plan, plan.gates, reader.read if plan.metric_gates else None)
+            runtime.follow_plan(plan)
             click.echo(f"controller: judging by {plan_file} ({len(plan.gates)} gates, "
                        f"{len(plan.metric_gates)} of them the plan's own)")
         metrics = ControllerMetrics()
