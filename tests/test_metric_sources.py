@@ -23,7 +23,6 @@ from rollout.controller.sources.prometheus import PrometheusConfig
 from rollout.controller.sources.query_log import QueryLogConfig
 from rollout.controller.sources.sql import SqlConfig
 from rollout.controller.thresholds import Thresholds
-from rollout.errors import ConfigError
 from rollout.services.ports import free_port
 
 END = (int(time.time()) // 60) * 60 - 2 * 3600   # backfilled data: the hour before END (two hours ago)
@@ -170,8 +169,8 @@ def test_sql_without_an_answer_is_no_data_and_never_writes(stats_db, query, reas
 
 def test_sql_reads_another_database_from_the_variable_it_names(stats_db, monkeypatch):
     name = f"STATS_URL_{uuid.uuid4().hex[:6].upper()}"
-    with pytest.raises(ConfigError, match=f"reads its database URL from {name}, which is unset"):
-        sql("", dsn_env=name)
+    unset = fetch("db", sql("", dsn_env=name), MetricQuery("SELECT 'v2', 1"), WINDOW)
+    assert unset.missing == f"the SQL source reads its database URL from {name}, which is unset here"
     monkeypatch.setenv(name, stats_db)
     reading = fetch("db", sql("", dsn_env=name), MetricQuery("SELECT version, p95 FROM version_stats"), WINDOW)
     assert reading.measurements["candidate"].value == pytest.approx(0.95)

@@ -97,7 +97,7 @@ class RolloutService:
         self.leader_key = leader_key
 
     def use_plan(self, plan: RolloutPlan, gates: tuple[Gate, ...], readings: Readings | None) -> None:
-        """Judge by a plan file's stages, gates and metric sources (`rollout controller --plan`)."""
+        """Judge by a plan file's stages, gates and metric sources (ROLLOUT_PLAN_FILE, `rollout controller --plan`)."""
         self.plan, self.gates, self.readings = plan, gates, readings
 
     # -- reading ------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ from pydantic import Field
 
 from rollout.controller.sources.reading import Measurement, NoData, Window, number
 from rollout.controller.sources.source import MetricQuery, Source, SourceConfig, SourceContext, Timeout
-from rollout.errors import ConfigError
 
 
 class SqlConfig(SourceConfig):
@@ -38,13 +37,16 @@ class SqlSource(Source):
         super().__init__(config, context)
         assert isinstance(config, SqlConfig)
         self.timeout_s = config.statement_timeout
-        if config.dsn_env is None:
-            self.dsn = context.database_url
-        else:
-            dsn = os.environ.get(config.dsn_env, "").strip()
-            if not dsn:
-                raise ConfigError(f"the plan's SQL source reads its database URL from {config.dsn_env}, which is unset")
-            self.dsn = dsn
+        self.dsn_env = config.dsn_env
+
+    def dsn(self) -> str:
+        """The database URL, read when the source is (a gateway sharing the plan never needs it)."""
+        if self.dsn_env is None:
+            return self.context.database_url
+        dsn = os.environ.get(self.dsn_env, "").strip()
+        if not dsn:
+            raise NoData(f"the SQL source reads its database URL from {self.dsn_env}, which is unset here")
+        return dsn
 
     @classmethod
     def problems(cls, query: MetricQuery) -> list[str]:
@@ -57,8 +59,9 @@ class SqlSource(Source):
         timeout_ms = round(self.timeout_s * 1000)
         options = f"-c default_transaction_read_only=on -c statement_timeout={timeout_ms}"
         roles = {version: role for role, version in window.versions().items()}
+        dsn = self.dsn()
         try:
-            with psycopg.connect(self.dsn, connect_timeout=max(1, math.ceil(self.timeout_s)), options=options) as conn:
+            with psycopg.connect(dsn, connect_timeout=max(1, math.ceil(self.timeout_s)), options=options) as conn:
                 conn.execute("SET TRANSACTION READ ONLY")
                 rows = conn.execute(query.query.encode(), window.params()).fetchall()
                 conn.rollback()
