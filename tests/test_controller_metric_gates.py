@@ -52,7 +52,8 @@ def test_a_value_is_a_plain_comparison_and_zero_trials_is_no_data():
 def test_a_signal_only_holds_and_a_guardrail_takes_a_share_of_the_rollback_alpha():
     signal = metric_gate(spec(role="signal", name="s"))
     guardrail = metric_gate(spec(name="c"))
-    assert signal.role.on_failure is Outcome.HOLD and signal.alpha_shares == 0
+    assert signal.role.on_failure is Outcome.HOLD and signal.alpha_shares == 0 and not signal.statistical
+    assert metric_gate(spec(source="query_log")).statistical  # skipped, like the registry's, on impossible evidence
     assert guardrail.role.on_failure is Outcome.ROLLBACK and guardrail.alpha_shares == 1
     gates = (*GATES, signal, guardrail)
     shares = sum(g.alpha_shares for g in gates)

@@ -80,6 +80,8 @@ def test_the_shipped_example_is_valid(lint):
      "      comparison: below\n      threshold: 5\n",
      "plan.yaml:8: gates.custom[0].threshold: the source counts events of trials, so the threshold is a rate in "
      "(0, 1), not 5"),
+    ("sources:\n  log:\n    type: query_log\n",
+     "plan.yaml:3: sources.log.type: query_log is built in: a gate names it as its source, with no block here"),
     ("gates:\n  thresholds:\n    max_error_rate: 1.5\n",
      "plan.yaml:2: gates.thresholds: max_error_rate must be in (0, 1)"),
     ("gates:\n  registry: [errors, latency, speed]\n",

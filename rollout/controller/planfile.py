@@ -238,6 +238,10 @@ def _sources(model: PlanModel, lines: _Lines, problems: list[Problem]) -> dict[s
                                     "a name is lower-case letters, digits and _, starting with a letter"))
             continue
         kind = body.get("type")
+        if kind in BUILT_IN:
+            problems.append(Problem(lines.of((*path, "type")), field_name((*path, "type")),
+                                    f"{kind} is built in: a gate names it as its source, with no block here"))
+            continue
         if kind not in SOURCES:
             problems.append(Problem(lines.of((*path, "type")), field_name((*path, "type")),
                                     f"unknown source type {kind!r}; known: {', '.join(SOURCES)}"

@@ -30,6 +30,7 @@ from rollout.controller.sequences import rate_bounds
 from rollout.controller.sources.reading import Measurement, Reading
 from rollout.controller.thresholds import Thresholds
 
+QUERY_LOG = "query_log"   # the built-in source's name
 Comparison = Literal["below", "above"]
 NoDataMeaning = Literal["hold", "pass", "fail"]
 
@@ -55,7 +56,8 @@ class MetricGate:
 
 
 def metric_gate(spec: MetricGate) -> Gate:
-    """The registry entry of a custom gate: a guardrail spends one share of the rollback alpha."""
+    """The registry entry of a custom gate: a guardrail spends one share of the rollback alpha; one on query_log
+    is not judged when the consistency gate finds that evidence impossible, like the registry's statistical gates."""
     role = Role(spec.role)
 
     def check(evidence: Evidence, plan: RolloutPlan, alpha: float) -> GateResult:
@@ -66,7 +68,7 @@ def metric_gate(spec: MetricGate) -> Gate:
                 "(rate: beta-binomial confidence sequence; value: plain comparison)",
                 (), {"hold": "holds, saying why", "pass": "passes with a warning saying why",
                      "fail": f"fails ({role.on_failure.value})"}[spec.no_data],
-                check, alpha_shares=1 if role is Role.GUARDRAIL else 0)
+                check, statistical=spec.source == QUERY_LOG, alpha_shares=1 if role is Role.GUARDRAIL else 0)
 
 
 def _shown(measurement: Measurement | None) -> str | None:
