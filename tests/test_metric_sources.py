@@ -239,7 +239,7 @@ def test_no_rollout_no_reading():
     assert reading.missing == "no candidate: no rollout is under way"
 
 
-def test_prometheus_server_helper_stops_its_process(tmp_path: Path):
+def test_the_prometheus_server_stops_its_process(tmp_path: Path):
     server = PrometheusServer(tmp_path, "# EOF\n")
     with server:
         process = server.process
