@@ -34,7 +34,7 @@ def test_the_page_is_served_with_a_strict_policy_and_a_safe_cookie(client):
     cookie = response.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" not in cookie
     page = response.get_data(as_text=True)
-    assert 'id="controls"' not in page and "history-locked" in page
+    assert 'id="controls"' not in page and 'id="history"' in page and 'id="decision-kind"' in page
     assert "<script>" not in page and "http://" not in page.replace('xmlns="http://www.w3.org', "")
     for asset in ("console.js", "console.css", "favicon.svg"):
         assert client.get(f"/console/assets/{asset}").status_code == 200

@@ -1,7 +1,7 @@
-"""`query_log_minutes`: query_log summed per minute and version, kept by the query-log writer.
+"""`query_log_rollup`: query_log summed per minute (and per quarter hour) and version, kept by the query-log writer.
 
 The writer COPYs a batch into a temporary table, moves it to `query_log` and adds it to the
-rollup (`query_log_minutes_add`, sql/009) in one transaction: the rollup holds exactly the rows
+rollup (`query_log_rollup_add`, sql/009) in one transaction: the rollup holds exactly the rows
 that are in `query_log`, whatever fails. Latency is a histogram of log-spaced buckets (eight per
 doubling from 0.1 ms, each 9.05 % wide), so the buckets of any minutes add up, and a percentile
 read from them lies in the bucket of the exact one: it is reported as that bucket's geometric
@@ -11,13 +11,19 @@ middle, within 4.4 % of PostgreSQL's `percentile_cont`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 import psycopg
 
 BUCKET_BASE_MS = 0.1   # the first bucket's lower edge (every faster query counts in bucket 0)
 BUCKETS_PER_DOUBLING = 8
 BATCH_TABLE = "query_log_batch"
+GRAINS_MIN = (15, 1)  # the periods the rollup keeps, in minutes, coarsest first
+
+
+def grain_for(step_s: float) -> int:
+    """The coarsest grain whose periods fit a whole number of times in a point of `step_s` seconds."""
+    return next(g for g in GRAINS_MIN if step_s % (g * 60) == 0)
 
 
 def bucket_middle(bucket: int) -> float:
@@ -25,38 +31,13 @@ def bucket_middle(bucket: int) -> float:
     return BUCKET_BASE_MS * 2 ** ((bucket + 0.5) / BUCKETS_PER_DOUBLING)
 
 
-def add_histograms(histograms: Iterable[Mapping[str, int]]) -> dict[int, int]:
-    """Bucket counts summed over `histograms` (as stored: {"bucket": count})."""
-    total: dict[int, int] = {}
-    for histogram in histograms:
-        for bucket, count in histogram.items():
-            total[int(bucket)] = total.get(int(bucket), 0) + int(count)
-    return total
-
-
-def percentiles(histogram: Mapping[int, int], quantiles: Sequence[float]) -> list[float | None]:
-    """Each quantile as `percentile_cont` takes it (rank q·(n−1), between the two nearest samples), with each
-    sample standing at its bucket's middle; None without samples."""
-    ordered = sorted((b, c) for b, c in histogram.items() if c > 0)
-    n = sum(c for _, c in ordered)
-    if n == 0:
-        return [None for _ in quantiles]
-
-    def value(index: int) -> float:
-        seen = 0
-        for bucket, count in ordered:
-            seen += count
-            if index < seen:
-                return bucket_middle(bucket)
-        return bucket_middle(ordered[-1][0])
-
-    out = []
-    for q in quantiles:
-        rank = q * (n - 1)
-        low, high = math.floor(rank), math.ceil(rank)
-        lower, upper = value(low), value(high)
-        out.append(lower + (upper - lower) * (rank - low))
-    return out
+def quantile(q: float, total: int, low_bucket: int, high_bucket: int) -> float:
+    """Quantile `q` of `total` samples as `percentile_cont` takes it (rank q·(n−1), between the two nearest
+    samples), each sample standing at its bucket's middle: `low_bucket` holds the sample at rank floor(q·(n−1)),
+    `high_bucket` the one at ceil(q·(n−1))."""
+    rank = q * (total - 1)
+    lower, upper = bucket_middle(low_bucket), bucket_middle(high_bucket)
+    return lower + (upper - lower) * (rank - math.floor(rank))
 
 
 def write_batch(conn: psycopg.Connection, columns: Sequence[str], rows: Iterable[tuple]) -> None:
@@ -72,12 +53,12 @@ def write_batch(conn: psycopg.Connection, columns: Sequence[str], rows: Iterable
         for row in rows:
             copy.write_row(row)
     conn.execute(f"INSERT INTO query_log ({names}) SELECT {names} FROM {BATCH_TABLE}")
-    conn.execute(f"SELECT query_log_minutes_add('pg_temp.{BATCH_TABLE}')")
+    conn.execute(f"SELECT query_log_rollup_add('pg_temp.{BATCH_TABLE}')")
 
 
 def rebuild(conn: psycopg.Connection) -> None:
     """Sum every query_log row into the rollup again (after rows were loaded around the writer, e.g. by COPY)."""
     with conn.transaction():
-        conn.execute("LOCK TABLE query_log_minutes IN EXCLUSIVE MODE")
-        conn.execute("DELETE FROM query_log_minutes")
-        conn.execute("SELECT query_log_minutes_add('query_log')")
+        conn.execute("LOCK TABLE query_log_rollup IN EXCLUSIVE MODE")
+        conn.execute("DELETE FROM query_log_rollup")
+        conn.execute("SELECT query_log_rollup_add('query_log')")

@@ -1,6 +1,8 @@
--- A per-minute, per-version rollup of query_log, so the console's series over a day read about
--- 1,440 rows a version instead of every query. The query-log writer adds each batch to it in the
--- same transaction as the batch's rows; this upgrade fills it from the rows already logged.
+-- A per-minute, per-version rollup of query_log, so the console's series read a few hundred rows
+-- a version instead of every query. The same sums are kept per minute and per quarter hour
+-- (`grain_minutes` 1 and 15): ranges drawn in 15-minute or 2-hour points (24 h, 7 days) read the
+-- quarters, finer ones the minutes. The query-log writer adds each batch to both in the same
+-- transaction as the batch's rows; this upgrade fills them from the rows already logged.
 --
 -- Latency is kept as counts per log-spaced bucket: bucket b holds [0.1 ms * 2^(b/8), 0.1 ms *
 -- 2^((b+1)/8)), eight buckets per doubling (each 9.05 % wide, the last from about 3.4 hours up),
@@ -24,8 +26,9 @@ AS $$
           GROUP BY key) s
 $$;
 
-CREATE TABLE IF NOT EXISTS query_log_minutes (
-    minute              timestamptz NOT NULL,                 -- on the grid of whole minutes since 2000-01-01 UTC
+CREATE TABLE IF NOT EXISTS query_log_rollup (
+    grain_minutes       smallint NOT NULL CHECK (grain_minutes IN (1, 15)),
+    period              timestamptz NOT NULL,                 -- its start, on the grain's grid since 2000-01-01 UTC
     version             text NOT NULL,
     -- routed-mode queries routed to the version (the series' figures)
     requests            bigint NOT NULL DEFAULT 0,
@@ -41,20 +44,24 @@ CREATE TABLE IF NOT EXISTS query_log_minutes (
     overlap_samples     bigint NOT NULL DEFAULT 0,
     -- routed-mode embedding tokens spent by this version's embedder (served or shadow)
     embed_tokens        bigint NOT NULL DEFAULT 0,
-    PRIMARY KEY (minute, version)
+    PRIMARY KEY (grain_minutes, period, version)
 );
 
 -- Add the routed-mode rows of `source` (query_log, or a batch with its columns) to the rollup.
-CREATE OR REPLACE FUNCTION query_log_minutes_add(source regclass) RETURNS void
+CREATE OR REPLACE FUNCTION query_log_rollup_add(source regclass) RETURNS void
 LANGUAGE plpgsql
 AS $fn$
+DECLARE
+    grain integer;
 BEGIN
+    FOREACH grain IN ARRAY ARRAY[1, 15] LOOP
     EXECUTE format($sql$
         WITH logged AS (
-            SELECT date_bin('1 minute', logged_at, timestamptz '2000-01-01 00:00:00+00') AS minute, * FROM %1$s
+            SELECT date_bin(make_interval(mins => %2$s), logged_at, timestamptz '2000-01-01 00:00:00+00') AS period,
+                   * FROM %1$s
             WHERE mode = 'routed'
         ), facts AS (
-            SELECT minute, routed_version AS version, latency_bucket(latency_ms) AS bucket, 1 AS requests,
+            SELECT period, routed_version AS version, latency_bucket(latency_ms) AS bucket, 1 AS requests,
                    (fallback OR served_version IS NULL)::int AS errors, fallback::int AS fallbacks,
                    latency_ms::float8 AS latency,
                    CASE WHEN served_version = routed_version THEN cache_hit::int END AS cache_hit,
@@ -62,28 +69,28 @@ BEGIN
                    overlap::float8 AS overlap, 0 AS tokens
             FROM logged
             UNION ALL
-            SELECT minute, served_version, NULL, 0, 0, 0, 0, NULL, NULL, NULL, embed_tokens
+            SELECT period, served_version, NULL, 0, 0, 0, 0, NULL, NULL, NULL, embed_tokens
             FROM logged WHERE served_version IS NOT NULL AND embed_tokens IS NOT NULL
             UNION ALL
-            SELECT minute, other_version, NULL, 0, 0, 0, 0, NULL, NULL, NULL, other_embed_tokens
+            SELECT period, other_version, NULL, 0, 0, 0, 0, NULL, NULL, NULL, other_embed_tokens
             FROM logged WHERE other_version IS NOT NULL AND other_embed_tokens IS NOT NULL
         ), per_bucket AS (
-            SELECT minute, version, bucket, sum(requests) AS requests, sum(errors) AS errors,
+            SELECT period, version, bucket, sum(requests) AS requests, sum(errors) AS errors,
                    sum(fallbacks) AS fallbacks, sum(latency) AS latency, sum(cache_hit) AS cache_hits,
                    count(cache_hit) AS cache_samples, sum(similarity) AS similarity,
                    count(similarity) AS similarity_samples, sum(overlap) AS overlap,
                    count(overlap) AS overlap_samples, sum(tokens) AS tokens
-            FROM facts GROUP BY minute, version, bucket
+            FROM facts GROUP BY period, version, bucket
         )
-        INSERT INTO query_log_minutes AS m (minute, version, requests, errors, fallbacks, latency_ms_sum,
-            latency_buckets, cache_hits, cache_samples, similarity_sum, similarity_samples, overlap_sum,
-            overlap_samples, embed_tokens)
-        SELECT minute, version, sum(requests), sum(errors), sum(fallbacks), coalesce(sum(latency), 0),
+        INSERT INTO query_log_rollup AS m (grain_minutes, period, version, requests, errors, fallbacks,
+            latency_ms_sum, latency_buckets, cache_hits, cache_samples, similarity_sum, similarity_samples,
+            overlap_sum, overlap_samples, embed_tokens)
+        SELECT %2$s, period, version, sum(requests), sum(errors), sum(fallbacks), coalesce(sum(latency), 0),
                coalesce(jsonb_object_agg(bucket, requests) FILTER (WHERE bucket IS NOT NULL), '{}'),
                coalesce(sum(cache_hits), 0), sum(cache_samples), coalesce(sum(similarity), 0),
                sum(similarity_samples), coalesce(sum(overlap), 0), sum(overlap_samples), sum(tokens)
-        FROM per_bucket GROUP BY minute, version
-        ON CONFLICT (minute, version) DO UPDATE SET
+        FROM per_bucket GROUP BY period, version
+        ON CONFLICT (grain_minutes, period, version) DO UPDATE SET
             requests = m.requests + excluded.requests, errors = m.errors + excluded.errors,
             fallbacks = m.fallbacks + excluded.fallbacks, latency_ms_sum = m.latency_ms_sum + excluded.latency_ms_sum,
             latency_buckets = latency_histogram_add(m.latency_buckets, excluded.latency_buckets),
@@ -93,9 +100,10 @@ BEGIN
             overlap_sum = m.overlap_sum + excluded.overlap_sum,
             overlap_samples = m.overlap_samples + excluded.overlap_samples,
             embed_tokens = m.embed_tokens + excluded.embed_tokens
-    $sql$, source);
+    $sql$, source, grain);
+    END LOOP;
 END
 $fn$;
 
 -- the rows logged before this upgrade
-SELECT query_log_minutes_add('query_log');
+SELECT query_log_rollup_add('query_log');
