@@ -238,9 +238,13 @@ async function showHistory() {
     getJSON("/api/history/alerts?limit=20" + ($("event-kind").value ? `&kind=${$("event-kind").value}` : "") +
       ($("event-severity").value.trim() ? `&severity=${encodeURIComponent($("event-severity").value.trim())}` : "")),
   ]);
-  fill($("decisions"), decisions.decisions.map((d) => el("li", {"data-id": d.id},
-    el("b", {}, `#${d.id} ${d.kind} ${d.action}`), ` ${when(d.decided_at)} by ${d.actor}: `,
-    `${d.percentage_before} % → ${d.percentage_after} % — ${d.reason}`, evidence(d))));
+  const ids = decisions.decisions.map((d) => d.id).join(",");
+  if ($("decisions").dataset.ids !== ids) {  // unchanged rows stay, so an opened evidence stays open
+    $("decisions").dataset.ids = ids;
+    fill($("decisions"), decisions.decisions.map((d) => el("li", {"data-id": d.id},
+      el("b", {}, `#${d.id} ${d.kind} ${d.action}`), ` ${when(d.decided_at)} by ${d.actor}: `,
+      `${d.percentage_before} % → ${d.percentage_after} % — ${d.reason}`, evidence(d))));
+  }
   fill($("audit").tBodies[0], audit.changes.map((c) => el("tr", {},
     el("td", {}, when(c.changed_at)), el("td", {}, c.flag), el("td", {}, `${c.old ?? "–"} → ${c.new ?? "–"}`),
     el("td", {}, c.actor), el("td", {}, c.reason || ""))));
