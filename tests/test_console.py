@@ -248,12 +248,13 @@ def test_a_price_per_model_prices_the_tokens(runtime):
 
 
 def test_an_axis_over_zeros_or_tiny_values_reads_in_round_numbers():
-    from rollout.console.charts import Line, axis, line_chart
+    from rollout.console.charts import Line, _label, axis, line_chart
 
     assert axis(0.0, 0.0, "%") == [0.0, 0.0005, 0.001]
     assert axis(0.0, 1e-8, "%") == axis(0.0, 0.0, "%")
     assert axis(0.0, 123.4, "ms") == [0, 50, 100, 150]
     assert axis(0.0, 0.0, "ms")[-1] == 1.0
+    assert [_label(v, "$") for v in axis(0.0, 0.0, "$")] == ["$0", "$0.00005", "$0.0001"]
     svg = line_chart("Error rate", [Line("v1", [(NOW - timedelta(minutes=m), 0.0) for m in range(5)])],
                      NOW - timedelta(hours=1), NOW, unit="%")
     labels = re.findall(r'text-anchor="end" fill="#57606a">([^<]+)<', svg)[:-1]  # the last: the time axis

@@ -49,8 +49,8 @@ def axis(low: float, high: float, unit: str = "", count: int = 4) -> list[float]
 def _label(value: float, unit: str) -> str:
     if unit == "%":
         return f"{value * 100:.3g} %"
-    if unit == "$":
-        return f"${value:.3g}"
+    if unit == "$":  # fixed point: tick steps are round, and a money label never reads 5e-05
+        return "$" + (f"{float(f'{value:.3g}'):.8f}".rstrip("0").rstrip(".") or "0")
     if abs(value) >= 1000:
         return f"{value / 1000:.3g}k{unit and ' ' + unit}"
     return f"{value:.3g}{unit and ' ' + unit}"
