@@ -212,3 +212,32 @@ def test_the_bucket_of_a_latency_holds_it(runtime, latency_ms):
         assert latency_ms < bucket_middle(bucket) * width ** 0.5 * (1 + 1e-9)
     else:
         assert bucket in (0, 255)
+
+
+def test_writers_of_several_processes_add_the_same_minutes_at_once(runtime):
+    """Batches over the same minutes and versions from two connections at once: none is refused (rows are locked
+    in one order, so no deadlock), and the rollup still equals query_log."""
+    import threading
+
+    from rollout.analytics.rollup import write_batch
+
+    failures: list[Exception] = []
+
+    def writer(seed: int) -> None:
+        for round_ in range(15):
+            rows = [r.row() for r in varied_records(60, seed=seed * 100 + round_)]
+            try:
+                with runtime.pool.connection() as conn, conn.transaction():
+                    write_batch(conn, COLUMNS, rows)
+            except psycopg.Error as exc:
+                failures.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(seed,)) for seed in (1, 2, 3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failures == []
+    with runtime.pool.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM query_log").fetchone()[0] == 3 * 15 * 60
+        rollup_matches(conn)

@@ -90,6 +90,7 @@ BEGIN
                coalesce(sum(cache_hits), 0), sum(cache_samples), coalesce(sum(similarity), 0),
                sum(similarity_samples), coalesce(sum(overlap), 0), sum(overlap_samples), sum(tokens)
         FROM per_bucket GROUP BY period, version
+        ORDER BY period, version  -- rows locked in one order: writers of several processes never deadlock
         ON CONFLICT (grain_minutes, period, version) DO UPDATE SET
             requests = m.requests + excluded.requests, errors = m.errors + excluded.errors,
             fallbacks = m.fallbacks + excluded.fallbacks, latency_ms_sum = m.latency_ms_sum + excluded.latency_ms_sum,
