@@ -4,8 +4,9 @@
 
 Fills query_log with `--rows` routed queries over three days (a 50 % stage: V1 and V2 alike,
 latency lognormal around 120 ms, similarity Beta with mean 0.78, 0.02 % of V2's queries
-answered by V1's fallback, 100,000 users, shadow overlaps on a third of the queries), then gathers the evidence of that window
-and judges it, the way one evaluation of `rollout controller` does:
+answered by V1's fallback, 100,000 users, shadow overlaps on a third of the queries, 4 to 39
+embedding tokens a query), then gathers the evidence of that window and judges it, the way
+one evaluation of `rollout controller` does:
 
 - ours: counts exact, latencies/similarities/overlaps a Bernoulli sample of at most
   `--max-samples` rows per version (ROLLOUT_EVIDENCE_MAX_SAMPLES);
@@ -59,6 +60,7 @@ def fill(runtime: Runtime, rows: int, until: datetime, rng: np.random.Generator)
         failed = rng.random(n) < 0.0002
         shadowed = rng.random(n) < 1 / 3
         overlap = rng.beta(6, 2, n)
+        tokens = rng.integers(4, 40, n)  # the query's embedding tokens (the shadow embeds the same text)
         with runtime.pool.connection() as conn, conn.cursor() as cursor, cursor.copy(COPY_SQL) as copy:
             for i in range(n):
                 version = "v2" if on_v2[who[i]] else "v1"
@@ -68,7 +70,8 @@ def fill(runtime: Runtime, rows: int, until: datetime, rng: np.random.Generator)
                     version, "v1" if fallback else version, "h", None, None, 10, float(latency[i]), None, None,
                     float(similarity[i]), 10, None, fallback, "timeout" if fallback else None, None,
                     "v1" if version == "v2" else "v2", None, None, None,
-                    float(overlap[i]) if shadowed[i] else None, None, None, None, hashes[who[i]]))
+                    float(overlap[i]) if shadowed[i] else None, None, None, None, hashes[who[i]],
+                    int(tokens[i]), int(tokens[i]) if shadowed[i] else None))
     with runtime.pool.connection() as conn:
         conn.execute("ANALYZE query_log")
 

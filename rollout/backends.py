@@ -41,6 +41,7 @@ class SearchResult:
     search_ms: float
     cache_hit: bool = False
     extra: dict = field(default_factory=dict)
+    tokens: int = 0  # what embedding the query used (0 from the cache; an estimate where the model reports none)
 
     @property
     def top_similarity(self) -> float | None:
@@ -104,16 +105,18 @@ class VersionBackend:
     def search(self, text: str, k: int, category: str | None = None,
                min_similarity: float | None = None) -> SearchResult:
         started = time.perf_counter()
+        tokens_before = self.embedder.usage.thread_tokens()
         try:
             vector, cache_hit = self.embed_query(text)
         except EmbeddingError as exc:
             raise SearchFailed(self.version, "embedding", str(exc)) from exc
         embedded = time.perf_counter()
+        tokens = self.embedder.usage.thread_tokens() - tokens_before
         hits = self.search_vector(vector, k, category)
         if min_similarity is not None:
             hits = [h for h in hits if h.similarity >= min_similarity]
         return SearchResult(self.version, hits, (embedded - started) * 1000,
-                            (time.perf_counter() - embedded) * 1000, cache_hit)
+                            (time.perf_counter() - embedded) * 1000, cache_hit, tokens=tokens)
 
     def search_vector(self, vector: np.ndarray, k: int, category: str | None = None) -> list[Hit]:
         params = {"vector": vector, "k": k, "category": category, "snippet": self.SNIPPET_CHARS}

@@ -415,7 +415,7 @@ class RagGateway:
     def _main_fields(self, result: SearchResult) -> dict:
         return dict(served_version=result.version, embed_ms=result.embed_ms, search_ms=result.search_ms,
                     top_similarity=result.top_similarity, result_count=len(result.hits),
-                    cache_hit=self._cache_hit(result))
+                    cache_hit=self._cache_hit(result), embed_tokens=result.tokens)
 
     def _failure_record(self, query: RagQuery, decision: Decision, exc: SearchFailed,
                         fallback_from: SearchFailed | None, arrived: float, latency_ms: float,
@@ -431,7 +431,8 @@ def _other_fields(run: SearchRun | None, comparison: Comparison | None) -> dict:
     fields: dict = {}
     if run is not None:
         fields.update(other_version=run.version, other_latency_ms=run.latency_ms, other_error=run.error,
-                      other_top_similarity=run.result.top_similarity if run.result is not None else None)
+                      other_top_similarity=run.result.top_similarity if run.result is not None else None,
+                      other_embed_tokens=run.result.tokens if run.result is not None else None)
     if comparison is not None:
         fields.update(overlap=comparison.overlap, rbo=comparison.rbo, kendall_tau=comparison.kendall_tau,
                       top1_agreement=comparison.top1_agreement)

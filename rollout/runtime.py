@@ -44,6 +44,7 @@ from rollout.gateway import RagGateway
 from rollout.merging import Merger, NearDuplicates
 from rollout.metrics import Metrics
 from rollout.migration.coverage import CoverageMonitor
+from rollout.migration.estimate import price_per_mtok
 from rollout.migration.writer import DocumentWriter
 from rollout.relevance.calibration import Calibration
 from rollout.relevance.evidence import RelevanceCollector
@@ -153,7 +154,8 @@ class Runtime:
             if settings.relevance_calibration:
                 self.gateway.threshold_for = self.calibration.threshold_for
                 self.replicator.on_tick(lambda: self.calibration.refresh_if_due(wait=False))
-            self.figures = Figures(self.pool, settings, roles=lambda: self.router.roles)
+            self.figures = Figures(self.pool, settings, roles=lambda: self.router.roles,
+                                   price_per_mtok=self.price_per_mtok)
 
             # staged rollout: one service for the status, people's commands and the controller's evaluations
             rollout_store = RolloutStore(self.pool)
@@ -254,6 +256,11 @@ class Runtime:
             raise VersionError(f"no version named {name} is served; known: {', '.join(self.backends)} "
                                "(`rollout versions list`)")
         return backend.settings
+
+    def price_per_mtok(self, name: str) -> float | None:
+        """USD per million embedding tokens of a served version's model; None when no price is known."""
+        backend = self.backends.get(name)
+        return None if backend is None else price_per_mtok(backend.settings, self.settings)
 
     def start(self) -> Runtime:
         """Load the replicated state once, then keep it current from a background thread."""

@@ -1,4 +1,5 @@
-"""Build query_log rows for tests: a QueryRecord with plain defaults, inserted with one executemany."""
+"""Build query_log rows for tests: a QueryRecord with plain defaults, written as the query-log writer writes a
+batch (query_log and its per-minute rollup in one transaction)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from rollout.analytics.record import COLUMNS, QueryRecord
+from rollout.analytics.rollup import write_batch
 
 NOW = datetime.now(UTC)
 
@@ -20,7 +22,5 @@ def record(**fields) -> QueryRecord:
 
 
 def insert(pool, records: list[QueryRecord]) -> None:
-    placeholders = ", ".join(["%s"] * len(COLUMNS))
-    with pool.connection() as conn, conn.cursor() as cursor:
-        cursor.executemany(f"INSERT INTO query_log ({', '.join(COLUMNS)}) VALUES ({placeholders})",
-                           [r.row() for r in records])
+    with pool.connection() as conn, conn.transaction():
+        write_batch(conn, COLUMNS, [r.row() for r in records])

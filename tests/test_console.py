@@ -7,9 +7,11 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+import pytest
 from analytics_rows import NOW, insert, record
 from conftest import ADMIN_TOKEN, admin_headers, load_and_embed
 
+from rollout.api.history import DECISION_FIELDS, FLAG_FIELDS
 from rollout.app import create_app
 from rollout.console.sessions import COOKIE
 
@@ -34,7 +36,7 @@ def test_the_page_is_served_with_a_strict_policy_and_a_safe_cookie(client):
     cookie = response.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" not in cookie
     page = response.get_data(as_text=True)
-    assert 'id="controls"' not in page and "history-locked" in page
+    assert 'id="controls"' not in page and 'id="history"' in page and 'id="decision-kind"' in page
     assert "<script>" not in page and "http://" not in page.replace('xmlns="http://www.w3.org', "")
     for asset in ("console.js", "console.css", "favicon.svg"):
         assert client.get(f"/console/assets/{asset}").status_code == 200
@@ -174,3 +176,99 @@ def test_ended_points_are_kept_and_only_new_rows_counted(runtime):
     series.forget()
     recounted = runtime.figures.series("6h", until=NOW + timedelta(seconds=2))
     assert sum(p["requests"] for p in recounted["versions"]["v2"]) == 3
+
+
+def test_a_visitor_reads_the_history_without_what_only_admins_may_see(client, runtime):
+    """Decisions with their evidence, the flag audit and alert events, without notification results, errors,
+    plans or the alerts' payloads; nothing of the admin token or the webhook secret."""
+    from alert_payloads import alertmanager
+    from conftest import WEBHOOK_SECRET
+
+    client.post("/api/rollout/stage", json={"action": "advance", "reason": "first stage"}, headers=admin_headers())
+    [evaluation] = runtime.stages.evaluate(now=runtime.stages.store.read().state.stage_started_at + 1)
+    assert client.post("/api/alerts/webhook", json=alertmanager(),
+                       headers={"Authorization": f"Bearer {WEBHOOK_SECRET}"}).status_code == 200
+    visitor = create_app(runtime=runtime).test_client()  # no login, no token
+    decisions = visitor.get("/api/history/decisions").get_json()["decisions"]
+    assert {d["kind"] for d in decisions} >= {"command", "evaluation"}
+    assert all(set(d) <= set(DECISION_FIELDS) for d in decisions)
+    assert [d["id"] for d in visitor.get("/api/history/decisions?kind=evaluation").get_json()["decisions"]] == \
+        [evaluation["id"]]
+    detail = visitor.get(f"/api/history/decisions/{evaluation['id']}").get_json()
+    stored = runtime.stages.store.decision(evaluation["id"])
+    assert detail["verdict"]["gates"] and detail["evidence"] == stored["evidence"]
+    assert "plan" not in detail and "notification" not in detail and "error" not in detail
+    flag = runtime.flag_audit.recent(1)[0]["flag"]
+    changes = visitor.get(f"/api/history/flags?flag={flag}").get_json()["changes"]
+    assert changes and all(c["flag"] == flag for c in changes) and all(set(c) <= set(FLAG_FIELDS) for c in changes)
+    events = visitor.get("/api/history/alerts?kind=alert&severity=critical").get_json()["events"]
+    assert events and events[0]["alertname"] == "RagV2ErrorRateHigh"
+    assert not {"labels", "annotations", "source", "fingerprint", "value"} & set(events[0])
+    bodies = "".join(visitor.get(path).get_data(as_text=True) for path in (
+        "/api/history/decisions", f"/api/history/decisions/{evaluation['id']}", "/api/history/flags",
+        "/api/history/alerts"))
+    assert ADMIN_TOKEN not in bodies and WEBHOOK_SECRET not in bodies and "runbooks.example" not in bodies
+    assert visitor.get("/api/history/decisions/999999").status_code == 404
+    assert visitor.get("/api/history/decisions?kind=other").status_code == 400
+    assert visitor.get("/api/history/alerts?limit=0").status_code == 400
+    assert visitor.post("/api/rollout/stage", json={"action": "hold"}).status_code == 401  # controls stay admin-only
+
+
+def test_query_embedding_tokens_and_their_cost_per_version(make_runtime):
+    """The local model's estimated tokens reach query_log, the rollup, the series and the dashboard; its price is
+    0, a cloud model's price comes from EMBEDDING_PRICES_PER_MTOK and a model without one has no cost."""
+    from test_shadow import QUERY
+
+    runtime = make_runtime(FF_ENABLE_QUERY_ANALYTICS="true", EMBEDDING_CACHE="false")
+    load_and_embed(runtime)
+    client = create_app(runtime=runtime).test_client()
+    for _ in range(3):
+        assert client.post("/api/rag/query", json=QUERY).status_code == 200
+    assert runtime.query_log.flush()
+    expected = -(-len(QUERY["query"]) // 4)
+    with runtime.pool.connection() as conn:
+        assert {row[0] for row in conn.execute("SELECT embed_tokens FROM query_log")} == {expected}
+    series = client.get("/api/monitoring/series?range=1h").get_json()
+    dashboard = client.get("/api/monitoring/dashboard?range=1h").get_json()
+    served = dashboard["versions"]["v1"]
+    assert served["embed_tokens"] == series["cost"]["v1"]["embed_tokens"] == 3 * expected
+    assert served["price_per_mtok_usd"] == 0.0 and served["cost_usd"] == 0.0
+    assert sum(p["embed_tokens"] for p in series["versions"]["v1"]) == 3 * expected
+    assert client.get("/console/charts/cost.svg?range=1h").status_code == 200
+    assert runtime.price_per_mtok("nothing") is None
+
+
+def test_a_price_per_model_prices_the_tokens(runtime):
+    insert(runtime.pool, [record(routed_version="v2", served_version="v2", embed_tokens=500_000)])
+    runtime.figures._series.price_per_mtok = {"v1": None, "v2": 0.02}.get
+    series = runtime.figures.series("1h")
+    assert series["cost"]["v2"] == {"embed_tokens": 500_000, "price_per_mtok_usd": 0.02, "cost_usd": 0.01}
+    assert series["cost"]["v1"]["cost_usd"] is None
+    assert [p["cost_usd"] for p in series["versions"]["v2"]] == [0.01]
+
+
+def test_an_axis_over_zeros_or_tiny_values_reads_in_round_numbers():
+    from rollout.console.charts import Line, _label, axis, line_chart
+
+    assert axis(0.0, 0.0, "%") == [0.0, 0.0005, 0.001]
+    assert axis(0.0, 1e-8, "%") == axis(0.0, 0.0, "%")
+    assert axis(0.0, 123.4, "ms") == [0, 50, 100, 150]
+    assert axis(0.0, 0.0, "ms")[-1] == 1.0
+    assert [_label(v, "$") for v in axis(0.0, 0.0, "$")] == ["$0", "$0.00005", "$0.0001"]
+    svg = line_chart("Error rate", [Line("v1", [(NOW - timedelta(minutes=m), 0.0) for m in range(5)])],
+                     NOW - timedelta(hours=1), NOW, unit="%")
+    labels = re.findall(r'text-anchor="end" fill="#57606a">([^<]+)<', svg)[:-1]  # the last: the time axis
+    assert labels == ["0 %", "0.05 %", "0.1 %"] and not re.search(r"\de-\d", svg)
+
+
+def test_gate_charts_draw_the_threshold_the_gate_registry_names():
+    from rollout.controller.gates.registry import GATES, threshold_of
+
+    assert threshold_of("latency", "p95_ratio", {"latency_margin": 0.1}) == pytest.approx(1.1)
+    assert threshold_of("latency", "p95_candidate_ms", {"max_p95_ms": 800.0}) == 800.0
+    assert threshold_of("errors", "error_rate_candidate", {"max_error_rate": 0.001}) == 0.001
+    assert threshold_of("quality", "shadow_overlap", {"min_shadow_overlap": 0.5}) == 0.5
+    assert threshold_of("latency", "p95_ratio", {}) is None  # the stored thresholds lack it
+    assert threshold_of("nothing", "p95_ratio", {"latency_margin": 0.1}) is None
+    named = {gate.name for gate in GATES if gate.limits}
+    assert {"latency", "errors", "quality"} <= named

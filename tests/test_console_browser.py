@@ -10,6 +10,7 @@ import base64
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -64,7 +65,8 @@ def gateway(make_runtime):
                latency_ms=float(rng.lognormal(np.log(46 if version == "v2" else 40), 0.3)),
                top_similarity=float(rng.beta(8, 2)), user_hash=f"{version}-{uuid.uuid4().hex[:8]}",
                other_version="v1" if version == "v2" else "v2", overlap=float(rng.uniform(0.5, 0.9)), rbo=0.7,
-               top1_agreement=bool(i % 3), cache_hit=bool(rng.random() < 0.8))
+               top1_agreement=bool(i % 3), cache_hit=bool(rng.random() < 0.8), embed_tokens=int(rng.integers(5, 20)),
+               other_embed_tokens=int(rng.integers(5, 20)))
         for i, at in enumerate(moments) for version in ("v2" if i % 10 == 0 else "v1",)])
     runtime.stages.evaluate(now=started + 3590)
     server = make_server("127.0.0.1", free_port(), app, threaded=True)
@@ -180,23 +182,44 @@ def test_a_visitor_reads_the_rollout_and_the_numbers_are_the_apis(gateway, brows
         assert cell("mean_top_similarity") == f"{figures['mean_top_similarity']:.3f}"
     assert text(browser, "verdict") == dashboard["verdict"]
     coverage = call(f"{url}/api/monitoring/coverage")[1]["versions"]["v2"]
-    shown = {row.find_element(By.TAG_NAME, "td").text: row.text for row in
-             browser.find_elements(By.CSS_SELECTOR, "#coverage tbody tr")}
+    shown = dict(browser.execute_script(  # in one go: the page refills the table every second
+        "return [...document.querySelectorAll('#coverage tbody tr')].map((r) => [r.cells[0].innerText, r.innerText])"))
     assert set(shown) == set(coverage) and len(shown) > 1
     assert all(f"({c['embedded']}/{c['total']})" in shown[name] for name, c in coverage.items())
     gates = status["last_evaluation"]["gates"]
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#gate-table tbody tr")) == len(gates) > 0
+    assert browser.execute_script("return document.querySelectorAll('#gate-table tbody tr').length") == len(gates) > 0
     charts = browser.find_elements(By.CSS_SELECTOR, "#charts img")
     wait(browser, lambda d: all(d.execute_script("return arguments[0].naturalWidth", img) > 0 for img in charts))
-    assert len(charts) == 9
+    assert len(charts) == 10 and charts[-1].get_attribute("alt").startswith("cost")
     assert browser.find_elements(By.CSS_SELECTOR, "#gate-charts img"), "no gate band chart was drawn"
+    for version in ("v1", "v2"):  # the cost rows: the local model's estimated tokens, at its price of 0
+        tokens = browser.find_element(By.CSS_SELECTOR, f'td[data-version="{version}"][data-figure="embed_tokens"]')
+        assert tokens.text == f"{dashboard['versions'][version]['embed_tokens']:,}" != "0"
+        cost = browser.find_element(By.CSS_SELECTOR, f'td[data-version="{version}"][data-figure="cost_usd"]')
+        assert cost.text == "$0"
 
     assert not browser.find_elements(By.ID, "controls") and not browser.find_elements(By.ID, "do-advance")
-    assert browser.find_element(By.ID, "history-locked").is_displayed()
+    history = call(f"{url}/api/history/decisions?limit=50")[1]["decisions"]
+    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#decisions li")) == len(history) > 0)
+    evaluation = next(d for d in history if d["kind"] == "evaluation")
+    item = browser.find_element(By.CSS_SELECTOR, f'#decisions li[data-id="{evaluation["id"]}"]')
+    item.find_element(By.TAG_NAME, "summary").click()
+    wait(browser, lambda d: item.find_elements(By.CSS_SELECTOR, "pre.evidence"))
+    shown = json.loads(item.find_element(By.CSS_SELECTOR, "pre.evidence").text)
+    assert shown["verdict"]["gates"] == call(f"{url}/api/history/decisions/{evaluation['id']}")[1]["verdict"]["gates"]
+    wait(browser, lambda d: "alice" in text(d, "audit"))
+    browser.find_element(By.ID, "decision-kind").send_keys("command")
+    wait(browser, lambda d: {t.split(" ")[1] for t in d.execute_script(
+        "return [...document.querySelectorAll('#decisions li')].map((li) => li.innerText)")} == {"command"})
+    errors_svg = urllib.request.urlopen(f"{url}/console/charts/errors.svg?range=24h", timeout=10).read().decode()
+    assert not re.search(r"\de-\d", errors_svg)  # every error rate is 0: round ticks, not 8e-07 %
+    latency = urllib.request.urlopen(f"{url}/console/charts/gates/latency/p95_ratio.svg?range=24h",
+                                     timeout=10).read().decode()
+    assert "threshold 1.1" in latency  # 1 + ROLLOUT_LATENCY_MARGIN, as the gate registry names it
     cookies = browser_cookies(browser)
     assert call(f"{url}/api/rollout/stage", {"action": "advance"}, cookies)[0] == 401
     assert call(f"{url}/api/monitoring/circuit-breaker", {"action": "open"}, cookies)[0] == 401
-    assert call(f"{url}/api/flags/audit", cookies=cookies)[0] == 401
+    assert call(f"{url}/api/flags/audit", cookies=cookies)[0] == 401  # the full rows stay admin-only
 
     full_page(browser, "console-visitor", 1280)
     screenshot(browser, "console-visitor", 1280, 800)

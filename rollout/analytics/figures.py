@@ -10,7 +10,9 @@
   server (routed queries) or as the shadow (the same queries, measured in the
   background), each in that version's own embedding space;
 - cache hit rate counts queries the version served with a query cache configured;
-- shadow overlap compares the served list with the shadow list of the same query.
+- shadow overlap compares the served list with the shadow list of the same query;
+- embedding tokens count what the version's model embedded (served or shadow), and their cost
+  is at the model's price per million tokens (`EMBEDDING_PRICES_PER_MTOK`).
 
 Percentiles are PostgreSQL's `percentile_cont` (linear interpolation, as numpy's
 default). All reads of one call share a REPEATABLE READ snapshot.
@@ -91,6 +93,9 @@ class VersionFigures:
     cache_samples: int = 0
     actual_share: float | None = None  # of routed queries
     target_share: float = 0.0          # from the flags, now
+    embed_tokens: int = 0              # query embeddings by this version's model (served and shadow, routed mode)
+    price_per_mtok_usd: float | None = None  # EMBEDDING_PRICES_PER_MTOK for its model (local: 0); None: unknown
+    cost_usd: float | None = None      # embed_tokens at that price
     shadow: ShadowFigures = field(default_factory=ShadowFigures)
 
     @classmethod
@@ -174,11 +179,11 @@ _BY_SERVED = f"""
     FROM query_log WHERE {_WINDOW} AND mode = 'routed' AND served_version IS NOT NULL GROUP BY served_version"""
 
 _SIMILARITY = f"""
-    SELECT version, avg(similarity), count(similarity) FROM (
-        SELECT served_version AS version, top_similarity AS similarity FROM query_log
+    SELECT version, avg(similarity), count(similarity), coalesce(sum(tokens), 0)::bigint FROM (
+        SELECT served_version AS version, top_similarity AS similarity, embed_tokens AS tokens FROM query_log
         WHERE {_WINDOW} AND mode = 'routed' AND served_version IS NOT NULL
         UNION ALL
-        SELECT other_version, other_top_similarity FROM query_log
+        SELECT other_version, other_top_similarity, other_embed_tokens FROM query_log
         WHERE {_WINDOW} AND mode = 'routed' AND other_version IS NOT NULL
     ) observed GROUP BY version"""
 
@@ -194,11 +199,13 @@ _LATEST_BASELINE = """SELECT id, created_at, range, figures, note FROM performan
 
 
 class Figures:
-    def __init__(self, pool: ConnectionPool, settings: Settings, roles: Callable[[], Roles]):
+    def __init__(self, pool: ConnectionPool, settings: Settings, roles: Callable[[], Roles],
+                 price_per_mtok: Callable[[str], float | None] = lambda version: None):
         self.pool = pool
         self.settings = settings
         self.roles = roles  # the baseline and the candidate (the router's snapshot of the registry)
-        self._series = Series(pool, settings)
+        self.price_per_mtok = price_per_mtok  # USD per million embedding tokens of a version by name
+        self._series = Series(pool, settings, price_per_mtok)
 
     def dashboard(self, range_name: str, flags: FlagSnapshot, *, until: datetime | None = None) -> Dashboard:
         """Figures over the last `range_name` (1h, 24h, 7d); InvalidRange otherwise."""
@@ -223,13 +230,17 @@ class Figures:
                 f = versions[version]
                 f.served, f.cache_hit_rate, f.cache_samples = served, _float(cache_rate), cache_samples
                 f.shadow = ShadowFigures(compared, _float(overlap), _float(rbo), _float(top1))
-            for version, similarity, samples in conn.execute(_SIMILARITY, params):
+            for version, similarity, samples, tokens in conn.execute(_SIMILARITY, params):
                 if version not in versions:
                     continue
                 versions[version].mean_top_similarity = _float(similarity)
                 versions[version].similarity_samples = samples
+                versions[version].embed_tokens = tokens
             queries, merged, failed, critical = conn.execute(_TOTALS, params).fetchone()
             stored = _baseline(conn.execute(_LATEST_BASELINE, (baseline,)).fetchone())
+        for f in versions.values():
+            f.price_per_mtok_usd = self.price_per_mtok(f.version)
+            f.cost_usd = None if f.price_per_mtok_usd is None else f.embed_tokens * f.price_per_mtok_usd / 1e6
         routed = sum(f.requests for f in versions.values())
         for version, share in target_shares(flags, baseline, candidate).items():
             versions[version].target_share = share

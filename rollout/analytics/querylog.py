@@ -5,8 +5,9 @@ snapshot and puts a tuple on the queue without waiting. A full queue drops the
 row and counts it (`rollout_query_log_rows_total{outcome="dropped"}`); a request
 never blocks on analytics. The writer thread wakes every `flush_interval_s` (or
 when a batch is full) and COPYs what is queued, up to `batch_size` rows per round
-trip. A database error drops that batch (counted as `failed`) and the writer goes
-on with the next.
+trip. Each batch goes to `query_log` and to its per-minute rollup in one transaction
+(rollout.analytics.rollup). A database error drops that batch from both (counted as `failed`)
+and the writer goes on with the next.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from flags import QUERY_ANALYTICS, FlagStore
 from rollout.analytics.record import COLUMNS, QueryRecord
+from rollout.analytics.rollup import write_batch
 from rollout.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-COPY_SQL = f"COPY query_log ({', '.join(COLUMNS)}) FROM STDIN"
+COPY_SQL = f"COPY query_log ({', '.join(COLUMNS)}) FROM STDIN"  # rows loaded around the writer (no rollup)
 
 
 class QueryText:
@@ -144,9 +146,8 @@ class QueryLogWriter:
         if not rows:
             return
         try:
-            with self.pool.connection() as conn, conn.cursor() as cursor, cursor.copy(COPY_SQL) as copy:
-                for row in rows:
-                    copy.write_row(row)
+            with self.pool.connection() as conn, conn.transaction():
+                write_batch(conn, COLUMNS, rows)
         except (psycopg.Error, PoolTimeout) as exc:
             self._failed.inc(len(rows))
             log.warning("query_log: %d rows lost, the database refused them: %s", len(rows), str(exc).strip())

@@ -42,6 +42,8 @@ class QueryRecord:
     kendall_tau: float | None = None
     top1_agreement: bool | None = None
     user_hash: str | None = None        # keyed hash of the routing key: distinct users for the sample ratio check
+    embed_tokens: int | None = None     # tokens the served version's embedding of the query used (0: cached)
+    other_embed_tokens: int | None = None  # ... and other_version's
 
     def row(self) -> tuple:
         return tuple(getattr(self, name) for name in COLUMNS)

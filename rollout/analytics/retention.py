@@ -58,6 +58,9 @@ class QueryLogRetention:
                     deleted += batch
                     if batch < self.batch_size or self._stopping.is_set():
                         break
+                # the rollup's periods that ended before the cutoff: their rows are gone
+                conn.execute("DELETE FROM query_log_rollup WHERE period + make_interval(mins => grain_minutes) "
+                             "<= now() - make_interval(secs => %s)", (self.max_age_days * 86400,))
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
         if deleted:

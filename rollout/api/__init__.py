@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from flask import Flask
 
-from rollout.api import alerts, breaker, documents, errors, feedback, flags, monitoring, rag, stages, system
+from rollout.api import alerts, breaker, documents, errors, feedback, flags, history, monitoring, rag, stages, system
 from rollout.api.validation import check_request
 
 BLUEPRINTS = (rag.bp, flags.bp, system.bp, monitoring.bp, alerts.bp, breaker.bp, documents.bp, stages.bp,
-              feedback.bp)
+              feedback.bp, history.bp)
 
 
 def init_app(app: Flask) -> None:

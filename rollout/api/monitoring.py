@@ -24,6 +24,11 @@ VERSION_FIGURES = {
         "mean_top_similarity": {"type": ["number", "null"]}, "similarity_samples": {"type": "integer"},
         "cache_hit_rate": {"type": ["number", "null"]}, "cache_samples": {"type": "integer"},
         "actual_share": {"type": ["number", "null"]}, "target_share": {"type": "number"},
+        "embed_tokens": {"type": "integer", "description": "Query embedding tokens of this version's model (served "
+                                                           "and shadow; estimated where a model reports none)."},
+        "price_per_mtok_usd": {"type": ["number", "null"], "description": "USD per 1M tokens of the model "
+                                                                          "(EMBEDDING_PRICES_PER_MTOK; local: 0)."},
+        "cost_usd": {"type": ["number", "null"], "description": "embed_tokens at that price; null: no price."},
         "shadow": {"type": "object", "properties": {
             "compared": {"type": "integer"}, "mean_overlap": {"type": ["number", "null"]},
             "mean_rbo": {"type": ["number", "null"]}, "top1_agreement_rate": {"type": ["number", "null"]}}},
@@ -75,12 +80,18 @@ SERIES_POINT = {
     "properties": {
         "at": {"type": "string", "format": "date-time", "description": "Start of the point's interval."},
         "requests": {"type": "integer"}, "rate_per_s": {"type": "number"},
-        "p50_ms": {"type": "number"}, "p95_ms": {"type": "number"}, "p99_ms": {"type": "number"},
-        "error_rate": {"type": "number"}, "fallback_rate": {"type": "number"},
+        "p50_ms": {"type": ["number", "null"], "description": "From log-spaced buckets: within 4.4 % of exact."},
+        "p95_ms": {"type": ["number", "null"]}, "p99_ms": {"type": ["number", "null"]},
+        "error_rate": {"type": ["number", "null"]}, "fallback_rate": {"type": ["number", "null"]},
         "cache_hit_rate": {"type": ["number", "null"]}, "mean_overlap": {"type": ["number", "null"]},
         "mean_top_similarity": {"type": ["number", "null"]},
+        "embed_tokens": {"type": "integer", "description": "Query embedding tokens of the version (served, shadow)."},
+        "cost_usd": {"type": ["number", "null"], "description": "Those tokens at the version's price."},
     },
 }
+COST = {"type": "object", "properties": {
+    "embed_tokens": {"type": "integer"}, "price_per_mtok_usd": {"type": ["number", "null"]},
+    "cost_usd": {"type": ["number", "null"], "description": "null: no price for the version's model."}}}
 SERIES_SCHEMA = {
     "type": "object",
     "required": ["range", "step_s", "versions"],
@@ -88,13 +99,16 @@ SERIES_SCHEMA = {
         "range": {"enum": list(RANGES)}, "since": {"type": "string"}, "until": {"type": "string"},
         "step_s": {"type": "number", "description": "Width of one point."},
         "versions": {"type": "object", "additionalProperties": {"type": "array", "items": SERIES_POINT}},
+        "cost": {"type": "object", "additionalProperties": COST, "description": "Embedding tokens and cost per "
+                                                                                "version over the range."},
     },
 }
 
 
 @bp.get("/api/monitoring/series")
 @operation("The dashboard's per-version figures over time (requests, latency percentiles, error, fallback and "
-           "cache hit rates, similarity, shadow overlap), one point per step of the range.", tags=("monitoring",),
+           "cache hit rates, similarity, shadow overlap, embedding tokens and cost), one point per step of the "
+           "range, from the per-minute rollup of the query log.", tags=("monitoring",),
            ok=SERIES_SCHEMA, errors=(400, 503),
            parameters=[query_parameter("range", {"enum": list(RANGES), "default": "24h"}, "The window.")])
 def series():

@@ -2,7 +2,7 @@
 
 `init_app(app)` registers it unless ROLLOUT_CONSOLE=off. The page itself holds no
 figures: its script polls the JSON endpoints (status, dashboard, series, breakers,
-gates; decisions, flag audit and alert events once logged in) and posts changes to
+gates, and the history of /api/history/* that needs no login) and posts changes to
 the same admin endpoints as `rollout stage ...` and `rollout breaker ...`, with the
 console's session cookie and CSRF token in place of the bearer token.
 """

@@ -6,6 +6,7 @@ needs no chart library and works offline under a strict Content-Security-Policy.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from xml.sax.saxutils import escape
@@ -25,14 +26,31 @@ class Line:
     band: list[tuple[datetime, float, float]] = field(default_factory=list)  # (at, lower, upper)
 
 
-def _ticks(low: float, high: float, count: int = 4) -> list[float]:
-    step = (high - low) / count
-    return [low + step * i for i in range(count + 1)]
+# the smallest y span an axis shows, per unit: below it (every value 0, or all alike) ticks would read
+# 8e-07 %; a share shows at least 0–0.1 %, milliseconds 0–1 ms, dollars 0–$0.0001
+MIN_SPAN = {"%": 0.001, "ms": 1.0, "$": 0.0001, "/s": 0.1}
+DEFAULT_MIN_SPAN = 0.01
+
+
+def axis(low: float, high: float, unit: str = "", count: int = 4) -> list[float]:
+    """Tick values from at most `low` to at least `high`, on a step of 1, 2 or 5 times a power of ten, the span
+    at least the unit's MIN_SPAN: round numbers even when every value is 0 or all are alike."""
+    span = max(high - low, MIN_SPAN.get(unit, DEFAULT_MIN_SPAN))
+    rough = span / count
+    power = 10 ** math.floor(math.log10(rough))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= rough * (1 - 1e-9))
+    first = math.floor(low / step + 1e-9) * step
+    ticks = [first]
+    while ticks[-1] < max(high, low + span) - step * 1e-9:
+        ticks.append(first + step * len(ticks))
+    return [round(t / step) * step for t in ticks]
 
 
 def _label(value: float, unit: str) -> str:
     if unit == "%":
         return f"{value * 100:.3g} %"
+    if unit == "$":  # fixed point: tick steps are round, and a money label never reads 5e-05
+        return "$" + (f"{float(f'{value:.3g}'):.8f}".rstrip("0").rstrip(".") or "0")
     if abs(value) >= 1000:
         return f"{value / 1000:.3g}k{unit and ' ' + unit}"
     return f"{value:.3g}{unit and ' ' + unit}"
@@ -51,11 +69,10 @@ def line_chart(title: str, lines: list[Line], since: datetime, until: datetime, 
                                                               for x in (lo, hi)]
     if threshold is not None:
         values.append(threshold)
-    low = min([0.0, *values])
-    high = max([*values, low + (1.0 if not values else 1e-9)])
-    high = high + (high - low) * 0.08
-    if unit == "%" and high > 1 >= max(values, default=0):
-        high = 1.0  # a share never reads above 100 %
+    ticks = axis(min([0.0, *values]), max([0.0, *values]) * 1.04, unit)
+    if unit == "%" and ticks[-1] > 1 >= max(values, default=0):
+        ticks = [t for t in ticks if t < 1] + [1.0]  # a share never reads above 100 %
+    low, high = ticks[0], ticks[-1]
     span = max((until - since).total_seconds(), 1.0)
     plot_w, plot_h = w - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
@@ -70,7 +87,7 @@ def line_chart(title: str, lines: list[Line], since: datetime, until: datetime, 
            f"<title>{escape(title)}</title>",
            f'<rect width="{w}" height="{HEIGHT}" fill="#ffffff"/>',
            f'<text x="8" y="16" font-size="14" font-weight="600" fill="#1b1f24">{escape(title)}</text>']
-    for tick in _ticks(low, high):
+    for tick in ticks:
         out.append(f'<line x1="{LEFT}" x2="{w - RIGHT}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" '
                    f'stroke="#e3e6ea"/>')
         out.append(f'<text x="{LEFT - 6}" y="{y(tick) + 4:.1f}" text-anchor="end" fill="#57606a">'

@@ -22,6 +22,7 @@ from rollout.api.openapi import operation, query_parameter
 from rollout.console.charts import MAX_WIDTH, MIN_WIDTH, WIDTH, Line, line_chart
 from rollout.console.roles import version_roles
 from rollout.console.sessions import CSRF_FIELD, ConsoleSessions
+from rollout.controller.gates.registry import threshold_of
 
 log = logging.getLogger(__name__)
 bp = Blueprint("console", __name__, template_folder="templates")
@@ -42,6 +43,7 @@ CHARTS = {
     "cache": ("Query cache hit rate", "cache_hit_rate", "%"),
     "similarity": ("Mean top similarity (each in its own space)", "mean_top_similarity", ""),
     "overlap": ("Shadow overlap (Jaccard of the top k)", "mean_overlap", "%"),
+    "cost": ("Query embedding cost per point (served and shadow)", "cost_usd", "$"),
 }
 _RANGE = query_parameter("range", {"enum": list(RANGES), "default": "24h"}, "The window.")
 _WIDTH = query_parameter("width", {"type": "integer", "minimum": MIN_WIDTH, "maximum": MAX_WIDTH, "default": WIDTH},
@@ -192,7 +194,8 @@ def chart(name: str):
 
 
 @bp.get("/console/charts/gates/<gate>/<statistic>.svg")
-@operation("A gate's statistic over time from /api/rollout/gates: its interval as a band, and the threshold.",
+@operation("A gate's statistic over time from /api/rollout/gates: its interval as a band, and the threshold the gate "
+           "registry names for it.",
            tags=("console",), content_type="image/svg+xml", ok=_SVG, errors=(400, 503),
            parameters=[_RANGE, _WIDTH, _STAMP])
 def gate_chart(gate: str, statistic: str):
@@ -213,7 +216,8 @@ def gate_chart(gate: str, statistic: str):
                 lower, upper = (values.get(bound_name(statistic, side)) for side in ("lower", "upper"))
                 if isinstance(lower, int | float) and isinstance(upper, int | float):
                     band.append((at, float(lower), float(upper)))
-            threshold = threshold_for(statistic, result.get("thresholds", {}), threshold)
+            limit = threshold_of(gate, statistic, result.get("thresholds", {}))
+            threshold = threshold if limit is None else limit
     unit = "ms" if statistic.endswith("_ms") else ("%" if "rate" in statistic else "")
     return _svg(line_chart(f"{gate}: {statistic}", [Line(statistic, points, band)], since,
                            datetime.now().astimezone(), unit=unit, threshold=threshold, width=_width()))
@@ -223,16 +227,6 @@ def bound_name(statistic: str, side: str) -> str:
     """The gates' naming of an interval: p95_v2_ms -> p95_v2_lower_ms, error_rate_v2 -> error_rate_v2_lower."""
     stem, unit = (statistic[:-3], "_ms") if statistic.endswith("_ms") else (statistic, "")
     return f"{stem}_{side}{unit}"
-
-
-def threshold_for(statistic: str, thresholds: dict, default: float | None) -> float | None:
-    """The max_/min_ threshold named like the statistic without its version (max_p95_ms for p95_v2_ms)."""
-    plain = statistic.replace("_v2", "").replace("_candidate", "")
-    for prefix in ("max_", "min_"):
-        value = thresholds.get(prefix + plain)
-        if isinstance(value, int | float):
-            return float(value)
-    return default
 
 
 def _svg(document: str) -> Response:

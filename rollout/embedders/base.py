@@ -45,17 +45,27 @@ class UsageSnapshot:
 
 
 class EmbeddingUsage:
-    """Running totals of provider calls, texts and tokens (thread-safe)."""
+    """Running totals of provider calls, texts and tokens (thread-safe).
+
+    Each thread also keeps its own token total, so a caller can tell what one of its calls
+    used while other threads embed at the same time (the gateway logs each query's tokens).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._totals = UsageSnapshot()
+        self._thread = threading.local()
 
     def record(self, *, requests: int = 1, texts: int = 0, tokens: int = 0) -> None:
         with self._lock:
             self._totals.requests += requests
             self._totals.texts += texts
             self._totals.tokens += tokens
+        self._thread.tokens = self.thread_tokens() + tokens
+
+    def thread_tokens(self) -> int:
+        """Tokens recorded by the calling thread so far."""
+        return getattr(self._thread, "tokens", 0)
 
     def snapshot(self) -> UsageSnapshot:
         with self._lock:
@@ -119,6 +129,11 @@ class BatchedEmbedder(Embedder):
         except ValueError:
             raise EmbeddingError(f"{self.model}: vectors of mixed sizes in one answer") from None
         return normalise_rows(self.check_shape(vectors, count))
+
+
+def estimate_tokens(texts: Sequence[str]) -> int:
+    """About four characters a token, per text, rounded up: for models that report no count."""
+    return sum(-(-len(text) // 4) for text in texts)
 
 
 def normalise_rows(vectors: np.ndarray) -> np.ndarray:

@@ -9,8 +9,6 @@ that are *not* unit length, so every row is normalised here.
 from __future__ import annotations
 
 import importlib
-import math
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,7 +16,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from rollout.embedders.base import BatchedEmbedder
+from rollout.embedders.base import BatchedEmbedder, estimate_tokens
 from rollout.embedders.retrying import Failure, RetryPolicy, retry_after_seconds
 from rollout.errors import ConfigError
 
@@ -70,15 +68,6 @@ def classify(exc: Exception) -> Failure | None:
     return None
 
 
-def estimate_tokens(texts: Sequence[str]) -> int:
-    """About four characters a token, per text, rounded up.
-
-    The Developer API reports no token count for embeddings (only Vertex carries
-    `metadata.billable_character_count`), so usage figures for Gemini are estimates.
-    """
-    return sum(math.ceil(len(text) / 4) for text in texts)
-
-
 class GoogleEmbedder(BatchedEmbedder):
     """`client.models.embed_content` in batches of at most 100, with the SDK's retries off.
 
@@ -122,6 +111,8 @@ class GoogleEmbedder(BatchedEmbedder):
             model=self.model, contents=contents, config=self._config))
         vectors = self.vectors_from([e.values or [] for e in response.embeddings or []], len(batch))
         reported = response.usage_metadata.prompt_token_count if response.usage_metadata else None
+        # the Developer API reports no token count for embeddings (only Vertex carries
+        # `metadata.billable_character_count`): without one, the count is an estimate
         self.usage.record(requests=1, texts=len(batch), tokens=reported or estimate_tokens(batch))
         return vectors
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import mmh3
 import numpy as np
 
-from rollout.embedders.base import Embedder, normalise_rows
+from rollout.embedders.base import Embedder, estimate_tokens, normalise_rows
 
 if TYPE_CHECKING:
     from rollout.config import Settings, VersionSettings
@@ -84,7 +84,7 @@ class LexicalEmbedder(Embedder):
         vectors = sums.reshape(count, self.dimensions)
         empty = ~vectors.any(axis=1)
         vectors[empty] = self._empty_vector  # no features: a fixed vector, never a zero one
-        self.usage.record(texts=count)
+        self.usage.record(texts=count, tokens=estimate_tokens(texts))  # estimated: nothing to pay, but comparable
         return normalise_rows(vectors)
 
     @property

@@ -8,7 +8,7 @@ const ADMIN = body.dataset.admin === "true";
 const REFRESH_MS = Number(body.dataset.refreshS || 5) * 1000;
 const ROLES = {baseline: body.dataset.baseline, candidate: body.dataset.candidate};
 const CSRF = document.querySelector('meta[name="csrf-token"]').content;
-const CHARTS = ["requests", "p95", "p50", "p99", "errors", "fallbacks", "cache", "similarity", "overlap"];
+const CHARTS = ["requests", "p95", "p50", "p99", "errors", "fallbacks", "cache", "similarity", "overlap", "cost"];
 const DASHBOARD_EVERY_MS = Math.max(REFRESH_MS, 30000);  // the dashboard reads every row of the range
 let lastStatus = null;
 let dashboardAt = {range: null, time: 0};
@@ -55,6 +55,7 @@ const pct = (v, digits = 2) => v == null ? "–" : `${(v * 100).toFixed(digits)}
 const ms = (v) => v == null ? "–" : `${v.toFixed(1)} ms`;
 const num = (v, digits = 3) => v == null ? "–" : Number(v).toFixed(digits);
 const int = (v) => v == null ? "–" : Number(v).toLocaleString("en");
+const usd = (v) => v == null ? "no price" : `$${Number(v.toPrecision(4))}`;
 function when(iso) {
   if (!iso) return "–";
   const at = new Date(iso);
@@ -127,6 +128,8 @@ const FIGURES = [
   ["Mean top similarity", "mean_top_similarity", num], ["Cache hit rate", "cache_hit_rate", (v) => pct(v, 1)],
   ["Shadow comparisons", "shadow.compared", int], ["Shadow overlap", "shadow.mean_overlap", (v) => pct(v, 1)],
   ["Shadow RBO", "shadow.mean_rbo", num], ["Top-1 agreement", "shadow.top1_agreement_rate", (v) => pct(v, 1)],
+  ["Embedding tokens", "embed_tokens", int], ["Price per 1M tokens", "price_per_mtok_usd", usd],
+  ["Embedding cost", "cost_usd", usd],
 ];
 
 function pick(object, path) { return path.split(".").reduce((o, k) => o == null ? o : o[k], object); }
@@ -215,15 +218,14 @@ function showGates(status, history) {
   showImages($("gate-charts"), charts);
 }
 
-// -- History (admins) ---------------------------------------------------------------------------
+// -- History (everyone: /api/history/* leaves out what only admins may read) ------------------------
 function evidence(decision) {
   const box = el("details", {}, el("summary", {}, "evidence"));
   box.addEventListener("toggle", async () => {
     if (!box.open || box.dataset.loaded) return;
     box.dataset.loaded = "1";
-    const data = await getJSON("/api/rollout/decisions?details=true&limit=200");
-    const full = data.decisions.find((d) => d.id === decision.id) || {};
-    box.append(el("pre", {}, JSON.stringify({verdict: full.verdict, evidence: full.evidence}, null, 2)));
+    const full = await getJSON(`/api/history/decisions/${decision.id}`);
+    box.append(el("pre", {class: "evidence"}, JSON.stringify({verdict: full.verdict, evidence: full.evidence}, null, 2)));
   });
   return box;
 }
@@ -231,14 +233,18 @@ function evidence(decision) {
 async function showHistory() {
   const kind = $("decision-kind").value;
   const [decisions, audit, events] = await Promise.all([
-    getJSON("/api/rollout/decisions?limit=50"),
-    getJSON("/api/flags/audit?limit=20" + ($("audit-flag").value ? `&flag=${encodeURIComponent($("audit-flag").value)}` : "")),
-    getJSON("/api/alerts/webhook?limit=20" + ($("event-kind").value ? `&kind=${$("event-kind").value}` : "") +
+    getJSON("/api/history/decisions?limit=50" + (kind ? `&kind=${kind}` : "")),
+    getJSON("/api/history/flags?limit=20" + ($("audit-flag").value ? `&flag=${encodeURIComponent($("audit-flag").value)}` : "")),
+    getJSON("/api/history/alerts?limit=20" + ($("event-kind").value ? `&kind=${$("event-kind").value}` : "") +
       ($("event-severity").value.trim() ? `&severity=${encodeURIComponent($("event-severity").value.trim())}` : "")),
   ]);
-  fill($("decisions"), decisions.decisions.filter((d) => !kind || d.kind === kind).map((d) => el("li", {"data-id": d.id},
-    el("b", {}, `#${d.id} ${d.kind} ${d.action}`), ` ${when(d.decided_at)} by ${d.actor}: `,
-    `${d.percentage_before} % → ${d.percentage_after} % — ${d.reason}`, d.kind === "evaluation" ? evidence(d) : "")));
+  const ids = decisions.decisions.map((d) => d.id).join(",");
+  if ($("decisions").dataset.ids !== ids) {  // unchanged rows stay, so an opened evidence stays open
+    $("decisions").dataset.ids = ids;
+    fill($("decisions"), decisions.decisions.map((d) => el("li", {"data-id": d.id},
+      el("b", {}, `#${d.id} ${d.kind} ${d.action}`), ` ${when(d.decided_at)} by ${d.actor}: `,
+      `${d.percentage_before} % → ${d.percentage_after} % — ${d.reason}`, evidence(d))));
+  }
   fill($("audit").tBodies[0], audit.changes.map((c) => el("tr", {},
     el("td", {}, when(c.changed_at)), el("td", {}, c.flag), el("td", {}, `${c.old ?? "–"} → ${c.new ?? "–"}`),
     el("td", {}, c.actor), el("td", {}, c.reason || ""))));
@@ -336,7 +342,7 @@ async function refresh() {
     }
     showGates(status, gates);
     showCharts();
-    if (ADMIN) await showHistory();
+    await showHistory();
     $("load-error").classList.add("hidden");
     $("updated").textContent = `updated ${new Date().toLocaleTimeString("en-GB", {hour12: false})}`;
   } catch (error) {
@@ -347,10 +353,8 @@ async function refresh() {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("range").addEventListener("change", refresh);
-  if (ADMIN) {
-    for (const id of ["decision-kind", "audit-flag", "event-kind", "event-severity"]) $(id).addEventListener("change", showHistory);
-    wireControls();
-  }
+  for (const id of ["decision-kind", "audit-flag", "event-kind", "event-severity"]) $(id).addEventListener("change", showHistory);
+  if (ADMIN) wireControls();
   refresh();
   setInterval(refresh, REFRESH_MS);
 });

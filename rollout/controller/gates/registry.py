@@ -16,7 +16,7 @@ share, so the chance that any of them rolls back a healthy candidate in a stage 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -59,6 +59,9 @@ class Gate:
     statistical: bool = False    # judged only when the evidence is consistent
     alpha_shares: int = 0        # its part of the rollback alpha (statistical guardrails)
     applies: Callable[[Evidence], bool] = lambda evidence: True  # False: not run on this evidence
+    # (value name, its threshold from the thresholds the gate stored with its result): what a chart of the
+    # value over time draws as the line it must stay on the right side of
+    limits: tuple[tuple[str, Callable[[Mapping[str, float]], float]], ...] = ()
 
 
 def _relevance(evidence: Evidence, plan: RolloutPlan, alpha: float) -> GateResult:
@@ -90,24 +93,40 @@ GATES: tuple[Gate, ...] = (
          statistical=True),
     Gate("errors", Role.GUARDRAIL, "query_log", "candidate error rate, beta-binomial confidence sequence",
          ("max_error_rate", "advance_confidence"), "holds: no candidate requests yet",
-         lambda e, p, a: error_rate_gate(e, p.thresholds, a), statistical=True, alpha_shares=1),
+         lambda e, p, a: error_rate_gate(e, p.thresholds, a), statistical=True, alpha_shares=1,
+         limits=(("error_rate_candidate", lambda t: t["max_error_rate"]),)),
     Gate("critical_errors", Role.SIGNAL, "query_log", "candidate answers nobody gave in the critical window",
          ("max_critical_errors",), "passes: none counted",
          lambda e, p, a: critical_errors_gate(e, p.thresholds, p.critical_window_s), statistical=True),
-    Gate("latency", Role.GUARDRAIL, "query_log", "p95 and mean ratio candidate/baseline, quantile and mean confidence sequences",
+    Gate("latency", Role.GUARDRAIL, "query_log",
+         "p95 and mean ratio candidate/baseline, quantile and mean confidence sequences",
          ("latency_margin", "max_p95_s", "latency_quantile", "min_samples", "min_samples_to_roll_back",
           "advance_confidence"), "holds until both versions have samples",
-         lambda e, p, a: latency_gate(e, p.thresholds, a), statistical=True, alpha_shares=2),
+         lambda e, p, a: latency_gate(e, p.thresholds, a), statistical=True, alpha_shares=2,
+         limits=(("p95_ratio", lambda t: 1 + t["latency_margin"]), ("p95_candidate_ms", lambda t: t["max_p95_ms"]),
+                 ("mean_excess_ms", lambda t: 0.0))),
     Gate("quality", Role.GUARDRAIL, "query_log", "mean top similarity and shadow overlap, normal-mixture sequences",
          ("min_similarity", "min_shadow_overlap", "min_samples", "min_samples_to_roll_back", "min_shadow_samples",
           "advance_confidence"), "holds until the candidate has samples",
          lambda e, p, a: quality_gate(e, p.thresholds, a), statistical=True, alpha_shares=1,
-         applies=lambda e: e.relevance is None),
+         applies=lambda e: e.relevance is None,
+         limits=(("similarity", lambda t: t["min_similarity"]), ("shadow_overlap", lambda t: t["min_shadow_overlap"]))),
     Gate("relevance", Role.GUARDRAIL, "judge, feedback, probes, golden set",
          "candidate minus baseline per source and category, fixed-sample normal bounds",
          ("relevance_margin", "advance_confidence"), "holds, saying no source has data", _relevance,
          statistical=True, alpha_shares=1, applies=lambda e: e.relevance is not None),
 )
+
+
+def threshold_of(gate_name: str, value: str, thresholds: Mapping[str, float]) -> float | None:
+    """The threshold a gate's `value` is judged against, from the `thresholds` it stored; None when the registry
+    names none for it (or the stored thresholds lack what it needs)."""
+    gate = next((g for g in GATES if g.name == gate_name), None)
+    limit = dict(gate.limits).get(value) if gate is not None else None
+    try:
+        return float(limit(thresholds)) if limit is not None else None
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def gate_alpha(gate: Gate, rollback_alpha: float, gates: tuple[Gate, ...] = GATES) -> float:
