@@ -27,7 +27,7 @@ from rollout.controller.gates.failures import critical_errors_gate, error_rate_g
 from rollout.controller.gates.health import analytics_gate, crossover_gate, traffic_gate
 from rollout.controller.gates.latency import latency_gate
 from rollout.controller.gates.quality import quality_gate
-from rollout.controller.gates.relevance import RelevancePolicy, relevance_gate
+from rollout.controller.gates.relevance import RelevanceEvidence, RelevancePolicy, relevance_gate
 from rollout.controller.gates.result import GateResult, GateStatus
 from rollout.controller.gates.split import sample_ratio_gate
 from rollout.controller.outcome import Outcome
@@ -64,7 +64,7 @@ class Gate:
 def _relevance(evidence: Evidence, plan: RolloutPlan, alpha: float) -> GateResult:
     t = plan.thresholds
     policy = RelevancePolicy(margin=t.relevance_margin, rollback_alpha=alpha, advance_confidence=t.advance_confidence)
-    return relevance_gate(evidence.relevance, policy)
+    return relevance_gate(evidence.relevance or RelevanceEvidence(), policy)  # applies only when it is set
 
 
 GATES: tuple[Gate, ...] = (
@@ -94,7 +94,8 @@ GATES: tuple[Gate, ...] = (
     Gate("critical_errors", Role.SIGNAL, "query_log", "candidate answers nobody gave in the critical window",
          ("max_critical_errors",), "passes: none counted",
          lambda e, p, a: critical_errors_gate(e, p.thresholds, p.critical_window_s), statistical=True),
-    Gate("latency", Role.GUARDRAIL, "query_log", "p95 and mean ratio candidate/baseline, quantile and mean confidence sequences",
+    Gate("latency", Role.GUARDRAIL, "query_log",
+         "p95 and mean ratio candidate/baseline, quantile and mean confidence sequences",
          ("latency_margin", "max_p95_s", "latency_quantile", "min_samples", "min_samples_to_roll_back",
           "advance_confidence"), "holds until both versions have samples",
          lambda e, p, a: latency_gate(e, p.thresholds, a), statistical=True, alpha_shares=2),
@@ -104,7 +105,7 @@ GATES: tuple[Gate, ...] = (
          lambda e, p, a: quality_gate(e, p.thresholds, a), statistical=True, alpha_shares=1,
          applies=lambda e: e.relevance is None),
     Gate("relevance", Role.GUARDRAIL, "judge, feedback, probes, golden set",
-         "candidate minus baseline per source and category, fixed-sample normal bounds",
+         "candidate minus baseline per source and category, normal-mixture sequences",
          ("relevance_margin", "advance_confidence"), "holds, saying no source has data", _relevance,
          statistical=True, alpha_shares=1, applies=lambda e: e.relevance is not None),
 )
