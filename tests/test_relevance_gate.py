@@ -66,10 +66,12 @@ def test_the_golden_set_decides_by_its_own_interval():
     worse = relevance_gate(RelevanceEvidence(golden=Golden(-0.10, -0.12, -0.08, 40)), POLICY)
     assert worse.status is GateStatus.FAILED and worse.values["decided_by"] == ["golden"]
     # se = 0.02 / 1.96 from the 95 % interval; the upper bound is the normal-mixture sequence's at the
-    # golden source's quarter of alpha 0.001, tuned for 40 queries: wider than a fixed-sample 99.975 % bound
+    # golden source's quarter of alpha 0.001 (one-sided), tuned for 40 queries: wider than a fixed-sample
+    # 99.975 % bound
     se = 0.02 / 1.959963984540054
     rho2 = mixture_rho(0.001 / 4, 40) ** 2
-    radius = se * math.sqrt(2 * (40 * rho2 + 1) / (40 * rho2) * math.log(math.sqrt(40 * rho2 + 1) / (0.001 / 4)))
+    level = math.log(math.sqrt(40 * rho2 + 1) / (2 * 0.001 / 4) + 1)
+    radius = se * math.sqrt(2 * (40 * rho2 + 1) / (40 * rho2) * level)
     assert worse.values["golden_upper"] == pytest.approx(-0.10 + radius, abs=1e-12)
     assert radius > 3.4807 * se
     assert (worse.statistic, worse.bound, worse.limit) == (-0.10, worse.values["golden_upper"], -0.02)

@@ -112,12 +112,16 @@ def mixture_rho(alpha: float, tuned_for: float = TUNED_FOR) -> float:
     return math.sqrt((log_term + math.log(log_term) + 1) / tuned_for)
 
 
-def normal_radius(n: int, sd: float, alpha: float, tuned_for: float = TUNED_FOR) -> float:
-    """Half-width, on the mean, of the two-sided normal-mixture sequence after n samples of spread sd."""
+def normal_radius(n: int, sd: float, alpha: float, tuned_for: float = TUNED_FOR, *, one_sided: bool = False) -> float:
+    """Half-width, on the mean, of the normal-mixture sequence after n samples of spread sd: two-sided
+    (both bounds hold together with probability 1 - alpha), or one-sided (only the bound a decision reads,
+    the half-normal mixture of Howard et al. 2021, section 3.2: log(sqrt(n rho^2 + 1) / (2 alpha) + 1))."""
     if n <= 0:
         return math.inf
     rho2 = mixture_rho(alpha, tuned_for) ** 2
-    return sd * math.sqrt(2 * (n * rho2 + 1) / (n * n * rho2) * math.log(math.sqrt(n * rho2 + 1) / alpha))
+    spread = math.sqrt(n * rho2 + 1)
+    level = math.log(spread / (2 * alpha) + 1) if one_sided else math.log(spread / alpha)
+    return sd * math.sqrt(2 * (n * rho2 + 1) / (n * n * rho2) * level)
 
 
 def mean_bounds(values: np.ndarray, alpha: float, tuned_for: float = TUNED_FOR) -> tuple[float, float, float]:
@@ -143,15 +147,16 @@ def difference_bounds(x: np.ndarray, y: np.ndarray, alpha: float, scale: float =
     return difference, difference - radius, difference + radius
 
 
-def normal_bounds(estimate: float, sd: float, n: int, alpha: float,
-                  tuned_for: float = TUNED_FOR) -> tuple[float, float]:
-    """(lower, upper): the normal-mixture sequence around an estimate from n samples of spread sd each."""
-    radius = normal_radius(n, sd, alpha, tuned_for)
+def normal_bounds(estimate: float, sd: float, n: int, alpha: float, tuned_for: float = TUNED_FOR, *,
+                  one_sided: bool = False) -> tuple[float, float]:
+    """(lower, upper): the normal-mixture sequence around an estimate from n samples of spread sd each
+    (one_sided: each bound alone holds with probability 1 - alpha, for a decision that reads only one)."""
+    radius = normal_radius(n, sd, alpha, tuned_for, one_sided=one_sided)
     return estimate - radius, estimate + radius
 
 
 def share_difference_bounds(successes_x: int, n_x: int, successes_y: int, n_y: int, alpha: float,
-                            tuned_for: float = TUNED_FOR) -> tuple[float, float, float]:
+                            tuned_for: float = TUNED_FOR, *, one_sided: bool = False) -> tuple[float, float, float]:
     """(difference, lower, upper): the 1 - alpha sequence for the share of successes in x minus that in y,
     two independent samples at a fixed ratio, indexed by the size of x (as `difference_bounds`).
 
@@ -163,5 +168,5 @@ def share_difference_bounds(successes_x: int, n_x: int, successes_y: int, n_y: i
     difference = successes_x / n_x - successes_y / n_y
     px, py = (successes_x + 1) / (n_x + 2), (successes_y + 1) / (n_y + 2)
     se = math.sqrt(px * (1 - px) / n_x + py * (1 - py) / n_y)
-    lower, upper = normal_bounds(difference, se * math.sqrt(n_x), n_x, alpha, tuned_for)
+    lower, upper = normal_bounds(difference, se * math.sqrt(n_x), n_x, alpha, tuned_for, one_sided=one_sided)
     return difference, max(lower, -1.0), min(upper, 1.0)

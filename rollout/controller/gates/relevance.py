@@ -11,7 +11,8 @@ differs, not that it is worse. The sources (each optional, see `rollout.relevanc
 - golden: the latest `rollout eval`'s paired nDCG@10 difference ≥ −δ (its standard error taken from
   the eval's 95 % bootstrap interval).
 
-Every bound is a confidence sequence (`rollout.controller.sequences`, the normal mixture), so
+Every bound is a one-sided confidence sequence (`rollout.controller.sequences`, the normal
+mixture; each decision reads one side: the upper bound to roll back, the lower to pass), so
 the controller may read the gate at every evaluation of a stage and its chance of a false
 rollback stays within the alpha the gate registry gives it. That alpha is split evenly among
 the four sources (whether or not they have data yet, so a source arriving mid-stage takes
@@ -67,8 +68,8 @@ class Proportions:
     def difference(self, fail_alpha: float, pass_alpha: float, tuned_for: float) -> tuple[float, float, float]:
         """Candidate minus baseline: (estimate, lower bound at pass_alpha, upper bound at fail_alpha)."""
         counts = (self.candidate_successes, self.candidate_trials, self.baseline_successes, self.baseline_trials)
-        estimate, _, upper = share_difference_bounds(*counts, fail_alpha, tuned_for)
-        _, lower, _ = share_difference_bounds(*counts, pass_alpha, tuned_for)
+        estimate, _, upper = share_difference_bounds(*counts, fail_alpha, tuned_for, one_sided=True)
+        _, lower, _ = share_difference_bounds(*counts, pass_alpha, tuned_for, one_sided=True)
         return estimate, lower, upper
 
 
@@ -90,8 +91,8 @@ class Verdicts:
         rate = (self.wins + self.ties / 2) / n
         second = (self.wins + self.ties / 4) / n  # mean of the squared scores (1, 0.25, 0)
         sd = math.sqrt(max(second - rate * rate, 1 / (4 * n)))  # never zero: n equal scores are not certainty
-        _, upper = normal_bounds(rate, sd, n, fail_alpha, tuned_for)
-        lower, _ = normal_bounds(rate, sd, n, pass_alpha, tuned_for)
+        _, upper = normal_bounds(rate, sd, n, fail_alpha, tuned_for, one_sided=True)
+        lower, _ = normal_bounds(rate, sd, n, pass_alpha, tuned_for, one_sided=True)
         return rate, max(lower, 0.0), min(upper, 1.0)
 
 
@@ -108,8 +109,8 @@ class Golden:
         """(difference, lower bound at pass_alpha, upper bound at fail_alpha), indexed by the labelled queries:
         a golden set that grows between evals stays covered."""
         sd = (self.high - self.low) / (2 * GOLDEN_Z95) * math.sqrt(self.queries)
-        _, upper = normal_bounds(self.difference, sd, self.queries, fail_alpha, tuned_for)
-        lower, _ = normal_bounds(self.difference, sd, self.queries, pass_alpha, tuned_for)
+        _, upper = normal_bounds(self.difference, sd, self.queries, fail_alpha, tuned_for, one_sided=True)
+        lower, _ = normal_bounds(self.difference, sd, self.queries, pass_alpha, tuned_for, one_sided=True)
         return self.difference, max(lower, -1.0), min(upper, 1.0)
 
 
@@ -124,10 +125,10 @@ class RelevanceEvidence:
 
 
 def _tuned_for() -> dict[str, int]:
-    # about the samples a source has when it decides a stage: hundreds of judged disagreements
-    # (10 % of shadow pairs that disagree), a few hundred feedback answers and probes, a golden
-    # set of tens of queries
-    return {"judge": 1000, "feedback": 500, "probes": 200, "golden": 40}
+    # about the samples a source has when it decides a stage: a thousand judged disagreements,
+    # a couple of hundred feedback answers (a few % of the candidate's answers) and probes (a
+    # round per category every hour), a golden set of tens of queries
+    return {"judge": 1000, "feedback": 200, "probes": 200, "golden": 40}
 
 
 @dataclass(frozen=True)
