@@ -130,7 +130,8 @@ class Runtime:
             self.shadow_pool = ShadowPool(settings.shadow_max_concurrency)
             self.deadline = (QueryDeadline(settings.query_deadline_ms, settings.hedge_delay_ms)
                              if settings.query_deadline_ms else None)
-            merger = Merger(NearDuplicates(self.pool, [settings.version(v).table for v in VERSIONS]),
+            duplicates = NearDuplicates(self.pool, {v: settings.version(v).table for v in VERSIONS})
+            merger = Merger(duplicates,
                             threshold=settings.merge_duplicate_similarity,
                             min_per_version=settings.merge_min_per_version, rrf_k=settings.merge_rrf_k)
             self.gateway = RagGateway(self.router, self.backends, self.metrics, self.flags, health=self.breakers,
@@ -146,9 +147,11 @@ class Runtime:
             self.judging = self._judging()
             self.calibration = Calibration(self.pool, self.router.roles.baseline,
                                            window_s=settings.relevance_calibration_window_s,
-                                           min_samples=settings.relevance_calibration_min_samples)
+                                           min_samples=settings.relevance_calibration_min_samples,
+                                           tables=lambda: duplicates.tables)
             if settings.relevance_calibration:
                 self.gateway.threshold_for = self.calibration.threshold_for
+                merger.threshold_for = self.calibration.duplicate_threshold_for
                 self.replicator.on_tick(lambda: self.calibration.refresh_if_due(wait=False))
             self.figures = Figures(self.pool, settings, roles=lambda: self.router.roles)
 
