@@ -153,7 +153,8 @@ class Runtime:
                 self.gateway.threshold_for = self.calibration.threshold_for
                 merger.threshold_for = self.calibration.duplicate_threshold_for
                 self.replicator.on_tick(lambda: self.calibration.refresh_if_due(wait=False))
-            self.figures = Figures(self.pool, settings, roles=lambda: self.router.roles)
+            self.figures = Figures(self.pool, settings, roles=lambda: self.router.roles,
+                                   calibration=self.calibration if settings.relevance_calibration else None)
 
             # staged rollout: one service for the status, people's commands and the controller's evaluations
             rollout_store = RolloutStore(self.pool)
