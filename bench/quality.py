@@ -41,7 +41,7 @@ from harness import report  # noqa: E402
 
 from rollout.config import Settings  # noqa: E402
 from rollout.controller.evidence import Evidence, VersionEvidence  # noqa: E402
-from rollout.controller.gates.registry import GATES, gate_alpha, run  # noqa: E402
+from rollout.controller.gates.registry import GATES, alpha_share, run  # noqa: E402
 from rollout.controller.gates.relevance import (  # noqa: E402
     Golden,
     Proportions,
@@ -84,9 +84,7 @@ def gate(name: str, evidence: Evidence) -> GateResult:
 def relevance_alpha() -> float:
     evidence = Evidence(percentage=10, window_started_at=0, evaluated_at=1, v1=VersionEvidence(),
                         v2=VersionEvidence(), relevance=RelevanceEvidence())
-    applying = tuple(g for g in GATES if g.applies(evidence))
-    [entry] = [g for g in applying if g.name == "relevance"]
-    return gate_alpha(entry, PLAN.thresholds.rollback_alpha, applying)
+    return alpha_share("relevance", PLAN.thresholds.rollback_alpha, evidence)
 
 
 def rank(rng, strength, n):

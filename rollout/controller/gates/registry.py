@@ -117,6 +117,13 @@ def gate_alpha(gate: Gate, rollback_alpha: float, gates: tuple[Gate, ...] = GATE
     return rollback_alpha * gate.alpha_shares / total if total else 0.0
 
 
+def alpha_share(name: str, rollback_alpha: float, evidence: Evidence, gates: tuple[Gate, ...] = GATES) -> float:
+    """The alpha the verdict gives gate `name` on `evidence` (shared among the gates that apply to it), so a
+    reading outside the controller (the dashboard's) holds the same bounds."""
+    applying = tuple(g for g in gates if g.applies(evidence))
+    return next(gate_alpha(g, rollback_alpha, applying) for g in applying if g.name == name)
+
+
 def run(gate: Gate, evidence: Evidence, plan: RolloutPlan, gates: tuple[Gate, ...] = GATES) -> GateResult:
     """One gate's result, its failure outcome set by its role."""
     result = gate.check(evidence, plan, gate_alpha(gate, plan.thresholds.rollback_alpha, gates))
