@@ -44,7 +44,7 @@ from rollout.migration.coverage import CoverageMonitor
 from rollout.migration.writer import DocumentWriter
 from rollout.relevance.calibration import Calibration
 from rollout.relevance.evidence import RelevanceCollector
-from rollout.relevance.golden import EvalStore
+from rollout.relevance.golden import EvalStore, GoldenGauge
 from rollout.relevance.judges import build_judge
 from rollout.relevance.judging import Budget, PairwiseJudging, shadow_listener
 from rollout.relevance.versions import baseline_and_candidate
@@ -153,6 +153,9 @@ class Runtime:
                 self.gateway.threshold_for = self.calibration.threshold_for
                 merger.threshold_for = self.calibration.duplicate_threshold_for
                 self.replicator.on_tick(lambda: self.calibration.refresh_if_due(wait=False))
+            self.golden = GoldenGauge(EvalStore(self.pool), self.metrics.relevance_golden_ndcg,
+                                      lambda: baseline_and_candidate(self.router.roles))
+            self.replicator.on_tick(self.golden.refresh_if_due)
             self.figures = Figures(self.pool, settings, roles=lambda: self.router.roles,
                                    calibration=self.calibration if settings.relevance_calibration else None)
 
