@@ -220,3 +220,10 @@ def test_merged_mode_refuses_a_forced_version(client):
     assert "exclude each other" in response.get_json()["detail"]
     response = client.post("/api/rag/query", json={"query": "x", "mode": "blended"})
     assert response.status_code == 400 and response.get_json()["fields"][0]["field"] == "mode"
+
+
+def test_the_runtime_maps_the_merge_threshold_with_the_calibration_of_the_same_tables(runtime):
+    merger = runtime.gateway.merger
+    assert merger.threshold_for == runtime.calibration.duplicate_threshold_for
+    assert runtime.calibration.tables() == merger.duplicates.tables == {"v1": "doc_embeddings_v1",
+                                                                        "v2": "doc_embeddings_v2"}
