@@ -154,6 +154,8 @@ def test_the_controller_judges_quality_by_relevance(runtime):
     gates = {g["name"]: g for g in decision["verdict"]["gates"]}
     assert "quality" not in gates
     assert gates["relevance"]["status"] == "failed" and gates["relevance"]["values"]["decided_by"] == ["probes"]
+    stored = gates["relevance"]  # the headline is kept with the decision: candidate minus baseline, bound, -δ
+    assert stored["statistic"] == -1.0 and stored["bound"] < stored["limit"] == -runtime.settings.relevance_margin
     assert decision["action"] == "rollback"
 
 
