@@ -246,6 +246,9 @@ class Metrics:
             for kind in ERROR_KINDS:
                 self.version_errors.labels(version, kind)
             self.relevance_abstentions.labels(version)
+            for source, outcomes in (("judge", ("win", "loss", "tie")), ("feedback", ("positive", "negative"))):
+                for outcome in outcomes:
+                    self.relevance_signals.labels(version, source, outcome)
 
     def render(self) -> bytes:
         """The text exposition: merged across workers in multiprocess mode."""
