@@ -15,12 +15,17 @@ pairwise judge on half the disagreements (rank-biased overlap < 0.7; a simulated
 sees the true quality with noise and leans to list A one time in ten, asked twice with the
 order swapped), explicit feedback on 3 % of answers, 50 known-item probes per category (hit@10 near 0.9),
 and one golden-set eval of 40 labelled queries per trial (run by `rollout eval`'s code). The
-same evidence goes through the real gates: today's `quality_gate` (similarity floor 0.7 and
-shadow overlap 0.5) and `relevance_gate` (δ = RELEVANCE_MARGIN's default).
+same evidence goes through the real gates of the gate registry, each with its alpha share as the
+controller gives it (ROLLOUT_ROLLBACK_ALPHA's default shared among the guardrails that apply):
+today's `quality` (similarity floor 0.7 and shadow overlap 0.5) and `relevance` (confidence
+sequences, δ = RELEVANCE_MARGIN's default).
 
 Targets for the relevance gate: better and equal candidates advance in ≥ 99 % of stages;
 a worse one is rolled back at its first stage in ≥ 99 % of trials; the one-category
-regression is rolled back and that category named in ≥ 99 %; false rollbacks ≤ 1 %.
+regression is rolled back and that category named in ≥ 99 %; false rollbacks ≤ 1 %. Each
+stage is read once, at its end. Beside the targets: a stage the relevance gate holds runs on
+for as long again and is read a second time (the confidence sequences allow any number of
+reads), as the controller does with a held stage.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import astuple, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,16 +44,15 @@ from harness import report  # noqa: E402
 
 from rollout.config import Settings  # noqa: E402
 from rollout.controller.evidence import Evidence, VersionEvidence  # noqa: E402
-from rollout.controller.gates.quality import quality_gate  # noqa: E402
+from rollout.controller.gates.registry import GATES, alpha_share, run  # noqa: E402
 from rollout.controller.gates.relevance import (  # noqa: E402
     Golden,
     Proportions,
     RelevanceEvidence,
-    RelevancePolicy,
     Verdicts,
-    relevance_gate,
 )
-from rollout.controller.gates.result import GateStatus  # noqa: E402
+from rollout.controller.gates.result import GateResult, GateStatus  # noqa: E402
+from rollout.controller.plan import RolloutPlan  # noqa: E402
 from rollout.controller.thresholds import Thresholds  # noqa: E402
 from rollout.relevance.golden import LabelledQuery, evaluate  # noqa: E402
 from rollout.relevance.judging import combine  # noqa: E402
@@ -65,9 +70,24 @@ SCENARIOS = {"better": (0.05, None), "equal": (0.0, None), "worse": (-0.05, None
 JUDGE_SAMPLE, MAX_RBO, FEEDBACK_RATE, PROBES_PER_CATEGORY, GOLDEN_QUERIES = 0.5, 0.7, 0.03, 50, 40
 PROBE_EASE = 0.6  # a probe's source document is its grade-3 answer, found with this share of a query's strength:
                   # hit@10 about 0.90 for the baseline, so probes do not saturate
-TODAY = Thresholds(min_samples=1000, min_samples_to_roll_back=500, min_shadow_samples=200)
+DEFAULTS = Settings.from_environ({})  # δ and the rollback alpha as configured by default
+PLAN = RolloutPlan(thresholds=Thresholds(min_samples=1000, min_samples_to_roll_back=500, min_shadow_samples=200,
+                                         relevance_margin=DEFAULTS.relevance_margin,
+                                         rollback_alpha=DEFAULTS.rollout_rollback_alpha))
 JUDGED: dict[str, list[int]] = {}
-OURS = RelevancePolicy(margin=Settings.from_environ({}).relevance_margin)  # δ as configured by default
+
+
+def gate(name: str, evidence: Evidence) -> GateResult:
+    """One registry gate's result on `evidence`, at the alpha share the controller's verdict gives it."""
+    applying = tuple(g for g in GATES if g.applies(evidence))
+    [entry] = [g for g in applying if g.name == name]
+    return run(entry, evidence, PLAN, applying)
+
+
+def relevance_alpha() -> float:
+    evidence = Evidence(percentage=10, window_started_at=0, evaluated_at=1, v1=VersionEvidence(),
+                        v2=VersionEvidence(), relevance=RelevanceEvidence())
+    return alpha_share("relevance", PLAN.thresholds.rollback_alpha, evidence)
 
 
 def rank(rng, strength, n):
@@ -157,7 +177,16 @@ def stage_evidence(rng, share, strengths, queries, golden):
                                                int((feedback & q & served_by_candidate).sum())))
     probes = per_category(lambda _, p: Proportions(int(hits["baseline"][p].sum()), int(p.sum()),
                                                    int(hits["candidate"][p].sum()), int(p.sum())))
-    return today, RelevanceEvidence(judge=judge, feedback=fb, probes=probes, golden=golden)
+    return today, replace(today, relevance=RelevanceEvidence(judge=judge, feedback=fb, probes=probes, golden=golden))
+
+
+def added(first: RelevanceEvidence, second: RelevanceEvidence) -> RelevanceEvidence:
+    """The evidence of a stage that ran twice as long: the counts of both windows (the same golden eval)."""
+    def cells(a, b, kind):
+        return {key: kind(*(x + y for x, y in zip(astuple(a[key]), astuple(b[key]), strict=True))) for key in a}
+    return RelevanceEvidence(judge=cells(first.judge, second.judge, Verdicts),
+                             feedback=cells(first.feedback, second.feedback, Proportions),
+                             probes=cells(first.probes, second.probes, Proportions), golden=first.golden)
 
 
 def golden_eval(rng, strengths):
@@ -191,18 +220,23 @@ def main() -> None:
         if regression is not None:
             candidate[CATEGORIES.index(regression[0])] = strength_for(base_ndcg + regression[1], rng)
         strengths = {"baseline": np.full(len(CATEGORIES), BASELINE_STRENGTH), "candidate": candidate}
-        outcomes = {"ours": [], "today": []}  # per trial, per stage: (status, decided_by)
+        outcomes = {"ours": [], "today": [], "longer": []}  # per trial, per stage: (status, decided_by)
         for _ in range(args.trials):
             golden = golden_eval(rng, strengths)
-            ours, today = [], []
+            ours, today, longer = [], [], []
             for share in STAGES:
                 old, new = stage_evidence(rng, share, strengths, args.queries, golden)
-                JUDGED.setdefault(scenario, []).append(new.judge[""].trials)
-                result = relevance_gate(new, OURS)
+                JUDGED.setdefault(scenario, []).append(new.relevance.judge[""].trials)
+                result = gate("relevance", new)
                 ours.append((result.status, result.values["decided_by"]))
-                today.append((quality_gate(old, TODAY).status, []))
+                today.append((gate("quality", old).status, []))
+                if result.status is GateStatus.NOT_ENOUGH_DATA:  # held: the stage runs on, the sequence is read again
+                    _, more = stage_evidence(rng, share, strengths, args.queries, golden)
+                    result = gate("relevance", replace(new, relevance=added(new.relevance, more.relevance)))
+                longer.append((result.status, result.values["decided_by"]))
             outcomes["ours"].append(ours)
             outcomes["today"].append(today)
+            outcomes["longer"].append(longer)
         results[scenario] = outcomes
     elapsed = time.perf_counter() - started
 
@@ -228,16 +262,26 @@ def main() -> None:
         rows.append((f"{scenario}: stages advanced (ours / today / ratio)", f"{o:.1%} / {t:.1%} / {ratio(o, t)}"))
     o, t = first_stage_rollback("ours", "worse"), first_stage_rollback("today", "worse")
     rows.append(("worse: rolled back at the first stage (ours / today / ratio)", f"{o:.1%} / {t:.1%} / {ratio(o, t)}"))
+    for scenario in ("better", "equal"):
+        rows.append((f"{scenario}: advanced once a held stage runs twice as long (ours)",
+                     f"{advance_rate('longer', [scenario]):.1%}"))
+    rows.append(("worse: stages advanced (ours / today)",
+                 f"{advance_rate('ours', ['worse']):.1%} / {advance_rate('today', ['worse']):.1%}"))
+    rows.append(("worse: rolled back in the first stage run twice as long when held (ours)",
+                 f"{first_stage_rollback('longer', 'worse'):.1%}"))
     named = first_stage_rollback("ours", "one category worse", "pricing")
     o, t = first_stage_rollback("ours", "one category worse"), first_stage_rollback("today", "one category worse")
     rows.append(("one category worse: rolled back at the first stage (ours / today)", f"{o:.1%} / {t:.1%}"))
     rows.append(("one category worse: 'pricing' named (ours; today names none)", f"{named:.1%}"))
     false_ours, false_today = rollback_rate("ours", ["better", "equal"]), rollback_rate("today", ["better", "equal"])
-    rows.append(("false rollbacks, better + equal stages (ours / today)", f"{false_ours:.1%} / {false_today:.1%}"))
+    false_longer = rollback_rate("longer", ["better", "equal"])
+    rows.append(("false rollbacks, better + equal stages (ours / today; ours, held stages run on)",
+                 f"{false_ours:.1%} / {false_today:.1%}; {false_longer:.1%}"))
     judged = np.mean([n for name in results for n in JUDGED[name]])
     rows.append(("judged pairs per stage (mean; two judge calls each)", f"{judged:.0f}"))
-    rows.append(("margin, trials per scenario, queries per stage, time",
-                 f"{OURS.margin:g}, {args.trials}, {args.queries}, {elapsed:.0f} s"))
+    rows.append(("margin, relevance gate's alpha, trials per scenario, queries per stage, time",
+                 f"{PLAN.thresholds.relevance_margin:g}, {relevance_alpha():g}, {args.trials}, {args.queries}, "
+                 f"{elapsed:.0f} s"))
     report(f"relevance gate vs similarity floor + overlap ({len(STAGES)} stages, baseline nDCG@10 {base_ndcg:.3f})",
            rows, [
                ("better and equal advance in >= 99 % of stages",

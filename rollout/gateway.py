@@ -358,6 +358,8 @@ class RagGateway:
         result, m = answer.result, self.metrics
         version = result.version
         m.requests.labels(version, "fallback" if answer.fallback else "ok").inc()
+        if not result.hits:
+            m.relevance_abstentions.labels(version).inc()
         m.request_duration.labels(version).observe(answer.latency_ms / 1000)
         self._measure_stages(result)
         if self.flags.snapshot()[PERFORMANCE_LOGGING]:

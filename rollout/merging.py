@@ -5,7 +5,10 @@ comparable, so the fusion uses ranks only (RRF, Cormack et al. 2009: each versio
 adds 1 / (rrf_k + rank)). Two results are one when they are the same document,
 or near-duplicates: documents whose *stored* embeddings have cosine similarity
 ≥ the threshold in every version that holds both (computed by pgvector in one
-query, so no vector leaves the database). A group of duplicates counts as one
+query, so no vector leaves the database). The threshold is read on the baseline's
+scale and mapped to each version's (`Merger.threshold_for`, the calibration of
+documents' nearest-neighbour similarities): one model's 0.85 can be another's 0.7.
+A group of duplicates counts as one
 document found at its best rank in each version. At least `min_per_version`
 results of each version are kept when that version returned them.
 """
@@ -13,7 +16,7 @@ results of each version are kept when that version returned them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import psycopg
@@ -122,23 +125,28 @@ def fuse(results: Mapping[str, Sequence[Hit]], k: int, *, duplicate_pairs: Itera
 class NearDuplicates:
     """Pairs of result documents whose stored embeddings are near-identical in every version holding both."""
 
-    def __init__(self, pool: ConnectionPool, tables: Sequence[str]):
+    def __init__(self, pool: ConnectionPool, tables: Mapping[str, str]):
         self.pool = pool
-        per_table = [f"""SELECT a.document_id AS a, b.document_id AS b, 1 - (a.embedding <=> b.embedding) AS similarity
+        self.tables = dict(tables)  # version -> its embeddings table; each table's threshold is its version's
+        self.versions = tuple(tables)
+        per_table = [f"""SELECT a.document_id AS a, b.document_id AS b,
+                                1 - (a.embedding <=> b.embedding) >= %(threshold_{n})s AS near
                          FROM {table} a JOIN {table} b ON a.document_id < b.document_id
                          WHERE a.document_id = ANY(%(ids)s) AND b.document_id = ANY(%(ids)s)"""
-                     for table in tables]
-        self._sql = (f"SELECT a, b FROM ({' UNION ALL '.join(per_table)}) pairs "
-                     "GROUP BY a, b HAVING min(similarity) >= %(threshold)s")
+                     for n, table in enumerate(tables.values())]
+        self._sql = f"SELECT a, b FROM ({' UNION ALL '.join(per_table)}) pairs GROUP BY a, b HAVING bool_and(near)"
 
-    def pairs(self, ids: Iterable[str], threshold: float) -> set[tuple[str, str]]:
-        """Near-duplicate pairs among `ids`; empty (no content dedupe) when the database cannot answer."""
+    def pairs(self, ids: Iterable[str], threshold: float | Mapping[str, float]) -> set[tuple[str, str]]:
+        """Near-duplicate pairs among `ids` at one threshold or one per version (each on its own scale);
+        empty (no content dedupe) when the database cannot answer."""
         ids = sorted(set(ids))
         if len(ids) < 2:
             return set()
+        per_version = threshold if isinstance(threshold, Mapping) else dict.fromkeys(self.versions, threshold)
+        params: dict[str, object] = {f"threshold_{n}": per_version[v] for n, v in enumerate(self.versions)}
         try:
             with self.pool.connection() as conn:
-                rows = conn.execute(self._sql, {"ids": ids, "threshold": threshold}).fetchall()
+                rows = conn.execute(self._sql, {"ids": ids, **params}).fetchall()
         except (psycopg.Error, PoolTimeout) as exc:
             log.warning("near-duplicate check failed, merging by document id only: %s", exc)
             return set()
@@ -151,12 +159,19 @@ class Merger:
     def __init__(self, duplicates: NearDuplicates | None, *, threshold: float = 0.85, min_per_version: int = 3,
                  rrf_k: int = RRF_K):
         self.duplicates = duplicates
-        self.threshold = threshold
+        self.threshold = threshold  # on the baseline's scale
         self.min_per_version = min_per_version
         self.rrf_k = rrf_k
+        # the threshold on a version's own scale (the calibration sets this; unchanged until then)
+        self.threshold_for: Callable[[str, float], float] = lambda version, threshold: threshold
+
+    def thresholds(self) -> dict[str, float]:
+        """The near-duplicate threshold of each version the check reads, on that version's scale."""
+        versions = self.duplicates.versions if self.duplicates is not None else ()
+        return {version: self.threshold_for(version, self.threshold) for version in versions}
 
     def merge(self, results: Mapping[str, Sequence[Hit]], k: int) -> list[MergedHit]:
         pairs: Iterable[tuple[str, str]] = ()
         if self.duplicates is not None and len(results) > 1:
-            pairs = self.duplicates.pairs((hit.id for hits in results.values() for hit in hits), self.threshold)
+            pairs = self.duplicates.pairs((hit.id for hits in results.values() for hit in hits), self.thresholds())
         return fuse(results, k, duplicate_pairs=pairs, min_per_version=self.min_per_version, rrf_k=self.rrf_k)

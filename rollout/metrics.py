@@ -213,6 +213,12 @@ class Metrics:
                                               ["judge"], registry=r)
         self.relevance_judge_cost = Counter("rag_relevance_judge_cost_usd", "Money the pairwise judge spent.",
                                             ["judge"], registry=r)
+        self.relevance_abstentions = Counter(
+            "rag_relevance_abstentions", "Answered queries that returned no result (nothing over the client's "
+            "min_similarity, mapped to the version's scale), by the version that served.", ["version"], registry=r)
+        self.relevance_golden_ndcg = Gauge(
+            "rag_relevance_golden_ndcg", "nDCG@10 of the latest `rollout eval` of the rollout's pair, by version.",
+            ["version"], multiprocess_mode="mostrecent", registry=r)
 
     def set_roles(self, baseline: str, candidate: str | None) -> None:
         """Which version is the baseline and which the candidate. A former pair's series drop to 0 rather
@@ -239,6 +245,10 @@ class Metrics:
                 self.hedged_requests.labels(version, outcome)
             for kind in ERROR_KINDS:
                 self.version_errors.labels(version, kind)
+            self.relevance_abstentions.labels(version)
+            for source, outcomes in (("judge", ("win", "loss", "tie")), ("feedback", ("positive", "negative"))):
+                for outcome in outcomes:
+                    self.relevance_signals.labels(version, source, outcome)
 
     def render(self) -> bytes:
         """The text exposition: merged across workers in multiprocess mode."""

@@ -48,7 +48,7 @@ from rollout.migration.estimate import price_per_mtok
 from rollout.migration.writer import DocumentWriter
 from rollout.relevance.calibration import Calibration
 from rollout.relevance.evidence import RelevanceCollector
-from rollout.relevance.golden import EvalStore
+from rollout.relevance.golden import EvalStore, GoldenGauge
 from rollout.relevance.judges import build_judge
 from rollout.relevance.judging import Budget, PairwiseJudging, shadow_listener
 from rollout.relevance.versions import baseline_and_candidate
@@ -134,7 +134,8 @@ class Runtime:
             self.shadow_pool = ShadowPool(settings.shadow_max_concurrency)
             self.deadline = (QueryDeadline(settings.query_deadline_ms, settings.hedge_delay_ms)
                              if settings.query_deadline_ms else None)
-            merger = Merger(NearDuplicates(self.pool, [settings.version(v).table for v in VERSIONS]),
+            duplicates = NearDuplicates(self.pool, {v: settings.version(v).table for v in VERSIONS})
+            merger = Merger(duplicates,
                             threshold=settings.merge_duplicate_similarity,
                             min_per_version=settings.merge_min_per_version, rrf_k=settings.merge_rrf_k)
             self.gateway = RagGateway(self.router, self.backends, self.metrics, self.flags, health=self.breakers,
@@ -150,12 +151,18 @@ class Runtime:
             self.judging = self._judging()
             self.calibration = Calibration(self.pool, self.router.roles.baseline,
                                            window_s=settings.relevance_calibration_window_s,
-                                           min_samples=settings.relevance_calibration_min_samples)
+                                           min_samples=settings.relevance_calibration_min_samples,
+                                           tables=lambda: duplicates.tables)
             if settings.relevance_calibration:
                 self.gateway.threshold_for = self.calibration.threshold_for
+                merger.threshold_for = self.calibration.duplicate_threshold_for
                 self.replicator.on_tick(lambda: self.calibration.refresh_if_due(wait=False))
+            self.golden = GoldenGauge(EvalStore(self.pool), self.metrics.relevance_golden_ndcg,
+                                      lambda: baseline_and_candidate(self.router.roles))
+            self.replicator.on_tick(self.golden.refresh_if_due)
             self.figures = Figures(self.pool, settings, roles=lambda: self.router.roles,
-                                   price_per_mtok=self.price_per_mtok)
+                                   price_per_mtok=self.price_per_mtok,
+                                   calibration=self.calibration if settings.relevance_calibration else None)
 
             # staged rollout: one service for the status, people's commands and the controller's evaluations
             rollout_store = RolloutStore(self.pool)

@@ -3,7 +3,8 @@
     python scripts/check_dashboard.py [--seconds 20] [--json]
 
 It starts the gateway under gunicorn (2 workers, multiprocess metrics) with shadow
-queries, analytics and a 50 % split on, sends queries (routed, merged, anonymous),
+queries, analytics, the offline pairwise judge and a 50 % split on, sends queries (routed,
+merged, anonymous, some no result can clear) and relevance feedback on some answers,
 makes V2 time out now and then (its table is locked for a moment, so fallbacks and
 shadow failures happen for real), lets a Prometheus on 127.0.0.1 scrape it every
 second, then evaluates through Prometheus's HTTP API:
@@ -66,6 +67,10 @@ ELSEWHERE = {  # metric -> the component that exports it (not necessarily part o
     "rollout_controller_runs_total": "rollout controller (its own port)",
     "rollout_controller_decisions_total": "rollout controller (its own port)",
     "rollout_controller_notifications_redelivered_total": "rollout controller (its own port)",
+    "rag_relevance_probes_total": "known-item probes (the rollout controller runs them; its own port)",
+    "rag_relevance_probe_reciprocal_rank_sum": "known-item probes (the rollout controller runs them; its own port)",
+    "rag_relevance_probe_reciprocal_rank_count": "known-item probes (the rollout controller runs them; its own port)",
+    "rag_relevance_golden_ndcg": "golden set (exported once a `rollout eval` of the pair is recorded)",
 }
 ROLES = {"baseline": "v1", "candidate": "v2"}  # the fresh database's registry: what the variables would pick
 METRIC = re.compile(r"\b((?:rag|rollout|flags|circuit_breaker|alerts)_[a-zA-Z0-9_]+)")
@@ -113,6 +118,7 @@ class Traffic:
         self.stop = threading.Event()
         self.sent = self.failed = 0
         self._lock = threading.Lock()
+        self._answered: list[tuple[float, str]] = []  # (when, request id) of answers to give feedback on
         self.threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)]
 
     def __enter__(self) -> Traffic:
@@ -138,8 +144,27 @@ class Traffic:
                 body["user_id"] = f"user-{rng.randrange(400)}"
             if n % 4 == 0:
                 body["mode"] = "merged"
+            elif n % 7 == 0:
+                body["min_similarity"] = 0.999  # nothing clears it: an abstention
             try:
-                http_json(f"{self.url}/api/rag/query", body)
+                answer = http_json(f"{self.url}/api/rag/query", body)
+            except (urllib.error.URLError, OSError, ValueError):
+                with self._lock:
+                    self.failed += 1
+                continue
+            if n % 3 == 0 and body.get("mode") != "merged":
+                self._feedback(rng, answer["request_id"])
+
+    def _feedback(self, rng: random.Random, request_id: str) -> None:
+        """Feedback on an answer query_log has had time to keep (the writer flushes about every second)."""
+        with self._lock:
+            self._answered.append((time.monotonic(), request_id))
+            ready = [rid for at, rid in self._answered if time.monotonic() - at > 3]
+            self._answered = [(at, rid) for at, rid in self._answered if rid not in ready]
+        for rid in ready:
+            kind = "relevant" if rng.random() < 0.7 else "not_relevant"
+            try:
+                http_json(f"{self.url}/api/rag/feedback", {"request_id": rid, "kind": kind})
             except (urllib.error.URLError, OSError, ValueError):
                 with self._lock:
                     self.failed += 1
@@ -244,7 +269,9 @@ def run(seconds: float, window: str) -> dict:
                    "REDIS_KEY_PREFIX": f"dashboard-check-{uuid.uuid4().hex[:8]}",
                    "FF_ENABLE_GRADUAL_MIGRATION": "true", "FF_NEW_EMBEDDINGS_PERCENTAGE": "50",
                    "FF_USE_PARALLEL_RAG": "true", "FF_ENABLE_QUERY_ANALYTICS": "true",
-                   "RAG_SEARCH_TIMEOUT_MS": "250", "GUNICORN_LOG_LEVEL": "warning"}
+                   "RAG_SEARCH_TIMEOUT_MS": "250", "GUNICORN_LOG_LEVEL": "warning",
+                   # the offline judge on every shadow pair that is not identical: judge verdicts for the panels
+                   "RELEVANCE_JUDGE": "lexical", "RELEVANCE_JUDGE_SAMPLE_RATE": "1", "RELEVANCE_JUDGE_MAX_RBO": "1"}
             gateway = GatewayProcess(env, port=free_port(), workers=2, metrics_dir=folder / "metrics",
                                      log_file=folder / "gateway.log")
             queries = demo.queries_path().read_text().split("\n")

@@ -55,6 +55,23 @@ def quantile(q: float, metric: str, labels: str = "version") -> str:
     return f"histogram_quantile({q}, sum by ({labels}, le) (rate({metric}_bucket{PAIR}[{RATE}])))"
 
 
+def pair(*matchers: str) -> str:
+    """The pair's selector with more label matchers: pair('source="judge"') -> {version=~"...", source="judge"}."""
+    return PAIR[:-1] + "".join(f", {m}" for m in matchers) + "}"
+
+
+def share(metric: str, selector: tuple[str, ...], counted: str, halves: str = "") -> str:
+    """Per version, the share of `metric`'s events (within `selector`) whose outcome is `counted`, plus half of
+    those whose outcome is `halves` (a judge's tie); an outcome never seen counts 0, not "no data"."""
+    total = f"sum by (version) (rate({metric}{pair(*selector)}[{RATE}]))"
+
+    def part(outcome: str) -> str:
+        selected = pair(*selector, 'outcome="' + outcome + '"')
+        return f"(sum by (version) (rate({metric}{selected}[{RATE}])) or 0 * {total})"
+    wanted = part(counted) if not halves else f"({part(counted)} + 0.5 * {part(halves)})"
+    return f"{wanted} / {total}"
+
+
 def target(expr: str, legend: str, ref: str) -> prometheus.Dataquery:
     return prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref).datasource(DATASOURCE)
 
@@ -97,8 +114,9 @@ def build() -> dict:
     rag_latency = "rag_request_duration_seconds"
     board = (
         dashboard.Dashboard("RAG rollout: baseline vs candidate").uid("rag-rollout-v1-v2").tags(["rag", "rollout"])
-        .description("The baseline embedding version beside the candidate ($baseline, $candidate): latency, quality, errors, traffic split, shadow comparisons, "
-                     "breaker, migration coverage, cache and alerts.")
+        .description("The baseline embedding version beside the candidate ($baseline, $candidate): latency, quality, "
+                     "relevance, errors, traffic split, shadow comparisons, breaker, migration coverage, cache and "
+                     "alerts.")
         .refresh("30s").time("now-6h", "now").timezone("browser")
         .with_variable(dashboard.DatasourceVariable("datasource").label("Prometheus").type("prometheus"))
         .with_variable(role_variable("baseline"))
@@ -115,9 +133,10 @@ def build() -> dict:
         .with_row(dashboard.Row("Quality"))
         .with_panel(series(
             "Mean top similarity", "Cosine of the best result, each version in its own space; 'shadow': the "
-            "version that did not answer, on the same queries.",
+            "version that did not answer, on the same queries. A signal, not a gate: models put cosine on "
+            "different scales (see the Relevance row for what decides).",
             [(mean("rag_top_similarity"), "{{version}} served"),
-             (mean("rag_shadow_top_similarity"), "{{version}} shadow")], unit="none", maximum=1, limit=0.7))
+             (mean("rag_shadow_top_similarity"), "{{version}} shadow")], unit="none", maximum=1))
         .with_panel(series(
             "Shadow overlap (Jaccard and RBO)", "Agreement of the served list with the shadow list, by serving "
             "version: 1 = the same documents in the same order.",
@@ -135,6 +154,34 @@ def build() -> dict:
             [(by_version("rag_shadow_failures_total", "kind"), "{{version}} failed: {{kind}}"),
              (by_version("rag_shadow_skipped_total", "reason"), "{{version}} skipped: {{reason}}")],
             unit="reqps", width=8))
+        .with_row(dashboard.Row("Relevance"))
+        .with_panel(series(
+            "Relevance: judge win rate", "Pairwise judge on shadow disagreements, per version: wins plus half the "
+            "ties over verdicts (0.5: as good as the other). The relevance gate needs the candidate's lower bound "
+            "at or above 0.5 - RELEVANCE_MARGIN.",
+            [(share("rag_relevance_signals_total", ('source="judge"',), "win", "tie"), "{{version}}")],
+            unit="percentunit", maximum=1, width=8))
+        .with_panel(series(
+            "Relevance: feedback positive rate", "Explicit feedback (relevant, grade >= 2) over all explicit "
+            "feedback on the answers each version served.",
+            [(share("rag_relevance_signals_total", ('source="feedback"',), "positive"), "{{version}}")],
+            unit="percentunit", maximum=1, width=8))
+        .with_panel(series(
+            "Relevance: abstain rate", "Answered queries with no result over min_similarity (mapped to each "
+            "version's scale): a calibrated candidate abstains within about a point of the baseline.",
+            [(f"{by_version('rag_relevance_abstentions_total')} / {by_version('rag_requests_total')}",
+              "{{version}}")], unit="percentunit", maximum=1, width=8))
+        .with_panel(series(
+            "Relevance: known-item probes hit@k and MRR", "Probes made from documents (title, first sentence, "
+            "template): the share whose source document is in a version's top k, and the mean reciprocal rank. "
+            "From the rollout controller, which runs them.",
+            [(share("rag_relevance_probes_total", (), "hit"), "{{version}} hit@k"),
+             (mean("rag_relevance_probe_reciprocal_rank"), "{{version}} MRR")],
+            unit="percentunit", maximum=1, width=12))
+        .with_panel(series(
+            "Relevance: golden-set nDCG@10", "The latest `rollout eval` of the pair's labelled queries, per version.",
+            [(f"max by (version) (rag_relevance_golden_ndcg{PAIR})", "{{version}}")], unit="none", maximum=1,
+            width=12))
         .with_row(dashboard.Row("Errors and traffic"))
         .with_panel(series(
             "Error rate by version", "Failed searches of a version over the queries routed to it.",

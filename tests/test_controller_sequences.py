@@ -15,7 +15,14 @@ from scipy.stats import beta
 from rollout.controller import Thresholds, Verdict
 from rollout.controller.gates.registry import GATES, Role, gate_alpha
 from rollout.controller.metrics import ControllerMetrics
-from rollout.controller.sequences import mean_bounds, quantile_bounds, rank_bounds, rate_bounds
+from rollout.controller.sequences import (
+    mean_bounds,
+    normal_radius,
+    quantile_bounds,
+    rank_bounds,
+    rate_bounds,
+    share_difference_bounds,
+)
 from rollout.controller.verdict import combine
 
 LOOKS = np.arange(50, 5001, 50)   # 100 looks at a growing sample
@@ -53,6 +60,21 @@ def test_the_mean_sequence_covers_at_every_look():
     alpha, truth = 0.05, 0.78
     draw = lambda rng: rng.beta(0.78 * 30, 0.22 * 30, LOOKS[-1])  # noqa: E731
     assert misses(300, draw, lambda x: mean_bounds(x, alpha)[1] <= truth <= mean_bounds(x, alpha)[2]) <= alpha
+
+
+def test_the_one_sided_share_difference_sequence_covers_its_side_at_every_look():
+    # two shares 0.85 and 0.80 (a candidate five points worse); the upper bound alone must stay above -0.05
+    alpha, truth = 0.05, 0.80 - 0.85
+    draw = lambda rng: np.column_stack([rng.random(LOOKS[-1]) < 0.80, rng.random(LOOKS[-1]) < 0.85])  # noqa: E731
+
+    def upper(x, one_sided):
+        return share_difference_bounds(int(x[:, 0].sum()), len(x), int(x[:, 1].sum()), len(x), alpha, 500,
+                                       one_sided=one_sided)[2]
+    assert misses(300, draw, lambda x: upper(x, True) >= truth) <= alpha
+    fixed = misses(300, draw, lambda x: x[:, 0].mean() - x[:, 1].mean() + 1.6448536 * math.sqrt(
+        (x[:, 0].var() + x[:, 1].var()) / len(x)) >= truth)
+    assert fixed > alpha  # a fixed-sample bound read at every look misses more often than it says
+    assert normal_radius(1000, 1.0, alpha, one_sided=True) < normal_radius(1000, 1.0, alpha)
 
 
 @pytest.mark.parametrize("n", [1, 20, 100, 2000])

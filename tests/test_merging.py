@@ -6,8 +6,9 @@ from conftest import load_and_embed
 
 from rollout.backends import Hit
 from rollout.documents import Document, DocumentStore
-from rollout.merging import RRF_K, NearDuplicates, fuse
+from rollout.merging import RRF_K, Merger, NearDuplicates, fuse
 from rollout.migration.loader import EmbeddingLoader, EmbeddingRow
+from rollout.relevance.calibration import Calibration
 
 
 def hits(*ids: str, similarity: float = 0.5) -> list[Hit]:
@@ -118,7 +119,7 @@ def test_near_duplicates_come_from_the_stored_embeddings_of_every_version_holdin
         loader.load(conn, [EmbeddingRow("orig", base, docs[0].content_hash),
                            EmbeddingRow("copy", close / np.linalg.norm(close), docs[1].content_hash),
                            EmbeddingRow("other", far, docs[2].content_hash)])
-    finder = NearDuplicates(runtime.pool, ["doc_embeddings_v1", "doc_embeddings_v2"])
+    finder = NearDuplicates(runtime.pool, {"v1": "doc_embeddings_v1", "v2": "doc_embeddings_v2"})
     assert finder.pairs(["orig", "copy", "other"], 0.85) == {("copy", "orig")}
     assert finder.pairs(["orig", "copy", "other"], 0.99) == set()
     # V1 also holds both and disagrees (orthogonal): no longer a near-duplicate in every version
@@ -129,6 +130,65 @@ def test_near_duplicates_come_from_the_stored_embeddings_of_every_version_holdin
         v1_loader.load(conn, [EmbeddingRow("orig", a, docs[0].content_hash),
                               EmbeddingRow("copy", b, docs[1].content_hash)])
     assert finder.pairs(["orig", "copy", "other"], 0.85) == set()
+
+
+def unit(dimensions: int, cosine: float, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit vectors of `dimensions` whose cosine similarity is `cosine`."""
+    a, b = np.zeros(dimensions, dtype=np.float32), np.zeros(dimensions, dtype=np.float32)
+    a[axis] = 1.0
+    b[axis], b[axis + 1] = cosine, np.sqrt(1 - cosine * cosine)
+    return a, b
+
+
+def test_the_near_duplicate_threshold_is_mapped_to_each_version_scale(runtime):
+    # the baseline (v1) puts near-copies around 0.8 on its scale, the candidate (v2) around 0.35:
+    # the same pair is 0.87 in v1 and 0.48 in v2, near-duplicates on both scales once mapped
+    rng = np.random.default_rng(4)
+    calibration = Calibration(None, "v1", min_samples=100)
+    calibration.learn_neighbours({"v1": rng.normal(0.80, 0.04, 4000), "v2": rng.normal(0.35, 0.08, 4000)})
+    mapped = calibration.duplicate_threshold_for("v2", 0.85)
+    assert 0.42 < mapped < 0.46  # about 1.25 spreads above the candidate's centre, like 0.85 on the baseline's
+    assert calibration.duplicate_threshold_for("v1", 0.85) == 0.85
+    held_out = {"v1": rng.normal(0.80, 0.04, 4000), "v2": rng.normal(0.35, 0.08, 4000)}
+    assert abs(np.mean(held_out["v1"] >= 0.85) - np.mean(held_out["v2"] >= mapped)) < 0.02  # the same share
+    top = calibration.neighbour_scales["v2"].quantiles[-1]
+    assert top < calibration.duplicate_threshold_for("v2", 0.99) < 1  # past the highest sample: towards 1
+
+    store = DocumentStore(runtime.pool)
+    docs = [Document("orig", "Pool hours", "The pool opens at 6am."),
+            Document("copy", "Pool hours (copy)", "The pool opens at 6am.")]
+    store.upsert_many(docs)
+    with runtime.pool.connection() as conn:
+        for table, version, cosine in (("doc_embeddings_v1", 1536, 0.87), ("doc_embeddings_v2", 768, 0.48)):
+            a, b = unit(version, cosine)
+            EmbeddingLoader(table, "test").load(conn, [EmbeddingRow("orig", a, docs[0].content_hash),
+                                                       EmbeddingRow("copy", b, docs[1].content_hash)])
+    finder = NearDuplicates(runtime.pool, {"v1": "doc_embeddings_v1", "v2": "doc_embeddings_v2"})
+    assert finder.pairs(["orig", "copy"], 0.85) == set()  # one raw threshold: v2's 0.48 is never 0.85
+    merger = Merger(finder, threshold=0.85)
+    merger.threshold_for = calibration.duplicate_threshold_for
+    assert merger.thresholds() == {"v1": 0.85, "v2": mapped}
+    merged = merger.merge({"v1": hits("orig"), "v2": hits("copy")}, k=5)
+    assert len(merged) == 1 and merged[0].found_by == ("v1", "v2")
+    assert set(merged[0].duplicates) | {merged[0].hit.id} == {"orig", "copy"}
+    assert len(Merger(finder, threshold=0.85).merge({"v1": hits("orig"), "v2": hits("copy")}, k=5)) == 2
+
+
+def test_the_neighbour_scales_are_read_from_each_version_table(runtime):
+    store = DocumentStore(runtime.pool)
+    docs = [Document(f"d{n}", f"Title {n}", f"Content {n}.") for n in range(3)]
+    store.upsert_many(docs)
+    a, b = unit(768, 0.6)
+    c = np.zeros(768, dtype=np.float32)
+    c[5] = 1.0  # orthogonal to both: its nearest neighbour is at cosine 0
+    with runtime.pool.connection() as conn:
+        EmbeddingLoader("doc_embeddings_v2", "test").load(conn, [
+            EmbeddingRow("d0", a, docs[0].content_hash), EmbeddingRow("d1", b, docs[1].content_hash),
+            EmbeddingRow("d2", c, docs[2].content_hash)])
+    calibration = Calibration(runtime.pool, "v1", min_samples=20)
+    samples = calibration.read_neighbours({"v1": "doc_embeddings_v1", "v2": "doc_embeddings_v2"})
+    assert samples["v1"] == []
+    assert sorted(samples["v2"]) == pytest.approx([0.0, 0.6, 0.6], abs=1e-3)
 
 
 def test_merged_mode_through_the_api(runtime, client):
@@ -160,3 +220,10 @@ def test_merged_mode_refuses_a_forced_version(client):
     assert "exclude each other" in response.get_json()["detail"]
     response = client.post("/api/rag/query", json={"query": "x", "mode": "blended"})
     assert response.status_code == 400 and response.get_json()["fields"][0]["field"] == "mode"
+
+
+def test_the_runtime_maps_the_merge_threshold_with_the_calibration_of_the_same_tables(runtime):
+    merger = runtime.gateway.merger
+    assert merger.threshold_for == runtime.calibration.duplicate_threshold_for
+    assert runtime.calibration.tables() == merger.duplicates.tables == {"v1": "doc_embeddings_v1",
+                                                                        "v2": "doc_embeddings_v2"}

@@ -95,11 +95,34 @@ def test_the_dashboard_figures_match_the_rows(client, traffic):
     latency_ok = v2["p95_ms"] <= v1["p95_ms"] and v2["p95_ms"] < 800
     assert criteria["v2_p95_latency"]["status"] == ("pass" if latency_ok else "fail")
     assert criteria["v2_p95_latency"]["value"] == v2["p95_ms"] and criteria["v2_p95_latency"]["threshold"] == 800
-    assert criteria["v2_mean_similarity"]["status"] == ("pass" if v2["mean_top_similarity"] > 0.7 else "fail")
+    # too few scores to calibrate: raw similarity is a signal only, never held against a raw 0.7
+    assert criteria["v2_mean_similarity"]["status"] == "insufficient_data"
+    assert "signal only" in criteria["v2_mean_similarity"]["detail"]
     assert criteria["critical_errors_24h"]["status"] == "fail" and criteria["critical_errors_24h"]["value"] == 2
     assert criteria["v2_error_rate"]["status"] == "fail"  # 2.4 % > 0.1 %
     assert criteria["v2_cache_hit_rate"]["status"] == "pass"  # 80 % > 70 %
     assert d["verdict"] == "fail"
+
+
+def test_similarity_passes_or_fails_only_against_the_calibrated_floor(runtime, traffic):
+    from rollout.analytics.figures import Figures
+    from rollout.relevance.calibration import Calibration
+
+    def criterion(candidate_scale):
+        calibration = Calibration(None, "v1", min_samples=100)
+        calibration.learn({"v1": (np.linspace(0.6, 0.9, 301), "shadow_pairs"), "v2": (candidate_scale, "traffic")})
+        figures = Figures(runtime.pool, runtime.settings, roles=lambda: runtime.router.roles, calibration=calibration)
+        dashboard = figures.dashboard("1h", runtime.flags.snapshot())
+        return next(c for c in dashboard.criteria if c.name == "v2_mean_similarity"), dashboard.versions["v2"]
+
+    # the candidate's scale sits at 0.3-0.5 (the floor 0.7, a third of the way up the baseline's, is 0.367 there)
+    low_scale, v2 = criterion(np.linspace(0.3, 0.5, 201))
+    assert low_scale.threshold == pytest.approx(0.3 + 0.2 / 3, abs=1e-6)
+    assert low_scale.status == "pass" and v2.mean_top_similarity > low_scale.threshold
+    assert "0.367 on v2's" in low_scale.description and "own scale" in low_scale.detail
+    # a candidate whose scale runs higher than its answers here (0.95-0.99): the mapped floor fails them
+    high_scale, v2 = criterion(np.linspace(0.95, 0.99, 201))
+    assert high_scale.threshold > v2.mean_top_similarity and high_scale.status == "fail"
 
 
 def test_longer_ranges_take_older_rows(client, traffic):

@@ -1,5 +1,10 @@
 """The relevance gate on constructed evidence: non-inferiority within δ, per source and per category."""
 
+import math
+
+import numpy as np
+import pytest
+
 from rollout.controller.gates.relevance import (
     Golden,
     Proportions,
@@ -10,6 +15,7 @@ from rollout.controller.gates.relevance import (
 )
 from rollout.controller.gates.result import GateStatus
 from rollout.controller.outcome import Outcome
+from rollout.controller.sequences import mixture_rho
 
 POLICY = RelevancePolicy(margin=0.02)
 
@@ -47,9 +53,9 @@ def test_worse_feedback_rolls_back_naming_feedback():
 
 
 def test_a_regression_in_one_category_is_found_and_named():
-    evidence = RelevanceEvidence(probes={"": Proportions(1890, 2000, 1820, 2000),
+    evidence = RelevanceEvidence(probes={"": Proportions(1890, 2000, 1770, 2000),
                                          "facilities": Proportions(960, 1000, 970, 1000),
-                                         "pricing": Proportions(930, 1000, 850, 1000)})
+                                         "pricing": Proportions(930, 1000, 800, 1000)})
     result = relevance_gate(evidence, POLICY)
     assert result.status is GateStatus.FAILED
     assert result.values["decided_by"] == ["probes_pricing"]
@@ -59,9 +65,17 @@ def test_a_regression_in_one_category_is_found_and_named():
 def test_the_golden_set_decides_by_its_own_interval():
     worse = relevance_gate(RelevanceEvidence(golden=Golden(-0.10, -0.12, -0.08, 40)), POLICY)
     assert worse.status is GateStatus.FAILED and worse.values["decided_by"] == ["golden"]
-    # se = 0.02 / 1.96 from the 95 % interval; upper bound at alpha 0.001: -0.10 + 3.09 * se
-    assert abs(worse.values["golden_upper"] - (-0.10 + 3.090232306167813 * 0.02 / 1.959963984540054)) < 1e-9
-    fine = relevance_gate(RelevanceEvidence(golden=Golden(0.01, -0.01, 0.03, 40)), POLICY)
+    # se = 0.02 / 1.96 from the 95 % interval; the upper bound is the normal-mixture sequence's at the
+    # golden source's quarter of alpha 0.001 (one-sided), tuned for 40 queries: wider than a fixed-sample
+    # 99.975 % bound
+    se = 0.02 / 1.959963984540054
+    rho2 = mixture_rho(0.001 / 4, 40) ** 2
+    level = math.log(math.sqrt(40 * rho2 + 1) / (2 * 0.001 / 4) + 1)
+    radius = se * math.sqrt(2 * (40 * rho2 + 1) / (40 * rho2) * level)
+    assert worse.values["golden_upper"] == pytest.approx(-0.10 + radius, abs=1e-12)
+    assert radius > 3.4807 * se
+    assert (worse.statistic, worse.bound, worse.limit) == (-0.10, worse.values["golden_upper"], -0.02)
+    fine = relevance_gate(RelevanceEvidence(golden=Golden(0.01, -0.005, 0.025, 40)), POLICY)
     assert fine.status is GateStatus.PASSED
     not_sure_enough = relevance_gate(RelevanceEvidence(golden=Golden(-0.05, -0.09, -0.01, 40)), POLICY)
     assert not_sure_enough.status is GateStatus.NOT_ENOUGH_DATA  # 95 % says worse; 99.9 % does not yet
@@ -79,8 +93,8 @@ def test_a_source_still_unsure_is_reported_but_does_not_hold_what_another_proves
 
 
 def test_equal_sources_pass_and_the_result_round_trips():
-    evidence = RelevanceEvidence(feedback={"": Proportions(7000, 10000, 7010, 10000)},
-                                 probes={"": Proportions(950, 1000, 952, 1000)})
+    evidence = RelevanceEvidence(feedback={"": Proportions(14000, 20000, 14020, 20000)},
+                                 probes={"": Proportions(9500, 10000, 9520, 10000)})
     result = relevance_gate(evidence, POLICY)
     assert result.status is GateStatus.PASSED and result.values["decided_by"] == ["feedback", "probes"]
     from rollout.controller.gates.result import GateResult
@@ -140,4 +154,78 @@ def test_the_controller_judges_quality_by_relevance(runtime):
     gates = {g["name"]: g for g in decision["verdict"]["gates"]}
     assert "quality" not in gates
     assert gates["relevance"]["status"] == "failed" and gates["relevance"]["values"]["decided_by"] == ["probes"]
+    stored = gates["relevance"]  # the headline is kept with the decision: candidate minus baseline, bound, -δ
+    assert stored["statistic"] == -1.0 and stored["bound"] < stored["limit"] == -runtime.settings.relevance_margin
     assert decision["action"] == "rollback"
+
+
+def test_every_result_sets_its_statistic_bound_and_limit():
+    cases = {"no data": RelevanceEvidence(),
+             "too few": RelevanceEvidence(judge={"": Verdicts(3, 1, 0)}),
+             "unsure": RelevanceEvidence(feedback={"": Proportions(40, 60, 38, 60)}),
+             "passed": RelevanceEvidence(judge={"": Verdicts(130, 70, 0)}),
+             "failed": RelevanceEvidence(judge={"": Verdicts(40, 140, 20)}),
+             "golden": RelevanceEvidence(golden=Golden(-0.10, -0.12, -0.08, 40))}
+    for name, evidence in cases.items():
+        result = relevance_gate(evidence, POLICY)
+        headline = (result.statistic, result.bound, result.limit)
+        assert all(isinstance(x, float) and math.isfinite(x) for x in headline), (name, headline)
+        assert result.limit == -POLICY.margin  # one axis for every source: candidate minus the bar's centre
+        if result.status is GateStatus.FAILED:
+            assert result.bound < result.limit
+        stored = result.to_dict()
+        assert None not in (stored["statistic"], stored["bound"], stored["limit"])
+    judged = relevance_gate(cases["failed"], POLICY)
+    assert judged.statistic == pytest.approx((40 + 10) / 200 - 0.5)  # the win rate, less 0.5
+    assert judged.bound == pytest.approx(judged.values["judge_upper"] - 0.5)
+
+
+def test_the_registry_gives_the_gate_its_alpha_share_and_the_metrics_read_its_headline():
+    from prometheus_client import CollectorRegistry
+
+    from rollout.controller.evidence import Evidence, VersionEvidence
+    from rollout.controller.gates.registry import GATES, gate_alpha, run
+    from rollout.controller.metrics import ControllerMetrics
+    from rollout.controller.plan import RolloutPlan
+
+    evidence = Evidence(percentage=10, window_started_at=0, evaluated_at=1, v1=VersionEvidence(), v2=VersionEvidence(),
+                        relevance=RelevanceEvidence(judge={"": Verdicts(40, 140, 20)}))
+    plan = RolloutPlan()
+    applying = tuple(g for g in GATES if g.applies(evidence))
+    [gate] = [g for g in applying if g.name == "relevance"]
+    result = run(gate, evidence, plan, applying)
+    share = gate_alpha(gate, plan.thresholds.rollback_alpha, applying)
+    assert 0 < share < plan.thresholds.rollback_alpha
+    assert result.thresholds["rollback_alpha"] == pytest.approx(share)
+    metrics = ControllerMetrics(CollectorRegistry())
+    metrics.judged([result.to_dict()])
+    for name in ("rollout_gate_statistic", "rollout_gate_bound", "rollout_gate_threshold"):
+        value = metrics.registry.get_sample_value(name, {"gate": "relevance"})
+        assert value is not None and math.isfinite(value), name
+
+
+def test_reading_the_gate_at_every_look_keeps_false_rollbacks_within_alpha():
+    # a candidate exactly at the margin (win rate 0.5 - δ): any rollback is a false one. Read 40 times a
+    # stage as the verdicts grow, a fixed-sample bound at the judge's alpha fails far more often than that
+    # alpha; the confidence sequence may not.
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(3)
+    policy = RelevancePolicy(margin=0.05, rollback_alpha=0.05)
+    alpha = policy.rollback_alpha / 4 / 2  # the judge's quarter, half of it for the overall check
+    z = float(norm.ppf(1 - alpha))
+    stages, looks, per_look = 300, 40, 25
+    false = {"sequence": 0, "fixed-sample": 0}
+    for _ in range(stages):
+        scores = rng.choice([1.0, 0.5, 0.0], size=looks * per_look, p=[0.35, 0.2, 0.45])  # mean 0.45
+        failed = {"sequence": False, "fixed-sample": False}
+        for look in range(1, looks + 1):
+            seen = scores[:look * per_look]
+            counts = Verdicts(int((seen == 1).sum()), int((seen == 0).sum()), int((seen == 0.5).sum()))
+            result = relevance_gate(RelevanceEvidence(judge={"": counts}), policy)
+            failed["sequence"] |= result.status is GateStatus.FAILED
+            failed["fixed-sample"] |= seen.mean() + z * seen.std(ddof=1) / math.sqrt(len(seen)) < 0.45
+        for name, hit in failed.items():
+            false[name] += hit
+    allowed = stages * alpha + 3 * math.sqrt(stages * alpha)  # alpha, with three binomial deviations of room
+    assert false["sequence"] <= allowed < false["fixed-sample"], false

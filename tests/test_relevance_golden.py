@@ -170,3 +170,23 @@ def test_required_eval_holds_the_first_stage_until_one_passes(make_runtime):
 def test_without_the_requirement_the_first_stage_needs_no_eval(runtime):
     runtime.stages.command(Command(Action.ADVANCE, actor="test"))
     assert runtime.stages.status()["percentage"] > 0
+
+
+def test_the_latest_eval_of_the_pair_sets_the_golden_gauge(runtime):
+    from prometheus_client import CollectorRegistry, Gauge
+
+    from rollout.relevance.golden import GoldenGauge
+
+    baseline, candidate = baseline_and_candidate(runtime.router.roles)
+    registry = CollectorRegistry()
+    gauge = Gauge("rag_relevance_golden_ndcg", "test", ["version"], registry=registry)
+    golden = GoldenGauge(EvalStore(runtime.pool), gauge, lambda: (baseline, candidate))
+    golden.refresh()  # no eval yet: nothing to show
+    assert registry.get_sample_value("rag_relevance_golden_ndcg", {"version": baseline}) is None
+    queries = parse_qrels('{"query": "q", "relevant": {"a": 3}}')
+    EvalStore(runtime.pool).record(evaluate(queries, (baseline, lambda q, k: ["b", "a"]),
+                                            (candidate, lambda q, k: ["a"]), draws=100), "sha")
+    golden.refresh()
+    assert registry.get_sample_value("rag_relevance_golden_ndcg", {"version": candidate}) == pytest.approx(1.0)
+    assert registry.get_sample_value("rag_relevance_golden_ndcg", {"version": baseline}) == pytest.approx(
+        1 / math.log2(3), abs=1e-6)  # the relevant document second

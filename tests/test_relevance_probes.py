@@ -6,11 +6,12 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 from conftest import SAMPLE, load_and_embed
+from prometheus_client import CollectorRegistry
 
 from rollout.backends import SearchFailed
 from rollout.cli import cli
 from rollout.cli import relevance as _registers  # noqa: F401
-from rollout.relevance.probes import KnownItemProbes, Probe, first_sentence, probe_for, probe_summary
+from rollout.relevance.probes import KnownItemProbes, Probe, ProbeMetrics, first_sentence, probe_for, probe_summary
 
 
 def test_a_probe_is_made_from_the_document_itself():
@@ -28,7 +29,9 @@ def count(conn, table):
 
 def test_probes_with_zero_traffic_give_evidence_and_stay_out_of_user_metrics(runtime):
     load_and_embed(runtime)
-    probes = KnownItemProbes(runtime.pool, runtime.backends, runtime.metrics, per_category=2, k=3, seed=7)
+    probe_registry = CollectorRegistry()  # the controller's, which serves the probes' series
+    probes = KnownItemProbes(runtime.pool, runtime.backends, ProbeMetrics(probe_registry), per_category=2, k=3,
+                             seed=7)
     sampled = probes.sample()
     categories = {cat for _, cat, _, _ in SAMPLE}
     assert {p.category for p in sampled} == categories
@@ -49,9 +52,13 @@ def test_probes_with_zero_traffic_give_evidence_and_stay_out_of_user_metrics(run
         hits = sum(r.rank is not None for r in mine)
         assert summary[version][""]["probes"] == len(mine) and summary[version][""]["hits"] == hits
         assert summary[version][""]["mrr"] == pytest.approx(sum(1 / r.rank for r in mine if r.rank) / len(mine))
-        metric = registry.get_sample_value("rag_relevance_signals_total",
-                                           {"version": version, "source": "probe", "outcome": "hit"}) or 0
+        metric = probe_registry.get_sample_value("rag_relevance_probes_total",
+                                                 {"version": version, "outcome": "hit"}) or 0
         assert metric == hits
+        rr = probe_registry.get_sample_value("rag_relevance_probe_reciprocal_rank_sum", {"version": version})
+        assert rr == pytest.approx(sum(1 / r.rank for r in mine if r.rank))
+        assert probe_registry.get_sample_value("rag_relevance_probe_reciprocal_rank_count",
+                                               {"version": version}) == len(mine)
         assert sum(summary[version][c]["probes"] for c in categories) == len(mine)
 
 
@@ -64,7 +71,7 @@ def test_a_version_that_cannot_answer_a_probe_is_recorded_as_an_error_not_a_miss
 
     backends = {"v1": runtime.backends["v1"], "broken": Broken()}
     probe = Probe("pool-hours", "facilities", "title", "Pool opening hours")
-    results = KnownItemProbes(runtime.pool, backends, runtime.metrics, k=3).run([probe])
+    results = KnownItemProbes(runtime.pool, backends, ProbeMetrics(CollectorRegistry()), k=3).run([probe])
     assert [(r.version, r.rank, r.error) for r in results] == [("v1", 1, None), ("broken", None, "embedding")]
     summary = probe_summary(runtime.pool, since_s=3600)
     assert summary["broken"][""] == {"probes": 0, "hits": 0, "errors": 1, "hit_rate": None, "mrr": None}

@@ -14,10 +14,11 @@ from rollout.relevance.versions import baseline_and_candidate
 @pytest.fixture
 def judged(runtime):
     baseline, candidate = baseline_and_candidate(runtime.router.roles)
-    with runtime.pool.connection() as conn:
-        for n, winner in enumerate(["candidate"] * 25 + ["baseline"] * 10 + ["tie"] * 5):
-            conn.execute("INSERT INTO relevance_judgements (pair_hash, baseline, candidate, judge, winner) "
-                         "VALUES (%s, %s, %s, 'lexical-overlap', %s)", (f"h{n}", baseline, candidate, winner))
+    with runtime.pool.connection() as conn, conn.cursor() as cursor:  # enough for the sequence to decide
+        cursor.executemany("INSERT INTO relevance_judgements (pair_hash, baseline, candidate, judge, winner) "
+                           "VALUES (%s, %s, %s, 'lexical-overlap', %s)",
+                           [(f"h{n}", baseline, candidate, winner)
+                            for n, winner in enumerate(["candidate"] * 250 + ["baseline"] * 100 + ["tie"] * 50)])
     return baseline, candidate
 
 
@@ -34,8 +35,9 @@ def test_the_dashboard_shows_each_source_and_the_gate(client, judged):
     body = client.get("/api/monitoring/dashboard?range=1h").get_json()
     relevance = body["relevance"]
     assert (relevance["baseline"], relevance["candidate"]) == (baseline, candidate)
-    assert relevance["sources"] == {"judge": {"wins": 25, "losses": 10, "ties": 5, "candidate_win_rate": 0.6875}}
+    assert relevance["sources"] == {"judge": {"wins": 250, "losses": 100, "ties": 50, "candidate_win_rate": 0.6875}}
     assert relevance["gate"]["status"] == "passed" and relevance["gate"]["decided_by"] == ["judge"]
+    assert relevance["gate"]["statistic"] == pytest.approx(0.6875 - 0.5) and relevance["gate"]["limit"] == -0.05
 
 
 def test_monitor_prints_the_relevance_lines_and_json(run, judged, client):
@@ -43,7 +45,7 @@ def test_monitor_prints_the_relevance_lines_and_json(run, judged, client):
     text = run("monitor", "--range", "1h")
     assert text.exit_code == 0, text.output
     assert f"relevance, {candidate} (candidate) against {baseline} (baseline):" in text.output
-    assert f"judge     {candidate} wins 25, loses 10, ties 5: win rate 68.8 %" in text.output
+    assert f"judge     {candidate} wins 250, loses 100, ties 50: win rate 68.8 %" in text.output
     assert "gate      passed (decided by judge)" in text.output
     as_json = json.loads(run("monitor", "--range", "1h", "--json").output)
     api = client.get("/api/monitoring/dashboard?range=1h").get_json()

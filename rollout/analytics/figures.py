@@ -9,6 +9,8 @@
 - mean top similarity takes every top similarity the version produced, as the
   server (routed queries) or as the shadow (the same queries, measured in the
   background), each in that version's own embedding space;
+  A signal: the success criterion holds the candidate's mean against the similarity floor read
+  on the baseline's scale and mapped to the candidate's by the calibration, never a raw floor;
 - cache hit rate counts queries the version served with a query cache configured;
 - shadow overlap compares the served list with the shadow list of the same query;
 - embedding tokens count what the version's model embedded (served or shadow), and their cost
@@ -33,6 +35,7 @@ from rollout.analytics.series import RANGES, Series
 from rollout.config import Settings
 from rollout.controller.thresholds import Thresholds
 from rollout.database import read_snapshot
+from rollout.relevance.calibration import Calibration
 from rollout.routing import Roles
 
 CRITICAL_WINDOW = timedelta(hours=24)
@@ -200,11 +203,13 @@ _LATEST_BASELINE = """SELECT id, created_at, range, figures, note FROM performan
 
 class Figures:
     def __init__(self, pool: ConnectionPool, settings: Settings, roles: Callable[[], Roles],
-                 price_per_mtok: Callable[[str], float | None] = lambda version: None):
+                 price_per_mtok: Callable[[str], float | None] = lambda version: None,
+                 calibration: Calibration | None = None):
         self.pool = pool
         self.settings = settings
         self.roles = roles  # the baseline and the candidate (the router's snapshot of the registry)
         self.price_per_mtok = price_per_mtok  # USD per million embedding tokens of a version by name
+        self.calibration = calibration  # maps the similarity floor to the candidate's scale (None: raw only)
         self._series = Series(pool, settings, price_per_mtok)
 
     def dashboard(self, range_name: str, flags: FlagSnapshot, *, until: datetime | None = None) -> Dashboard:
@@ -289,12 +294,7 @@ class Figures:
                 latency_known and v2.p95_ms <= reference and v2.p95_ms < max_p95_ms,
                 f"V2 p95 {_ms(v2.p95_ms)} vs {source} p95 {_ms(reference)}, limit {max_p95_ms:g} ms; "
                 f"{v2.requests} V2 and {v1.requests} V1 queries"),
-            _criterion(
-                "v2_mean_similarity", f"V2 mean top similarity > {t.min_similarity:g}",
-                v2.mean_top_similarity, t.min_similarity, v2.similarity_samples >= enough,
-                (v2.mean_top_similarity or 0) > t.min_similarity,
-                f"{_num(v2.mean_top_similarity)} over {v2.similarity_samples} results (V1: "
-                f"{_num(v1.mean_top_similarity)})"),
+            self._similarity(v1, v2, t.min_similarity, enough),
             _criterion(
                 "critical_errors_24h", f"at most {t.max_critical_errors} critical errors in 24 h",
                 d.critical_errors_24h, t.max_critical_errors, True,
@@ -312,6 +312,25 @@ class Figures:
                 f"{_pct(v2.cache_hit_rate)} over {v2.cache_samples} V2 queries with a query cache"
                 if v2.cache_samples else "no V2 query went through a query cache"),
         ]
+
+
+    def _similarity(self, base: VersionFigures, cand: VersionFigures, floor: float, enough: int) -> Criterion:
+        """Mean top similarity, a signal on each version's own scale: it passes or fails only against the floor
+        read on the baseline's scale and mapped to the candidate's by the calibration (never a raw 0.7)."""
+        c = self.calibration
+        calibrated = cand.version == base.version or (
+            c is not None and c.baseline == base.version and {base.version, cand.version} <= set(c.scales))
+        mapped = c.threshold_for(cand.version, floor) if c is not None and calibrated else None
+        shown = (f"{cand.version} {_num(cand.mean_top_similarity)} over {cand.similarity_samples} results, "
+                 f"{base.version} {_num(base.mean_top_similarity)} (each on its own scale)")
+        if mapped is None:
+            return _criterion("v2_mean_similarity", f"candidate mean top similarity above {floor:g} on the baseline's "
+                              "scale, mapped by calibration", cand.mean_top_similarity, floor, False, False,
+                              f"{shown}; a signal only until the calibration has learned both scales")
+        return _criterion("v2_mean_similarity", f"candidate mean top similarity above {floor:g} on the baseline's "
+                          f"scale ({mapped:.3f} on {cand.version}'s)", cand.mean_top_similarity, mapped,
+                          cand.similarity_samples >= enough, (cand.mean_top_similarity or 0) > mapped,
+                          f"{shown}; the floor mapped to {cand.version}'s scale: {mapped:.3f}")
 
 
 def _criterion(name: str, description: str, value, threshold, known: bool, passed: bool, detail: str) -> Criterion:

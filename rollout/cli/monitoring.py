@@ -65,7 +65,7 @@ def version_rows(figures: Sequence[VersionFigures]) -> list[list[str]]:
         row("latency p99 (ms)", lambda f: ms(f.p99_ms)),
         row("error rate", lambda f: f"{pct(f.error_rate, 2)} ({f.errors})"),
         row("fallbacks to V1", lambda f: str(f.fallbacks)),
-        row("mean top similarity", lambda f: f"{num(f.mean_top_similarity)} ({f.similarity_samples})"),
+        row("mean top similarity (own scale)", lambda f: f"{num(f.mean_top_similarity)} ({f.similarity_samples})"),
         row("cache hit rate", lambda f: pct(f.cache_hit_rate)),
         row("shadow overlap / rbo", lambda f: f"{num(f.shadow.mean_overlap)} / {num(f.shadow.mean_rbo)} "
                                               f"({f.shadow.compared})"),

@@ -95,7 +95,7 @@ def probe_command(ctx: click.Context, per_category: int | None, seed: int | None
     """One round of known-item probes: does each version find the document a probe was made from?"""
     settings = settings_of(ctx)
     with command_runtime(settings) as runtime:
-        probes = KnownItemProbes(runtime.pool, runtime.backends, runtime.metrics, k=settings.relevance_probe_k,
+        probes = KnownItemProbes(runtime.pool, runtime.backends, k=settings.relevance_probe_k,
                                  per_category=per_category or settings.relevance_probes_per_category, seed=seed)
         results = probes.run()
         if not results:

@@ -34,7 +34,7 @@ from rollout.controller.leader import LeaderLock
 from rollout.controller.metrics import ControllerMetrics, serve_metrics, stop_serving
 from rollout.errors import RolloutError
 from rollout.maintenance import Maintenance
-from rollout.relevance.probes import KnownItemProbes
+from rollout.relevance.probes import KnownItemProbes, ProbeMetrics
 from rollout.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class ControllerProcess:
                                coalesce=True, next_run_time=now)
         self.probes = None
         if settings.relevance_probe_interval_s > 0:
-            self.probes = KnownItemProbes(runtime.pool, runtime.backends, runtime.metrics,
+            self.probes = KnownItemProbes(runtime.pool, runtime.backends, ProbeMetrics(self.metrics.registry),
                                           per_category=settings.relevance_probes_per_category,
                                           k=settings.relevance_probe_k)
             self.scheduler.add_job(self._probe, "interval", seconds=settings.relevance_probe_interval_s, id="probes",

@@ -17,7 +17,9 @@ Three sequences, all closed forms or one root search (scipy):
   identification", Bernoulli 2022, Theorem 1): order statistics at the rank bounds.
 - `mean_bounds`: a mean (similarity, overlap), the asymptotic normal-mixture sequence of
   Waudby-Smith, Arnold, Wu, Howard & Ramdas ("Time-uniform central limit theory and asymptotic
-  confidence sequences", Ann. Statist. 2024, Theorem 2.2), as GrowthBook and Eppo use.
+  confidence sequences", Ann. Statist. 2024, Theorem 2.2), as GrowthBook and Eppo use;
+  `normal_bounds` is the same sequence from an estimate and its spread (counts, a stored
+  interval), `share_difference_bounds` for the difference of two shares (success counts).
 
 Each mixture is tuned to be tightest near `tuned_for` samples; it is valid at every size.
 The package `confseq` (by the authors of the first two papers) implements these, but ships
@@ -47,8 +49,8 @@ def log_mixture(successes: float, n: float, p: float, strength: float, centre: f
     p its expectation is 1 at every n, so it exceeds 1 / alpha with probability at most alpha.
     """
     a, b = strength * centre, strength * (1 - centre)
-    return (betaln(a + successes, b + n - successes) - betaln(a, b)
-            - successes * math.log(p) - (n - successes) * math.log1p(-p))
+    return float(betaln(a + successes, b + n - successes) - betaln(a, b)
+                 - successes * math.log(p) - (n - successes) * math.log1p(-p))
 
 
 def rate_bounds(successes: int, n: int, alpha: float, *, centre: float,
@@ -110,12 +112,16 @@ def mixture_rho(alpha: float, tuned_for: float = TUNED_FOR) -> float:
     return math.sqrt((log_term + math.log(log_term) + 1) / tuned_for)
 
 
-def normal_radius(n: int, sd: float, alpha: float, tuned_for: float = TUNED_FOR) -> float:
-    """Half-width, on the mean, of the two-sided normal-mixture sequence after n samples of spread sd."""
+def normal_radius(n: int, sd: float, alpha: float, tuned_for: float = TUNED_FOR, *, one_sided: bool = False) -> float:
+    """Half-width, on the mean, of the normal-mixture sequence after n samples of spread sd: two-sided
+    (both bounds hold together with probability 1 - alpha), or one-sided (only the bound a decision reads,
+    the half-normal mixture of Howard et al. 2021, section 3.2: log(sqrt(n rho^2 + 1) / (2 alpha) + 1))."""
     if n <= 0:
         return math.inf
     rho2 = mixture_rho(alpha, tuned_for) ** 2
-    return sd * math.sqrt(2 * (n * rho2 + 1) / (n * n * rho2) * math.log(math.sqrt(n * rho2 + 1) / alpha))
+    spread = math.sqrt(n * rho2 + 1)
+    level = math.log(spread / (2 * alpha) + 1) if one_sided else math.log(spread / alpha)
+    return sd * math.sqrt(2 * (n * rho2 + 1) / (n * n * rho2) * level)
 
 
 def mean_bounds(values: np.ndarray, alpha: float, tuned_for: float = TUNED_FOR) -> tuple[float, float, float]:
@@ -139,3 +145,28 @@ def difference_bounds(x: np.ndarray, y: np.ndarray, alpha: float, scale: float =
     se = math.sqrt(float(np.var(x, ddof=1)) / n + scale * scale * float(np.var(y, ddof=1)) / m)
     radius = normal_radius(n, se * math.sqrt(n), alpha, tuned_for)
     return difference, difference - radius, difference + radius
+
+
+def normal_bounds(estimate: float, sd: float, n: int, alpha: float, tuned_for: float = TUNED_FOR, *,
+                  one_sided: bool = False) -> tuple[float, float]:
+    """(lower, upper): the normal-mixture sequence around an estimate from n samples of spread sd each
+    (one_sided: each bound alone holds with probability 1 - alpha, for a decision that reads only one)."""
+    radius = normal_radius(n, sd, alpha, tuned_for, one_sided=one_sided)
+    return estimate - radius, estimate + radius
+
+
+def share_difference_bounds(successes_x: int, n_x: int, successes_y: int, n_y: int, alpha: float,
+                            tuned_for: float = TUNED_FOR, *, one_sided: bool = False) -> tuple[float, float, float]:
+    """(difference, lower, upper): the 1 - alpha sequence for the share of successes in x minus that in y,
+    two independent samples at a fixed ratio, indexed by the size of x (as `difference_bounds`).
+
+    The spread is taken from the shares with one success and one failure added to each side, so
+    a sample of all successes (every probe a hit) still has some: n identical answers are not certainty.
+    """
+    if n_x <= 0 or n_y <= 0:
+        return math.nan, -1.0, 1.0
+    difference = successes_x / n_x - successes_y / n_y
+    px, py = (successes_x + 1) / (n_x + 2), (successes_y + 1) / (n_y + 2)
+    se = math.sqrt(px * (1 - px) / n_x + py * (1 - py) / n_y)
+    lower, upper = normal_bounds(difference, se * math.sqrt(n_x), n_x, alpha, tuned_for, one_sided=one_sided)
+    return difference, max(lower, -1.0), min(upper, 1.0)

@@ -13,6 +13,13 @@ the threshold is passed unchanged: there is nothing to map it with.
 
 A calibrated candidate abstains (returns nothing over the threshold) as often as the
 baseline does; `abstain_rates` compares the two on the same window.
+
+Thresholds on the similarity of two *documents* (merged mode's near-duplicate check) are
+mapped the same way on a second pair of scales: each version's nearest-neighbour similarity of
+a random sample of its documents (a query and its best result sit lower on a model's scale than
+two near-copies, so the query scores would map a document threshold far too low). Above a
+scale's highest quantile a score is mapped linearly towards 1, where every model puts the
+same vector.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,9 +70,13 @@ class ScoreScale:
 
 
 def map_score(score: float, source: ScoreScale, target: ScoreScale) -> float:
-    """`score` on `source`'s scale, expressed on `target`'s (the same quantile)."""
+    """`score` on `source`'s scale, expressed on `target`'s (the same quantile; above `source`'s highest
+    score, the same share of the way to 1)."""
     if source.version == target.version:
         return score
+    top, target_top = float(source.quantiles[-1]), float(target.quantiles[-1])
+    if top < score and top < 1 and target_top < 1:
+        return target_top + (min(score, 1.0) - top) / (1 - top) * (1 - target_top)
     return target.score_at(source.rank(score))
 
 
@@ -73,8 +84,12 @@ class Calibration:
     """The learned scales, refreshed from query_log; maps thresholds from the baseline's scale."""
 
     def __init__(self, pool, baseline: str, *, window_s: float = 7 * 86400, min_samples: int = 200,
-                 max_samples: int = 20000, refresh_s: float = 600, statement_timeout_ms: int = 5000):
+                 max_samples: int = 20000, refresh_s: float = 600, statement_timeout_ms: int = 5000,
+                 tables: Callable[[], Mapping[str, str]] | None = None, neighbour_samples: int = 500):
         self.pool = pool
+        self.tables = tables  # version -> embeddings table, for the documents' neighbour scales
+        self.neighbour_samples = neighbour_samples
+        self.neighbour_scales: dict[str, ScoreScale] = {}
         self.baseline = baseline
         self.window_s = window_s
         self.min_samples = min_samples
@@ -90,6 +105,18 @@ class Calibration:
         self.scales = {v: ScoreScale.learn(v, scores, source) for v, (scores, source) in samples.items()
                        if len(scores) >= self.min_samples}
         self._learned_at = time.monotonic()
+
+    def learn_neighbours(self, samples: Mapping[str, Sequence[float]]) -> None:
+        """Set the documents' scales from nearest-neighbour similarities per version; too few: no scale."""
+        self.neighbour_scales = {v: ScoreScale.learn(v, scores, "neighbours") for v, scores in samples.items()
+                                 if len(scores) >= self.min_samples}
+
+    def duplicate_threshold_for(self, version: str, baseline_threshold: float) -> float:
+        """A document-to-document threshold (baseline scale) for `version`; unchanged while a scale is missing."""
+        source, target = self.neighbour_scales.get(self.baseline), self.neighbour_scales.get(version)
+        if version == self.baseline or source is None or target is None:
+            return baseline_threshold
+        return map_score(baseline_threshold, source, target)
 
     def threshold_for(self, version: str, baseline_threshold: float | None) -> float | None:
         """A client's threshold (baseline scale) for `version`; unchanged while a scale is missing."""
@@ -134,11 +161,29 @@ class Calibration:
     def _refresh(self) -> None:
         try:
             self.learn(self.read_samples())
+            if self.tables is not None:
+                self.learn_neighbours(self.read_neighbours(self.tables()))
         except (psycopg.Error, PoolTimeout) as exc:  # keep the last scales; a threshold never fails a query
             self._learned_at = time.monotonic()
             log.warning("calibration not refreshed: %s", exc)
         finally:
             self._lock.release()
+
+    def read_neighbours(self, tables: Mapping[str, str]) -> dict[str, list[float]]:
+        """Per version, the cosine of a random sample of its documents to their nearest other document
+        (pgvector's index answers each; no vector leaves the database)."""
+        samples = {}
+        with read_snapshot(self.pool, self.statement_timeout_ms) as conn:
+            for version, table in tables.items():
+                rows = conn.execute(
+                    f"SELECT nearest.similarity FROM (SELECT document_id, embedding FROM {table} "
+                    f"ORDER BY random() LIMIT %(n)s) sample CROSS JOIN LATERAL ("
+                    f"SELECT 1 - (other.embedding <=> sample.embedding) AS similarity FROM {table} other "
+                    f"WHERE other.document_id <> sample.document_id "
+                    f"ORDER BY other.embedding <=> sample.embedding LIMIT 1) nearest",
+                    {"n": self.neighbour_samples}).fetchall()
+                samples[version] = [float(similarity) for (similarity,) in rows]
+        return samples
 
     def read_samples(self) -> dict[str, tuple[list[float], str]]:
         """Best scores per version: shadow pairs when there are enough, else the version's own traffic."""

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -18,12 +22,16 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
+from prometheus_client import Gauge
 from psycopg.types.json import Jsonb
+from psycopg_pool import PoolTimeout
 
 from rollout.errors import RolloutError
 from rollout.relevance.ranking import bootstrap_interval, ndcg, recall, reciprocal_rank
 
 Search = Callable[[str, int], Sequence[str]]  # (query, k) -> ranked document ids
+log = logging.getLogger(__name__)
+
 NDCG_DEPTH = 10
 
 
@@ -200,3 +208,42 @@ class EvalStore:
                     f"failed: {candidate} nDCG@{NDCG_DEPTH} differs by {diff['mean']:+.3f} "
                     f"(lower bound {diff['low']:+.3f})")
         return None
+
+
+class GoldenGauge:
+    """The latest eval's nDCG@10 per version as a gauge, so the dashboard shows it beside the live sources.
+
+    Read from relevance_evals on the runtime's background tick every `refresh_s`, on a thread of its
+    own (a slow database never holds the tick, and never a query).
+    """
+
+    def __init__(self, store: EvalStore, gauge: Gauge, pair: Callable[[], tuple[str, str]], refresh_s: float = 600):
+        self.store = store
+        self.gauge = gauge
+        self.pair = pair
+        self.refresh_s = refresh_s
+        self._read_at = -math.inf
+        self._lock = threading.Lock()
+
+    def refresh_if_due(self) -> None:
+        if time.monotonic() - self._read_at < self.refresh_s or not self._lock.acquire(blocking=False):
+            return
+        self._read_at = time.monotonic()
+        threading.Thread(target=self._refresh, name="golden-gauge", daemon=True).start()
+
+    def _refresh(self) -> None:
+        try:
+            self.refresh()
+        except (psycopg.Error, PoolTimeout) as exc:
+            log.warning("golden-set gauge not refreshed: %s", exc)
+        finally:
+            self._lock.release()
+
+    def refresh(self) -> None:
+        """Set each version's nDCG@10 from the latest eval of the rollout's pair (nothing before one ran)."""
+        baseline, candidate = self.pair()
+        latest = self.store.latest(baseline, candidate)
+        if latest is None:
+            return
+        for version, metrics in latest["report"]["versions"].items():
+            self.gauge.labels(version).set(metrics[f"ndcg@{NDCG_DEPTH}"]["mean"])

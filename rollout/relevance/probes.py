@@ -17,8 +17,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry, Counter, Summary
+
 from rollout.backends import SearchFailed, VersionBackend
-from rollout.metrics import Metrics
 from rollout.relevance.ranking import rank_of
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class ProbeResult:
 
 
 class KnownItemProbes:
-    def __init__(self, pool, backends: Mapping[str, VersionBackend], metrics: Metrics | None = None, *,
+    def __init__(self, pool, backends: Mapping[str, VersionBackend], metrics: ProbeMetrics | None = None, *,
                  per_category: int = 5, k: int = 10, styles: Sequence[str] = STYLES, seed: int | None = None):
         self.pool = pool
         self.backends = backends
@@ -109,7 +110,20 @@ class KnownItemProbes:
         if self.metrics is not None:
             for r in results:
                 if r.error is None:
-                    self.metrics.relevance_signals.labels(r.version, "probe", "hit" if r.rank else "miss").inc()
+                    self.metrics.outcomes.labels(r.version, "hit" if r.rank else "miss").inc()
+                    self.metrics.reciprocal_rank.labels(r.version).observe(1 / r.rank if r.rank else 0.0)
+
+
+class ProbeMetrics:
+    """The probes' series, in the registry of the process that runs them: the controller serves its own
+    (ROLLOUT_CONTROLLER_METRICS_PORT), so its rounds are scraped there, not from the gateway."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.outcomes = Counter("rag_relevance_probes", "Known-item probes by version and outcome (hit: the source "
+                                "document in the top k; miss).", ["version", "outcome"], registry=registry)
+        self.reciprocal_rank = Summary("rag_relevance_probe_reciprocal_rank", "1 / the rank of a probe's source "
+                                       "document (0: not in the top k); its mean is the MRR.", ["version"],
+                                       registry=registry)
 
 
 def probe_summary(pool, since_s: float) -> dict[str, dict[str, dict]]:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from rollout.controller.gates.relevance import RelevancePolicy, relevance_gate
+from rollout.controller.evidence import Evidence, VersionEvidence
+from rollout.controller.gates.registry import alpha_share
+from rollout.controller.gates.relevance import RelevanceEvidence, RelevancePolicy, relevance_gate
 from rollout.relevance.evidence import RelevanceCollector
 from rollout.relevance.versions import baseline_and_candidate
 
@@ -49,7 +51,8 @@ def relevance_summary(pool, since: datetime, baseline: str, candidate: str,
     gate = relevance_gate(evidence, policy or RelevancePolicy())
     summary = {"baseline": baseline, "candidate": candidate, "since": since.isoformat(), "sources": sources,
                "abstain_rate": abstain_rates(pool, since),
-               "gate": {"status": gate.status.value, "reason": gate.reason, "decided_by": gate.values["decided_by"]}}
+               "gate": {"status": gate.status.value, "reason": gate.reason, "decided_by": gate.values["decided_by"],
+                        "statistic": gate.statistic, "bound": gate.bound, "limit": gate.limit}}
     if calibration is not None:
         summary["calibration"] = calibration.describe()
     return summary
@@ -58,7 +61,10 @@ def relevance_summary(pool, since: datetime, baseline: str, candidate: str,
 def runtime_relevance(runtime, since: datetime) -> dict:
     """The summary for a running gateway or command: its pool, settings and calibration."""
     settings = runtime.settings
-    policy = RelevancePolicy(margin=settings.relevance_margin, rollback_alpha=settings.rollout_rollback_alpha,
+    evidence = Evidence(percentage=0, window_started_at=0, evaluated_at=0, v1=VersionEvidence(), v2=VersionEvidence(),
+                        relevance=RelevanceEvidence())  # only which gates apply matters: relevance is the quality gate
+    alpha = alpha_share("relevance", settings.rollout_rollback_alpha, evidence)
+    policy = RelevancePolicy(margin=settings.relevance_margin, rollback_alpha=alpha,
                              advance_confidence=settings.rollout_advance_confidence)
     return relevance_summary(runtime.pool, since, *baseline_and_candidate(runtime.router.roles), policy,
                              calibration=runtime.calibration)

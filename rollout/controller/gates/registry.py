@@ -27,7 +27,7 @@ from rollout.controller.gates.failures import critical_errors_gate, error_rate_g
 from rollout.controller.gates.health import analytics_gate, crossover_gate, traffic_gate
 from rollout.controller.gates.latency import latency_gate
 from rollout.controller.gates.quality import quality_gate
-from rollout.controller.gates.relevance import RelevancePolicy, relevance_gate
+from rollout.controller.gates.relevance import RelevanceEvidence, RelevancePolicy, relevance_gate
 from rollout.controller.gates.result import GateResult, GateStatus
 from rollout.controller.gates.split import sample_ratio_gate
 from rollout.controller.outcome import Outcome
@@ -67,7 +67,7 @@ class Gate:
 def _relevance(evidence: Evidence, plan: RolloutPlan, alpha: float) -> GateResult:
     t = plan.thresholds
     policy = RelevancePolicy(margin=t.relevance_margin, rollback_alpha=alpha, advance_confidence=t.advance_confidence)
-    return relevance_gate(evidence.relevance, policy)
+    return relevance_gate(evidence.relevance or RelevanceEvidence(), policy)  # applies only when it is set
 
 
 GATES: tuple[Gate, ...] = (
@@ -112,7 +112,7 @@ GATES: tuple[Gate, ...] = (
          applies=lambda e: e.relevance is None,
          limits=(("similarity", lambda t: t["min_similarity"]), ("shadow_overlap", lambda t: t["min_shadow_overlap"]))),
     Gate("relevance", Role.GUARDRAIL, "judge, feedback, probes, golden set",
-         "candidate minus baseline per source and category, fixed-sample normal bounds",
+         "candidate minus baseline per source and category, normal-mixture sequences",
          ("relevance_margin", "advance_confidence"), "holds, saying no source has data", _relevance,
          statistical=True, alpha_shares=1, applies=lambda e: e.relevance is not None),
 )
@@ -133,6 +133,13 @@ def gate_alpha(gate: Gate, rollback_alpha: float, gates: tuple[Gate, ...] = GATE
     """This gate's share of the rollback alpha (0 for a gate that spends none), among `gates` (those that apply)."""
     total = sum(g.alpha_shares for g in gates)
     return rollback_alpha * gate.alpha_shares / total if total else 0.0
+
+
+def alpha_share(name: str, rollback_alpha: float, evidence: Evidence, gates: tuple[Gate, ...] = GATES) -> float:
+    """The alpha the verdict gives gate `name` on `evidence` (shared among the gates that apply to it), so a
+    reading outside the controller (the dashboard's) holds the same bounds."""
+    applying = tuple(g for g in gates if g.applies(evidence))
+    return next(gate_alpha(g, rollback_alpha, applying) for g in applying if g.name == name)
 
 
 def run(gate: Gate, evidence: Evidence, plan: RolloutPlan, gates: tuple[Gate, ...] = GATES) -> GateResult:

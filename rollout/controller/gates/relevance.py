@@ -8,16 +8,30 @@ differs, not that it is worse. The sources (each optional, see `rollout.relevanc
   half) must be shown ≥ 0.5 − δ;
 - feedback: positive rate of explicit feedback, candidate minus baseline ≥ −δ;
 - probes: known-item hit rate, candidate minus baseline ≥ −δ;
-- golden: the latest `rollout eval`'s paired nDCG@10 difference ≥ −δ (the standard error taken from
-  its 95 % bootstrap interval, read at the gate's own levels: the same eval is seen at every stage).
+- golden: the latest `rollout eval`'s paired nDCG@10 difference ≥ −δ (its standard error taken from
+  the eval's 95 % bootstrap interval).
+
+Every bound is a one-sided confidence sequence (`rollout.controller.sequences`, the normal
+mixture; each decision reads one side: the upper bound to roll back, the lower to pass), so
+the controller may read the gate at every evaluation of a stage and its chance of a false
+rollback stays within the alpha the gate registry gives it. That alpha is split evenly among
+the four sources (whether or not they have data yet, so a source arriving mid-stage takes
+nothing from the others); within a source, half goes to the overall check and half is shared
+by its categories (those present in the evidence). Each mixture is tuned to the sample size a
+source typically has when it decides (`RelevancePolicy.tuned_for`); it is valid at every size.
 
 Each source is judged overall and per category where a category has enough data: it fails
-when the (1 − rollback_alpha) bound shows the candidate worse than −δ (per-category checks
-share alpha, Bonferroni), passes when the advance_confidence bound shows it within δ, and
-holds otherwise. Any failure rolls back; else a source that shows non-inferiority passes the
-gate (sources still inconclusive are reported beside it: a source with little data, such as
-feedback at a 10 % stage, must not hold a candidate the others have cleared); else hold.
-No source with data: hold, and say so. Every result names the sources that decided.
+when the rollback-side bound shows the candidate worse than −δ, passes when the
+advance_confidence bound shows it within δ, and holds otherwise. Any failure rolls back; else
+a source that shows non-inferiority passes the gate (sources still inconclusive are reported
+beside it: a source with little data, such as feedback at a 10 % stage, must not hold a
+candidate the others have cleared); else hold. No source with data: hold, and say so. Every
+result names the sources that decided.
+
+The result's headline (statistic, bound, limit) is the deciding check's, on one axis for every
+source: candidate minus the bar's centre (the judge's win rate minus 0.5), its rollback-side
+(upper) bound, and −δ. With no data the statistic is 0 (no difference shown) and the bound 1
+(the widest a difference of shares can be).
 
 `relevance_gate` is a pure function of a `RelevanceEvidence`, so a verdict can be replayed and the
 gate can be registered in a gate registry as it stands.
@@ -29,13 +43,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from scipy.stats import norm
-
-from rollout.controller.gates.result import Findings, GateResult, GateStatus
+from rollout.controller.gates.result import Findings, GateResult
 from rollout.controller.outcome import Outcome
+from rollout.controller.sequences import normal_bounds, share_difference_bounds
 
 NAME = "relevance"
 SOURCES = ("judge", "feedback", "probes", "golden")
+GOLDEN_Z95 = 1.959963984540054  # the eval's interval is a 95 % one: its half-width over this is the standard error
 
 
 @dataclass(frozen=True)
@@ -51,14 +65,12 @@ class Proportions:
     def trials(self) -> int:
         return min(self.baseline_trials, self.candidate_trials)
 
-    def difference(self, z_low: float, z_high: float) -> tuple[float, float, float]:
-        """Candidate minus baseline, with bounds (Agresti-Caffo: one success and one failure added to each)."""
-        pb = (self.baseline_successes + 1) / (self.baseline_trials + 2)
-        pc = (self.candidate_successes + 1) / (self.candidate_trials + 2)
-        se = math.sqrt(pb * (1 - pb) / (self.baseline_trials + 2) + pc * (1 - pc) / (self.candidate_trials + 2))
-        raw = (self.candidate_successes / self.candidate_trials if self.candidate_trials else 0.0) - (
-            self.baseline_successes / self.baseline_trials if self.baseline_trials else 0.0)
-        return raw, pc - pb - z_low * se, pc - pb + z_high * se
+    def difference(self, fail_alpha: float, pass_alpha: float, tuned_for: float) -> tuple[float, float, float]:
+        """Candidate minus baseline: (estimate, lower bound at pass_alpha, upper bound at fail_alpha)."""
+        counts = (self.candidate_successes, self.candidate_trials, self.baseline_successes, self.baseline_trials)
+        estimate, _, upper = share_difference_bounds(*counts, fail_alpha, tuned_for, one_sided=True)
+        _, lower, _ = share_difference_bounds(*counts, pass_alpha, tuned_for, one_sided=True)
+        return estimate, lower, upper
 
 
 @dataclass(frozen=True)
@@ -73,23 +85,33 @@ class Verdicts:
     def trials(self) -> int:
         return self.wins + self.losses + self.ties
 
-    def win_rate(self, z_low: float, z_high: float) -> tuple[float, float, float]:
-        """Win rate (a tie is half a win), with normal bounds from the scores' own variance."""
+    def win_rate(self, fail_alpha: float, pass_alpha: float, tuned_for: float) -> tuple[float, float, float]:
+        """Win rate (a tie is half a win): (estimate, lower bound at pass_alpha, upper bound at fail_alpha)."""
         n = self.trials
         rate = (self.wins + self.ties / 2) / n
         second = (self.wins + self.ties / 4) / n  # mean of the squared scores (1, 0.25, 0)
-        se = math.sqrt(max(second - rate * rate, 1 / (4 * n * n)) / n)  # never zero: n scores are not certainty
-        return rate, rate - z_low * se, rate + z_high * se
+        sd = math.sqrt(max(second - rate * rate, 1 / (4 * n)))  # never zero: n equal scores are not certainty
+        _, upper = normal_bounds(rate, sd, n, fail_alpha, tuned_for, one_sided=True)
+        lower, _ = normal_bounds(rate, sd, n, pass_alpha, tuned_for, one_sided=True)
+        return rate, max(lower, 0.0), min(upper, 1.0)
 
 
 @dataclass(frozen=True)
 class Golden:
-    """The latest eval: the paired nDCG@10 difference and its two-sided interval at `confidence`."""
+    """The latest eval: the paired nDCG@10 difference and its two-sided 95 % interval."""
 
     difference: float
     low: float
     high: float
     queries: int
+
+    def bounds(self, fail_alpha: float, pass_alpha: float, tuned_for: float) -> tuple[float, float, float]:
+        """(difference, lower bound at pass_alpha, upper bound at fail_alpha), indexed by the labelled queries:
+        a golden set that grows between evals stays covered."""
+        sd = (self.high - self.low) / (2 * GOLDEN_Z95) * math.sqrt(self.queries)
+        _, upper = normal_bounds(self.difference, sd, self.queries, fail_alpha, tuned_for, one_sided=True)
+        lower, _ = normal_bounds(self.difference, sd, self.queries, pass_alpha, tuned_for, one_sided=True)
+        return self.difference, max(lower, -1.0), min(upper, 1.0)
 
 
 @dataclass(frozen=True)
@@ -102,93 +124,124 @@ class RelevanceEvidence:
     golden: Golden | None = None
 
 
+def _tuned_for() -> dict[str, int]:
+    # about the samples a source has when it decides a stage: a thousand judged disagreements,
+    # a couple of hundred feedback answers (a few % of the candidate's answers) and probes (a
+    # round per category every hour), a golden set of tens of queries
+    return {"judge": 1000, "feedback": 200, "probes": 200, "golden": 40}
+
+
 @dataclass(frozen=True)
 class RelevancePolicy:
     margin: float = 0.05                 # δ
-    rollback_alpha: float = 0.001
+    rollback_alpha: float = 0.001        # the whole gate's (its share from the gate registry)
     advance_confidence: float = 0.95
     min_judgements: int = 30             # per source and category, before it is judged
     min_feedback: int = 50
     min_probes: int = 30
     min_golden_queries: int = 20
+    tuned_for: Mapping[str, int] = field(default_factory=_tuned_for)  # per source: where its mixture is tightest
 
 
-def _z(probability: float) -> float:
-    return float(norm.ppf(probability))
+@dataclass(frozen=True)
+class Reading:
+    """One check of one source (and category): the estimate, its bounds and the bar it is held to."""
+
+    key: str
+    source: str
+    category: str
+    label: str
+    estimate: float
+    lower: float        # at advance_confidence: passing needs it at or above the limit
+    upper: float        # at the check's share of the rollback alpha: below the limit rolls back
+    limit: float
+    centre: float       # the bar's centre (0.5 for a win rate, 0 for a difference): the headline's origin
+    margin: float
+    n: int
+
+    @property
+    def where(self) -> str:
+        return f" in {self.category}" if self.category else ""
+
+    def headline(self) -> dict[str, float]:
+        return {"statistic": self.estimate - self.centre, "bound": self.upper - self.centre,
+                "limit": -self.margin}
+
+
+LABELS = {"judge": "judge win rate", "feedback": "feedback positive rate difference",
+          "probes": "probe hit rate difference", "golden": "nDCG@10 difference"}
+
+
+def _readings(evidence: RelevanceEvidence, p: RelevancePolicy) -> list[Reading]:
+    """Every check the evidence supports, each at its share of the gate's rollback alpha."""
+    source_alpha = p.rollback_alpha / len(SOURCES)
+    pass_alpha = 1 - p.advance_confidence
+    readings: list[Reading] = []
+    tables: tuple[tuple[str, Mapping[str, Verdicts] | Mapping[str, Proportions], int], ...] = (
+        ("judge", evidence.judge, p.min_judgements), ("feedback", evidence.feedback, p.min_feedback),
+        ("probes", evidence.probes, p.min_probes))
+    for source, table, minimum in tables:
+        present = [c for c in table if c]
+        judged = {c: x for c, x in table.items() if x.trials >= minimum}
+        if len([c for c in judged if c]) < 2:  # one category is the whole: nothing to look at apart
+            judged = {c: x for c, x in judged.items() if not c}
+        centre = 0.5 if source == "judge" else 0.0
+        for category, data in judged.items():
+            alpha = source_alpha / 2 / (len(present) if category else 1)
+            tuned = p.tuned_for[source]
+            if isinstance(data, Verdicts):
+                estimate, lower, upper = data.win_rate(alpha, pass_alpha, tuned)
+            else:
+                estimate, lower, upper = data.difference(alpha, pass_alpha, tuned)
+            readings.append(Reading(f"{source}{'_' + category if category else ''}", source, category,
+                                    LABELS[source], estimate, lower, upper, centre - p.margin, centre, p.margin,
+                                    data.trials))
+    golden = evidence.golden
+    if golden is not None and golden.queries >= p.min_golden_queries:
+        estimate, lower, upper = golden.bounds(source_alpha, pass_alpha, p.tuned_for["golden"])
+        readings.append(Reading("golden", "golden", "", LABELS["golden"], estimate, lower, upper, -p.margin, 0.0,
+                                p.margin, golden.queries))
+    return readings
 
 
 def relevance_gate(evidence: RelevanceEvidence, policy: RelevancePolicy = RelevancePolicy()) -> GateResult:
     p = policy
     limits = {"margin": p.margin, "rollback_alpha": p.rollback_alpha, "advance_confidence": p.advance_confidence,
-              "min_judgements": p.min_judgements, "min_feedback": p.min_feedback, "min_probes": p.min_probes}
+              "min_judgements": p.min_judgements, "min_feedback": p.min_feedback, "min_probes": p.min_probes,
+              "min_golden_queries": p.min_golden_queries}
     findings = Findings()
     values: dict[str, object] = {}
-    deciding: dict[str, list[str]] = {"failed": [], "unproven": [], "passed": []}
-    floor = -p.margin
-    checks = []  # (source, category, statistic name, estimate function)
-    for source, table, minimum in (("judge", evidence.judge, p.min_judgements),
-                                   ("feedback", evidence.feedback, p.min_feedback),
-                                   ("probes", evidence.probes, p.min_probes)):
-        judged = {c: x for c, x in table.items() if x.trials >= minimum}
-        categories = [c for c in judged if c]
-        if len(categories) < 2:  # one category is the whole: nothing to look at apart
-            judged = {c: x for c, x in judged.items() if not c}
-        for category, data in judged.items():
-            checks.append((source, category, data, len(categories)))
-    for source, category, data, category_count in checks:
-        # per-category looks share the rollback alpha (Bonferroni) so more categories mean no more false rollbacks
-        alpha = p.rollback_alpha / category_count if category and category_count else p.rollback_alpha
-        z_fail, z_pass = _z(1 - alpha), _z(p.advance_confidence)
-        if isinstance(data, Verdicts):
-            estimate, low, high = data.win_rate(z_pass, z_fail)
-            label, shifted = "judge win rate", 0.5
+    failed: list[Reading] = []
+    unproven: list[Reading] = []
+    passed: list[Reading] = []
+    for r in _readings(evidence, p):
+        values.update({r.key: r.estimate, f"{r.key}_lower": r.lower, f"{r.key}_upper": r.upper, f"{r.key}_n": r.n})
+        shown = f"{r.source}: {r.label}{r.where} {r.estimate:+.3f}"
+        if r.upper < r.limit:
+            findings.failed.append(f"{shown} is below {r.limit:+.3f} (upper bound {r.upper:+.3f}, n={r.n})")
+            failed.append(r)
+        elif r.category:
+            continue  # categories can only fail: passing is the whole's
+        elif r.lower >= r.limit:
+            findings.fine.append(f"{shown} within the margin (lower bound {r.lower:+.3f}, n={r.n})")
+            passed.append(r)
         else:
-            estimate, low, high = data.difference(z_pass, z_fail)
-            label = "feedback positive rate difference" if source == "feedback" else "probe hit rate difference"
-            shifted = 0.0
-        where = f" in {category}" if category else ""
-        key = f"{source}{'_' + category if category else ''}"
-        values.update({key: estimate, f"{key}_lower": low, f"{key}_upper": high, f"{key}_n": data.trials})
-        limit = shifted + floor
-        if high < limit:
-            findings.failed.append(f"{source}: {label}{where} {estimate:+.3f} is below {limit:+.3f} "
-                                   f"(upper bound {high:+.3f}, n={data.trials})")
-            deciding["failed"].append(key)
-        elif not category:
-            if low >= limit:
-                findings.fine.append(f"{source}: {label} {estimate:+.3f} within the margin (lower bound {low:+.3f}, "
-                                     f"n={data.trials})")
-                deciding["passed"].append(key)
-            else:
-                findings.unproven.append(f"{source}: {label} {estimate:+.3f} not yet shown within the margin "
-                                         f"(lower bound {low:+.3f} < {limit:+.3f}, n={data.trials})")
-                deciding["unproven"].append(key)
-    golden = evidence.golden
-    if golden is not None and golden.queries >= p.min_golden_queries:
-        # the eval keeps a 95 % interval; its width gives the standard error, read at this gate's own levels
-        se = (golden.high - golden.low) / (2 * _z(0.975))
-        low, high = golden.difference - _z(p.advance_confidence) * se, golden.difference + _z(1 - p.rollback_alpha) * se
-        values.update({"golden": golden.difference, "golden_lower": low, "golden_upper": high,
-                       "golden_n": golden.queries})
-        if high < floor:
-            findings.failed.append(f"golden: nDCG@10 difference {golden.difference:+.3f} is below {floor:+.3f} "
-                                   f"(upper bound {high:+.3f})")
-            deciding["failed"].append("golden")
-        elif low >= floor:
-            findings.fine.append(f"golden: nDCG@10 difference {golden.difference:+.3f} within the margin")
-            deciding["passed"].append("golden")
-        else:
-            findings.unproven.append(f"golden: nDCG@10 difference {golden.difference:+.3f} not yet shown within "
-                                     f"the margin (lower bound {low:+.3f})")
-            deciding["unproven"].append("golden")
-    if not (deciding["failed"] or deciding["unproven"] or deciding["passed"]):
+            findings.unproven.append(f"{shown} not yet shown within the margin "
+                                     f"(lower bound {r.lower:+.3f} < {r.limit:+.3f}, n={r.n})")
+            unproven.append(r)
+    if not (failed or unproven or passed):
         findings.unproven.append("no relevance evidence yet (no source has enough data: judge, feedback, probes, "
                                  "golden)")
-    if deciding["passed"] and not deciding["failed"]:  # one source proves it; the unsure ones are reported
+    if passed and not failed:  # one source proves it; the unsure ones are reported
         findings.fine += [f"(not yet conclusive) {reason}" for reason in findings.unproven]
         findings.unproven = []
-    result = findings.result(NAME, Outcome.ROLLBACK, values, limits)
-    decided_by = {GateStatus.FAILED: deciding["failed"], GateStatus.NOT_ENOUGH_DATA: deciding["unproven"],
-                  GateStatus.PASSED: deciding["passed"]}[result.status]
-    return GateResult(result.name, result.status, result.on_failure, result.reason,
-                      {**result.values, "decided_by": sorted(decided_by)}, result.thresholds)
+    if failed:
+        deciding, headline = failed, min(failed, key=lambda r: r.upper - r.limit).headline()
+    elif passed:
+        deciding, headline = passed, max(passed, key=lambda r: r.lower - r.limit).headline()
+    elif unproven:
+        deciding, headline = unproven, min(unproven, key=lambda r: r.upper - r.limit).headline()
+    else:
+        deciding, headline = [], {"statistic": 0.0, "bound": 1.0, "limit": -p.margin}
+    values["decided_by"] = sorted(r.key for r in deciding)
+    return findings.result(NAME, Outcome.ROLLBACK, values, limits, **headline)
