@@ -11,8 +11,8 @@ stage, V1 and V2 alike), starts a rollout, stores one evaluation per 5 minutes o
 before each call. The series keeps its ended points between reads (what a polling page gets);
 it is also timed forgetting them before each call (a worker's first read of the range).
 Baseline: the plain `GET /api/monitoring/dashboard?range=24h`. Reports p50/p95 of each and
-the ratio of p95s. Target: every console endpoint, as the page polls it, p95 ≤ 300 ms. Uses DATABASE_URL / REDIS_URL when set, else
-embedded services in a temporary folder.
+the ratio of p95s. Target: every console endpoint, as the page polls it, p95 ≤ 300 ms.
+Uses DATABASE_URL / REDIS_URL when set, else embedded services in a temporary folder.
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
     # a long statement timeout: filling the log must not fail on a busy machine (no endpoint comes near it)
-    with bench_settings(ROLLOUT_MIN_STAGE_S="3600", ROLLOUT_STAGES="50,100", RAG_SEARCH_TIMEOUT_MS="120000") as settings:
+    with bench_settings(ROLLOUT_MIN_STAGE_S="3600", ROLLOUT_STAGES="50,100",
+                        RAG_SEARCH_TIMEOUT_MS="120000") as settings:
         runtime = Runtime(settings, settings.database_url, settings.redis_url, pool_size=4).start()
         try:
             started = time.perf_counter()

@@ -4,8 +4,8 @@
 
 Fills query_log with `--rows` routed queries over three days (a 50 % stage: V1 and V2 alike,
 latency lognormal around 120 ms, similarity Beta with mean 0.78, 0.02 % of V2's queries
-answered by V1's fallback, 100,000 users, shadow overlaps on a third of the queries), then gathers the evidence of that window
-and judges it, the way one evaluation of `rollout controller` does:
+answered by V1's fallback, 100,000 users, shadow overlaps on a third of the queries), then
+gathers the evidence of that window and judges it, the way one evaluation of `rollout controller` does:
 
 - ours: counts exact, latencies/similarities/overlaps a Bernoulli sample of at most
   `--max-samples` rows per version (ROLLOUT_EVIDENCE_MAX_SAMPLES);

@@ -201,7 +201,8 @@ def run(requests: int, seconds: float, rounds: int) -> list[str]:
                 dropped = metric(client, 'rollout_query_log_rows_total{outcome="dropped"}')
                 client.close()
             off_rate, on_rate = sum(rates["off"]) / rounds, sum(rates["on"]) / rounds
-            ratio = float(np.median([on / off for on, off in zip(rates["on"], rates["off"], strict=False)]))  # per round pair
+            # the median of per-round ratios, each round's on beside its off
+            ratio = float(np.median([on / off for on, off in zip(rates["on"], rates["off"], strict=False)]))
             cost = 1 - ratio
             lines.append(f"[local embedders] throughput with query analytics {on_rate:.0f} req/s vs without "
                          f"{off_rate:.0f} req/s: median ratio of {rounds} alternating rounds {ratio:.3f}, "

@@ -130,7 +130,10 @@ class ReplicatedHash:
         copy = self._copy
         for attempt in range(attempts):
             # optimistic first: the local copy is almost always current, which saves a round trip
-            version, data = (copy.version, copy.data) if attempt == 0 and copy.version is not None else self._fetch(self.writer)
+            if attempt == 0 and copy.version is not None:
+                version, data = copy.version, copy.data
+            else:
+                version, data = self._fetch(self.writer)
             change, result = compute(data)
             if change is None:
                 return None, result

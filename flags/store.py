@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from types import MappingProxyType
 
 from flags.definitions import DEFINITIONS, FlagDefinition, FlagError, definition
@@ -24,7 +24,7 @@ from flags.replica import ReplicatedHash
 log = logging.getLogger(__name__)
 
 
-class Source(str, Enum):
+class Source(StrEnum):
     REDIS = "redis"          # an override set through the API or CLI
     ENVIRONMENT = "env"      # FF_* in the environment or .env
     DEFAULT = "default"      # the definition's default

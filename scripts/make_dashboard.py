@@ -97,8 +97,8 @@ def build() -> dict:
     rag_latency = "rag_request_duration_seconds"
     board = (
         dashboard.Dashboard("RAG rollout: baseline vs candidate").uid("rag-rollout-v1-v2").tags(["rag", "rollout"])
-        .description("The baseline embedding version beside the candidate ($baseline, $candidate): latency, quality, errors, traffic split, shadow comparisons, "
-                     "breaker, migration coverage, cache and alerts.")
+        .description("The baseline embedding version beside the candidate ($baseline, $candidate): latency, quality, "
+                     "errors, traffic split, shadow comparisons, breaker, migration coverage, cache and alerts.")
         .refresh("30s").time("now-6h", "now").timezone("browser")
         .with_variable(dashboard.DatasourceVariable("datasource").label("Prometheus").type("prometheus"))
         .with_variable(role_variable("baseline"))

@@ -144,7 +144,8 @@ def admin_headers(token: str = ADMIN_TOKEN) -> dict[str, str]:
 
 SAMPLE = [
     ("pool-hours", "facilities", "Pool opening hours", "The indoor pool opens at 6am on weekdays and 8am on weekends."),
-    ("parking-rates", "parking", "Car park rates", "Parking in the garage costs 12 dollars per day; members park free."),
+    ("parking-rates", "parking", "Car park rates",
+     "Parking in the garage costs 12 dollars per day; members park free."),
     ("day-pass", "pricing", "Day pass price", "A coworking day pass costs 35 dollars and includes coffee."),
     ("jazz-night", "events", "Jazz night on the roof", "Live jazz on the rooftop garden every Friday at 7pm."),
     ("gym-induction", "facilities", "Gym induction", "New members book a free gym induction with a trainer."),

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import psycopg
 import pytest
 from click.testing import CliRunner
 from conftest import DATA, load_and_embed
@@ -254,7 +255,7 @@ def test_a_failure_while_writing_leaves_nothing(runtime, tmp_path):
                                                             for n in range(5)]), "jsonl")
     plan = plan_import(scan, "ns", runtime.settings)
     plan.documents[3] = plan.documents[3].__class__("x" * 300, "T", "C", "general", {})  # over the id limit
-    with pytest.raises(Exception):
+    with pytest.raises(psycopg.errors.CheckViolation):
         apply_import(runtime.pool, plan, runtime.settings)
     assert documents(runtime) == {}
 

@@ -87,7 +87,7 @@ class Series:
                 self._ended[step] = kept
         points = {**{k: p for k, p in kept.points.items() if k[0] >= since}, **fresh}
         by_version: dict[str, list[dict]] = {v: [] for v in versions}
-        for (at, version), point in sorted(points.items()):
+        for (_at, version), point in sorted(points.items()):
             by_version.setdefault(version, []).append(point)
         return {"range": range_name, "since": since.isoformat(), "until": until.isoformat(),
                 "step_s": step.total_seconds(), "versions": by_version}

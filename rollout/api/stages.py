@@ -73,7 +73,8 @@ STATUS_SCHEMA = {
 class StageCommand(BaseModel):
     """The body of POST /api/rollout/stage."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"allOf": [  # what _fields_fit_the_action checks
+    # the schema's allOf says what _fields_fit_the_action checks
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"allOf": [
         {"if": {"properties": {"action": {"const": "set"}}},
          "then": {"required": ["percentage"], "properties": {"percentage": {"type": "number"}}},
          "else": {"properties": {"percentage": {"type": "null"}}}},

@@ -226,7 +226,8 @@ class CircuitBreakers:
                         new = new.with_record(version, replace(record, state=OPEN, probe_owner=None,
                                                                probe_claimed_at=None))
                 saved = held.saved_percentage
-                if saved is not None and new.saved_percentage is None and (base is None or base.saved_percentage != saved):
+                if saved is not None and new.saved_percentage is None \
+                        and (base is None or base.saved_percentage != saved):
                     new = replace(new, saved_percentage=saved)
                 return (new if new is not shared else None), None
 

@@ -112,7 +112,8 @@ class RolloutStore:
                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                RETURNING id, decided_at""",
             (decision.kind, decision.action, decision.actor, decision.controller, decision.reason, decision.stage,
-             t.before.percentage, t.after.percentage, t.before.status.value, t.after.status.value, moment(t.before.stage_started_at),
+             t.before.percentage, t.after.percentage, t.before.status.value, t.after.status.value,
+             moment(t.before.stage_started_at),
              _json(decision.verdict), Jsonb(t.to_dict()), _json(decision.evidence), Jsonb(decision.plan),
              Jsonb(decision.flag_changes), decision.error, _json(decision.notification))).fetchone()
 
