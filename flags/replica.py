@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import TypeVar
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,8 @@ class ReplicatedHash:
         deletes = list(deletes)
         pipe = self.writer.pipeline(transaction=True)
         if updates:
-            pipe.hset(self.key, mapping=dict(updates))
+            fields: dict[FieldT, EncodableT] = {name: value for name, value in updates.items()}
+            pipe.hset(self.key, mapping=fields)
         if deletes:
             pipe.hdel(self.key, *deletes)
         pipe.incr(self.version_key)
@@ -262,7 +264,8 @@ class Replicator:
                 backoff = 0.1
             except (redis.RedisError, OSError, ValueError) as exc:
                 self._mark_down(exc)
-                pubsub = _close(pubsub)
+                _close(pubsub)
+                pubsub = None
                 self._pause(backoff)
                 backoff = min(backoff * 2, 5.0)
         _close(pubsub)
@@ -312,7 +315,7 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _close(pubsub) -> None:
+def _close(pubsub: redis.client.PubSub | None) -> None:
     if pubsub is not None:
         try:
             pubsub.close()

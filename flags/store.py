@@ -58,7 +58,7 @@ class FlagNotAudited(Exception):
     """The change was refused (or undone): its audit row could not be written."""
 
 
-AuditSink = Callable[[FlagChange], AbstractContextManager]  # writes the row; commits when the block ends
+AuditSink = Callable[[FlagChange], AbstractContextManager[object]]  # writes the row; commits when the block ends
 
 
 def _refusal(change: FlagChange, exc: Exception) -> str:
@@ -84,7 +84,7 @@ class FlagStore:
     def get(self, name: str) -> bool | float:
         return self._snapshot.values[definition(name).name]
 
-    def describe(self) -> list[dict]:
+    def describe(self) -> list[dict[str, object]]:
         snap = self._snapshot
         return [
             {"name": d.name, "type": d.kind.value, "value": snap.values[d.name],

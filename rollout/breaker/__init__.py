@@ -14,10 +14,10 @@ from rollout.breaker.state import (
     FiringAlert,
     VersionRecord,
 )
-from rollout.breaker.storage import MemoryBreakerStorage, ReplicatedBreakerStorage
+from rollout.breaker.storage import BreakerStorage, MemoryBreakerStorage, ReplicatedBreakerStorage
 
 __all__ = [
     "CLOSED", "HALF_OPEN", "OPEN", "BreakerConflict", "BreakerPolicy", "BreakerState", "BreakerUnavailable",
-    "Cause", "CircuitBreakers", "FiringAlert", "MemoryBreakerStorage", "ReplicatedBreakerStorage",
+    "BreakerStorage", "Cause", "CircuitBreakers", "FiringAlert", "MemoryBreakerStorage", "ReplicatedBreakerStorage",
     "SlowCallPolicy", "SlowCallWindow", "VersionRecord",
 ]

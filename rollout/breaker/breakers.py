@@ -45,8 +45,9 @@ from rollout.breaker.state import (
     BreakerUnavailable,
     Cause,
     FiringAlert,
+    VersionRecord,
 )
-from rollout.breaker.storage import MemoryBreakerStorage, ReplicatedBreakerStorage, Transition
+from rollout.breaker.storage import BreakerStorage, MemoryBreakerStorage, Transition
 from rollout.metrics import Metrics
 from rollout.routing import Reason
 
@@ -65,7 +66,7 @@ def worker_identity() -> str:
 
 
 class CircuitBreakers:
-    def __init__(self, storage: ReplicatedBreakerStorage, policy: BreakerPolicy, metrics: Metrics, *,
+    def __init__(self, storage: BreakerStorage, policy: BreakerPolicy, metrics: Metrics, *,
                  redis_up: Callable[[], bool], clock: Callable[[], float] = time.time,
                  slow_calls: SlowCallWindow | None = None):
         self.shared = storage
@@ -93,7 +94,7 @@ class CircuitBreakers:
         """True while this worker holds state Redis has not seen (Redis was unreachable)."""
         return self._local is not None
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, object]:
         """State per version, why, the firing alerts and the saved percentage (API, CLI)."""
         current = self.state()
         versions = {}
@@ -117,7 +118,7 @@ class CircuitBreakers:
         return {"versions": versions, "firing_alerts": alerts, "saved_percentage": current.saved_percentage,
                 "reset_timeout_s": self.policy.reset_timeout_s, "local_only": self.local_only,
                 "redis": "ok" if self.redis_up() else "unreachable",
-                "worker": {"pid": os.getpid(), "state_version": self.shared.replica.version,
+                "worker": {"pid": os.getpid(), "state_version": self.shared.version,
                            "installed_at": _iso(self.shared.installed_at)}}
 
     # -- the router's guard ---------------------------------------------------------
@@ -146,7 +147,7 @@ class CircuitBreakers:
         record = current.record(current.held_version or "")
         return None if record.state == CLOSED else _hold_reason(record)
 
-    def _take_probe(self, record) -> bool:
+    def _take_probe(self, record: VersionRecord) -> bool:
         """Exactly one request per claim goes through as the probe."""
         with self._probe_lock:
             if self._probe_sent == record.probe_claimed_at:
@@ -204,10 +205,12 @@ class CircuitBreakers:
             if self._demand_at.get(version, float("-inf")) < recent:
                 continue
             if record.probe_due(now, self.policy, current.held(version)):
-                changed, _ = self.shared.update(
-                    lambda s, v=version: transitions.probe_claimed(s, v, self.worker, self.clock(), self.policy))
+                changed, _ = self.shared.update(self._claim_probe(version))
                 if changed:
                     log.info("circuit breaker %s half-open: this worker sends the probe", version)
+
+    def _claim_probe(self, version: str) -> Transition[str]:
+        return lambda s: transitions.probe_claimed(s, version, self.worker, self.clock(), self.policy)
 
     def _write_back(self) -> None:
         """Redis is back: make every version this worker held open locally open in Redis too."""
@@ -219,7 +222,7 @@ class CircuitBreakers:
 
             base = self._local_base
 
-            def merge(shared: BreakerState):
+            def merge(shared: BreakerState) -> tuple[BreakerState | None, None]:
                 new = shared
                 for version, record in held.records.items():
                     if record.state != CLOSED and new.record(version).state == CLOSED:
@@ -272,7 +275,7 @@ class CircuitBreakers:
         current = self.state()
         before = current.record(current.held_version or "").state
 
-        def fire(s):
+        def fire(s: BreakerState) -> tuple[BreakerState | None, str]:
             return transitions.alert_fired(s, alert, self.clock(), percentage=percentage,
                                            save_percentage=save_percentage)
 
@@ -323,6 +326,6 @@ class CircuitBreakers:
             self.metrics.rollbacks.labels(TRIGGERS[cause]).inc()
 
 
-def _hold_reason(record) -> Reason:
+def _hold_reason(record: VersionRecord) -> Reason:
     """The routing reason of a V2 held off by its breaker: the alert that tripped it, or the breaker."""
     return Reason.ALERT if record.cause is Cause.ALERT else Reason.BREAKER_OPEN

@@ -3,8 +3,9 @@
 The state is one Redis hash (`<prefix>:breaker`): a JSON record per version, the
 tripping alerts still firing (they hold V2 open) and the percentage a rollback
 saved for the restore. Each transition maps one `BreakerState` to the next (or to
-None: nothing to change), so the same code runs inside a WATCH/MULTI transaction
-on the replicated hash and on the process-local copy kept while Redis is down.
+None: nothing to change), so the same code runs inside the replicated hash's
+compare-and-set (retried, so it must stay pure) and on the process-local copy kept
+while Redis is down.
 
 The three states and their names are pybreaker's. Unlike pybreaker, a breaker
 opened by an alert or by hand never half-opens on its own timer: only one opened
@@ -18,14 +19,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Any
 
 import redis
-from pybreaker import STATE_CLOSED as CLOSED
-from pybreaker import STATE_HALF_OPEN as HALF_OPEN
-from pybreaker import STATE_OPEN as OPEN
+from pybreaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN
 
 from flags.replica import Change
 
+CLOSED, HALF_OPEN, OPEN = STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN  # pybreaker's names
 STATE_VALUES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}  # circuit_breaker_state
 ALERTS_FIELD = "alerts"
 SAVED_FIELD = "saved_percentage"
@@ -80,7 +81,7 @@ class VersionRecord:
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in known})
 
-    def opened(self, cause: Cause, now: float, **details) -> VersionRecord:
+    def opened(self, cause: Cause, now: float, **details: Any) -> VersionRecord:
         """Open (keeping the first opening time if already open)."""
         opened_at = self.opened_at if self.state == OPEN and self.opened_at else now
         return VersionRecord(state=OPEN, failures=self.failures, opened_at=opened_at, cause=cause,
