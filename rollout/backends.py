@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import psycopg
@@ -74,7 +75,19 @@ class QueryRejected(RolloutError):
         self.version = version
 
 
+class SearchBackend(Protocol):
+    """What the gateway needs of a version: its name, its query cache (if any) and a search."""
+
+    version: str
+    query_cache: object | None
+
+    def search(self, text: str, k: int, category: str | None = None,
+               min_similarity: float | None = None) -> SearchResult: ...
+
+
 class VersionBackend:
+    """A version's search in PostgreSQL: the query embedded by the version's model, its table searched."""
+
     SNIPPET_CHARS = 240
 
     def __init__(self, version: VersionSettings, embedder: Embedder, pool: ConnectionPool):

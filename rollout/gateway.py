@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 
 from flags import PARALLEL_RAG, PERFORMANCE_LOGGING, FlagStore
 from rollout.analytics.record import QueryRecord
-from rollout.backends import SearchFailed, SearchResult, VersionBackend
+from rollout.backends import SearchBackend, SearchFailed, SearchResult
 from rollout.comparison import Comparison, compare
 from rollout.deadline import QueryDeadline
 from rollout.merging import MergedHit, Merger
@@ -104,7 +104,7 @@ class VersionHealthRecorder:
 
 
 class RagGateway:
-    def __init__(self, router: Router, backends: Mapping[str, VersionBackend], metrics: Metrics,
+    def __init__(self, router: Router, backends: Mapping[str, SearchBackend], metrics: Metrics,
                  flags: FlagStore, health: VersionHealthRecorder | None = None, *,
                  shadow_pool: ShadowPool | None = None, shadow_sample_rate: float = 1.0,
                  merger: Merger | None = None, query_text: TextPolicy | None = None,

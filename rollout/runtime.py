@@ -9,7 +9,7 @@ background and a Redis client that connects on first use.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import psycopg
@@ -24,7 +24,14 @@ from rollout.alerts import AlertEventStore, AlertPolicy, AlertService, RollbackA
 from rollout.analytics.figures import Figures
 from rollout.analytics.querylog import QueryLogWriter, QueryText
 from rollout.backends import VersionBackend
-from rollout.breaker import BreakerPolicy, CircuitBreakers, ReplicatedBreakerStorage, SlowCallPolicy, SlowCallWindow
+from rollout.breaker import (
+    BreakerPolicy,
+    BreakerStorage,
+    CircuitBreakers,
+    ReplicatedBreakerStorage,
+    SlowCallPolicy,
+    SlowCallWindow,
+)
 from rollout.config import VERSIONS, Settings, VersionSettings
 from rollout.controller.collector import EvidenceCollector
 from rollout.controller.leader import LEADER_KEY
@@ -34,7 +41,7 @@ from rollout.controller.service import RolloutService
 from rollout.controller.store import RolloutStore
 from rollout.database import open_pool
 from rollout.deadline import QueryDeadline
-from rollout.embedders import build_embedder
+from rollout.embedders import Embedder, build_embedder
 from rollout.embedding_cache import QueryEmbeddingCache
 from rollout.errors import RolloutError
 from rollout.gateway import RagGateway
@@ -63,17 +70,26 @@ def redis_client(url: str, timeout_s: float = 2.0) -> redis.Redis:
 
 
 class Runtime:
+    """Every service of one process. Each part may be passed in (a test's, a benchmark's); the
+    defaults are production's, built from the settings."""
+
     def __init__(self, settings: Settings, database_url: str, redis_url: str, *,
-                 metrics_registry: CollectorRegistry | None = None, pool_size: int | None = None):
+                 metrics_registry: CollectorRegistry | None = None, pool_size: int | None = None,
+                 redis: redis.Redis | None = None, flags: FlagStore | None = None,
+                 embedders: Mapping[str, Embedder] | None = None,
+                 backends: Mapping[str, VersionBackend] | None = None,
+                 breaker_storage: BreakerStorage | None = None):
         self.settings = settings
         self.database_url = database_url
         self.redis_url = redis_url
         self.metrics = Metrics(metrics_registry)
         self.metrics.add_versions(VERSIONS)
-        self.redis = redis_client(redis_url)  # connects on first use
-        self.flag_replica = ReplicatedHash(self.redis, self.key("flags"))
-        self.flags = FlagStore(self.flag_replica, settings.flag_env)  # a bad FF_* default stops here
-        self.embedders = {v: build_embedder(settings.version(v), settings, purpose="query") for v in VERSIONS}
+        self.redis = redis if redis is not None else redis_client(redis_url)  # connects on first use
+        self.flags = flags if flags is not None else FlagStore(ReplicatedHash(self.redis, self.key("flags")),
+                                                               settings.flag_env)  # a bad FF_* default stops here
+        self.flag_replica = self.flags.replica
+        self.embedders = dict(embedders) if embedders is not None else {
+            v: build_embedder(settings.version(v), settings, purpose="query") for v in VERSIONS}
         self.replicator = Replicator(self.redis, [self.flag_replica],
                                      check_interval_s=settings.flags_check_interval_s,
                                      name=f"replicator-{settings.redis_key_prefix}")
@@ -85,7 +101,8 @@ class Runtime:
             self.flags.add_audit_sink(self.flag_audit.recording)
             self.flag_restore = FlagRestore(self.flags, self.flag_audit, lambda: self.replicator.healthy)
             self.replicator.on_tick(self.flag_restore.tick)
-            self.backends = {v: VersionBackend(settings.version(v), self.embedders[v], self.pool) for v in VERSIONS}
+            self.backends = dict(backends) if backends is not None else {
+                v: VersionBackend(settings.version(v), self.embedders[v], self.pool) for v in VERSIONS}
             # until the registry is read (start/sync): the schema's first two versions
             self.router = Router(self.flags, settings.routing_group, Roles(*VERSIONS))
             self.metrics.set_roles(*self.router.roles)
@@ -93,10 +110,12 @@ class Runtime:
             # Breaker writes happen on the request path (a V2 failure) and on alerts: their own client
             # with a shorter timeout, past which the change is applied locally and written back later.
             self.breaker_redis = redis_client(redis_url, settings.breaker_redis_timeout_ms / 1000)
-            self.breaker_replica = ReplicatedHash(self.redis, self.key("breaker"), write_client=self.breaker_redis)
-            self.replicator.watch(self.breaker_replica)
+            if breaker_storage is None:
+                breaker_replica = ReplicatedHash(self.redis, self.key("breaker"), write_client=self.breaker_redis)
+                self.replicator.watch(breaker_replica)
+                breaker_storage = ReplicatedBreakerStorage(breaker_replica, VERSIONS)
             self.breakers = CircuitBreakers(
-                ReplicatedBreakerStorage(self.breaker_replica, VERSIONS),
+                breaker_storage,
                 BreakerPolicy(settings.breaker_fail_max, settings.breaker_reset_timeout_s,
                               settings.breaker_probe_lease_s),
                 self.metrics, redis_up=lambda: self.replicator.healthy,

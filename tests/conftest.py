@@ -202,6 +202,16 @@ def private_redis(tmp_path):
     server.stop()
 
 
+SLOW_FIXTURES = frozenset({"services", "private_redis", "fresh_database"})  # each starts or uses a server
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that needs a server is `slow`, so `pytest -m "not slow"` selects the fast tier by itself."""
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """In CI (CI=true) a skip of any kind (a marker, a helper in tests/tools.py) is a failure."""

@@ -10,13 +10,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from flags import V2_PERCENTAGE, FlagError, FlagNotAudited, definition
 from rollout.analytics.figures import RANGES, InvalidRange, parse_range
 from rollout.analytics.series import STEPS
 from rollout.api.auth import admin_required, check_admin
+from rollout.api.context import current_runtime
 from rollout.api.errors import ApiError, bad_request
 from rollout.api.openapi import operation, query_parameter
 from rollout.api.validation import limit_argument, parse
@@ -117,7 +118,7 @@ class StageCommand(BaseModel):
 
 
 def _service():
-    return current_app.extensions["rollout"].stages
+    return current_runtime().stages
 
 
 @bp.get("/api/rollout/status")
