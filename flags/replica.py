@@ -162,11 +162,6 @@ class ReplicatedHash:
                 log.warning("%s: unreadable announcement; fetching the hash", self.key)
         self.load()
 
-    def install_local(self, data: Mapping[str, str]) -> None:
-        """Change this process's copy only (Redis unreachable); the next sync replaces it."""
-        version = self._copy.version if self._copy.version is not None else 0
-        self._install(version, dict(data), force=True)
-
     def _install(self, version: int, data: Mapping[str, str], *, force: bool) -> bool:
         with self._install_lock:
             current = self._copy

@@ -7,7 +7,7 @@ table and embedder, so one class serves both.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -41,15 +41,10 @@ class SearchResult:
     embed_ms: float
     search_ms: float
     cache_hit: bool = False
-    extra: dict = field(default_factory=dict)
 
     @property
     def top_similarity(self) -> float | None:
         return self.hits[0].similarity if self.hits else None
-
-    @property
-    def total_ms(self) -> float:
-        return self.embed_ms + self.search_ms
 
     @property
     def ids(self) -> list[str]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from flags import V2_PERCENTAGE, FlagNotAudited, FlagStore
 from rollout.alerts.events import AlertEvent, AlertEventStore
-from rollout.breaker import BreakerConflict, BreakerUnavailable, CircuitBreakers
+from rollout.breaker import BreakerConflict, BreakerUnavailable, CircuitBreakers, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class RollbackActions:
     def rearm(self, version: str, *, actor: str, reason: str | None, source: str, force: bool = False,
               restore: bool = True) -> ActionResult:
         result = ActionResult(self.breakers.rearm(version, actor=actor, force=force))
-        if result.outcome == "rearmed":
+        if result.outcome == Outcome.REARMED:
             result.actions.append(f"breaker {version} half-open (one probe decides)")
         if restore:
             self.restore_percentage(actor=actor, reason=reason or "re-armed", result=result)
