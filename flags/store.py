@@ -59,6 +59,7 @@ class FlagNotAudited(Exception):
 
 
 AuditSink = Callable[[FlagChange], AbstractContextManager[object]]  # writes the row; commits when the block ends
+SnapshotListener = Callable[["FlagSnapshot"], None]  # must return at once (OpenFeature's hooks, for snapshots)
 
 
 def _refusal(change: FlagChange, exc: Exception) -> str:
@@ -74,6 +75,7 @@ class FlagStore:
         self.definitions = definitions
         self.env_values = self._parse_environment(environ or {})
         self._audit_sinks: list[AuditSink] = []
+        self._listeners: list[SnapshotListener] = []
         self._snapshot = self._build()
         replica.on_change(lambda _replica: self._rebuild())
 
@@ -95,6 +97,11 @@ class FlagStore:
     # -- writing --------------------------------------------------------------
     def add_audit_sink(self, sink: AuditSink) -> None:
         self._audit_sinks.append(sink)
+
+    def add_listener(self, listener: SnapshotListener) -> None:
+        """Told each new snapshot (an override set here or elsewhere), and the current one at once."""
+        self._listeners.append(listener)
+        self._tell(listener, self._snapshot)
 
     def set(self, name: str, raw_value: object, *, actor: str, reason: str | None = None) -> FlagChange:
         """Validate and store an override; raises FlagError, redis.RedisError or FlagNotAudited."""
@@ -146,7 +153,16 @@ class FlagStore:
         return values
 
     def _rebuild(self) -> None:
-        self._snapshot = self._build()
+        self._snapshot = snapshot = self._build()
+        for listener in self._listeners:
+            self._tell(listener, snapshot)
+
+    @staticmethod
+    def _tell(listener: SnapshotListener, snapshot: FlagSnapshot) -> None:
+        try:
+            listener(snapshot)
+        except Exception:  # an observer must never stop a flag change from being seen
+            log.exception("flag listener %r failed", listener)
 
     def _build(self) -> FlagSnapshot:
         overrides = self.replica.data

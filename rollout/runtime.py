@@ -16,7 +16,7 @@ import psycopg
 import redis
 from prometheus_client import CollectorRegistry
 
-from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagStore, ReplicatedHash, Replicator
+from flags import FlagStore, ReplicatedHash, Replicator
 from flags.audit import FlagAudit
 from flags.restore import FlagRestore
 from rollout import schema
@@ -32,6 +32,7 @@ from rollout.breaker import (
     SlowCallPolicy,
     SlowCallWindow,
 )
+from rollout.breaker.listeners import BreakerMetrics
 from rollout.config import VERSIONS, Settings, VersionSettings
 from rollout.controller.collector import EvidenceCollector
 from rollout.controller.leader import LEADER_KEY
@@ -88,6 +89,7 @@ class Runtime:
         self.flags = flags if flags is not None else FlagStore(ReplicatedHash(self.redis, self.key("flags")),
                                                                settings.flag_env)  # a bad FF_* default stops here
         self.flag_replica = self.flags.replica
+        self.flags.add_listener(self.metrics.flags_seen)
         self.embedders = dict(embedders) if embedders is not None else {
             v: build_embedder(settings.version(v), settings, purpose="query") for v in VERSIONS}
         self.replicator = Replicator(self.redis, [self.flag_replica],
@@ -118,7 +120,7 @@ class Runtime:
                 breaker_storage,
                 BreakerPolicy(settings.breaker_fail_max, settings.breaker_reset_timeout_s,
                               settings.breaker_probe_lease_s),
-                self.metrics, redis_up=lambda: self.replicator.healthy,
+                redis_up=lambda: self.replicator.healthy, listeners=[BreakerMetrics(self.metrics)],
                 slow_calls=SlowCallWindow(SlowCallPolicy(
                     settings.breaker_slow_call_duration_ms, settings.breaker_slow_call_rate,
                     settings.breaker_slow_call_window, settings.breaker_slow_call_min_calls)))
@@ -280,9 +282,6 @@ class Runtime:
         return self.replicator.sync_now()
 
     def refresh_gauges(self) -> None:
-        snapshot = self.flags.snapshot()
-        self.metrics.rollout_percentage.set(snapshot[V2_PERCENTAGE])
-        self.metrics.migration_enabled.set(1 if snapshot[GRADUAL_MIGRATION] else 0)
         age = self.replicator.snapshot_age_s()
         if age is not None:
             self.metrics.flags_snapshot_age.set(age)

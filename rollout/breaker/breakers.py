@@ -25,39 +25,34 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import TypeVar
 
 import redis
 
 from flags import threshold
 from rollout.breaker import state as transitions
+from rollout.breaker.listeners import BreakerListener
 from rollout.breaker.slow_calls import SlowCallWindow
 from rollout.breaker.state import (
     CLOSED,
     HALF_OPEN,
     OPEN,
-    STATE_VALUES,
     BreakerPolicy,
     BreakerState,
     BreakerUnavailable,
     Cause,
     FiringAlert,
+    Outcome,
     VersionRecord,
 )
 from rollout.breaker.storage import BreakerStorage, MemoryBreakerStorage, Transition
-from rollout.metrics import Metrics
+from rollout.moments import iso
 from rollout.routing import Reason
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-TRIGGERS = {Cause.FAILURES: "failures", Cause.ALERT: "alert", Cause.MANUAL: "manual"}
-
-
-def _iso(epoch: float | None) -> str | None:
-    return datetime.fromtimestamp(epoch, UTC).isoformat() if epoch else None
 
 
 def worker_identity() -> str:
@@ -66,13 +61,13 @@ def worker_identity() -> str:
 
 
 class CircuitBreakers:
-    def __init__(self, storage: BreakerStorage, policy: BreakerPolicy, metrics: Metrics, *,
+    def __init__(self, storage: BreakerStorage, policy: BreakerPolicy, *,
                  redis_up: Callable[[], bool], clock: Callable[[], float] = time.time,
-                 slow_calls: SlowCallWindow | None = None):
+                 slow_calls: SlowCallWindow | None = None, listeners: Iterable[BreakerListener] = ()):
         self.shared = storage
         self.slow_calls = slow_calls
         self.policy = policy
-        self.metrics = metrics
+        self.listeners = list(listeners)
         self.redis_up = redis_up
         self.clock = clock
         self.worker = worker_identity()
@@ -102,24 +97,24 @@ class CircuitBreakers:
             held = current.held(version)
             next_probe = None
             if record.state == OPEN and record.cause is Cause.FAILURES and record.opened_at and not held:
-                next_probe = _iso(record.opened_at + self.policy.reset_timeout_s)
+                next_probe = iso(record.opened_at + self.policy.reset_timeout_s)
             versions[version] = {
                 "state": record.state, "failures": record.failures, "fail_max": self.policy.fail_max,
-                "opened_at": _iso(record.opened_at), "cause": record.cause.value if record.cause else None,
+                "opened_at": iso(record.opened_at), "cause": record.cause.value if record.cause else None,
                 "detail": record.detail, "actor": record.actor, "fingerprint": record.fingerprint,
                 "alertname": record.alertname, "held_by_alerts": held,
                 "awaiting_rearm": record.state == OPEN and record.cause is not Cause.FAILURES and not held,
                 "next_probe_at": next_probe, "probe_owner": record.probe_owner,
-                "changed_at": _iso(record.changed_at),
+                "changed_at": iso(record.changed_at),
             }
         alerts = [{"fingerprint": a.fingerprint, "alertname": a.alertname, "severity": a.severity,
-                   "source": a.source, "starts_at": a.starts_at, "since": _iso(a.since)}
+                   "source": a.source, "starts_at": a.starts_at, "since": iso(a.since)}
                   for a in sorted(current.alerts.values(), key=lambda a: a.since)]
         return {"versions": versions, "firing_alerts": alerts, "saved_percentage": current.saved_percentage,
                 "reset_timeout_s": self.policy.reset_timeout_s, "local_only": self.local_only,
                 "redis": "ok" if self.redis_up() else "unreachable",
                 "worker": {"pid": os.getpid(), "state_version": self.shared.version,
-                           "installed_at": _iso(self.shared.installed_at)}}
+                           "installed_at": iso(self.shared.installed_at)}}
 
     # -- the router's guard ---------------------------------------------------------
     def v2_blocked(self, category: str | None, *, serving: bool = False) -> Reason | None:
@@ -179,9 +174,9 @@ class CircuitBreakers:
     def record_failure(self, version: str, kind: str) -> None:
         self._trip(lambda s: transitions.failed(s, version, kind, self.clock(), self.policy), version, kind)
 
-    def _trip(self, transition: Transition[str], version: str, why: str) -> None:
+    def _trip(self, transition: Transition[Outcome], version: str, why: str) -> None:
         changed, outcome = self._apply(transition)
-        if changed and outcome in ("tripped", "reopened"):
+        if changed and outcome in (Outcome.TRIPPED, Outcome.REOPENED):
             log.warning("circuit breaker %s opened: %s (%s)", version, outcome, why)
             self._count_rollback(version, Cause.FAILURES)
 
@@ -209,7 +204,7 @@ class CircuitBreakers:
                 if changed:
                     log.info("circuit breaker %s half-open: this worker sends the probe", version)
 
-    def _claim_probe(self, version: str) -> Transition[str]:
+    def _claim_probe(self, version: str) -> Transition[Outcome]:
         return lambda s: transitions.probe_claimed(s, version, self.worker, self.clock(), self.policy)
 
     def _write_back(self) -> None:
@@ -238,16 +233,18 @@ class CircuitBreakers:
             self._local = self._local_base = None
         log.info("circuit breaker: Redis reachable again; local state written back")
 
+    def add_listener(self, listener: BreakerListener) -> None:
+        self.listeners.append(listener)
+
     def refresh_gauges(self) -> None:
-        current = self.state()
-        for version, record in current.records.items():
-            self.metrics.breaker_state.labels(version).set(STATE_VALUES[record.state])
-            self.metrics.breaker_failures.labels(version).set(record.failures)
-        self.metrics.breaker_local_only.set(1 if self.local_only else 0)
+        """Tell the listeners the state this process routes by."""
+        current, local_only = self.state(), self.local_only
+        for listener in self.listeners:
+            self._tell(listener.state_seen, current, local_only)
 
     # -- operators and alerts -----------------------------------------------------------------
     def open(self, version: str, *, reason: str | None, actor: str,
-             percentage: float | None = None) -> tuple[str, bool]:
+             percentage: float | None = None) -> tuple[Outcome, bool]:
         """A hold: (outcome, shared), shared False when applied on this process only (Redis down)."""
         before = self.state().record(version).state
         changed, outcome, shared = self._apply_reporting(
@@ -257,10 +254,10 @@ class CircuitBreakers:
             self._count_rollback(version, Cause.MANUAL)
         return outcome, shared
 
-    def close(self, version: str, *, actor: str, force: bool = False) -> str:
+    def close(self, version: str, *, actor: str, force: bool = False) -> Outcome:
         return self._release(lambda s: transitions.closed(s, version, self.clock(), force=force, actor=actor))
 
-    def rearm(self, version: str, *, actor: str, force: bool = False) -> str:
+    def rearm(self, version: str, *, actor: str, force: bool = False) -> Outcome:
         return self._release(lambda s: transitions.rearmed(s, version, self.clock(), force=force, actor=actor))
 
     def saved_percentage(self) -> float | None:
@@ -270,12 +267,12 @@ class CircuitBreakers:
         """After the flag is back at `restored`: drop it from the rollback memory (a release)."""
         return self._release(lambda s: transitions.percentage_forgotten(s, restored))
 
-    def alert_fired(self, alert: FiringAlert, *, percentage: float, save_percentage: bool) -> tuple[str, bool]:
+    def alert_fired(self, alert: FiringAlert, *, percentage: float, save_percentage: bool) -> tuple[Outcome, bool]:
         """Hold V2 open for the alert; (outcome, shared): shared is False when applied locally only."""
         current = self.state()
         before = current.record(current.held_version or "").state
 
-        def fire(s: BreakerState) -> tuple[BreakerState | None, str]:
+        def fire(s: BreakerState) -> tuple[BreakerState | None, Outcome]:
             return transitions.alert_fired(s, alert, self.clock(), percentage=percentage,
                                            save_percentage=save_percentage)
 
@@ -284,7 +281,7 @@ class CircuitBreakers:
             self._count_rollback(current.held_version or "", Cause.ALERT)
         return outcome, shared
 
-    def alert_resolved(self, fingerprint: str, *, auto_release: bool) -> str:
+    def alert_resolved(self, fingerprint: str, *, auto_release: bool) -> Outcome:
         return self._release(
             lambda s: transitions.alert_resolved(s, fingerprint, self.clock(), auto_release=auto_release))
 
@@ -323,7 +320,15 @@ class CircuitBreakers:
 
     def _count_rollback(self, version: str, cause: Cause) -> None:
         if version == self.state().held_version:
-            self.metrics.rollbacks.labels(TRIGGERS[cause]).inc()
+            for listener in self.listeners:
+                self._tell(listener.rolled_back, version, cause)
+
+    @staticmethod
+    def _tell(hook: Callable[..., None], *values: object) -> None:
+        try:
+            hook(*values)
+        except Exception:  # an observer must never change a breaker's decision
+            log.exception("circuit breaker listener %r failed", hook)
 
 
 def _hold_reason(record: VersionRecord) -> Reason:

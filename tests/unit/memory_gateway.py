@@ -19,6 +19,7 @@ from flags import FlagStore, ReplicatedHash
 from rollout.analytics.record import QueryRecord
 from rollout.backends import Hit, SearchFailed, SearchResult
 from rollout.breaker import BreakerPolicy, BreakerState, CircuitBreakers, MemoryBreakerStorage
+from rollout.breaker.listeners import BreakerMetrics
 from rollout.comparison import Comparison
 from rollout.embedders.lexical import LexicalEmbedder
 from rollout.gateway import RagAnswer, RagGateway
@@ -109,8 +110,8 @@ def memory_gateway(*, migration: bool = True, percentage: float = 0, shadow: boo
     metrics.set_roles(BASELINE, CANDIDATE)
     versions = (BASELINE, CANDIDATE)
     breakers = CircuitBreakers(MemoryBreakerStorage(BreakerState.decode({}, versions)),
-                               BreakerPolicy(fail_max, reset_timeout_s=60, probe_lease_s=5), metrics,
-                               redis_up=lambda: True)
+                               BreakerPolicy(fail_max, reset_timeout_s=60, probe_lease_s=5),
+                               redis_up=lambda: True, listeners=[BreakerMetrics(metrics)])
     router = Router(flags, "embeddings-v2", Roles(BASELINE, CANDIDATE))
     router.add_guard(breakers)
     backends = {v: MemoryBackend(v) for v in versions}
