@@ -21,6 +21,7 @@ from rollout.api.context import current_runtime
 from rollout.api.errors import ApiError, bad_request
 from rollout.api.openapi import operation, query_parameter
 from rollout.api.validation import limit_argument, parse
+from rollout.config import RollbackTarget
 from rollout.controller import Action, Command, TransitionError
 
 bp = Blueprint("stages", __name__)
@@ -89,7 +90,7 @@ class StageCommand(BaseModel):
                     "rollback: to 0 % or the previous stage; set: to `percentage`.")
     percentage: float | None = Field(None, ge=0, le=100, json_schema_extra={"multipleOf": 0.01},
                                      description="set: the share of V2, 0-100 in 0.01 steps.")
-    rollback_to: Literal["zero", "previous"] | None = Field(
+    rollback_to: RollbackTarget | None = Field(
         None, description="rollback: where to (default ROLLOUT_ROLLBACK_TO).")
     reason: str | None = Field(None, max_length=500, description="Why: kept with the decision and the flag audit.")
     expected_percentage: float | None = Field(

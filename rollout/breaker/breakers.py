@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TypeVar
@@ -48,16 +46,12 @@ from rollout.breaker.state import (
     VersionRecord,
 )
 from rollout.breaker.storage import BreakerStorage, MemoryBreakerStorage, Transition
+from rollout.identity import holder_identity
 from rollout.moments import iso
 from rollout.routing import Reason
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def worker_identity() -> str:
-    """Unique per breaker instance: host, pid and a random part (two runtimes in one process differ)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 class CircuitBreakers:
@@ -70,7 +64,7 @@ class CircuitBreakers:
         self.listeners = list(listeners)
         self.redis_up = redis_up
         self.clock = clock
-        self.worker = worker_identity()
+        self.worker = holder_identity()  # unique per breaker instance
         self._local: MemoryBreakerStorage | None = None  # only while Redis is unreachable
         self._local_base: BreakerState | None = None      # the shared state the local copy started from
         self._local_lock = threading.Lock()

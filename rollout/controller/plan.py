@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from rollout.config import DEFAULT_STAGES, RollbackTarget, parse_stages
 from rollout.controller.thresholds import Thresholds
@@ -12,7 +12,7 @@ from rollout.errors import ConfigError
 if TYPE_CHECKING:
     from rollout.config import Settings
 
-ROLLBACK_TARGETS = ("zero", "previous")
+ROLLBACK_TARGETS: tuple[str, ...] = get_args(RollbackTarget)
 
 
 @dataclass(frozen=True)
