@@ -8,29 +8,33 @@ its own Redis key prefix and empty tables, so tests never see each other's state
 from __future__ import annotations
 
 import os
-import time
 import uuid
-from pathlib import Path
 
 import psycopg
 import pytest
+from helpers import (  # noqa: F401  (also still importable from here)
+    ADMIN_TOKEN,
+    DATA,
+    SAMPLE,
+    WEBHOOK_SECRET,
+    admin_headers,
+    load_and_embed,
+    sample_documents,
+    settings_for,
+    wait_until,
+)
 from prometheus_client import CollectorRegistry
 from tools import in_ci
 
 from rollout import schema
 from rollout.app import create_app
 from rollout.config import VERSIONS, Settings
-from rollout.documents import Document, DocumentStore
 from rollout.migration.index import VectorIndex
 from rollout.runtime import Runtime
 from rollout.services import ServiceUrls, service_urls
 from rollout.services.ports import free_port
 from rollout.services.redis import EmbeddedRedis
 from rollout.versions import create_table
-
-ADMIN_TOKEN = "test-admin-token"
-WEBHOOK_SECRET = "test-webhook-secret"
-DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="session")
@@ -43,22 +47,6 @@ def services(tmp_path_factory) -> ServiceUrls:
     with service_urls(settings) as urls:
         schema.upgrade(urls.database_url, settings)
         yield urls
-
-
-def settings_for(services: ServiceUrls, **overrides: str) -> Settings:
-    """Settings for a test: real services, a private Redis namespace, known secrets."""
-    environ = {
-        "DATABASE_URL": services.database_url,
-        "REDIS_URL": services.redis_url,
-        "REDIS_KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}",
-        "ROLLOUT_ADMIN_TOKEN": ADMIN_TOKEN,
-        "ALERT_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "FLAGS_CHECK_INTERVAL_S": "0.5",
-        "DB_POOL_MIN_SIZE": "0",
-        "DB_POOL_MAX_SIZE": "4",
-    }
-    environ.update(overrides)
-    return Settings.from_environ(environ)
 
 
 def _data_tables(conn: psycopg.Connection) -> list[str]:
@@ -138,38 +126,6 @@ def client(app):
     return app.test_client()
 
 
-def admin_headers(token: str = ADMIN_TOKEN) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-SAMPLE = [
-    ("pool-hours", "facilities", "Pool opening hours", "The indoor pool opens at 6am on weekdays and 8am on weekends."),
-    ("parking-rates", "parking", "Car park rates",
-     "Parking in the garage costs 12 dollars per day; members park free."),
-    ("day-pass", "pricing", "Day pass price", "A coworking day pass costs 35 dollars and includes coffee."),
-    ("jazz-night", "events", "Jazz night on the roof", "Live jazz on the rooftop garden every Friday at 7pm."),
-    ("gym-induction", "facilities", "Gym induction", "New members book a free gym induction with a trainer."),
-    ("refund-policy", "policies", "Refund policy", "Memberships are refundable within 14 days of purchase."),
-]
-
-
-def sample_documents(extra: int = 0) -> list[Document]:
-    docs = [Document(i, t, c, cat, {"source": "test"}) for i, cat, t, c in SAMPLE]
-    docs += [Document(f"filler-{n:04d}", f"Notice {n}", f"Noticeboard item {n} about topic {n % 13} and room {n % 7}.",
-                      ("facilities", "events", "pricing")[n % 3], {"n": n}) for n in range(extra)]
-    return docs
-
-
-def load_and_embed(runtime: Runtime, documents: list[Document] | None = None) -> list[Document]:
-    """Store documents and embed them for both versions, the way the demo does."""
-    from rollout.demo import embed_corpus
-
-    documents = documents if documents is not None else sample_documents()
-    DocumentStore(runtime.pool).upsert_many(documents)
-    embed_corpus(runtime)
-    return documents
-
-
 @pytest.fixture
 def fresh_database(services):
     """An empty database of this test's own on the session's server (dropped afterwards)."""
@@ -182,16 +138,6 @@ def fresh_database(services):
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def wait_until(predicate, timeout_s: float = 10.0, interval_s: float = 0.01) -> bool:
-    """Poll `predicate` until it holds or `timeout_s` passes (bounded: tests never hang)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval_s)
-    return predicate()
-
-
 @pytest.fixture
 def private_redis(tmp_path):
     """A Redis of this test's own, so the test can stop and restart it."""
@@ -200,6 +146,43 @@ def private_redis(tmp_path):
     url = server.start(port)
     yield server, port, url
     server.stop()
+
+
+@pytest.fixture
+def run(settings, tmp_path, monkeypatch):
+    """`rollout ...` in this process, in an empty folder (no stray .env), against the test's services and
+    Redis namespace; keyword arguments add environment variables. `run.env` holds the environment."""
+    from click.testing import CliRunner
+
+    from rollout.cli import command_group
+
+    monkeypatch.chdir(tmp_path)
+    env = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
+           "REDIS_KEY_PREFIX": settings.redis_key_prefix}
+    group = command_group()
+
+    def invoke(*args: str, **extra_env: str):
+        return CliRunner().invoke(group, list(args), env={**env, **extra_env}, catch_exceptions=False)
+
+    invoke.env = env
+    return invoke
+
+
+# Variables the SDKs (OpenAI, Gemini) read on their own; none may leak in from the machine running the tests.
+SDK_VARIABLES = (
+    "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "OPENAI_CUSTOM_HEADERS",
+    "GOOGLE_API_KEY", "GEMINI_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GENAI_USE_ENTERPRISE",
+    "GOOGLE_GENAI_API_VERSION", "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION",
+    "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy",
+)
+
+
+@pytest.fixture
+def offline_sdk(monkeypatch):
+    """The provider SDKs reach only the loopback fakes a test starts (`pytest.mark.usefixtures`)."""
+    for name in SDK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
 
 SLOW_FIXTURES = frozenset({"services", "private_redis", "fresh_database"})  # each starts or uses a server

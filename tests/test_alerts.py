@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from alert_payloads import alertmanager, grafana, simple
-from conftest import WEBHOOK_SECRET, admin_headers, load_and_embed, settings_for
+from helpers import WEBHOOK_SECRET, admin_headers, load_and_embed, settings_for
 
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE
 from flags.audit import FlagAudit

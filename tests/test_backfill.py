@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import sample_documents, settings_for
 from fake_embedding_server import FakeEmbeddingServer, vector_for
+from helpers import sample_documents, settings_for
 
 from rollout.documents import Document, DocumentStore
 from rollout.embedders import LexicalEmbedder

@@ -8,7 +8,7 @@ import re
 from datetime import timedelta
 
 from analytics_rows import NOW, insert, record
-from conftest import ADMIN_TOKEN, admin_headers, load_and_embed
+from helpers import ADMIN_TOKEN, admin_headers, load_and_embed
 
 from rollout.app import create_app
 from rollout.console.sessions import COOKIE

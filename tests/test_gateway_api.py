@@ -3,8 +3,8 @@
 import json
 
 import pytest
-from conftest import admin_headers, load_and_embed, sample_documents, settings_for
 from fake_embedding_server import FakeEmbeddingServer
+from helpers import admin_headers, load_and_embed, sample_documents, settings_for
 
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, bucket
 from rollout.app import create_app

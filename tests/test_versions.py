@@ -7,24 +7,9 @@ import shutil
 
 import psycopg
 import pytest
-from click.testing import CliRunner
 
 from rollout import schema
-from rollout.cli import cli
-from rollout.cli import stage as _stage  # noqa: F401  (registers the commands)
-from rollout.cli import versions as _versions  # noqa: F401
 from rollout.config import Settings
-
-
-@pytest.fixture
-def run(settings, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    env = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
-           "REDIS_KEY_PREFIX": settings.redis_key_prefix}
-
-    def invoke(*args):
-        return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
-    return invoke
 
 
 def registry(url: str) -> list[tuple]:
@@ -227,7 +212,7 @@ def test_v1_to_v2_to_v3_end_to_end(run, runtime):
     """The demo's pair completes and is promoted; a third version is added, backfilled, rolled out with
     sticky users, rolled back by an alert naming it, completed and promoted; the first is dropped."""
     from alert_payloads import alertmanager
-    from conftest import WEBHOOK_SECRET, load_and_embed
+    from helpers import WEBHOOK_SECRET, load_and_embed
 
     from rollout.app import create_app
     from rollout.controller import Action, Command
@@ -294,7 +279,7 @@ def test_v1_to_v2_to_v3_end_to_end(run, runtime):
 
 
 def test_the_api_takes_version_names(client):
-    from conftest import admin_headers
+    from helpers import admin_headers
 
     forced = client.post("/api/rag/query", json={"query": "pool", "user_id": "u1", "version": "v3"},
                          headers=admin_headers())
@@ -314,7 +299,7 @@ def test_the_api_takes_version_names(client):
 
 def test_an_alert_naming_another_version_than_the_candidate_rolls_nothing_back(client, runtime):
     from alert_payloads import alertmanager
-    from conftest import WEBHOOK_SECRET
+    from helpers import WEBHOOK_SECRET
 
     from flags import GRADUAL_MIGRATION, V2_PERCENTAGE
 
