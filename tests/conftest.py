@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
@@ -23,22 +24,20 @@ from helpers import (  # noqa: F401  (also still importable from here)
     settings_for,
     wait_until,
 )
-from prometheus_client import CollectorRegistry
 from tools import in_ci
 
-from rollout import schema
-from rollout.app import create_app
 from rollout.config import VERSIONS, Settings
-from rollout.migration.index import VectorIndex
-from rollout.runtime import Runtime
-from rollout.services import ServiceUrls, service_urls
-from rollout.services.ports import free_port
-from rollout.services.redis import EmbeddedRedis
-from rollout.versions import create_table
+
+if TYPE_CHECKING:  # the service fixtures import their modules when used: tests/unit never pays for them
+    from rollout.runtime import Runtime
+    from rollout.services import ServiceUrls
 
 
 @pytest.fixture(scope="session")
 def services(tmp_path_factory) -> ServiceUrls:
+    from rollout import schema
+    from rollout.services import service_urls
+
     folder = tmp_path_factory.mktemp("services")
     settings = Settings.from_environ({
         "ROLLOUT_DATA_DIR": str(folder),
@@ -58,6 +57,8 @@ def _data_tables(conn: psycopg.Connection) -> list[str]:
 def _reset_versions(conn: psycopg.Connection) -> None:
     """Back to the two versions the upgrade registers: v1 the baseline, v2 the candidate (a test that
     dropped one gets it back, empty)."""
+    from rollout.versions import create_table
+
     extra = conn.execute("SELECT table_name FROM embedding_versions WHERE name NOT IN ('v1', 'v2')").fetchall()
     for (table,) in extra:
         conn.execute(f"DROP TABLE IF EXISTS {table}")
@@ -79,6 +80,8 @@ def _reset_versions(conn: psycopg.Connection) -> None:
 def clean_db(services):
     """Empty every data table and restore the vector indexes before the test (what a failed or
     killed test left behind goes too)."""
+    from rollout.migration.index import VectorIndex
+
     with psycopg.connect(services.database_url, autocommit=True) as conn:
         _reset_versions(conn)
         tables = _data_tables(conn)
@@ -97,6 +100,10 @@ def settings(services, clean_db) -> Settings:
 @pytest.fixture
 def make_runtime(services, clean_db):
     """Build started runtimes (each like one gateway process); all are closed after the test."""
+    from prometheus_client import CollectorRegistry
+
+    from rollout.runtime import Runtime
+
     built = []
 
     def make(settings: Settings | None = None, **overrides) -> Runtime:
@@ -118,6 +125,8 @@ def runtime(make_runtime, settings) -> Runtime:
 
 @pytest.fixture
 def app(runtime):
+    from rollout.app import create_app
+
     return create_app(runtime.settings, runtime=runtime)
 
 
@@ -141,6 +150,9 @@ def fresh_database(services):
 @pytest.fixture
 def private_redis(tmp_path):
     """A Redis of this test's own, so the test can stop and restart it."""
+    from rollout.services.ports import free_port
+    from rollout.services.redis import EmbeddedRedis
+
     server = EmbeddedRedis(tmp_path)
     port = free_port()
     url = server.start(port)

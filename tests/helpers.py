@@ -9,11 +9,14 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rollout.config import Settings
 from rollout.documents import Document, DocumentStore
-from rollout.runtime import Runtime
-from rollout.services import ServiceUrls
+
+if TYPE_CHECKING:
+    from rollout.runtime import Runtime
+    from rollout.services import ServiceUrls
 
 ADMIN_TOKEN = "test-admin-token"
 WEBHOOK_SECRET = "test-webhook-secret"
