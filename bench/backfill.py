@@ -5,7 +5,8 @@ into the indexed table, commit, next. Both embed 20,000 documents for V2 with th
 local embedder on the same database. Our figure is given two ways: "load" counts
 claiming, embedding and storing (the HNSW index dropped for the load), "all-in"
 adds building the index afterwards, so the table is searchable again.
-Both run after one unmeasured load (see main), on the same 20,000 documents. Targets: load >= 10,000 docs/s, and >= 10x the naive loop.
+Both run after one unmeasured load (see main), on the same 20,000 documents.
+Targets: load >= 10,000 docs/s, and >= 10x the naive loop.
 """
 
 from __future__ import annotations

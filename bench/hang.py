@@ -31,12 +31,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the stand-in embedding provider
 
 from fake_embedding_server import FakeEmbeddingServer  # noqa: E402
+from harness import demo_queries, gateway_on  # noqa: E402
 from shadow import Client, latencies, metric, settle, verdict  # noqa: E402
 
 from rollout import demo  # noqa: E402
 from rollout.analytics.figures import distribution  # noqa: E402
 from rollout.server import GatewayProcess  # noqa: E402
-from rollout.services.ports import free_port  # noqa: E402
 
 DEADLINE_MS = 800
 HANG_S = 30.0
@@ -48,18 +48,14 @@ def run(requests: int) -> list[str]:
         folder = Path(tmp)
         token = secrets.token_urlsafe(16)
         with demo.prepared_services(folder / "services") as urls:
-            queries = [q for q in demo.queries_path().read_text().splitlines() if q.strip()]
+            queries = demo_queries()
 
             def gateway(name: str, **extra: str) -> GatewayProcess:
-                env = {"DATABASE_URL": urls.database_url, "REDIS_URL": urls.redis_url, "ROLLOUT_ADMIN_TOKEN": token,
-                       "REDIS_KEY_PREFIX": f"bench-hang-{secrets.token_hex(4)}", "GUNICORN_LOG_LEVEL": "warning",
-                       "FF_ENABLE_GRADUAL_MIGRATION": "true", "EMBEDDING_CACHE": "false",
-                       "V2_EMBEDDER": "openai", "OPENAI_API_KEY": "bench-key",
-                       "OPENAI_BASE_URL": f"{provider.url}/v1", "V2_MIN_COVERAGE_PERCENT": "0",
-                       "BREAKER_FAIL_MAX": UNREACHABLE, "BREAKER_SLOW_CALL_MIN_CALLS": UNREACHABLE,
-                       "BREAKER_SLOW_CALL_WINDOW": UNREACHABLE, **extra}
-                return GatewayProcess(env, port=free_port(), workers=2, metrics_dir=folder / f"metrics-{name}",
-                                      log_file=folder / f"gateway-{name}.log")
+                return gateway_on(urls, folder, token, f"hang-{name}", V2_EMBEDDER="openai",
+                                  OPENAI_API_KEY="bench-key", OPENAI_BASE_URL=f"{provider.url}/v1",
+                                  V2_MIN_COVERAGE_PERCENT="0", BREAKER_FAIL_MAX=UNREACHABLE,
+                                  BREAKER_SLOW_CALL_MIN_CALLS=UNREACHABLE, BREAKER_SLOW_CALL_WINDOW=UNREACHABLE,
+                                  **extra)
 
             with gateway("deadline", RAG_QUERY_DEADLINE_MS=str(DEADLINE_MS)).start() as served:
                 client = Client(served.port, token)

@@ -4,6 +4,7 @@ corpus, and one way to print our figure beside its baseline and their ratio."""
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -12,9 +13,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rollout import schema  # noqa: E402
+from rollout import demo, schema  # noqa: E402
 from rollout.config import Settings  # noqa: E402
-from rollout.services import service_urls  # noqa: E402
+from rollout.server import GatewayProcess  # noqa: E402
+from rollout.services import ServiceUrls, service_urls  # noqa: E402
+from rollout.services.ports import free_port  # noqa: E402
 
 
 @contextmanager
@@ -28,6 +31,20 @@ def bench_settings(**env: str) -> Iterator[Settings]:
             settings = settings.with_overrides(database_url=urls.database_url, redis_url=urls.redis_url)
             schema.upgrade(urls.database_url, settings)
             yield settings
+
+
+def demo_queries() -> list[str]:
+    return [q for q in demo.queries_path().read_text().splitlines() if q.strip()]
+
+
+def gateway_on(urls: ServiceUrls, folder: Path, token: str, name: str, **extra: str) -> GatewayProcess:
+    """A gunicorn gateway (2 workers) on these services, in its own Redis namespace: migration on, no query
+    embedding cache (every request pays for its embedding), quiet logs; `extra` adds or overrides settings."""
+    env = {"DATABASE_URL": urls.database_url, "REDIS_URL": urls.redis_url, "ROLLOUT_ADMIN_TOKEN": token,
+           "REDIS_KEY_PREFIX": f"bench-{name}-{secrets.token_hex(4)}", "GUNICORN_LOG_LEVEL": "warning",
+           "FF_ENABLE_GRADUAL_MIGRATION": "true", "EMBEDDING_CACHE": "false", **extra}
+    return GatewayProcess(env, port=free_port(), workers=2, metrics_dir=folder / f"metrics-{name}",
+                          log_file=folder / f"gateway-{name}.log")
 
 
 def report(title: str, rows: list[tuple[str, str]], verdicts: list[tuple[str, bool]]) -> None:

@@ -259,7 +259,8 @@ def main() -> None:
                 worst_detection = min(worst_detection, rates[0])
                 medians = [float(np.median([x.samples[k] for x in r if x.rolled_back[k]] or [math.nan]))
                            for k in range(len(JUDGES))]
-                needed = ", ".join(f"{name} {m:,.0f}" for name, m in zip(JUDGES, medians, strict=False) if not math.isnan(m))
+                needed = ", ".join(f"{name} {m:,.0f}" for name, m in zip(JUDGES, medians, strict=False)
+                                   if not math.isnan(m))
                 rows.append((f"{looks} looks, {stream.name} [{len(r)}]",
                              f"detected: {shown}; candidate requests (median): {needed}"))
                 if index in P95_SCENARIOS:
@@ -274,7 +275,8 @@ def main() -> None:
         for name, ours_n, best, ratio in p95_ratios:
             rows.append((f"{looks} looks, {name}", f"requests to detect: ours {ours_n:,.0f}, best other judge "
                                                    f"(<= 1 % false rollbacks, >= 99 % detected): "
-                                                   f"{'none' if math.isnan(best) else f'{best:,.0f}'}, ratio {ratio:.2f}x"))
+                                                   f"{'none' if math.isnan(best) else f'{best:,.0f}'}, "
+                                                   f"ratio {ratio:.2f}x"))
             verdicts.append((f"requests to detect {name} at {looks} looks <= 1.0x the best other judge's: "
                              f"{ratio:.2f}x", ratio <= 1.0 if not math.isnan(ratio) else True))
     t = PLAN.thresholds

@@ -43,11 +43,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the stand-in embedding provider
 
 from fake_embedding_server import FakeEmbeddingServer  # noqa: E402
+from harness import demo_queries, gateway_on  # noqa: E402
 
 from rollout import demo  # noqa: E402
 from rollout.analytics.figures import distribution  # noqa: E402
 from rollout.server import GatewayProcess  # noqa: E402
-from rollout.services.ports import free_port  # noqa: E402
 
 SHADOW_TARGET = 1.15
 ANALYTICS_TARGET = 0.05
@@ -179,14 +179,10 @@ def run(requests: int, seconds: float, rounds: int) -> list[str]:
         folder = Path(tmp)
         token = secrets.token_urlsafe(16)
         with demo.prepared_services(folder / "services") as urls:
-            queries = [q for q in demo.queries_path().read_text().splitlines() if q.strip()]
+            queries = demo_queries()
 
             def gateway(name: str, **extra: str) -> GatewayProcess:
-                env = {"DATABASE_URL": urls.database_url, "REDIS_URL": urls.redis_url, "ROLLOUT_ADMIN_TOKEN": token,
-                       "REDIS_KEY_PREFIX": f"bench-shadow-{secrets.token_hex(4)}", "GUNICORN_LOG_LEVEL": "warning",
-                       "FF_ENABLE_GRADUAL_MIGRATION": "true", "EMBEDDING_CACHE": "false", **extra}
-                return GatewayProcess(env, port=free_port(), workers=2, metrics_dir=folder / f"metrics-{name}",
-                                      log_file=folder / f"gateway-{name}.log")
+                return gateway_on(urls, folder, token, f"shadow-{name}", **extra)
 
             with gateway("local").start() as local:
                 client = Client(local.port, token)
@@ -201,7 +197,8 @@ def run(requests: int, seconds: float, rounds: int) -> list[str]:
                 dropped = metric(client, 'rollout_query_log_rows_total{outcome="dropped"}')
                 client.close()
             off_rate, on_rate = sum(rates["off"]) / rounds, sum(rates["on"]) / rounds
-            ratio = float(np.median([on / off for on, off in zip(rates["on"], rates["off"], strict=False)]))  # per round pair
+            # the median of per-round ratios, each round's on beside its off
+            ratio = float(np.median([on / off for on, off in zip(rates["on"], rates["off"], strict=False)]))
             cost = 1 - ratio
             lines.append(f"[local embedders] throughput with query analytics {on_rate:.0f} req/s vs without "
                          f"{off_rate:.0f} req/s: median ratio of {rounds} alternating rounds {ratio:.3f}, "

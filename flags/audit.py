@@ -34,7 +34,7 @@ class FlagAudit:
                                 "ORDER BY flag, changed_at DESC, id DESC").fetchall()
         return {flag: value for flag, value in rows}
 
-    def recent(self, limit: int = 50, flag: str | None = None) -> list[dict]:
+    def recent(self, limit: int = 50, flag: str | None = None) -> list[dict[str, object]]:
         with self.pool.connection() as conn:
             rows = conn.execute(
                 "SELECT flag, old_value, new_value, actor, reason, changed_at FROM flag_audit "

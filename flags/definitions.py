@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
 class FlagError(ValueError):
@@ -23,7 +23,7 @@ class InvalidFlagValue(FlagError):
     pass
 
 
-class FlagKind(str, Enum):
+class FlagKind(StrEnum):
     BOOLEAN = "boolean"
     PERCENTAGE = "percentage"
 

@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import TypeVar
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,8 @@ class ReplicatedHash:
         deletes = list(deletes)
         pipe = self.writer.pipeline(transaction=True)
         if updates:
-            pipe.hset(self.key, mapping=dict(updates))
+            fields: dict[FieldT, EncodableT] = {name: value for name, value in updates.items()}
+            pipe.hset(self.key, mapping=fields)
         if deletes:
             pipe.hdel(self.key, *deletes)
         pipe.incr(self.version_key)
@@ -130,7 +132,10 @@ class ReplicatedHash:
         copy = self._copy
         for attempt in range(attempts):
             # optimistic first: the local copy is almost always current, which saves a round trip
-            version, data = (copy.version, copy.data) if attempt == 0 and copy.version is not None else self._fetch(self.writer)
+            if attempt == 0 and copy.version is not None:
+                version, data = copy.version, copy.data
+            else:
+                version, data = self._fetch(self.writer)
             change, result = compute(data)
             if change is None:
                 return None, result
@@ -156,11 +161,6 @@ class ReplicatedHash:
             except (ValueError, KeyError, TypeError):
                 log.warning("%s: unreadable announcement; fetching the hash", self.key)
         self.load()
-
-    def install_local(self, data: Mapping[str, str]) -> None:
-        """Change this process's copy only (Redis unreachable); the next sync replaces it."""
-        version = self._copy.version if self._copy.version is not None else 0
-        self._install(version, dict(data), force=True)
 
     def _install(self, version: int, data: Mapping[str, str], *, force: bool) -> bool:
         with self._install_lock:
@@ -259,7 +259,8 @@ class Replicator:
                 backoff = 0.1
             except (redis.RedisError, OSError, ValueError) as exc:
                 self._mark_down(exc)
-                pubsub = _close(pubsub)
+                _close(pubsub)
+                pubsub = None
                 self._pause(backoff)
                 backoff = min(backoff * 2, 5.0)
         _close(pubsub)
@@ -309,7 +310,7 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _close(pubsub) -> None:
+def _close(pubsub: redis.client.PubSub | None) -> None:
     if pubsub is not None:
         try:
             pubsub.close()

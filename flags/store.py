@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from types import MappingProxyType
 
 from flags.definitions import DEFINITIONS, FlagDefinition, FlagError, definition
@@ -24,7 +24,7 @@ from flags.replica import ReplicatedHash
 log = logging.getLogger(__name__)
 
 
-class Source(str, Enum):
+class Source(StrEnum):
     REDIS = "redis"          # an override set through the API or CLI
     ENVIRONMENT = "env"      # FF_* in the environment or .env
     DEFAULT = "default"      # the definition's default
@@ -58,7 +58,8 @@ class FlagNotAudited(Exception):
     """The change was refused (or undone): its audit row could not be written."""
 
 
-AuditSink = Callable[[FlagChange], AbstractContextManager]  # writes the row; commits when the block ends
+AuditSink = Callable[[FlagChange], AbstractContextManager[object]]  # writes the row; commits when the block ends
+SnapshotListener = Callable[["FlagSnapshot"], None]  # must return at once (OpenFeature's hooks, for snapshots)
 
 
 def _refusal(change: FlagChange, exc: Exception) -> str:
@@ -74,6 +75,7 @@ class FlagStore:
         self.definitions = definitions
         self.env_values = self._parse_environment(environ or {})
         self._audit_sinks: list[AuditSink] = []
+        self._listeners: list[SnapshotListener] = []
         self._snapshot = self._build()
         replica.on_change(lambda _replica: self._rebuild())
 
@@ -84,7 +86,7 @@ class FlagStore:
     def get(self, name: str) -> bool | float:
         return self._snapshot.values[definition(name).name]
 
-    def describe(self) -> list[dict]:
+    def describe(self) -> list[dict[str, object]]:
         snap = self._snapshot
         return [
             {"name": d.name, "type": d.kind.value, "value": snap.values[d.name],
@@ -95,6 +97,11 @@ class FlagStore:
     # -- writing --------------------------------------------------------------
     def add_audit_sink(self, sink: AuditSink) -> None:
         self._audit_sinks.append(sink)
+
+    def add_listener(self, listener: SnapshotListener) -> None:
+        """Told each new snapshot (an override set here or elsewhere), and the current one at once."""
+        self._listeners.append(listener)
+        self._tell(listener, self._snapshot)
 
     def set(self, name: str, raw_value: object, *, actor: str, reason: str | None = None) -> FlagChange:
         """Validate and store an override; raises FlagError, redis.RedisError or FlagNotAudited."""
@@ -146,7 +153,16 @@ class FlagStore:
         return values
 
     def _rebuild(self) -> None:
-        self._snapshot = self._build()
+        self._snapshot = snapshot = self._build()
+        for listener in self._listeners:
+            self._tell(listener, snapshot)
+
+    @staticmethod
+    def _tell(listener: SnapshotListener, snapshot: FlagSnapshot) -> None:
+        try:
+            listener(snapshot)
+        except Exception:  # an observer must never stop a flag change from being seen
+            log.exception("flag listener %r failed", listener)
 
     def _build(self) -> FlagSnapshot:
         overrides = self.replica.data

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from flask import Flask
 
 from rollout import api, console
+from rollout.api import context
 from rollout.config import Settings
 from rollout.errors import ConfigError
 from rollout.runtime import Runtime
@@ -29,7 +30,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None, *, runtime: R
         runtime = Runtime(settings, settings.database_url, settings.redis_url).start()
     app = Flask("rollout")
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, JSON_SORT_KEYS=False)
-    app.extensions["rollout"] = runtime
+    context.install(app, runtime)
     api.init_app(app)
     console.init_app(app)
     if not logging.getLogger().handlers:

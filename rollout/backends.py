@@ -7,7 +7,8 @@ table and embedder, so one class serves both.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import psycopg
@@ -40,16 +41,11 @@ class SearchResult:
     embed_ms: float
     search_ms: float
     cache_hit: bool = False
-    extra: dict = field(default_factory=dict)
     tokens: int = 0  # what embedding the query used (0 from the cache; an estimate where the model reports none)
 
     @property
     def top_similarity(self) -> float | None:
         return self.hits[0].similarity if self.hits else None
-
-    @property
-    def total_ms(self) -> float:
-        return self.embed_ms + self.search_ms
 
     @property
     def ids(self) -> list[str]:
@@ -75,7 +71,19 @@ class QueryRejected(RolloutError):
         self.version = version
 
 
+class SearchBackend(Protocol):
+    """What the gateway needs of a version: its name, its query cache (if any) and a search."""
+
+    version: str
+    query_cache: object | None
+
+    def search(self, text: str, k: int, category: str | None = None,
+               min_similarity: float | None = None) -> SearchResult: ...
+
+
 class VersionBackend:
+    """A version's search in PostgreSQL: the query embedded by the version's model, its table searched."""
+
     SNIPPET_CHARS = 240
 
     def __init__(self, version: VersionSettings, embedder: Embedder, pool: ConnectionPool):

@@ -33,12 +33,12 @@ def rank_biased_overlap(a: Sequence[str], b: Sequence[str], p: float = RBO_PERSI
     if not a or not b:
         return 0.0
     short, long = (a, b) if len(a) <= len(b) else (b, a)
-    s, l = len(short), len(long)
+    s, n = len(short), len(long)  # the paper's s and l
     seen_short: set[str] = set()
     seen_long: set[str] = set()
     overlap = 0  # X_d: items shared by the two prefixes of depth d
     overlaps = [0]
-    for d in range(1, l + 1):
+    for d in range(1, n + 1):
         item_long = long[d - 1]
         if d <= s:
             item_short = short[d - 1]
@@ -51,10 +51,10 @@ def rank_biased_overlap(a: Sequence[str], b: Sequence[str], p: float = RBO_PERSI
             overlap += 1
         seen_long.add(item_long)
         overlaps.append(overlap)
-    x_s, x_l = overlaps[s], overlaps[l]
-    weighted = sum(overlaps[d] / d * p ** d for d in range(1, l + 1))
-    weighted += sum(x_s * (d - s) / (s * d) * p ** d for d in range(s + 1, l + 1))
-    value = (1 - p) / p * weighted + ((x_l - x_s) / l + x_s / s) * p ** l
+    x_s, x_l = overlaps[s], overlaps[n]
+    weighted = sum(overlaps[d] / d * p ** d for d in range(1, n + 1))
+    weighted += sum(x_s * (d - s) / (s * d) * p ** d for d in range(s + 1, n + 1))
+    value = (1 - p) / p * weighted + ((x_l - x_s) / n + x_s / s) * p ** n
     return min(1.0, max(0.0, value))  # floating-point sums may stray past the bounds by an ulp
 
 

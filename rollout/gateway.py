@@ -2,7 +2,7 @@
 
 Kept apart from Flask so the CLI, benchmarks and tests drive the same code the
 HTTP endpoint does. Work that is not the answer (analytics, comparisons) is handed
-to observers and record listeners, which must return at once (they enqueue; they
+to record and pair listeners, which must return at once (they enqueue; they
 never do I/O inline).
 
 The two versions are the rollout's baseline and candidate (`Roles`, read once per request
@@ -23,19 +23,18 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from flags import PARALLEL_RAG, PERFORMANCE_LOGGING, FlagStore
 from rollout.analytics.record import QueryRecord
-from rollout.backends import SearchFailed, SearchResult, VersionBackend
+from rollout.analytics.rows import QueryRows, TextPolicy
+from rollout.backends import SearchBackend, SearchFailed, SearchResult
 from rollout.comparison import Comparison, compare
 from rollout.deadline import QueryDeadline
 from rollout.merging import MergedHit, Merger
 from rollout.metrics import Metrics
 from rollout.routing import Decision, Reason, Roles, Router
-from rollout.shadow import PendingSearch, SearchRun, ShadowPool, timed_search
+from rollout.shadow import Handoff, PendingSearch, SearchRun, ShadowPool, timed_search
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +86,8 @@ class MergedAnswer:
         return "merged" if len(answered) > 1 else answered[0]
 
 
-Observer = Callable[[RagAnswer], None]
 RecordListener = Callable[[QueryRecord], None]
 PairListener = Callable[["RagAnswer", SearchResult, Comparison], None]  # must return at once (enqueue only)
-TextPolicy = Callable[[str], tuple[str, str | None]]  # query text -> (hash, text kept or None)
-Finish = Callable[[SearchRun | None], None]  # completes a query's record, given its shadow's run
-HANDOFF_TIMEOUT_S = 120.0  # a safety net: every request path hands over (or cancels) at once
 
 
 class VersionHealthRecorder:
@@ -104,7 +99,7 @@ class VersionHealthRecorder:
 
 
 class RagGateway:
-    def __init__(self, router: Router, backends: Mapping[str, VersionBackend], metrics: Metrics,
+    def __init__(self, router: Router, backends: Mapping[str, SearchBackend], metrics: Metrics,
                  flags: FlagStore, health: VersionHealthRecorder | None = None, *,
                  shadow_pool: ShadowPool | None = None, shadow_sample_rate: float = 1.0,
                  merger: Merger | None = None, query_text: TextPolicy | None = None,
@@ -118,8 +113,7 @@ class RagGateway:
         self.shadow_pool = shadow_pool
         self.shadow_sample_rate = shadow_sample_rate
         self.merger = merger or Merger(None)
-        self.query_text = query_text or (lambda text: ("", None))
-        self.observers: list[Observer] = []          # each routed answer, as soon as it is known
+        self.rows = QueryRows(query_text or (lambda text: ("", None)), self._cache_hit)
         self.record_listeners: list[RecordListener] = []  # each query's record, once complete
         # a client's min_similarity is on the baseline's scale; this maps it to a version's (calibration)
         self.threshold_for: Callable[[str, float | None], float | None] = lambda version, threshold: threshold
@@ -133,8 +127,8 @@ class RagGateway:
         roles = self.router.roles  # one snapshot of the pair for the whole request
         decision = self.router.decide(query.user_key, query.category, query.forced)
         self.metrics.routing_decisions.labels(decision.version, decision.reason.value).inc()
-        handoff: Future[Finish | None] = Future()  # how the shadow's thread completes this query's record
-        shadow = self._start_shadow(roles, decision.version, query, handoff)
+        handoff = Handoff()  # how the shadow's thread completes this query's record
+        handoff.shadow = self._start_shadow(roles, decision.version, query, handoff)
         failure, hedge = None, None
         try:
             try:
@@ -142,34 +136,30 @@ class RagGateway:
                     result = self._search(decision.version, query)
                 else:
                     run, hedge = self._within_deadline(roles.baseline, decision.version, query,
-                                                       hedged=shadow is not None, arrived=started)
+                                                       hedged=handoff.shadow is not None, arrived=started)
                     result = self._account(run)
             except SearchFailed as exc:
                 if decision.version == roles.baseline:
                     raise
                 failure = exc
                 self.metrics.fallbacks.labels(exc.kind).inc()
-                in_flight, shadow = shadow, None
-                result = self._fallback(roles.baseline, query, in_flight, handoff, hedge)
+                result = self._fallback(roles.baseline, query, handoff, hedge)
         except SearchFailed as exc:
             self.metrics.requests.labels(roles.baseline, "error").inc()
             latency_ms = (time.perf_counter() - started) * 1000
             final = exc  # `exc` is unbound when the block ends; the record may be written later
-            self._complete_later(shadow, handoff, lambda run: self._emit(
-                self._failure_record(query, decision, final, failure, arrived, latency_ms)))
+            handoff.failed(lambda run: self._emit(
+                self.rows.failed(query, decision, arrived, latency_ms, final, failure)))
             raise
         except BaseException:
-            if not handoff.done():
-                handoff.set_result(None)  # an unexpected error: the shadow ends without a comparison
+            handoff.abandoned()  # an unexpected error: the shadow ends without a comparison
             raise
         latency_ms = (time.perf_counter() - started) * 1000
         answer = RagAnswer(query, decision, result, failure is not None, latency_ms, failure)
         try:
             self._measure(answer)
-            for observer in self.observers:
-                self._call(observer, answer)
         finally:
-            self._complete_later(shadow, handoff, lambda run: self._complete(answer, arrived, run))
+            handoff.answered(lambda run: self._complete(answer, arrived, run))
         return answer
 
     def _complete(self, answer: RagAnswer, arrived: float, shadow: SearchRun | None) -> None:
@@ -180,9 +170,10 @@ class RagGateway:
             self._measure_comparison(answer.served_by, comparison)
             for listener in self.pair_listeners:
                 self._call(listener, answer, shadow.result, comparison)
-        self._emit(self._answer_record(answer, arrived, shadow, comparison))
+        self._emit(self.rows.answered(answer.query, answer.decision, arrived, answer.latency_ms, answer.result,
+                                      answer.failure, shadow, comparison))
 
-    def _start_shadow(self, roles: Roles, version: str, query: RagQuery, handoff: Future) -> PendingSearch | None:
+    def _start_shadow(self, roles: Roles, version: str, query: RagQuery, handoff: Handoff) -> PendingSearch | None:
         if self.shadow_pool is None or not self.flags.snapshot()[PARALLEL_RAG]:
             return None
         shadow = roles.other(version)
@@ -195,32 +186,10 @@ class RagGateway:
             self.metrics.shadow_skipped.labels(shadow, "held_off").inc()
             return None
         pending = self.shadow_pool.submit(shadow, lambda: self._raw_search(shadow, query),
-                                          lambda run: self._after_shadow(run, handoff))
+                                          lambda run: handoff.shadow_done(run, self._measure_shadow))
         if pending is None:
             self.metrics.shadow_skipped.labels(shadow, "saturated").inc()
         return pending
-
-    def _after_shadow(self, run: SearchRun, handoff: Future[Finish | None]) -> None:
-        """In the shadow's thread: wait for the request to hand over, then measure, compare and record.
-
-        All of this runs off the request thread, even when the shadow ends first.
-        """
-        try:
-            finish = handoff.result(timeout=HANDOFF_TIMEOUT_S)
-        except TimeoutError:
-            log.error("a request never handed its answer to its shadow; the comparison is lost")
-            return
-        if finish is None:  # the request used this run as its fallback answer
-            return
-        self._measure_shadow(run)
-        finish(run)
-
-    def _complete_later(self, shadow: PendingSearch | None, handoff: Future[Finish | None], finish: Finish) -> None:
-        """Finish the query's record now (no shadow) or in the shadow's thread once it has ended."""
-        if shadow is None:
-            finish(None)
-        elif not handoff.done():
-            handoff.set_result(finish)
 
     def _within_deadline(self, baseline: str, version: str, query: RagQuery, *,
                          hedged: bool, arrived: float) -> tuple[SearchRun, SearchRun | None]:
@@ -239,15 +208,16 @@ class RagGateway:
         self.metrics.hedged_requests.labels(version, "candidate" if run.result is not None else "baseline").inc()
         return run, hedge
 
-    def _fallback(self, baseline: str, query: RagQuery, shadow: PendingSearch | None, handoff: Future,
+    def _fallback(self, baseline: str, query: RagQuery, handoff: Handoff,
                   hedge: SearchRun | None = None) -> SearchResult:
         """The baseline's answer after a candidate failure: its hedge or its shadow in flight if there is
         one, else a new search."""
         if hedge is not None:
             return self._account(hedge)
+        shadow = handoff.shadow
         if shadow is None:
             return self._search(baseline, query)
-        handoff.set_result(None)  # no comparison: the shadow becomes the answer
+        handoff.shadow_answered()  # no comparison: the shadow becomes the answer
         self.metrics.shadow_fallback_served.labels(baseline).inc()
         return self._account(shadow.result())
 
@@ -295,8 +265,8 @@ class RagGateway:
         if not answered:
             failure = runs[baseline].failure
             self.metrics.requests.labels(baseline, "error").inc()
-            self._emit(self._failure_record(query, decision, failure, None, arrived,
-                                            (time.perf_counter() - started) * 1000, mode="merged"))
+            self._emit(self.rows.failed(query, decision, arrived, (time.perf_counter() - started) * 1000, failure,
+                                        None, mode="merged"))
             raise failure
         hits = self.merger.merge({v: result.hits for v, result in answered.items()}, query.k)
         comparison = (compare(answered[baseline].ids, answered[candidate].ids, query.k)
@@ -306,7 +276,7 @@ class RagGateway:
         for result in answered.values():
             self._measure_stages(result)
         self.metrics.merged_requests.labels("both" if len(answered) == 2 else next(iter(answered))).inc()
-        self._emit(self._merged_record(merged, arrived))
+        self._emit(self.rows.merged(query, decision, arrived, latency_ms, runs, merged.served_by, comparison))
         return merged
 
     # -- searching and measuring ---------------------------------------------------------
@@ -383,59 +353,3 @@ class RagGateway:
     def _cache_hit(self, result: SearchResult) -> bool | None:
         backend = self.backends.get(result.version)
         return result.cache_hit if backend is not None and backend.query_cache is not None else None
-
-    def _base(self, query: RagQuery, decision: Decision, arrived: float, latency_ms: float, mode: str) -> dict:
-        query_hash, text = self.query_text(query.text)
-        user_hash, _ = self.query_text(query.user_key)  # the same keyed hash; the key itself is never kept
-        return dict(logged_at=datetime.fromtimestamp(arrived, UTC), request_id=query.request_id, mode=mode,
-                    bucket=decision.bucket, reason=decision.reason.value, routed_version=decision.version,
-                    query_hash=query_hash, query_text=text, category=query.category, k=query.k,
-                    latency_ms=latency_ms, user_hash=user_hash or None)
-
-    def _answer_record(self, answer: RagAnswer, arrived: float, shadow: SearchRun | None,
-                       comparison: Comparison | None) -> QueryRecord:
-        result = answer.result
-        return QueryRecord(
-            **self._base(answer.query, answer.decision, arrived, answer.latency_ms, "routed"),
-            **self._main_fields(result), fallback=answer.fallback,
-            fallback_reason=answer.failure.kind if answer.failure else None, error_kind=None,
-            **_other_fields(shadow, comparison))
-
-    def _merged_record(self, merged: MergedAnswer, arrived: float) -> QueryRecord:
-        """The first version that answered (the baseline unless it failed) in the main columns, the other in
-        other_*."""
-        main = merged.answered[0]
-        others = [run for version, run in merged.runs.items() if version != main]
-        failed = [run for run in merged.runs.values() if run.failure is not None]
-        return QueryRecord(
-            **self._base(merged.query, merged.decision, arrived, merged.latency_ms, "merged"),
-            **{**self._main_fields(merged.runs[main].result), "served_version": merged.served_by},
-            fallback=bool(failed),
-            fallback_reason=failed[0].error if failed else None, error_kind=None,
-            **_other_fields(others[0] if others else None, merged.comparison))
-
-    def _main_fields(self, result: SearchResult) -> dict:
-        return dict(served_version=result.version, embed_ms=result.embed_ms, search_ms=result.search_ms,
-                    top_similarity=result.top_similarity, result_count=len(result.hits),
-                    cache_hit=self._cache_hit(result), embed_tokens=result.tokens)
-
-    def _failure_record(self, query: RagQuery, decision: Decision, exc: SearchFailed,
-                        fallback_from: SearchFailed | None, arrived: float, latency_ms: float,
-                        mode: str = "routed") -> QueryRecord:
-        return QueryRecord(
-            **self._base(query, decision, arrived, latency_ms, mode), served_version=None, embed_ms=None,
-            search_ms=None, top_similarity=None, result_count=0, cache_hit=None, fallback=fallback_from is not None,
-            fallback_reason=fallback_from.kind if fallback_from else None, error_kind=exc.kind)
-
-
-def _other_fields(run: SearchRun | None, comparison: Comparison | None) -> dict:
-    """The other_* and comparison columns of a record."""
-    fields: dict = {}
-    if run is not None:
-        fields.update(other_version=run.version, other_latency_ms=run.latency_ms, other_error=run.error,
-                      other_top_similarity=run.result.top_similarity if run.result is not None else None,
-                      other_embed_tokens=run.result.tokens if run.result is not None else None)
-    if comparison is not None:
-        fields.update(overlap=comparison.overlap, rbo=comparison.rbo, kendall_tau=comparison.kendall_tau,
-                      top1_agreement=comparison.top1_agreement)
-    return fields

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
+from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagSnapshot
+
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.8, 1.2, 2.0, 5.0)
 SIMILARITY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
 OVERLAP_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
@@ -229,6 +231,11 @@ class Metrics:
         for labels in wanted:
             self.version_role.labels(*labels).set(1)
         self._roles_set = wanted
+
+    def flags_seen(self, snapshot: FlagSnapshot) -> None:
+        """A flag store's listener: the rollout's percentage and master switch as gauges."""
+        self.rollout_percentage.set(snapshot[V2_PERCENTAGE])
+        self.migration_enabled.set(1 if snapshot[GRADUAL_MIGRATION] else 0)
 
     def add_versions(self, versions: Iterable[str]) -> None:
         """Zero series of each version (by its registry name), so panels show 0, not "no data"."""

@@ -9,14 +9,14 @@ background and a Redis client that connects on first use.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import psycopg
 import redis
 from prometheus_client import CollectorRegistry
 
-from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagStore, ReplicatedHash, Replicator
+from flags import FlagStore, ReplicatedHash, Replicator
 from flags.audit import FlagAudit
 from flags.restore import FlagRestore
 from rollout import schema
@@ -24,7 +24,15 @@ from rollout.alerts import AlertEventStore, AlertPolicy, AlertService, RollbackA
 from rollout.analytics.figures import Figures
 from rollout.analytics.querylog import QueryLogWriter, QueryText
 from rollout.backends import VersionBackend
-from rollout.breaker import BreakerPolicy, CircuitBreakers, ReplicatedBreakerStorage, SlowCallPolicy, SlowCallWindow
+from rollout.breaker import (
+    BreakerPolicy,
+    BreakerStorage,
+    CircuitBreakers,
+    ReplicatedBreakerStorage,
+    SlowCallPolicy,
+    SlowCallWindow,
+)
+from rollout.breaker.listeners import BreakerMetrics
 from rollout.config import VERSIONS, Settings, VersionSettings
 from rollout.controller.collector import EvidenceCollector
 from rollout.controller.leader import LEADER_KEY
@@ -37,7 +45,7 @@ from rollout.controller.sources import SourceContext
 from rollout.controller.store import RolloutStore
 from rollout.database import open_pool
 from rollout.deadline import QueryDeadline
-from rollout.embedders import build_embedder
+from rollout.embedders import Embedder, build_embedder
 from rollout.embedding_cache import QueryEmbeddingCache
 from rollout.errors import RolloutError
 from rollout.gateway import RagGateway
@@ -67,17 +75,27 @@ def redis_client(url: str, timeout_s: float = 2.0) -> redis.Redis:
 
 
 class Runtime:
+    """Every service of one process. Each part may be passed in (a test's, a benchmark's); the
+    defaults are production's, built from the settings."""
+
     def __init__(self, settings: Settings, database_url: str, redis_url: str, *,
-                 metrics_registry: CollectorRegistry | None = None, pool_size: int | None = None):
+                 metrics_registry: CollectorRegistry | None = None, pool_size: int | None = None,
+                 redis: redis.Redis | None = None, flags: FlagStore | None = None,
+                 embedders: Mapping[str, Embedder] | None = None,
+                 backends: Mapping[str, VersionBackend] | None = None,
+                 breaker_storage: BreakerStorage | None = None):
         self.settings = settings
         self.database_url = database_url
         self.redis_url = redis_url
         self.metrics = Metrics(metrics_registry)
         self.metrics.add_versions(VERSIONS)
-        self.redis = redis_client(redis_url)  # connects on first use
-        self.flag_replica = ReplicatedHash(self.redis, self.key("flags"))
-        self.flags = FlagStore(self.flag_replica, settings.flag_env)  # a bad FF_* default stops here
-        self.embedders = {v: build_embedder(settings.version(v), settings, purpose="query") for v in VERSIONS}
+        self.redis = redis if redis is not None else redis_client(redis_url)  # connects on first use
+        self.flags = flags if flags is not None else FlagStore(ReplicatedHash(self.redis, self.key("flags")),
+                                                               settings.flag_env)  # a bad FF_* default stops here
+        self.flag_replica = self.flags.replica
+        self.flags.add_listener(self.metrics.flags_seen)
+        self.embedders = dict(embedders) if embedders is not None else {
+            v: build_embedder(settings.version(v), settings, purpose="query") for v in VERSIONS}
         self.replicator = Replicator(self.redis, [self.flag_replica],
                                      check_interval_s=settings.flags_check_interval_s,
                                      name=f"replicator-{settings.redis_key_prefix}")
@@ -89,7 +107,8 @@ class Runtime:
             self.flags.add_audit_sink(self.flag_audit.recording)
             self.flag_restore = FlagRestore(self.flags, self.flag_audit, lambda: self.replicator.healthy)
             self.replicator.on_tick(self.flag_restore.tick)
-            self.backends = {v: VersionBackend(settings.version(v), self.embedders[v], self.pool) for v in VERSIONS}
+            self.backends = dict(backends) if backends is not None else {
+                v: VersionBackend(settings.version(v), self.embedders[v], self.pool) for v in VERSIONS}
             # until the registry is read (start/sync): the schema's first two versions
             self.router = Router(self.flags, settings.routing_group, Roles(*VERSIONS))
             self.metrics.set_roles(*self.router.roles)
@@ -97,13 +116,15 @@ class Runtime:
             # Breaker writes happen on the request path (a V2 failure) and on alerts: their own client
             # with a shorter timeout, past which the change is applied locally and written back later.
             self.breaker_redis = redis_client(redis_url, settings.breaker_redis_timeout_ms / 1000)
-            self.breaker_replica = ReplicatedHash(self.redis, self.key("breaker"), write_client=self.breaker_redis)
-            self.replicator.watch(self.breaker_replica)
+            if breaker_storage is None:
+                breaker_replica = ReplicatedHash(self.redis, self.key("breaker"), write_client=self.breaker_redis)
+                self.replicator.watch(breaker_replica)
+                breaker_storage = ReplicatedBreakerStorage(breaker_replica, VERSIONS)
             self.breakers = CircuitBreakers(
-                ReplicatedBreakerStorage(self.breaker_replica, VERSIONS),
+                breaker_storage,
                 BreakerPolicy(settings.breaker_fail_max, settings.breaker_reset_timeout_s,
                               settings.breaker_probe_lease_s),
-                self.metrics, redis_up=lambda: self.replicator.healthy,
+                redis_up=lambda: self.replicator.healthy, listeners=[BreakerMetrics(self.metrics)],
                 slow_calls=SlowCallWindow(SlowCallPolicy(
                     settings.breaker_slow_call_duration_ms, settings.breaker_slow_call_rate,
                     settings.breaker_slow_call_window, settings.breaker_slow_call_min_calls)))
@@ -180,7 +201,7 @@ class Runtime:
                 relevance=(self._relevance_evidence
                            if settings.rollout_quality_gate == "relevance" else None))
             if settings.rollout_plan_file:
-                self.follow_plan(read_plan(settings.rollout_plan_file, settings))
+                self.follow_plan(read_plan(settings.rollout_plan_file, RolloutPlan.from_settings(settings)))
         except BaseException:
             self.pool.close()
             raise
@@ -286,9 +307,6 @@ class Runtime:
         return self.replicator.sync_now()
 
     def refresh_gauges(self) -> None:
-        snapshot = self.flags.snapshot()
-        self.metrics.rollout_percentage.set(snapshot[V2_PERCENTAGE])
-        self.metrics.migration_enabled.set(1 if snapshot[GRADUAL_MIGRATION] else 0)
         age = self.replicator.snapshot_age_s()
         if age is not None:
             self.metrics.flags_snapshot_age.set(age)

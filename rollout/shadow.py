@@ -104,3 +104,57 @@ class ShadowPool:
 
     def shutdown(self, wait: bool = True) -> None:
         self._executor.shutdown(wait=wait, cancel_futures=True)
+
+
+Finish = Callable[[SearchRun | None], None]  # completes a query's record, given its shadow's run
+
+
+class Handoff:
+    """Where a request and its shadow meet, so the query's record is completed once, off the request thread.
+
+    The request says how it ended: `answered(finish)` or `failed(finish)` (the record to complete with the
+    shadow's run), or `shadow_answered()` (the shadow's run was the answer: nothing to compare), or
+    `abandoned()` (an unexpected error). The shadow's thread calls `shadow_done(run)`, which waits for
+    that word and completes the record. Without a shadow, `finish` runs at once in the request thread.
+    """
+
+    TIMEOUT_S = 120.0  # a safety net: every request path hands over (or abandons) at once
+
+    def __init__(self) -> None:
+        self._finish: Future[Finish | None] = Future()
+        self.shadow: PendingSearch | None = None  # set once the shadow has started
+
+    def answered(self, finish: Finish) -> None:
+        self._hand(finish)
+
+    def failed(self, finish: Finish) -> None:
+        self._hand(finish)
+
+    def shadow_answered(self) -> None:
+        self._set(None)
+        self.shadow = None  # the record is completed at once, without a comparison
+
+    def abandoned(self) -> None:
+        self._set(None)
+
+    def shadow_done(self, run: SearchRun, measure: Callable[[SearchRun], None]) -> None:
+        """In the shadow's thread: wait for the request's word, then measure and complete the record."""
+        try:
+            finish = self._finish.result(timeout=self.TIMEOUT_S)
+        except TimeoutError:
+            log.error("a request never handed its answer to its shadow; the comparison is lost")
+            return
+        if finish is None:
+            return
+        measure(run)
+        finish(run)
+
+    def _hand(self, finish: Finish) -> None:
+        if self.shadow is None:
+            finish(None)
+        else:
+            self._set(finish)
+
+    def _set(self, finish: Finish | None) -> None:
+        if not self._finish.done():
+            self._finish.set_result(finish)

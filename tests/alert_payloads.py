@@ -21,7 +21,7 @@ def alertmanager(status: str = "firing", *, severity: str = "critical", fingerpr
     }
     return {
         "version": "4",
-        "groupKey": '{}/{severity="critical"}:{alertname="%s"}' % alertname,
+        "groupKey": '{}/{severity="critical"}:{alertname="' + alertname + '"}',
         "truncatedAlerts": 0,
         "status": status,
         "receiver": "rag-rollout",
@@ -60,7 +60,7 @@ def grafana(status: str = "firing", *, severity: str = "critical", fingerprint: 
         "commonAnnotations": alert["annotations"],
         "externalURL": "http://grafana.example/",
         "version": "1",
-        "groupKey": '{}:{alertname="%s"}' % alertname,
+        "groupKey": '{}:{alertname="' + alertname + '"}',
         "truncatedAlerts": 0,
         "title": f"[{status.upper()}:1] {alertname} (RAG)",
         "state": "alerting" if status == "firing" else "ok",

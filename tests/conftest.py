@@ -8,33 +8,36 @@ its own Redis key prefix and empty tables, so tests never see each other's state
 from __future__ import annotations
 
 import os
-import time
 import uuid
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
-from prometheus_client import CollectorRegistry
+from helpers import (  # noqa: F401  (also still importable from here)
+    ADMIN_TOKEN,
+    DATA,
+    SAMPLE,
+    WEBHOOK_SECRET,
+    admin_headers,
+    load_and_embed,
+    sample_documents,
+    settings_for,
+    wait_until,
+)
 from tools import in_ci
 
-from rollout import schema
-from rollout.app import create_app
 from rollout.config import VERSIONS, Settings
-from rollout.documents import Document, DocumentStore
-from rollout.migration.index import VectorIndex
-from rollout.runtime import Runtime
-from rollout.services import ServiceUrls, service_urls
-from rollout.services.ports import free_port
-from rollout.services.redis import EmbeddedRedis
-from rollout.versions import create_table
 
-ADMIN_TOKEN = "test-admin-token"
-WEBHOOK_SECRET = "test-webhook-secret"
-DATA = Path(__file__).parent / "data"
+if TYPE_CHECKING:  # the service fixtures import their modules when used: tests/unit never pays for them
+    from rollout.runtime import Runtime
+    from rollout.services import ServiceUrls
 
 
 @pytest.fixture(scope="session")
 def services(tmp_path_factory) -> ServiceUrls:
+    from rollout import schema
+    from rollout.services import service_urls
+
     folder = tmp_path_factory.mktemp("services")
     settings = Settings.from_environ({
         "ROLLOUT_DATA_DIR": str(folder),
@@ -43,22 +46,6 @@ def services(tmp_path_factory) -> ServiceUrls:
     with service_urls(settings) as urls:
         schema.upgrade(urls.database_url, settings)
         yield urls
-
-
-def settings_for(services: ServiceUrls, **overrides: str) -> Settings:
-    """Settings for a test: real services, a private Redis namespace, known secrets."""
-    environ = {
-        "DATABASE_URL": services.database_url,
-        "REDIS_URL": services.redis_url,
-        "REDIS_KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}",
-        "ROLLOUT_ADMIN_TOKEN": ADMIN_TOKEN,
-        "ALERT_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "FLAGS_CHECK_INTERVAL_S": "0.5",
-        "DB_POOL_MIN_SIZE": "0",
-        "DB_POOL_MAX_SIZE": "4",
-    }
-    environ.update(overrides)
-    return Settings.from_environ(environ)
 
 
 def _data_tables(conn: psycopg.Connection) -> list[str]:
@@ -70,6 +57,8 @@ def _data_tables(conn: psycopg.Connection) -> list[str]:
 def _reset_versions(conn: psycopg.Connection) -> None:
     """Back to the two versions the upgrade registers: v1 the baseline, v2 the candidate (a test that
     dropped one gets it back, empty)."""
+    from rollout.versions import create_table
+
     extra = conn.execute("SELECT table_name FROM embedding_versions WHERE name NOT IN ('v1', 'v2')").fetchall()
     for (table,) in extra:
         conn.execute(f"DROP TABLE IF EXISTS {table}")
@@ -91,6 +80,8 @@ def _reset_versions(conn: psycopg.Connection) -> None:
 def clean_db(services):
     """Empty every data table and restore the vector indexes before the test (what a failed or
     killed test left behind goes too)."""
+    from rollout.migration.index import VectorIndex
+
     with psycopg.connect(services.database_url, autocommit=True) as conn:
         _reset_versions(conn)
         tables = _data_tables(conn)
@@ -109,6 +100,10 @@ def settings(services, clean_db) -> Settings:
 @pytest.fixture
 def make_runtime(services, clean_db):
     """Build started runtimes (each like one gateway process); all are closed after the test."""
+    from prometheus_client import CollectorRegistry
+
+    from rollout.runtime import Runtime
+
     built = []
 
     def make(settings: Settings | None = None, **overrides) -> Runtime:
@@ -130,43 +125,14 @@ def runtime(make_runtime, settings) -> Runtime:
 
 @pytest.fixture
 def app(runtime):
+    from rollout.app import create_app
+
     return create_app(runtime.settings, runtime=runtime)
 
 
 @pytest.fixture
 def client(app):
     return app.test_client()
-
-
-def admin_headers(token: str = ADMIN_TOKEN) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-SAMPLE = [
-    ("pool-hours", "facilities", "Pool opening hours", "The indoor pool opens at 6am on weekdays and 8am on weekends."),
-    ("parking-rates", "parking", "Car park rates", "Parking in the garage costs 12 dollars per day; members park free."),
-    ("day-pass", "pricing", "Day pass price", "A coworking day pass costs 35 dollars and includes coffee."),
-    ("jazz-night", "events", "Jazz night on the roof", "Live jazz on the rooftop garden every Friday at 7pm."),
-    ("gym-induction", "facilities", "Gym induction", "New members book a free gym induction with a trainer."),
-    ("refund-policy", "policies", "Refund policy", "Memberships are refundable within 14 days of purchase."),
-]
-
-
-def sample_documents(extra: int = 0) -> list[Document]:
-    docs = [Document(i, t, c, cat, {"source": "test"}) for i, cat, t, c in SAMPLE]
-    docs += [Document(f"filler-{n:04d}", f"Notice {n}", f"Noticeboard item {n} about topic {n % 13} and room {n % 7}.",
-                      ("facilities", "events", "pricing")[n % 3], {"n": n}) for n in range(extra)]
-    return docs
-
-
-def load_and_embed(runtime: Runtime, documents: list[Document] | None = None) -> list[Document]:
-    """Store documents and embed them for both versions, the way the demo does."""
-    from rollout.demo import embed_corpus
-
-    documents = documents if documents is not None else sample_documents()
-    DocumentStore(runtime.pool).upsert_many(documents)
-    embed_corpus(runtime)
-    return documents
 
 
 @pytest.fixture
@@ -181,24 +147,64 @@ def fresh_database(services):
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def wait_until(predicate, timeout_s: float = 10.0, interval_s: float = 0.01) -> bool:
-    """Poll `predicate` until it holds or `timeout_s` passes (bounded: tests never hang)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval_s)
-    return predicate()
-
-
 @pytest.fixture
 def private_redis(tmp_path):
     """A Redis of this test's own, so the test can stop and restart it."""
+    from rollout.services.ports import free_port
+    from rollout.services.redis import EmbeddedRedis
+
     server = EmbeddedRedis(tmp_path)
     port = free_port()
     url = server.start(port)
     yield server, port, url
     server.stop()
+
+
+@pytest.fixture
+def run(settings, tmp_path, monkeypatch):
+    """`rollout ...` in this process, in an empty folder (no stray .env), against the test's services and
+    Redis namespace; keyword arguments add environment variables. `run.env` holds the environment."""
+    from click.testing import CliRunner
+
+    from rollout.cli import command_group
+
+    monkeypatch.chdir(tmp_path)
+    env = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
+           "REDIS_KEY_PREFIX": settings.redis_key_prefix}
+    group = command_group()
+
+    def invoke(*args: str, **extra_env: str):
+        return CliRunner().invoke(group, list(args), env={**env, **extra_env}, catch_exceptions=False)
+
+    invoke.env = env
+    return invoke
+
+
+# Variables the SDKs (OpenAI, Gemini) read on their own; none may leak in from the machine running the tests.
+SDK_VARIABLES = (
+    "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "OPENAI_CUSTOM_HEADERS",
+    "GOOGLE_API_KEY", "GEMINI_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GENAI_USE_ENTERPRISE",
+    "GOOGLE_GENAI_API_VERSION", "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION",
+    "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy",
+)
+
+
+@pytest.fixture
+def offline_sdk(monkeypatch):
+    """The provider SDKs reach only the loopback fakes a test starts (`pytest.mark.usefixtures`)."""
+    for name in SDK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+SLOW_FIXTURES = frozenset({"services", "private_redis", "fresh_database"})  # each starts or uses a server
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that needs a server is `slow`, so `pytest -m "not slow"` selects the fast tier by itself."""
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from alert_payloads import alertmanager, grafana, simple
-from conftest import WEBHOOK_SECRET, admin_headers, load_and_embed, settings_for
+from helpers import WEBHOOK_SECRET, admin_headers, load_and_embed, settings_for
 
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE
 from flags.audit import FlagAudit
@@ -247,11 +247,11 @@ def test_the_rollback_label_trips_whatever_the_severity(client, runtime):
 def test_repeats_change_nothing_and_are_counted(client, runtime):
     at_percentage(runtime, 25)
     post(client, alertmanager())
-    version = runtime.breaker_replica.version
+    version = runtime.breakers.shared.version
     for _ in range(3):
         response = post(client, alertmanager())
         assert response.status_code == 200 and response.get_json()["alerts"][0]["outcome"] == "repeat"
-    assert runtime.breaker_replica.version == version  # no write at all
+    assert runtime.breakers.shared.version == version  # no write at all
     assert sample(runtime, "alerts_repeats_total", source="alertmanager") == 3
     assert sample(runtime, "rollout_rollbacks_total", trigger="alert") == 1
     assert len([c for c in FlagAudit(runtime.pool).recent(50) if c["actor"].startswith("alert:")]) == 1

@@ -7,7 +7,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 from analytics_rows import NOW, insert, record
-from conftest import load_and_embed, wait_until
+from helpers import load_and_embed, wait_until
 from test_shadow import QUERY, app_client, locked, sample
 
 from flags import GRADUAL_MIGRATION, PARALLEL_RAG, QUERY_ANALYTICS

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import sample_documents, settings_for
 from fake_embedding_server import FakeEmbeddingServer, vector_for
+from helpers import sample_documents, settings_for
 
 from rollout.documents import Document, DocumentStore
 from rollout.embedders import LexicalEmbedder
@@ -325,7 +325,7 @@ def test_a_runs_own_workers_never_count_as_other_loaders(runtime):
         assert index.others_loading(control) == 2
         assert index.others_loading(control, exclude={own.info.backend_pid}) == 1
         assert index.others_loading(control, exclude={own.info.backend_pid, other.info.backend_pid}) == 0
-    with psycopg.connect(runtime.database_url, application_name=name, autocommit=True) as idle, \
+    with psycopg.connect(runtime.database_url, application_name=name, autocommit=True), \
             psycopg.connect(runtime.database_url, application_name=name) as busy, \
             psycopg.connect(runtime.database_url, autocommit=True) as control:
         busy.execute("SELECT 1")  # inside a batch's transaction: idle in transaction

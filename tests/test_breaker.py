@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 from alert_payloads import alertmanager
-from conftest import WEBHOOK_SECRET, admin_headers, load_and_embed, settings_for, wait_until
+from helpers import WEBHOOK_SECRET, admin_headers, load_and_embed, settings_for, wait_until
 
 from flags import GRADUAL_MIGRATION, PARALLEL_RAG, V2_PERCENTAGE, bucket, threshold
 from rollout.alerts.actions import ActionResult

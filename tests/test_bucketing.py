@@ -5,7 +5,7 @@ import json
 import mmh3
 import numpy as np
 import pytest
-from conftest import DATA
+from helpers import DATA
 
 from flags.bucketing import RESOLUTION, bucket, in_rollout, threshold
 

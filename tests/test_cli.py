@@ -4,25 +4,8 @@ import json
 import re
 
 import pytest
-from click.testing import CliRunner
 
-import rollout.cli.database  # noqa: F401  (registers the commands)
-import rollout.cli.flags  # noqa: F401
-import rollout.cli.server  # noqa: F401
-from rollout.cli import cli
 from rollout.services.ports import free_port
-
-
-@pytest.fixture
-def run(settings, tmp_path, monkeypatch):
-    """Invoke `rollout ...` in an empty folder (no stray .env) against the test's services."""
-    monkeypatch.chdir(tmp_path)
-    env = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
-           "REDIS_KEY_PREFIX": settings.redis_key_prefix}
-
-    def invoke(*args, **extra_env):
-        return CliRunner().invoke(cli, list(args), env={**env, **extra_env}, catch_exceptions=False)
-    return invoke
 
 
 def test_db_upgrade_is_idempotent(run):

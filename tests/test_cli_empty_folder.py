@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs the CLI in subprocesses
+
 READ_ONLY = [("stage", "status"), ("flags", "show"), ("breaker", "status"), ("migrate", "status"),
              ("stage", "history")]
 

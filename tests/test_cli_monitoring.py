@@ -9,29 +9,17 @@ from datetime import timedelta
 
 import pytest
 from analytics_rows import NOW, insert, record
-from click.testing import CliRunner
-from conftest import load_and_embed
+from helpers import load_and_embed
 
-from rollout.cli import (
-    cli,
-    monitoring,  # noqa: F401  (registers the commands)
-)
 from rollout.comparison import compare
 from rollout.demo import queries_path
 
 
 @pytest.fixture
-def run(runtime, tmp_path, monkeypatch):
-    """Invoke `rollout ...` in this process against the test's services and Redis namespace."""
-    env = {"DATABASE_URL": runtime.database_url, "REDIS_URL": runtime.redis_url,
-           "REDIS_KEY_PREFIX": runtime.settings.redis_key_prefix, "CRITERIA_MIN_SAMPLES": "5"}
-
-    monkeypatch.chdir(tmp_path)  # no stray .env
-
-    def invoke(*args: str):
-        return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
-
-    invoke.env = env
+def run(run):
+    """The shared `run`, judging on five samples."""
+    invoke = lambda *args: run(*args, CRITERIA_MIN_SAMPLES="5")  # noqa: E731
+    invoke.env = {**run.env, "CRITERIA_MIN_SAMPLES": "5"}
     return invoke
 
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 from analytics_rows import NOW, insert, record
-from conftest import ADMIN_TOKEN, admin_headers, load_and_embed
+from helpers import ADMIN_TOKEN, admin_headers, load_and_embed
 
 from rollout.api.history import DECISION_FIELDS, FLAG_FIELDS
 from rollout.app import create_app
@@ -182,7 +182,7 @@ def test_a_visitor_reads_the_history_without_what_only_admins_may_see(client, ru
     """Decisions with their evidence, the flag audit and alert events, without notification results, errors,
     plans or the alerts' payloads; nothing of the admin token or the webhook secret."""
     from alert_payloads import alertmanager
-    from conftest import WEBHOOK_SECRET
+    from helpers import WEBHOOK_SECRET
 
     client.post("/api/rollout/stage", json={"action": "advance", "reason": "first stage"}, headers=admin_headers())
     [evaluation] = runtime.stages.evaluate(now=runtime.stages.store.read().state.stage_started_at + 1)

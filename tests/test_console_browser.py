@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from analytics_rows import insert, record
-from conftest import ADMIN_TOKEN, admin_headers, load_and_embed
+from helpers import ADMIN_TOKEN, admin_headers, load_and_embed
 from werkzeug.serving import make_server
 
 from rollout.app import create_app

@@ -12,7 +12,7 @@ import numpy as np
 import psycopg
 import pytest
 from analytics_rows import NOW, record
-from conftest import settings_for
+from helpers import settings_for
 
 from flags import QUERY_ANALYTICS
 from rollout import schema

@@ -229,6 +229,7 @@ def test_at_100_percent_any_baseline_assignment_is_a_mismatch(v1, status):
     assert sample_ratio_gate(split_evidence(v1, 5000, percentage=100.0), T).status is status
 
 
+@pytest.mark.slow  # a simulation of many rollouts
 def test_the_sequential_test_stays_valid_under_repeated_looks():
     """Looking 50 times at growing counts: the fixed-sample chi-square false-alarms several times alpha,
     the sequential p-value at most alpha."""

@@ -34,6 +34,7 @@ def misses(runs, draw, covered):
     return sum(any(not covered(sample[:n]) for n in LOOKS) for sample in (draw(rng) for _ in range(runs))) / runs
 
 
+@pytest.mark.slow  # a simulation of many rollouts
 def test_the_rate_sequence_covers_at_every_look_where_a_fixed_interval_does_not():
     alpha, p = 0.05, 0.01
     draw = lambda rng: rng.random(LOOKS[-1]) < p  # noqa: E731
@@ -49,6 +50,7 @@ def test_the_rate_sequence_covers_at_every_look_where_a_fixed_interval_does_not(
     assert ours <= alpha < fixed
 
 
+@pytest.mark.slow  # a simulation of many rollouts
 def test_the_quantile_sequence_covers_the_p95_at_every_look():
     alpha, truth = 0.05, math.exp(1.6448536 * 0.5)
     draw = lambda rng: rng.lognormal(0, 0.5, LOOKS[-1])  # noqa: E731
@@ -56,6 +58,7 @@ def test_the_quantile_sequence_covers_the_p95_at_every_look():
                   <= quantile_bounds(x, 0.95, alpha)[1]) <= alpha
 
 
+@pytest.mark.slow  # a simulation of many rollouts
 def test_the_mean_sequence_covers_at_every_look():
     alpha, truth = 0.05, 0.78
     draw = lambda rng: rng.beta(0.78 * 30, 0.22 * 30, LOOKS[-1])  # noqa: E731

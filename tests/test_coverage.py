@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import load_and_embed, sample_documents, settings_for
+from helpers import load_and_embed, sample_documents, settings_for
 
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE
 from rollout.documents import Document, DocumentStore
@@ -99,10 +99,9 @@ def test_a_forced_v2_is_served_where_v2_is_incomplete_but_an_open_breaker_still_
 def test_migrate_status_has_a_header_a_total_and_never_says_complete_with_documents_pending(runtime):
     from click.testing import CliRunner
 
-    from rollout.cli import (
-        cli,
-        migrate,  # noqa: F401  (registers the command)
-    )
+    from rollout.cli import command_group
+
+    cli = command_group()
 
     DocumentStore(runtime.pool).upsert_many(sample_documents(extra=12))
     backfill_for(runtime, "v2", BackfillOptions(category="pricing")).run()

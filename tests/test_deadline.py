@@ -4,8 +4,8 @@ Behaviour only (who answered, why, the breaker's state); how long users wait is 
 """
 
 import pytest
-from conftest import sample_documents, settings_for, wait_until
 from fake_embedding_server import FakeEmbeddingServer
+from helpers import sample_documents, settings_for, wait_until
 
 from flags import GRADUAL_MIGRATION, PARALLEL_RAG, V2_PERCENTAGE
 from rollout.app import create_app

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ADMIN_TOKEN
+from helpers import ADMIN_TOKEN
 
 from rollout.config import Settings
 from rollout.controller.service import CONTROLLER

@@ -6,8 +6,8 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import admin_headers, sample_documents, settings_for
 from fake_embedding_server import FakeEmbeddingServer
+from helpers import admin_headers, sample_documents, settings_for
 
 from rollout.app import create_app
 from rollout.documents import DocumentStore

@@ -29,22 +29,7 @@ OPENAI_KEY = "sk-test-0123456789abcdef"
 GOOGLE_KEY = "AIza-test-0123456789abcdef"
 GEMINI_ROUTE = re.compile(r"^/v1(beta)?/models/gemini-embedding-001:batchEmbedContents$")
 
-# Variables the SDKs read on their own; none may leak in from the machine running the tests.
-SDK_VARIABLES = (
-    "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "OPENAI_CUSTOM_HEADERS",
-    "GOOGLE_API_KEY", "GEMINI_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GENAI_USE_ENTERPRISE",
-    "GOOGLE_GENAI_API_VERSION", "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION",
-    "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy",
-)
-
-pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture(autouse=True)
-def offline_environment(monkeypatch):
-    for name in SDK_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("offline_sdk")]
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import socket
 
 import numpy as np
 import pytest
-from conftest import load_and_embed, settings_for
 from fake_embedding_server import FakeEmbeddingServer
+from helpers import load_and_embed, settings_for
 from prometheus_client import CollectorRegistry
 
 from rollout.embedding_cache import QueryEmbeddingCache

@@ -4,7 +4,7 @@ import os
 import signal
 import time
 
-from conftest import settings_for, wait_until
+from helpers import settings_for, wait_until
 
 from flags import GRADUAL_MIGRATION, PARALLEL_RAG, V2_PERCENTAGE
 

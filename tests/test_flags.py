@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import fakeredis
 import pytest
-from conftest import admin_headers, load_and_embed, settings_for, wait_until
+from helpers import admin_headers, load_and_embed, settings_for, wait_until
 
 from flags import (
     GRADUAL_MIGRATION,

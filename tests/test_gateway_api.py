@@ -3,8 +3,8 @@
 import json
 
 import pytest
-from conftest import admin_headers, load_and_embed, sample_documents, settings_for
 from fake_embedding_server import FakeEmbeddingServer
+from helpers import admin_headers, load_and_embed, sample_documents, settings_for
 
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, bucket
 from rollout.app import create_app
@@ -31,7 +31,8 @@ def test_an_answer_carries_results_decision_and_ids(client, corpus):
     assert body["results"][0]["similarity"] >= body["results"][1]["similarity"] >= body["results"][2]["similarity"]
     assert set(body["results"][0]) == {"id", "title", "snippet", "category", "metadata", "similarity"}
     assert body["served_by"] == "v1" and body["fallback"] is False
-    assert body["decision"] == {"version": "v1", "reason": "migration_disabled", "bucket": bucket("embeddings-v2", "alice")}
+    assert body["decision"] == {"version": "v1", "reason": "migration_disabled",
+                                "bucket": bucket("embeddings-v2", "alice")}
     assert response.headers["X-Request-Id"] == body["request_id"] and body["latency_ms"] > 0
 
 

@@ -9,7 +9,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import ADMIN_TOKEN, load_and_embed
+from helpers import ADMIN_TOKEN, load_and_embed
 
 from rollout.errors import ServiceError
 from rollout.metrics import MetricsFolder

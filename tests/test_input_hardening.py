@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import WEBHOOK_SECRET, admin_headers, load_and_embed, settings_for
+from helpers import WEBHOOK_SECRET, admin_headers, load_and_embed, settings_for
 
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE
 from rollout.app import create_app

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import load_and_embed
+from helpers import load_and_embed
 
 from rollout.backends import Hit
 from rollout.documents import Document, DocumentStore

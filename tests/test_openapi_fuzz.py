@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ADMIN_TOKEN, WEBHOOK_SECRET, load_and_embed
+from helpers import ADMIN_TOKEN, WEBHOOK_SECRET, load_and_embed
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from tools import need_module

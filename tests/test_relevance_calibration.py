@@ -56,7 +56,7 @@ def test_scales_are_learned_from_shadow_pairs_first(runtime):
 
 
 def test_the_gateway_reads_min_similarity_on_the_baseline_scale(runtime):
-    from conftest import load_and_embed
+    from helpers import load_and_embed
 
     from rollout.gateway import RagQuery
     from rollout.relevance.versions import baseline_and_candidate

@@ -2,7 +2,7 @@
 
 import psycopg
 import pytest
-from conftest import load_and_embed
+from helpers import load_and_embed
 
 from flags import QUERY_ANALYTICS
 from rollout.relevance.feedback import FeedbackStore

@@ -6,10 +6,9 @@ import math
 import psycopg
 import pytest
 from click.testing import CliRunner
-from conftest import load_and_embed
+from helpers import load_and_embed
 
-from rollout.cli import cli
-from rollout.cli import relevance as _registers_eval  # noqa: F401
+from rollout.cli import command_group
 from rollout.controller.state import Action, Command, TransitionError
 from rollout.relevance.golden import (
     EvalStore,
@@ -21,6 +20,8 @@ from rollout.relevance.golden import (
 )
 from rollout.relevance.ranking import bootstrap_interval, ndcg, recall, reciprocal_rank
 from rollout.relevance.versions import baseline_and_candidate
+
+cli = command_group()
 
 # Two queries, graded by hand. Query 1: relevant a (1) and c (2).
 #   baseline ranks a, b, c: DCG = (2^1-1)/log2(2) + (2^2-1)/log2(4) = 1 + 1.5 = 2.5
@@ -100,14 +101,6 @@ def test_the_demo_set_is_labelled_against_the_demo_corpus():
     assert len(queries) >= 30
     assert all(doc in ids for q in queries for doc in q.relevant)
     assert all(max(q.relevant.values()) == 3 for q in queries)  # each query has an answer
-
-
-@pytest.fixture
-def run(runtime, tmp_path, monkeypatch):
-    env = {"DATABASE_URL": runtime.database_url, "REDIS_URL": runtime.redis_url,
-           "REDIS_KEY_PREFIX": runtime.settings.redis_key_prefix}
-    monkeypatch.chdir(tmp_path)
-    return lambda *args: CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
 
 
 def test_rollout_eval_runs_both_versions_and_records_the_result(run, runtime, tmp_path):

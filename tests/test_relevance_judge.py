@@ -13,17 +13,7 @@ from rollout.relevance.judges import GeminiJudge, LexicalOverlapJudge, Listed, O
 from rollout.relevance.judges.base import JudgeError, read_answer
 from rollout.relevance.judging import Budget, Pair, PairwiseJudging, judge_summary
 
-pytestmark = pytest.mark.timeout(60)
-
-SDK_VARIABLES = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "GOOGLE_API_KEY", "GEMINI_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI",
-                 "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
-
-
-@pytest.fixture(autouse=True)
-def offline_environment(monkeypatch):
-    for name in SDK_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("offline_sdk")]
 
 
 @pytest.fixture
@@ -163,7 +153,7 @@ def test_answers_and_configuration():
 
 
 def test_shadow_pairs_reach_the_judge_off_the_request_path(make_runtime):
-    from conftest import load_and_embed, wait_until
+    from helpers import load_and_embed, wait_until
 
     from flags import PARALLEL_RAG
     from rollout.relevance.versions import baseline_and_candidate

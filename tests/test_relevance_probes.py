@@ -5,13 +5,14 @@ import json
 import psycopg
 import pytest
 from click.testing import CliRunner
-from conftest import SAMPLE, load_and_embed
+from helpers import SAMPLE, load_and_embed
 from prometheus_client import CollectorRegistry
 
 from rollout.backends import SearchFailed
-from rollout.cli import cli
-from rollout.cli import relevance as _registers  # noqa: F401
+from rollout.cli import command_group
 from rollout.relevance.probes import KnownItemProbes, Probe, ProbeMetrics, first_sentence, probe_for, probe_summary
+
+cli = command_group()
 
 
 def test_a_probe_is_made_from_the_document_itself():

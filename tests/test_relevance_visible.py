@@ -3,11 +3,8 @@
 import json
 
 import pytest
-from click.testing import CliRunner
-from conftest import load_and_embed
+from helpers import load_and_embed
 
-from rollout.cli import cli
-from rollout.cli import monitoring as _registers  # noqa: F401
 from rollout.relevance.versions import baseline_and_candidate
 
 
@@ -20,14 +17,6 @@ def judged(runtime):
                            [(f"h{n}", baseline, candidate, winner)
                             for n, winner in enumerate(["candidate"] * 250 + ["baseline"] * 100 + ["tie"] * 50)])
     return baseline, candidate
-
-
-@pytest.fixture
-def run(runtime, tmp_path, monkeypatch):
-    env = {"DATABASE_URL": runtime.database_url, "REDIS_URL": runtime.redis_url,
-           "REDIS_KEY_PREFIX": runtime.settings.redis_key_prefix}
-    monkeypatch.chdir(tmp_path)
-    return lambda *args: CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
 
 
 def test_the_dashboard_shows_each_source_and_the_gate(client, judged):

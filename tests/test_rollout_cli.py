@@ -6,11 +6,8 @@ import json
 import re
 
 import pytest
-from click.testing import CliRunner
 from notify_server import NotifyServer
 
-import rollout.cli.controller  # noqa: F401  (registers the commands; it imports rollout.cli.stage)
-from rollout.cli import cli
 from rollout.controller.leader import LeaderLock
 
 PLAN = {"ROLLOUT_STAGES": "50,100", "ROLLOUT_MIN_STAGE_S": "3600", "ROLLOUT_MIN_SAMPLES": "50",
@@ -18,14 +15,9 @@ PLAN = {"ROLLOUT_STAGES": "50,100", "ROLLOUT_MIN_STAGE_S": "3600", "ROLLOUT_MIN_
 
 
 @pytest.fixture
-def run(settings, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    env = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
-           "REDIS_KEY_PREFIX": settings.redis_key_prefix, **PLAN}
-
-    def invoke(*args, **extra_env):
-        return CliRunner().invoke(cli, list(args), env={**env, **extra_env}, catch_exceptions=False)
-    return invoke
+def run(run):
+    """The shared `run`, on this module's plan."""
+    return lambda *args, **extra_env: run(*args, **{**PLAN, **extra_env})
 
 
 def test_status_advance_conflicts_and_history(run):

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import ADMIN_TOKEN, load_and_embed, wait_until
+from helpers import ADMIN_TOKEN, load_and_embed, wait_until
 from notify_server import NotifyServer
 
 from flags import V2_PERCENTAGE, bucket, in_rollout

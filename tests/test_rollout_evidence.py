@@ -7,7 +7,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 from analytics_rows import NOW, insert, record
-from conftest import load_and_embed, sample_documents
+from helpers import load_and_embed, sample_documents
 
 from rollout.alerts.payloads import Alert
 from rollout.config import VERSIONS

@@ -6,7 +6,7 @@ import threading
 import uuid
 
 import pytest
-from conftest import wait_until
+from helpers import wait_until
 from notify_server import NotifyServer
 
 from rollout.controller.leader import LeaderLock, leader_of

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import redis
 from analytics_rows import insert, record
-from conftest import admin_headers, wait_until
+from helpers import admin_headers, wait_until
 
 from flags import GRADUAL_MIGRATION, QUERY_ANALYTICS, V2_PERCENTAGE
 from rollout.app import create_app

@@ -12,6 +12,8 @@ from rollout.services import service_urls
 from rollout.services.postgres import EmbeddedPostgres
 from rollout.services.redis import EmbeddedRedis
 
+pytestmark = pytest.mark.slow  # starts and stops the embedded services
+
 
 def embedded(folder):
     return Settings.from_environ({"ROLLOUT_DATA_DIR": str(folder)})

@@ -4,7 +4,7 @@ from contextlib import contextmanager
 
 import psycopg
 import pytest
-from conftest import load_and_embed, sample_documents, settings_for, wait_until
+from helpers import load_and_embed, sample_documents, settings_for, wait_until
 
 from flags import GRADUAL_MIGRATION, PARALLEL_RAG, QUERY_ANALYTICS, V2_PERCENTAGE
 from rollout.comparison import compare

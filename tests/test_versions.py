@@ -7,24 +7,9 @@ import shutil
 
 import psycopg
 import pytest
-from click.testing import CliRunner
 
 from rollout import schema
-from rollout.cli import cli
-from rollout.cli import stage as _stage  # noqa: F401  (registers the commands)
-from rollout.cli import versions as _versions  # noqa: F401
 from rollout.config import Settings
-
-
-@pytest.fixture
-def run(settings, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    env = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
-           "REDIS_KEY_PREFIX": settings.redis_key_prefix}
-
-    def invoke(*args):
-        return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
-    return invoke
 
 
 def registry(url: str) -> list[tuple]:
@@ -137,7 +122,8 @@ def test_retire_and_drop_refuse_what_is_in_use(run, settings):
         conn.execute("INSERT INTO embedding_migrations (version) VALUES ('v3')")
         conn.execute("INSERT INTO query_log (logged_at, request_id, mode, reason, routed_version, served_version, "
                      "query_hash, k, latency_ms, result_count, fallback) "
-                     "VALUES (now() - interval '1 hour', 'r1', 'routed', 'percentage', 'v3', 'v3', 'h', 5, 1, 0, false)")
+                     "VALUES (now() - interval '1 hour', 'r1', 'routed', 'percentage', 'v3', 'v3', 'h', 5, 1, 0, "
+                     "false)")
     recent = run("versions", "drop", "v3", "--yes")
     assert recent.exit_code != 0 and "v3 served traffic at" in recent.output
     assert declared_type(url, "doc_embeddings_v3") == "vector(16)"
@@ -176,12 +162,14 @@ def test_upgrade_from_the_two_version_schema_loses_nothing(fresh_database, tmp_p
                      "percentage_after, status_before, status_after, transition, plan) "
                      "VALUES ('command', 'advance', 'cli:me', 'first', 0, 10, 'idle', 'running', '{}', '{}')")
         conn.execute("UPDATE rollout_state SET percentage = 10, status = 'running'")
-        conn.execute("INSERT INTO flag_audit (flag, new_value, actor) VALUES ('FF_NEW_EMBEDDINGS_PERCENTAGE', '10', 'x')")
+        conn.execute("INSERT INTO flag_audit (flag, new_value, actor) "
+                     "VALUES ('FF_NEW_EMBEDDINGS_PERCENTAGE', '10', 'x')")
         before = {table: conn.execute(f"SELECT to_jsonb(t) FROM {table} t ORDER BY 1::text").fetchall()
                   for table in ("documents", "doc_embeddings_v1", "doc_embeddings_v2", "query_log",
                                 "rollout_decisions", "rollout_state", "flag_audit")}
 
-    assert schema.upgrade(fresh_database, settings, schema.SQL_DIR) == ["007_embedding_versions.sql", "008_relevance.sql"]
+    upgraded = schema.upgrade(fresh_database, settings, schema.SQL_DIR)
+    assert upgraded == ["007_embedding_versions.sql", "008_relevance.sql"]
     with psycopg.connect(fresh_database) as conn:
         for table, rows in before.items():
             assert conn.execute(f"SELECT to_jsonb(t) FROM {table} t ORDER BY 1::text").fetchall() == rows, table
@@ -224,7 +212,7 @@ def test_v1_to_v2_to_v3_end_to_end(run, runtime):
     """The demo's pair completes and is promoted; a third version is added, backfilled, rolled out with
     sticky users, rolled back by an alert naming it, completed and promoted; the first is dropped."""
     from alert_payloads import alertmanager
-    from conftest import WEBHOOK_SECRET, load_and_embed
+    from helpers import WEBHOOK_SECRET, load_and_embed
 
     from rollout.app import create_app
     from rollout.controller import Action, Command
@@ -291,11 +279,12 @@ def test_v1_to_v2_to_v3_end_to_end(run, runtime):
 
 
 def test_the_api_takes_version_names(client):
-    from conftest import admin_headers
+    from helpers import admin_headers
 
     forced = client.post("/api/rag/query", json={"query": "pool", "user_id": "u1", "version": "v3"},
                          headers=admin_headers())
-    assert forced.status_code == 400 and "neither the baseline (v1) nor the candidate (v2)" in forced.get_json()["detail"]
+    assert forced.status_code == 400
+    assert "neither the baseline (v1) nor the candidate (v2)" in forced.get_json()["detail"]
     bad = client.post("/api/rag/query", json={"query": "pool", "user_id": "u1", "version": "V 1"},
                       headers=admin_headers())
     assert bad.status_code == 400
@@ -310,7 +299,7 @@ def test_the_api_takes_version_names(client):
 
 def test_an_alert_naming_another_version_than_the_candidate_rolls_nothing_back(client, runtime):
     from alert_payloads import alertmanager
-    from conftest import WEBHOOK_SECRET
+    from helpers import WEBHOOK_SECRET
 
     from flags import GRADUAL_MIGRATION, V2_PERCENTAGE
 

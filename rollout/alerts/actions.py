@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from flags import V2_PERCENTAGE, FlagNotAudited, FlagStore
 from rollout.alerts.events import AlertEvent, AlertEventStore
-from rollout.breaker import BreakerConflict, BreakerUnavailable, CircuitBreakers
+from rollout.breaker import BreakerConflict, BreakerUnavailable, CircuitBreakers, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class RollbackActions:
         except FlagNotAudited as exc:  # the breaker still holds V2 off; the operator retries the percentage
             result.warnings.append(str(exc))
             return
-        result.actions.append(f"{V2_PERCENTAGE} {_pct(change.old)} -> 0")
+        result.actions.append(f"{V2_PERCENTAGE} {change.old:g} -> 0")
 
     def restore_percentage(self, *, actor: str, reason: str, result: ActionResult) -> None:
         """Put back the percentage the rollback saved, then forget it: a failure between the two
@@ -51,9 +51,9 @@ class RollbackActions:
         try:
             change = self.flags.set(V2_PERCENTAGE, saved, actor=actor, reason=reason)
         except FlagNotAudited as exc:
-            result.warnings.append(f"{exc}; set it to {_pct(saved)} again by hand")
+            result.warnings.append(f"{exc}; set it to {saved:g} again by hand")
             return
-        result.actions.append(f"{V2_PERCENTAGE} {_pct(change.old)} -> {_pct(saved)} (restored)")
+        result.actions.append(f"{V2_PERCENTAGE} {change.old:g} -> {saved:g} (restored)")
         try:
             self.breakers.forget_saved_percentage(saved)
         except BreakerUnavailable as exc:
@@ -78,7 +78,7 @@ class RollbackActions:
     def rearm(self, version: str, *, actor: str, reason: str | None, source: str, force: bool = False,
               restore: bool = True) -> ActionResult:
         result = ActionResult(self.breakers.rearm(version, actor=actor, force=force))
-        if result.outcome == "rearmed":
+        if result.outcome == Outcome.REARMED:
             result.actions.append(f"breaker {version} half-open (one probe decides)")
         if restore:
             self.restore_percentage(actor=actor, reason=reason or "re-armed", result=result)
@@ -112,8 +112,4 @@ def _local_only(result: ActionResult, shared: bool) -> None:
     if not shared:
         result.warnings.append("Redis is unreachable: held on this process only, written to Redis when it "
                                f"answers; {V2_PERCENTAGE} not changed")
-
-
-def _pct(value: float) -> str:
-    return f"{value:g}"
 

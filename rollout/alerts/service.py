@@ -27,7 +27,7 @@ from rollout.alerts.actions import ActionResult, RollbackActions
 from rollout.alerts.events import AlertEvent, AlertEventStore
 from rollout.alerts.payloads import Alert
 from rollout.alerts.policy import AlertPolicy
-from rollout.breaker import CircuitBreakers, FiringAlert
+from rollout.breaker import CircuitBreakers, FiringAlert, Outcome
 from rollout.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class AlertService:
                            time.time())
         outcome, shared = self.breakers.alert_fired(held, percentage=self.flags.get(V2_PERCENTAGE),
                                                     save_percentage=self.policy.set_percentage_zero)
-        if outcome == "repeat":
+        if outcome is Outcome.REPEAT:
             return AlertOutcome(alert, True, "repeat")
         candidate = self.breakers.state().held_version
         result = AlertOutcome(alert, True, "tripped", [f"breaker {candidate} open"])
@@ -137,15 +137,15 @@ class AlertService:
             outcome = self.breakers.alert_resolved(alert.fingerprint, auto_release=self.policy.auto_release)
         except redis.RedisError:
             return AlertOutcome(alert, True, "deferred", ["V2 stays held until Redis answers"], pending=True)
-        if outcome == "not_holding":
+        if outcome is Outcome.NOT_HOLDING:
             return AlertOutcome(alert, True, "repeat" if self._seen(alert) else "resolved")
         result = AlertOutcome(alert, True, outcome)
-        if outcome == "released":
+        if outcome is Outcome.RELEASED:
             result.actions.append(f"breaker {self.breakers.state().held_version} half-open (one probe decides)")
             if self.policy.restore_percentage:
                 self._guarded(result, lambda r: self.actions.restore_percentage(
                     actor=f"alert:{alert.alertname}", reason=f"alert {alert.alertname} resolved", result=r))
-        elif outcome == "awaiting_rearm":
+        elif outcome is Outcome.AWAITING_REARM:
             result.actions.append("all tripping alerts resolved: V2 waits for a re-arm")
         return result
 

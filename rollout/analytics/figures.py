@@ -35,6 +35,7 @@ from rollout.analytics.series import RANGES, Series
 from rollout.config import Settings
 from rollout.controller.thresholds import Thresholds
 from rollout.database import read_snapshot
+from rollout.formatting import rate_percent
 from rollout.relevance.calibration import Calibration
 from rollout.routing import Roles
 
@@ -357,5 +358,4 @@ def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
+_pct = rate_percent

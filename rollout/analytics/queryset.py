@@ -94,7 +94,7 @@ def compare_query_set(backends: Mapping[str, VersionBackend], names: tuple[str, 
     pairs = []
     for n, query in enumerate(queries):
         order = (first, second) if n % 2 == 0 else (second, first)
-        runs = {v: timed_search(v, lambda v=v: backends[v].search(query, k, category)) for v in order}
+        runs = {v: timed_search(v, lambda v=v, q=query: backends[v].search(q, k, category)) for v in order}
         runs = {v: runs[v] for v in names}
         ok = all(run.result is not None for run in runs.values())
         comparison = compare(runs[first].result.ids, runs[second].result.ids, k) if ok else None

@@ -110,7 +110,7 @@ class Series:
                 self._ended[step] = kept
         points = {**{k: p for k, p in kept.points.items() if k[0] >= since}, **fresh}
         by_version: dict[str, list[dict]] = {v: [] for v in versions}
-        for (_, version), point in sorted(points.items()):
+        for (_at, version), point in sorted(points.items()):
             by_version.setdefault(version, []).append(point)
         costs = {version: self._cost(version, sum(p["embed_tokens"] for p in listed))
                  for version, listed in by_version.items()}

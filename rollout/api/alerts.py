@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from rollout.alerts import PayloadError, WebhookAuth, WebhookAuthError, parse_payload
 from rollout.alerts.payloads import MAX_ALERTS, SEVERITIES, severity_spellings
 from rollout.api.auth import admin_required
+from rollout.api.context import current_runtime
 from rollout.api.errors import ApiError, bad_request
 from rollout.api.openapi import operation, query_parameter
 from rollout.api.validation import json_body, limit_argument
@@ -58,12 +59,9 @@ DELIVERY_SCHEMA = {
 }
 
 
-def _runtime():
-    return current_app.extensions["rollout"]
-
 
 def _authenticate(raw: bytes) -> str:
-    settings = _runtime().settings
+    settings = current_runtime().settings
     if not settings.alert_webhook_secret:
         if settings.development:
             return "none (development)"
@@ -85,10 +83,10 @@ def receive():
     raw = request.get_data(cache=True)
     method = _authenticate(raw)
     try:
-        source, alerts = parse_payload(json_body(MAX_ALERT_BYTES), _runtime().settings.trip_severities)
+        source, alerts = parse_payload(json_body(MAX_ALERT_BYTES), current_runtime().settings.trip_severities)
     except PayloadError as exc:
         raise bad_request(str(exc), "invalid_payload") from None
-    delivery = _runtime().alerts.receive(source, alerts)
+    delivery = current_runtime().alerts.receive(source, alerts)
     body = {"source": source, "authenticated_by": method, "alerts": [o.as_json() for o in delivery.outcomes],
             "event_ids": delivery.event_ids}
     if delivery.deferred:
@@ -111,4 +109,4 @@ def recent():
     if kind not in (None, "alert", "action"):
         raise bad_request("kind must be alert or action")
     severity = request.args.get("severity", "").strip().lower() or None
-    return jsonify({"events": _runtime().alert_events.recent(limit, severity, kind)})
+    return jsonify({"events": current_runtime().alert_events.recent(limit, severity, kind)})

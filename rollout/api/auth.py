@@ -13,6 +13,7 @@ from functools import wraps
 
 from flask import current_app, request
 
+from rollout.api.context import current_runtime
 from rollout.api.errors import ApiError
 
 
@@ -30,7 +31,7 @@ def tokens_match(given: str, expected: str) -> bool:
 
 def check_admin() -> str:
     """Raise unless the request carries the admin token; return the actor for audit rows."""
-    expected = current_app.extensions["rollout"].settings.admin_token
+    expected = current_runtime().settings.admin_token
     if not expected:
         raise ApiError(503, "admin_disabled", "ROLLOUT_ADMIN_TOKEN is not set on the server; "
                                               "changes through the API are refused")

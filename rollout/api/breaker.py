@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
 from rollout.api.auth import check_admin
+from rollout.api.context import current_runtime
 from rollout.api.errors import ApiError
 from rollout.api.openapi import operation
 from rollout.api.validation import parse
@@ -56,15 +57,12 @@ class BreakerAction(BaseModel):
                                                    "yes for rearm, ALERT_RESTORE_PERCENTAGE; no for close).")
 
 
-def _runtime():
-    return current_app.extensions["rollout"]
-
 
 @bp.get("/api/monitoring/circuit-breaker")
 @operation("Breaker state per version: failures, opened at, why (failures, alert, manual), firing alerts.",
            tags=("breaker",), ok=STATUS_SCHEMA)
 def status():
-    return jsonify(_runtime().breakers.describe())
+    return jsonify(current_runtime().breakers.describe())
 
 
 @bp.post("/api/monitoring/circuit-breaker")
@@ -73,7 +71,7 @@ def status():
 def act():
     actor = check_admin()
     body = parse(BreakerAction, max_bytes=16 * 1024)
-    runtime = _runtime()
+    runtime = current_runtime()
     actions = runtime.rollback
     version = body.version or runtime.router.roles.candidate or runtime.router.roles.baseline
     if version not in runtime.backends:

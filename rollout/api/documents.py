@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rollout.api.auth import check_admin
+from rollout.api.context import current_runtime
 from rollout.api.errors import ApiError
 from rollout.api.openapi import operation
 from rollout.api.validation import parse
@@ -102,7 +103,7 @@ UPSERT_SCHEMA = {
 
 
 def _writer():
-    return current_app.extensions["rollout"].document_writer
+    return current_runtime().document_writer
 
 
 @bp.post("/api/documents")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rollout.api.context import current_runtime
 from rollout.api.errors import ApiError
 from rollout.api.openapi import operation
 from rollout.api.validation import parse, whole_number
@@ -66,7 +67,7 @@ FEEDBACK_SCHEMA = {
            body=FEEDBACK_BODY, ok=FEEDBACK_SCHEMA, errors=(404, 413, 503))
 def feedback():
     body = parse(FeedbackRequest, max_bytes=MAX_BODY_BYTES)
-    runtime = current_app.extensions["rollout"]
+    runtime = current_runtime()
     store = FeedbackStore(runtime.pool, runtime.metrics)
     row = store.record(body.request_id, body.kind, body.document_id, body.value)
     if row is None and runtime.query_log.pending:  # the answer may still wait in this worker's queue

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import redis
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from flags import FlagError, FlagNotAudited, UnknownFlag
 from rollout.api.auth import admin_required, check_admin
+from rollout.api.context import current_runtime
 from rollout.api.errors import ApiError, bad_request
 from rollout.api.openapi import operation, query_parameter
 from rollout.api.validation import limit_argument, parse
@@ -25,14 +26,11 @@ class FlagUpdate(BaseModel):
     reason: str | None = Field(None, max_length=500, description="Why: kept in flag_audit.")
 
 
-def _runtime():
-    return current_app.extensions["rollout"]
-
 
 @bp.get("/api/flags")
 @operation("Every flag's value and where it comes from (redis override, env, default).", tags=("flags",))
 def list_flags():
-    runtime = _runtime()
+    runtime = current_runtime()
     snapshot = runtime.flags.snapshot()
     return jsonify({
         "flags": runtime.flags.describe(),
@@ -48,7 +46,7 @@ def list_flags():
 def update_flag(name: str):
     actor = check_admin()
     body = parse(FlagUpdate, max_bytes=16 * 1024)
-    store = _runtime().flags
+    store = current_runtime().flags
     try:
         if body.value is None:
             change = store.reset(name, actor=actor, reason=body.reason)
@@ -73,4 +71,4 @@ def update_flag(name: str):
 @admin_required
 def flag_audit():
     limit = limit_argument()
-    return jsonify({"changes": _runtime().flag_audit.recent(limit, request.args.get("flag"))})
+    return jsonify({"changes": current_runtime().flag_audit.recent(limit, request.args.get("flag"))})

@@ -9,8 +9,9 @@ annotations, source and fingerprint (the sender's payload).
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
+from rollout.api.context import current_runtime
 from rollout.api.errors import ApiError, bad_request
 from rollout.api.openapi import operation, query_parameter
 from rollout.api.validation import limit_argument
@@ -36,10 +37,6 @@ def _public(row: dict, fields: tuple[str, ...]) -> dict:
     return {name: row[name] for name in fields if name in row}
 
 
-def _runtime():
-    return current_app.extensions["rollout"]
-
-
 @bp.get("/api/history/decisions")
 @operation("The latest rollout decisions, newest first, as a read-only visitor may see them (no login).",
            tags=("history",), errors=(400, 503),
@@ -50,7 +47,7 @@ def decisions():
     kind = request.args.get("kind") or None
     if kind is not None and kind not in DECISION_KINDS:
         raise bad_request(f"kind must be one of {', '.join(DECISION_KINDS)}")
-    rows = _runtime().stages.store.decisions(limit, kinds=[kind] if kind else None)
+    rows = current_runtime().stages.store.decisions(limit, kinds=[kind] if kind else None)
     return jsonify({"decisions": [_public(row, DECISION_FIELDS) for row in rows]})
 
 
@@ -61,7 +58,7 @@ def decisions():
                                            "evidence": {"type": ["object", "null"]}}},
            path={"decision_id": {"type": "integer", "minimum": 0}})
 def decision(decision_id: int):
-    row = _runtime().stages.store.decision(decision_id) if decision_id <= 2**63 - 1 else None
+    row = current_runtime().stages.store.decision(decision_id) if decision_id <= 2**63 - 1 else None
     if row is None:
         raise ApiError(404, "not_found", f"no decision #{decision_id}")
     return jsonify(_public(row, DECISION_FIELDS + EVIDENCE_FIELDS))
@@ -74,7 +71,7 @@ def decision(decision_id: int):
            parameters=[_LIMIT, query_parameter("flag", {"type": "string"}, "Only this flag.")])
 def flag_changes():
     limit = limit_argument()
-    rows = _runtime().flag_audit.recent(limit, request.args.get("flag") or None)
+    rows = current_runtime().flag_audit.recent(limit, request.args.get("flag") or None)
     return jsonify({"changes": [_public(row, FLAG_FIELDS) for row in rows]})
 
 
@@ -91,5 +88,5 @@ def alert_events():
     if kind not in (None, "alert", "action"):
         raise bad_request("kind must be alert or action")
     severity = request.args.get("severity", "").strip().lower() or None
-    rows = _runtime().alert_events.recent(limit, severity, kind)
+    rows = current_runtime().alert_events.recent(limit, severity, kind)
     return jsonify({"events": [_public(row, ALERT_FIELDS) for row in rows]})

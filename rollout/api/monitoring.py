@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from flags import QUERY_ANALYTICS
 from rollout.analytics.figures import RANGES, InvalidRange
+from rollout.api.context import current_runtime
 from rollout.api.errors import bad_request
 from rollout.api.openapi import operation, query_parameter
 from rollout.relevance.summary import runtime_relevance
@@ -64,7 +65,7 @@ DASHBOARD_SCHEMA = {
            ok=DASHBOARD_SCHEMA, errors=(400, 503),
            parameters=[query_parameter("range", {"enum": list(RANGES), "default": "24h"}, "The window.")])
 def dashboard():
-    runtime = current_app.extensions["rollout"]
+    runtime = current_runtime()
     range_name = request.args.get("range", "24h")
     snapshot = runtime.flags.snapshot()
     try:
@@ -113,7 +114,7 @@ SERIES_SCHEMA = {
            parameters=[query_parameter("range", {"enum": list(RANGES), "default": "24h"}, "The window.")])
 def series():
     try:
-        return jsonify(current_app.extensions["rollout"].figures.series(request.args.get("range", "24h")))
+        return jsonify(current_runtime().figures.series(request.args.get("range", "24h")))
     except InvalidRange as exc:
         raise bad_request(str(exc), "invalid_range") from None
 
@@ -137,7 +138,7 @@ COVERAGE_SCHEMA = {
            "last count, and whether the candidate may answer each category.", tags=("monitoring",),
            ok=COVERAGE_SCHEMA)
 def coverage():
-    monitor = current_app.extensions["rollout"].coverage
+    monitor = current_runtime().coverage
     versions = monitor.describe()
     return jsonify({"min_percent": monitor.min_percent, "counted": bool(versions), "error": monitor.last_error,
                     "versions": versions})

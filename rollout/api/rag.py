@@ -7,10 +7,11 @@ import re
 import uuid
 from typing import Literal
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rollout.api.auth import check_admin
+from rollout.api.context import current_runtime
 from rollout.api.errors import ApiError, bad_request
 from rollout.api.openapi import operation
 from rollout.api.validation import parse, whole_number
@@ -102,9 +103,6 @@ ANSWER_SCHEMA = {
 }
 
 
-def _runtime():
-    return current_app.extensions["rollout"]
-
 
 def _user_key(body: QueryRequest) -> str:
     """user_id (body, then X-User-Id), else a session id, else random (counted)."""
@@ -114,7 +112,7 @@ def _user_key(body: QueryRequest) -> str:
     session = body.session_id or request.headers.get("X-Session-Id", "").strip() or request.cookies.get("session_id")
     if session:
         return f"session:{session}"
-    _runtime().metrics.anonymous_requests.inc()
+    current_runtime().metrics.anonymous_requests.inc()
     return f"anonymous:{uuid.uuid4().hex}"
 
 
@@ -132,14 +130,14 @@ def query():
     if body.version is not None and body.mode == "merged":
         raise bad_request("version and mode=merged exclude each other: merged mode searches both versions")
     if body.version is not None:
-        roles = _runtime().router.roles
+        roles = current_runtime().router.roles
         if body.version not in roles:
             raise bad_request(f"version {body.version} is neither the baseline ({roles.baseline}) nor the "
                               f"candidate ({roles.candidate or 'none'})")
         check_admin()
     rag_query = RagQuery(text=body.query, k=body.k, category=body.category, min_similarity=body.min_similarity,
                          user_key=_user_key(body), forced=body.version, request_id=_request_id())
-    gateway = _runtime().gateway
+    gateway = current_runtime().gateway
     try:
         if body.mode == "merged":
             answer = gateway.answer_merged(rag_query)
@@ -166,7 +164,7 @@ def _category_hint(category: str | None) -> str | None:
     """An empty answer for a category no document has says so, with the ones there are."""
     if category is None:
         return None
-    known = _runtime().coverage.categories()
+    known = current_runtime().coverage.categories()
     if known is None or category in known:
         return None
     shown = ", ".join(sorted(known)[:20]) or "none"
@@ -198,7 +196,7 @@ def merged_json(answer: MergedAnswer) -> dict:
         if run.failure is not None:
             sources[version]["error"] = run.failure.kind
     if answer.held_off is not None:
-        held = next((v for v in _runtime().router.roles if v is not None and v not in answer.runs), "candidate")
+        held = next((v for v in current_runtime().router.roles if v is not None and v not in answer.runs), "candidate")
         sources[held] = {"results": 0, "held_off": answer.held_off.value}
     failed = [run.failure.kind for run in answer.runs.values() if run.failure is not None]
     body = {
@@ -232,7 +230,7 @@ def version_health_old_path(version: str):
 
 
 def _health(version: str):
-    backends = _runtime().backends
+    backends = current_runtime().backends
     if version not in backends:
         raise ApiError(404, "unknown_version", f"unknown version {version!r}; expected one of {', '.join(backends)}")
     report = backends[version].health()

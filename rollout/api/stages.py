@@ -10,16 +10,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from flags import V2_PERCENTAGE, FlagError, FlagNotAudited, definition
 from rollout.analytics.figures import RANGES, InvalidRange, parse_range
 from rollout.analytics.series import STEPS
 from rollout.api.auth import admin_required, check_admin
+from rollout.api.context import current_runtime
 from rollout.api.errors import ApiError, bad_request
 from rollout.api.openapi import operation, query_parameter
 from rollout.api.validation import limit_argument, parse
+from rollout.config import RollbackTarget
 from rollout.controller import Action, Command, TransitionError
 
 bp = Blueprint("stages", __name__)
@@ -73,7 +75,8 @@ STATUS_SCHEMA = {
 class StageCommand(BaseModel):
     """The body of POST /api/rollout/stage."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"allOf": [  # what _fields_fit_the_action checks
+    # the schema's allOf says what _fields_fit_the_action checks
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"allOf": [
         {"if": {"properties": {"action": {"const": "set"}}},
          "then": {"required": ["percentage"], "properties": {"percentage": {"type": "number"}}},
          "else": {"properties": {"percentage": {"type": "null"}}}},
@@ -87,7 +90,7 @@ class StageCommand(BaseModel):
                     "rollback: to 0 % or the previous stage; set: to `percentage`.")
     percentage: float | None = Field(None, ge=0, le=100, json_schema_extra={"multipleOf": 0.01},
                                      description="set: the share of V2, 0-100 in 0.01 steps.")
-    rollback_to: Literal["zero", "previous"] | None = Field(
+    rollback_to: RollbackTarget | None = Field(
         None, description="rollback: where to (default ROLLOUT_ROLLBACK_TO).")
     reason: str | None = Field(None, max_length=500, description="Why: kept with the decision and the flag audit.")
     expected_percentage: float | None = Field(
@@ -116,7 +119,7 @@ class StageCommand(BaseModel):
 
 
 def _service():
-    return current_app.extensions["rollout"].stages
+    return current_runtime().stages
 
 
 @bp.get("/api/rollout/status")

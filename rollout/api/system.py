@@ -6,6 +6,7 @@ import psycopg
 from flask import Blueprint, Response, current_app, jsonify
 from psycopg_pool import PoolTimeout
 
+from rollout.api.context import current_runtime
 from rollout.api.openapi import build_document, operation
 
 bp = Blueprint("system", __name__)
@@ -15,7 +16,7 @@ bp = Blueprint("system", __name__)
 @operation("Liveness and readiness: 200 while PostgreSQL answers (Redis down is 'degraded', still 200).",
            tags=("system",), errors=(503,))
 def healthz():
-    runtime = current_app.extensions["rollout"]
+    runtime = current_runtime()
     try:
         with runtime.pool.connection(timeout=2) as conn:
             conn.execute("SELECT 1")
@@ -34,7 +35,7 @@ def healthz():
 @operation("Prometheus metrics (text exposition; merged across gunicorn workers).", tags=("system",),
            content_type="text/plain", ok={"type": "string"})
 def metrics():
-    runtime = current_app.extensions["rollout"]
+    runtime = current_runtime()
     return Response(runtime.metrics.render(), mimetype="text/plain; version=0.0.4; charset=utf-8")
 
 

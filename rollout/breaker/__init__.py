@@ -12,12 +12,13 @@ from rollout.breaker.state import (
     BreakerUnavailable,
     Cause,
     FiringAlert,
+    Outcome,
     VersionRecord,
 )
-from rollout.breaker.storage import MemoryBreakerStorage, ReplicatedBreakerStorage
+from rollout.breaker.storage import BreakerStorage, MemoryBreakerStorage, ReplicatedBreakerStorage
 
 __all__ = [
     "CLOSED", "HALF_OPEN", "OPEN", "BreakerConflict", "BreakerPolicy", "BreakerState", "BreakerUnavailable",
-    "Cause", "CircuitBreakers", "FiringAlert", "MemoryBreakerStorage", "ReplicatedBreakerStorage",
-    "SlowCallPolicy", "SlowCallWindow", "VersionRecord",
+    "BreakerStorage", "Cause", "CircuitBreakers", "FiringAlert", "MemoryBreakerStorage", "Outcome",
+    "ReplicatedBreakerStorage", "SlowCallPolicy", "SlowCallWindow", "VersionRecord",
 ]

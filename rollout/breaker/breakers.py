@@ -21,60 +21,50 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import TypeVar
 
 import redis
 
 from flags import threshold
 from rollout.breaker import state as transitions
+from rollout.breaker.listeners import BreakerListener
 from rollout.breaker.slow_calls import SlowCallWindow
 from rollout.breaker.state import (
     CLOSED,
     HALF_OPEN,
     OPEN,
-    STATE_VALUES,
     BreakerPolicy,
     BreakerState,
     BreakerUnavailable,
     Cause,
     FiringAlert,
+    Outcome,
+    VersionRecord,
 )
-from rollout.breaker.storage import MemoryBreakerStorage, ReplicatedBreakerStorage, Transition
-from rollout.metrics import Metrics
+from rollout.breaker.storage import BreakerStorage, MemoryBreakerStorage, Transition
+from rollout.identity import holder_identity
+from rollout.moments import iso
 from rollout.routing import Reason
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-TRIGGERS = {Cause.FAILURES: "failures", Cause.ALERT: "alert", Cause.MANUAL: "manual"}
-
-
-def _iso(epoch: float | None) -> str | None:
-    return datetime.fromtimestamp(epoch, UTC).isoformat() if epoch else None
-
-
-def worker_identity() -> str:
-    """Unique per breaker instance: host, pid and a random part (two runtimes in one process differ)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 class CircuitBreakers:
-    def __init__(self, storage: ReplicatedBreakerStorage, policy: BreakerPolicy, metrics: Metrics, *,
+    def __init__(self, storage: BreakerStorage, policy: BreakerPolicy, *,
                  redis_up: Callable[[], bool], clock: Callable[[], float] = time.time,
-                 slow_calls: SlowCallWindow | None = None):
+                 slow_calls: SlowCallWindow | None = None, listeners: Iterable[BreakerListener] = ()):
         self.shared = storage
         self.slow_calls = slow_calls
         self.policy = policy
-        self.metrics = metrics
+        self.listeners = list(listeners)
         self.redis_up = redis_up
         self.clock = clock
-        self.worker = worker_identity()
+        self.worker = holder_identity()  # unique per breaker instance
         self._local: MemoryBreakerStorage | None = None  # only while Redis is unreachable
         self._local_base: BreakerState | None = None      # the shared state the local copy started from
         self._local_lock = threading.Lock()
@@ -93,7 +83,7 @@ class CircuitBreakers:
         """True while this worker holds state Redis has not seen (Redis was unreachable)."""
         return self._local is not None
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, object]:
         """State per version, why, the firing alerts and the saved percentage (API, CLI)."""
         current = self.state()
         versions = {}
@@ -101,24 +91,24 @@ class CircuitBreakers:
             held = current.held(version)
             next_probe = None
             if record.state == OPEN and record.cause is Cause.FAILURES and record.opened_at and not held:
-                next_probe = _iso(record.opened_at + self.policy.reset_timeout_s)
+                next_probe = iso(record.opened_at + self.policy.reset_timeout_s)
             versions[version] = {
                 "state": record.state, "failures": record.failures, "fail_max": self.policy.fail_max,
-                "opened_at": _iso(record.opened_at), "cause": record.cause.value if record.cause else None,
+                "opened_at": iso(record.opened_at), "cause": record.cause.value if record.cause else None,
                 "detail": record.detail, "actor": record.actor, "fingerprint": record.fingerprint,
                 "alertname": record.alertname, "held_by_alerts": held,
                 "awaiting_rearm": record.state == OPEN and record.cause is not Cause.FAILURES and not held,
                 "next_probe_at": next_probe, "probe_owner": record.probe_owner,
-                "changed_at": _iso(record.changed_at),
+                "changed_at": iso(record.changed_at),
             }
         alerts = [{"fingerprint": a.fingerprint, "alertname": a.alertname, "severity": a.severity,
-                   "source": a.source, "starts_at": a.starts_at, "since": _iso(a.since)}
+                   "source": a.source, "starts_at": a.starts_at, "since": iso(a.since)}
                   for a in sorted(current.alerts.values(), key=lambda a: a.since)]
         return {"versions": versions, "firing_alerts": alerts, "saved_percentage": current.saved_percentage,
                 "reset_timeout_s": self.policy.reset_timeout_s, "local_only": self.local_only,
                 "redis": "ok" if self.redis_up() else "unreachable",
-                "worker": {"pid": os.getpid(), "state_version": self.shared.replica.version,
-                           "installed_at": _iso(self.shared.installed_at)}}
+                "worker": {"pid": os.getpid(), "state_version": self.shared.version,
+                           "installed_at": iso(self.shared.installed_at)}}
 
     # -- the router's guard ---------------------------------------------------------
     def v2_blocked(self, category: str | None, *, serving: bool = False) -> Reason | None:
@@ -146,7 +136,7 @@ class CircuitBreakers:
         record = current.record(current.held_version or "")
         return None if record.state == CLOSED else _hold_reason(record)
 
-    def _take_probe(self, record) -> bool:
+    def _take_probe(self, record: VersionRecord) -> bool:
         """Exactly one request per claim goes through as the probe."""
         with self._probe_lock:
             if self._probe_sent == record.probe_claimed_at:
@@ -178,9 +168,9 @@ class CircuitBreakers:
     def record_failure(self, version: str, kind: str) -> None:
         self._trip(lambda s: transitions.failed(s, version, kind, self.clock(), self.policy), version, kind)
 
-    def _trip(self, transition: Transition[str], version: str, why: str) -> None:
+    def _trip(self, transition: Transition[Outcome], version: str, why: str) -> None:
         changed, outcome = self._apply(transition)
-        if changed and outcome in ("tripped", "reopened"):
+        if changed and outcome in (Outcome.TRIPPED, Outcome.REOPENED):
             log.warning("circuit breaker %s opened: %s (%s)", version, outcome, why)
             self._count_rollback(version, Cause.FAILURES)
 
@@ -204,10 +194,12 @@ class CircuitBreakers:
             if self._demand_at.get(version, float("-inf")) < recent:
                 continue
             if record.probe_due(now, self.policy, current.held(version)):
-                changed, _ = self.shared.update(
-                    lambda s, v=version: transitions.probe_claimed(s, v, self.worker, self.clock(), self.policy))
+                changed, _ = self.shared.update(self._claim_probe(version))
                 if changed:
                     log.info("circuit breaker %s half-open: this worker sends the probe", version)
+
+    def _claim_probe(self, version: str) -> Transition[Outcome]:
+        return lambda s: transitions.probe_claimed(s, version, self.worker, self.clock(), self.policy)
 
     def _write_back(self) -> None:
         """Redis is back: make every version this worker held open locally open in Redis too."""
@@ -219,14 +211,15 @@ class CircuitBreakers:
 
             base = self._local_base
 
-            def merge(shared: BreakerState):
+            def merge(shared: BreakerState) -> tuple[BreakerState | None, None]:
                 new = shared
                 for version, record in held.records.items():
                     if record.state != CLOSED and new.record(version).state == CLOSED:
                         new = new.with_record(version, replace(record, state=OPEN, probe_owner=None,
                                                                probe_claimed_at=None))
                 saved = held.saved_percentage
-                if saved is not None and new.saved_percentage is None and (base is None or base.saved_percentage != saved):
+                if saved is not None and new.saved_percentage is None \
+                        and (base is None or base.saved_percentage != saved):
                     new = replace(new, saved_percentage=saved)
                 return (new if new is not shared else None), None
 
@@ -234,16 +227,18 @@ class CircuitBreakers:
             self._local = self._local_base = None
         log.info("circuit breaker: Redis reachable again; local state written back")
 
+    def add_listener(self, listener: BreakerListener) -> None:
+        self.listeners.append(listener)
+
     def refresh_gauges(self) -> None:
-        current = self.state()
-        for version, record in current.records.items():
-            self.metrics.breaker_state.labels(version).set(STATE_VALUES[record.state])
-            self.metrics.breaker_failures.labels(version).set(record.failures)
-        self.metrics.breaker_local_only.set(1 if self.local_only else 0)
+        """Tell the listeners the state this process routes by."""
+        current, local_only = self.state(), self.local_only
+        for listener in self.listeners:
+            self._tell(listener.state_seen, current, local_only)
 
     # -- operators and alerts -----------------------------------------------------------------
     def open(self, version: str, *, reason: str | None, actor: str,
-             percentage: float | None = None) -> tuple[str, bool]:
+             percentage: float | None = None) -> tuple[Outcome, bool]:
         """A hold: (outcome, shared), shared False when applied on this process only (Redis down)."""
         before = self.state().record(version).state
         changed, outcome, shared = self._apply_reporting(
@@ -253,10 +248,10 @@ class CircuitBreakers:
             self._count_rollback(version, Cause.MANUAL)
         return outcome, shared
 
-    def close(self, version: str, *, actor: str, force: bool = False) -> str:
+    def close(self, version: str, *, actor: str, force: bool = False) -> Outcome:
         return self._release(lambda s: transitions.closed(s, version, self.clock(), force=force, actor=actor))
 
-    def rearm(self, version: str, *, actor: str, force: bool = False) -> str:
+    def rearm(self, version: str, *, actor: str, force: bool = False) -> Outcome:
         return self._release(lambda s: transitions.rearmed(s, version, self.clock(), force=force, actor=actor))
 
     def saved_percentage(self) -> float | None:
@@ -266,12 +261,12 @@ class CircuitBreakers:
         """After the flag is back at `restored`: drop it from the rollback memory (a release)."""
         return self._release(lambda s: transitions.percentage_forgotten(s, restored))
 
-    def alert_fired(self, alert: FiringAlert, *, percentage: float, save_percentage: bool) -> tuple[str, bool]:
+    def alert_fired(self, alert: FiringAlert, *, percentage: float, save_percentage: bool) -> tuple[Outcome, bool]:
         """Hold V2 open for the alert; (outcome, shared): shared is False when applied locally only."""
         current = self.state()
         before = current.record(current.held_version or "").state
 
-        def fire(s):
+        def fire(s: BreakerState) -> tuple[BreakerState | None, Outcome]:
             return transitions.alert_fired(s, alert, self.clock(), percentage=percentage,
                                            save_percentage=save_percentage)
 
@@ -280,7 +275,7 @@ class CircuitBreakers:
             self._count_rollback(current.held_version or "", Cause.ALERT)
         return outcome, shared
 
-    def alert_resolved(self, fingerprint: str, *, auto_release: bool) -> str:
+    def alert_resolved(self, fingerprint: str, *, auto_release: bool) -> Outcome:
         return self._release(
             lambda s: transitions.alert_resolved(s, fingerprint, self.clock(), auto_release=auto_release))
 
@@ -319,9 +314,17 @@ class CircuitBreakers:
 
     def _count_rollback(self, version: str, cause: Cause) -> None:
         if version == self.state().held_version:
-            self.metrics.rollbacks.labels(TRIGGERS[cause]).inc()
+            for listener in self.listeners:
+                self._tell(listener.rolled_back, version, cause)
+
+    @staticmethod
+    def _tell(hook: Callable[..., None], *values: object) -> None:
+        try:
+            hook(*values)
+        except Exception:  # an observer must never change a breaker's decision
+            log.exception("circuit breaker listener %r failed", hook)
 
 
-def _hold_reason(record) -> Reason:
+def _hold_reason(record: VersionRecord) -> Reason:
     """The routing reason of a V2 held off by its breaker: the alert that tripped it, or the breaker."""
     return Reason.ALERT if record.cause is Cause.ALERT else Reason.BREAKER_OPEN

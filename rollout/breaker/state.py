@@ -3,8 +3,9 @@
 The state is one Redis hash (`<prefix>:breaker`): a JSON record per version, the
 tripping alerts still firing (they hold V2 open) and the percentage a rollback
 saved for the restore. Each transition maps one `BreakerState` to the next (or to
-None: nothing to change), so the same code runs inside a WATCH/MULTI transaction
-on the replicated hash and on the process-local copy kept while Redis is down.
+None: nothing to change), so the same code runs inside the replicated hash's
+compare-and-set (retried, so it must stay pure) and on the process-local copy kept
+while Redis is down.
 
 The three states and their names are pybreaker's. Unlike pybreaker, a breaker
 opened by an alert or by hand never half-opens on its own timer: only one opened
@@ -18,14 +19,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Any
 
 import redis
-from pybreaker import STATE_CLOSED as CLOSED
-from pybreaker import STATE_HALF_OPEN as HALF_OPEN
-from pybreaker import STATE_OPEN as OPEN
+from pybreaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN
 
 from flags.replica import Change
 
+CLOSED, HALF_OPEN, OPEN = STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN  # pybreaker's names
 STATE_VALUES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}  # circuit_breaker_state
 ALERTS_FIELD = "alerts"
 SAVED_FIELD = "saved_percentage"
@@ -44,6 +45,29 @@ class BreakerConflict(Exception):
 class BreakerUnavailable(redis.ConnectionError):
     """A release (close, re-arm, alert resolved, restore) refused because Redis does not answer:
     applied to one process only, it would send that process's users back to V2 alone."""
+
+
+class Outcome(StrEnum):
+    """What a transition did (returned to callers, shown by the API and CLI, logged)."""
+
+    COUNTED = "counted"                # a failure counted, below fail_max
+    TRIPPED = "tripped"                # opened by failures, a slow-call rate or an alert
+    REOPENED = "reopened"              # the half-open probe failed
+    RESET = "reset"                    # a success cleared the failure count
+    CLAIMED = "claimed"                # this worker sends the half-open probe
+    NOT_DUE = "not_due"
+    OPENED = "opened"                  # by hand
+    ALREADY_OPEN = "already_open"
+    REPEAT = "repeat"                  # an alert already holding
+    NO_CANDIDATE = "no_candidate"      # no rollout: nothing for an alert to hold
+    NOT_HOLDING = "not_holding"        # a resolution of an alert that holds nothing
+    STILL_HELD = "still_held"          # other alerts still fire
+    AWAITING_REARM = "awaiting_rearm"
+    RELEASED = "released"              # the last alert resolved: half-open
+    REARMED = "rearmed"
+    ALREADY_CLOSED = "already_closed"
+    CLOSED = "closed"
+    IGNORED = "ignored"
 
 
 @dataclass(frozen=True)
@@ -80,7 +104,7 @@ class VersionRecord:
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in known})
 
-    def opened(self, cause: Cause, now: float, **details) -> VersionRecord:
+    def opened(self, cause: Cause, now: float, **details: Any) -> VersionRecord:
         """Open (keeping the first opening time if already open)."""
         opened_at = self.opened_at if self.state == OPEN and self.opened_at else now
         return VersionRecord(state=OPEN, failures=self.failures, opened_at=opened_at, cause=cause,
@@ -154,54 +178,54 @@ class BreakerState:
 # -- transitions: (state, ...) -> (new state or None, outcome) ------------------------
 
 def failed(state: BreakerState, version: str, kind: str, now: float,
-           policy: BreakerPolicy) -> tuple[BreakerState | None, str]:
+           policy: BreakerPolicy) -> tuple[BreakerState | None, Outcome]:
     """Count a failure; trip at fail_max; a failed probe re-opens."""
     record = state.record(version)
     if record.state == OPEN:
-        return None, "ignored"
+        return None, Outcome.IGNORED
     if record.state == HALF_OPEN:
         return state.with_record(version, record.opened(Cause.FAILURES, now, detail=f"probe failed: {kind}")), \
-            "reopened"
+            Outcome.REOPENED
     failures = record.failures + 1
     if failures >= policy.fail_max:
         tripped = replace(record, failures=failures).opened(Cause.FAILURES, now, detail=kind)
-        return state.with_record(version, tripped), "tripped"
-    return state.with_record(version, replace(record, failures=failures, detail=kind, changed_at=now)), "counted"
+        return state.with_record(version, tripped), Outcome.TRIPPED
+    return state.with_record(version, replace(record, failures=failures, detail=kind, changed_at=now)), Outcome.COUNTED
 
 
-def slow_tripped(state: BreakerState, version: str, detail: str, now: float) -> tuple[BreakerState | None, str]:
+def slow_tripped(state: BreakerState, version: str, detail: str, now: float) -> tuple[BreakerState | None, Outcome]:
     """The slow-call rate reached its threshold: open a closed breaker (as failures do)."""
     record = state.record(version)
     if record.state != CLOSED:
-        return None, "ignored"
-    return state.with_record(version, record.opened(Cause.FAILURES, now, detail=detail)), "tripped"
+        return None, Outcome.IGNORED
+    return state.with_record(version, record.opened(Cause.FAILURES, now, detail=detail)), Outcome.TRIPPED
 
 
-def succeeded(state: BreakerState, version: str, worker: str, now: float) -> tuple[BreakerState | None, str]:
+def succeeded(state: BreakerState, version: str, worker: str, now: float) -> tuple[BreakerState | None, Outcome]:
     """Reset the count; the probe's success (by its owner) closes the breaker."""
     record = state.record(version)
     if record.state == CLOSED and record.failures:
-        return state.with_record(version, replace(record, failures=0, changed_at=now)), "reset"
+        return state.with_record(version, replace(record, failures=0, changed_at=now)), Outcome.RESET
     if record.state == HALF_OPEN and record.probe_owner == worker:
-        return state.with_record(version, VersionRecord(changed_at=now)), "closed"
-    return None, "ignored"
+        return state.with_record(version, VersionRecord(changed_at=now)), Outcome.CLOSED
+    return None, Outcome.IGNORED
 
 
 def probe_claimed(state: BreakerState, version: str, worker: str, now: float,
-                  policy: BreakerPolicy) -> tuple[BreakerState | None, str]:
+                  policy: BreakerPolicy) -> tuple[BreakerState | None, Outcome]:
     """Half-open with `worker` as the only one allowed to send the probe."""
     record = state.record(version)
     if not record.probe_due(now, policy, state.held(version)):
-        return None, "not_due"
+        return None, Outcome.NOT_DUE
     return state.with_record(version, replace(record, state=HALF_OPEN, probe_owner=worker,
-                                              probe_claimed_at=now, changed_at=now)), "claimed"
+                                              probe_claimed_at=now, changed_at=now)), Outcome.CLAIMED
 
 
 def forced_open(state: BreakerState, version: str, now: float, *, reason: str | None, actor: str,
-                percentage: float | None = None) -> tuple[BreakerState | None, str]:
+                percentage: float | None = None) -> tuple[BreakerState | None, Outcome]:
     """Open by hand; with `percentage` (a rollback), remember it for the restore unless already saved."""
     record = state.record(version)
-    outcome = "already_open" if record.state == OPEN else "opened"
+    outcome = Outcome.ALREADY_OPEN if record.state == OPEN else Outcome.OPENED
     new = state.with_record(version, record.opened(Cause.MANUAL, now, detail=reason, actor=actor))
     if percentage is not None and state.saved_percentage is None and percentage > 0:
         new = replace(new, saved_percentage=percentage)
@@ -209,14 +233,14 @@ def forced_open(state: BreakerState, version: str, now: float, *, reason: str | 
 
 
 def alert_fired(state: BreakerState, alert: FiringAlert, now: float, *, percentage: float,
-                save_percentage: bool) -> tuple[BreakerState | None, str]:
+                save_percentage: bool) -> tuple[BreakerState | None, Outcome]:
     """Hold the candidate open for `alert`; remember the percentage the first time. Repeats change nothing."""
     known = state.alerts.get(alert.fingerprint)
     if known is not None and known.starts_at == alert.starts_at:
-        return None, "repeat"
+        return None, Outcome.REPEAT
     held = state.held_version
     if held is None:
-        return None, "no_candidate"
+        return None, Outcome.NO_CANDIDATE
     record = state.record(held)
     opened = record.opened(Cause.ALERT, now, detail=alert.alertname, actor=f"alert:{alert.alertname}",
                            fingerprint=alert.fingerprint, alertname=alert.alertname)
@@ -225,36 +249,36 @@ def alert_fired(state: BreakerState, alert: FiringAlert, now: float, *, percenta
         saved = percentage
     new = replace(state.with_record(held, opened), saved_percentage=saved,
                   alerts=MappingProxyType({**state.alerts, alert.fingerprint: alert}))
-    return new, "tripped"
+    return new, Outcome.TRIPPED
 
 
 def alert_resolved(state: BreakerState, fingerprint: str, now: float, *,
-                   auto_release: bool) -> tuple[BreakerState | None, str]:
+                   auto_release: bool) -> tuple[BreakerState | None, Outcome]:
     """Drop the alert; with none left, half-open (auto) or wait for a re-arm."""
     if fingerprint not in state.alerts:
-        return None, "not_holding"
+        return None, Outcome.NOT_HOLDING
     alerts = {fp: a for fp, a in state.alerts.items() if fp != fingerprint}
     new = replace(state, alerts=MappingProxyType(alerts))
     if alerts:
-        return new, "still_held"
+        return new, Outcome.STILL_HELD
     if not auto_release or state.held_version is None:
-        return new, "awaiting_rearm"
-    return new.with_record(state.held_version, _half_open(state.record(state.held_version), now)), "released"
+        return new, Outcome.AWAITING_REARM
+    return new.with_record(state.held_version, _half_open(state.record(state.held_version), now)), Outcome.RELEASED
 
 
 def rearmed(state: BreakerState, version: str, now: float, *, force: bool,
-            actor: str) -> tuple[BreakerState | None, str]:
+            actor: str) -> tuple[BreakerState | None, Outcome]:
     """An operator lets a probe decide: half-open (any worker may claim the probe)."""
     state = _unheld(state, version, force, "re-arm")
     if state.record(version).state == CLOSED:
-        return state, "already_closed"
-    return state.with_record(version, replace(_half_open(state.record(version), now), actor=actor)), "rearmed"
+        return state, Outcome.ALREADY_CLOSED
+    return state.with_record(version, replace(_half_open(state.record(version), now), actor=actor)), Outcome.REARMED
 
 
 def closed(state: BreakerState, version: str, now: float, *, force: bool,
-           actor: str) -> tuple[BreakerState | None, str]:
+           actor: str) -> tuple[BreakerState | None, Outcome]:
     state = _unheld(state, version, force, "close")
-    return state.with_record(version, VersionRecord(changed_at=now, actor=actor)), "closed"
+    return state.with_record(version, VersionRecord(changed_at=now, actor=actor)), Outcome.CLOSED
 
 
 def percentage_forgotten(state: BreakerState, restored: float) -> tuple[BreakerState | None, bool]:

@@ -12,6 +12,7 @@ import click
 from rollout.cli import cli, settings_of
 from rollout.cli.stage import decision_line
 from rollout.controller.metrics import ControllerMetrics, serve_metrics, stop_serving
+from rollout.controller.plan import RolloutPlan
 from rollout.controller.planfile import read_plan
 from rollout.controller.process import ControllerProcess
 from rollout.runtime import command_runtime
@@ -32,7 +33,8 @@ def controller(ctx: click.Context, once: bool, plan_file: Path | None, retention
     others wait and take over when it stops. SIGINT/SIGTERM stop it cleanly.
     """
     settings = settings_of(ctx)
-    plan = read_plan(plan_file, settings) if plan_file is not None else None  # a bad file stops here, before services
+    # a bad file stops here, before services
+    plan = read_plan(plan_file, RolloutPlan.from_settings(settings)) if plan_file is not None else None
     logging.getLogger("rollout").setLevel(logging.INFO)  # a daemon's decisions belong in its log
     with command_runtime(settings, replicate=not once) as runtime:
         if plan is not None:

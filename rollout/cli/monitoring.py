@@ -21,6 +21,7 @@ from rollout.analytics.figures import RANGES, Baseline, Dashboard, VersionFigure
 from rollout.analytics.queryset import QuerySetReport, compare_query_set, read_queries
 from rollout.cli import cli, settings_of
 from rollout.errors import RolloutError
+from rollout.formatting import rate_percent
 from rollout.relevance.judges import JUDGES, JudgeError, build_judge
 from rollout.relevance.judging import judge_lists
 from rollout.relevance.summary import render_relevance, runtime_relevance
@@ -45,8 +46,7 @@ def ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
 
-def pct(value: float | None, digits: int = 1) -> str:
-    return "n/a" if value is None else f"{value * 100:.{digits}f} %"
+pct = rate_percent  # the tables' short name
 
 
 def num(value: float | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import signal
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 
 import click
@@ -14,7 +15,8 @@ from rollout import schema
 from rollout.cli import cli, settings_of
 from rollout.cli.stage import decision_line
 from rollout.config import Settings
-from rollout.controller.process import background_controller
+from rollout.controller.metrics import ControllerMetrics, serve_metrics, stop_serving
+from rollout.controller.process import ControllerProcess
 from rollout.maintenance import Maintenance
 from rollout.runtime import Runtime
 from rollout.server import GatewayProcess
@@ -74,6 +76,30 @@ def _run_gateway(settings: Settings, urls: ServiceUrls, port: int, workers: int,
             click.echo("\nstopping the gateway...")
         finally:
             gateway.stop()
+
+
+@contextmanager
+def background_controller(settings: Settings, database_url: str, redis_url: str) -> Iterator[ControllerProcess]:
+    """A controller beside something else in this process (`rollout demo`): its own runtime, stopped on exit.
+
+    Like `rollout controller`, it serves its metrics on ROLLOUT_CONTROLLER_METRICS_PORT when set,
+    so a demo can be scraped whole.
+    """
+    runtime = Runtime(settings, database_url, redis_url, pool_size=2).start()
+    server = None
+    try:
+        metrics = ControllerMetrics()
+        if settings.rollout_controller_metrics_port is not None:
+            server = serve_metrics(metrics, settings.host, settings.rollout_controller_metrics_port)
+        process = ControllerProcess(runtime, retention=False, metrics=metrics).start()
+        try:
+            yield process
+        finally:
+            process.shutdown()
+    finally:
+        if server is not None:
+            stop_serving(server)
+        runtime.close()
 
 
 def _demo_companions(settings: Settings, urls: ServiceUrls, fast: bool):

@@ -9,6 +9,7 @@ import click
 from rollout.cli import cli, settings_of
 from rollout.cli.flags import cli_actor
 from rollout.controller import Action, Command
+from rollout.controller.plan import ROLLBACK_TARGETS
 from rollout.runtime import Runtime, command_runtime
 
 PERCENT = click.FloatRange(0, 100)
@@ -151,7 +152,7 @@ def resume(ctx: click.Context, reason: str | None, expected: float | None) -> No
 
 
 @stage.command()
-@click.option("--to", "rollback_to", type=click.Choice(["zero", "previous"]), default=None,
+@click.option("--to", "rollback_to", type=click.Choice(ROLLBACK_TARGETS), default=None,
               help="0 % or the previous stage (default ROLLOUT_ROLLBACK_TO).")
 @_options
 def rollback(ctx: click.Context, rollback_to: str | None, reason: str | None, expected: float | None) -> None:

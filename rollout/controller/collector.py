@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import numpy as np
 from psycopg_pool import ConnectionPool
@@ -37,6 +36,7 @@ from rollout.breaker.state import CLOSED
 from rollout.controller.evidence import Evidence, VersionEvidence
 from rollout.database import read_snapshot
 from rollout.migration.coverage import CoverageMonitor
+from rollout.moments import moment
 from rollout.routing import Reason, Roles
 
 GUARD_REASONS = [Reason.BREAKER_OPEN.value, Reason.ALERT.value, Reason.V2_INCOMPLETE.value]
@@ -81,10 +81,6 @@ _OVERLAPS = f"""
       AND random() < %(keep)s"""
 
 
-def _time(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC)
-
-
 def _keep(available: int, wanted: int) -> float:
     """The share of rows to keep so that about `wanted` of `available` remain (1.0: all of them)."""
     return 1.0 if available <= wanted else wanted / available
@@ -124,7 +120,7 @@ class EvidenceCollector:
         """The evidence of the window [since, until) at `percentage` (epoch seconds)."""
         baseline, candidate = self.roles()
         candidate = candidate or ""  # no rollout: nothing is routed to a candidate
-        params = {"since": _time(since), "until": _time(until), "critical_since": _time(until - critical_window_s),
+        params = {"since": moment(since), "until": moment(until), "critical_since": moment(until - critical_window_s),
                   "guards": GUARD_REASONS, "threshold": threshold(percentage), "baseline": baseline,
                   "candidate": candidate}
         counts = {baseline: _Counts(), candidate: _Counts()}

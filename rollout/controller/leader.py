@@ -14,22 +14,17 @@ Redis therefore stops acting before its key can expire and be taken by another.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 
 import redis
 from redis.exceptions import LockError
 
+from rollout.identity import holder_identity
+
 log = logging.getLogger(__name__)
 
 LEADER_KEY = "controller:leader"  # under REDIS_KEY_PREFIX
-
-
-def controller_identity() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 class LeaderLock:
@@ -37,7 +32,7 @@ class LeaderLock:
         self.client = client
         self.key = key
         self.ttl_s = ttl_s
-        self.identity = identity or controller_identity()
+        self.identity = identity or holder_identity()
         self._lock = client.lock(key, timeout=ttl_s, blocking=False, thread_local=False)
         self._valid_until = 0.0
         self._mutex = threading.Lock()

@@ -40,7 +40,8 @@ class ControllerMetrics:
                                 "The rollout's percentage after this controller's last decision.",
                                 registry=self.registry)
         self.gate_statistic = Gauge("rollout_gate_statistic", "The gate's statistic at the last evaluation "
-                                    "(e.g. the candidate's error rate, the p95 ratio).", ["gate"], registry=self.registry)
+                                    "(e.g. the candidate's error rate, the p95 ratio).", ["gate"],
+                                    registry=self.registry)
         self.gate_bound = Gauge("rollout_gate_bound", "The gate's confidence-sequence bound on the rollback side at "
                                 "the last evaluation.", ["gate"], registry=self.registry)
         self.gate_threshold = Gauge("rollout_gate_threshold", "The threshold the gate's bound is held against.",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from rollout.config import DEFAULT_STAGES, RollbackTarget, parse_stages
 from rollout.controller.thresholds import Thresholds
@@ -12,7 +12,7 @@ from rollout.errors import ConfigError
 if TYPE_CHECKING:
     from rollout.config import Settings
 
-ROLLBACK_TARGETS = ("zero", "previous")
+ROLLBACK_TARGETS: tuple[str, ...] = get_args(RollbackTarget)
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,11 @@ class RolloutPlan:
     critical_window_s: float = 24 * 3600       # critical errors are counted over this window
     traffic_grace_s: float = 1800              # a stage with no traffic this long holds with the reason
     thresholds: Thresholds = field(default_factory=Thresholds)
+
+    @staticmethod
+    def parse_stages(value: str | object) -> tuple[float, ...]:
+        """A plan's stages from a list or "10,25,50,75,100"; ValueError says what is wrong."""
+        return parse_stages(value)
 
     def __post_init__(self):
         try:

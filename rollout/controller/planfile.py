@@ -23,7 +23,6 @@ from typing import Any, Literal
 import yaml  # type: ignore[import-untyped]  # (no stubs installed; PyYAML is untyped)
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rollout.config import Settings, parse_stages
 from rollout.controller.gates.metric import MetricGate, metric_gate
 from rollout.controller.gates.registry import GATES, Gate
 from rollout.controller.plan import RolloutPlan
@@ -177,8 +176,9 @@ def _pydantic_problems(error: ValidationError, lines: _Lines, prefix: Path_ = ()
     return found
 
 
-def lint_text(text: str, settings: Settings, file: str = "plan") -> tuple[FilePlan | None, list[Problem]]:
-    """The plan a file's text declares, and its problems (the plan is None when there are any)."""
+def lint_text(text: str, defaults: RolloutPlan, file: str = "plan") -> tuple[FilePlan | None, list[Problem]]:
+    """The plan a file's text declares over `defaults` (the environment's plan), and its problems (the plan is
+    None when there are any)."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -195,11 +195,10 @@ def lint_text(text: str, settings: Settings, file: str = "plan") -> tuple[FilePl
         model = PlanModel.model_validate(data)
     except ValidationError as exc:
         return None, sorted(problems + _pydantic_problems(exc, lines), key=lambda p: p.line or 0)
-    defaults = RolloutPlan.from_settings(settings)
     stages = defaults.stages
     if model.stages is not None:
         try:
-            stages = parse_stages(model.stages)
+            stages = RolloutPlan.parse_stages(model.stages)
         except ValueError as exc:
             problems.append(Problem(lines.of(("stages",)), "stages", str(exc)))
     sources = _sources(model, lines, problems)
@@ -331,14 +330,14 @@ def _custom(model: PlanModel, sources: Mapping[str, SourceConfig], registry: Seq
     return tuple(gates)
 
 
-def read_plan(path: str | Path, settings: Settings) -> FilePlan:
+def read_plan(path: str | Path, defaults: RolloutPlan) -> FilePlan:
     """The plan of a file; PlanInvalid (every problem) or ConfigError (unreadable) otherwise."""
     file = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read the plan {file}: {exc.strerror if isinstance(exc, OSError) else exc}") from None
-    plan, problems = lint_text(text, settings, file)
+    plan, problems = lint_text(text, defaults, file)
     if plan is None:
         raise PlanInvalid(file, problems)
     return plan

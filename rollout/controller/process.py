@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Protocol
 
 import psycopg
 import redis
@@ -31,11 +31,17 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from rollout.config import Settings
 from rollout.controller.leader import LeaderLock
-from rollout.controller.metrics import ControllerMetrics, serve_metrics, stop_serving
+from rollout.controller.metrics import ControllerMetrics
 from rollout.errors import RolloutError
 from rollout.maintenance import Maintenance
 from rollout.relevance.probes import KnownItemProbes, ProbeMetrics
-from rollout.runtime import Runtime
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
+
+    from rollout.backends import VersionBackend
+    from rollout.controller.service import RolloutService
+    from rollout.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +50,28 @@ class LeaderBusy(RolloutError):
     """Another controller holds the leader lock."""
 
 
+class ControllerHost(Protocol):
+    """What a controller needs of its process's services (a Runtime provides them): the controller
+    is built by the composition root, never the other way round."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def stages(self) -> RolloutService: ...
+    @property
+    def redis(self) -> redis.Redis: ...
+    @property
+    def pool(self) -> ConnectionPool: ...
+    @property
+    def backends(self) -> Mapping[str, VersionBackend]: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def database_url(self) -> str: ...
+
+
 class ControllerProcess:
-    def __init__(self, runtime: Runtime, *, retention: bool = True, identity: str | None = None,
+    def __init__(self, runtime: ControllerHost, *, retention: bool = True, identity: str | None = None,
                  metrics: ControllerMetrics | None = None):
         self.runtime = runtime
         self.service = runtime.stages
@@ -160,27 +186,3 @@ class ControllerProcess:
             log.warning("controller %s: probes skipped, PostgreSQL is unreachable (%s)", self.identity, exc)
         except Exception:
             log.exception("controller %s: probe round failed", self.identity)
-
-
-@contextmanager
-def background_controller(settings: Settings, database_url: str, redis_url: str) -> Iterator[ControllerProcess]:
-    """A controller beside something else in this process (`rollout demo`): its own runtime, stopped on exit.
-
-    Like `rollout controller`, it serves its metrics on ROLLOUT_CONTROLLER_METRICS_PORT when set,
-    so a demo can be scraped whole.
-    """
-    runtime = Runtime(settings, database_url, redis_url, pool_size=2).start()
-    server = None
-    try:
-        metrics = ControllerMetrics()
-        if settings.rollout_controller_metrics_port is not None:
-            server = serve_metrics(metrics, settings.host, settings.rollout_controller_metrics_port)
-        process = ControllerProcess(runtime, retention=False, metrics=metrics).start()
-        try:
-            yield process
-        finally:
-            process.shutdown()
-    finally:
-        if server is not None:
-            stop_serving(server)
-        runtime.close()

@@ -45,6 +45,7 @@ from rollout.controller.state import (
 )
 from rollout.controller.store import DecisionRecord, RolloutStore, StoredState, iso
 from rollout.controller.verdict import judge
+from rollout.formatting import share_percent
 from rollout.versions import all_versions, roles_of, set_candidate
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,7 @@ CONTROLLER = "controller"  # the actor of the controller's own flag changes and 
 UNKNOWN_ACTOR = "unknown (no flag_audit row)"
 
 
-def pct(value: float) -> str:
-    return f"{value:g} %"
+pct = share_percent  # this module's short name
 
 
 def duration(seconds: float) -> str:

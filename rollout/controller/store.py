@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from rollout.controller.state import RolloutState, Status, Transition
+from rollout.moments import epoch, iso, moment  # noqa: F401  (iso: also imported from here)
 
 _ENSURE = "INSERT INTO rollout_state (id) VALUES (1) ON CONFLICT (id) DO NOTHING"
 _STATE = """SELECT percentage, status, stage_started_at, reason, last_evaluated_at, next_evaluation_at
@@ -25,20 +26,6 @@ _STATE = """SELECT percentage, status, stage_started_at, reason, last_evaluated_
 _DECISION_COLUMNS = ("id, decided_at, kind, action, actor, controller, reason, stage, percentage_before, "
                      "percentage_after, status_before, status_after, window_started_at, verdict, transition, evidence, "
                      "plan, flag_changes, error, notification")
-
-
-def epoch(value: datetime | None) -> float | None:
-    return value.timestamp() if value is not None else None
-
-
-def moment(value: float | None) -> datetime | None:
-    return datetime.fromtimestamp(value, UTC) if value is not None else None
-
-
-def iso(value: float | datetime | None) -> str | None:
-    if value is None:
-        return None
-    return (value if isinstance(value, datetime) else moment(value)).isoformat()
 
 
 @dataclass(frozen=True)
@@ -112,7 +99,8 @@ class RolloutStore:
                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                RETURNING id, decided_at""",
             (decision.kind, decision.action, decision.actor, decision.controller, decision.reason, decision.stage,
-             t.before.percentage, t.after.percentage, t.before.status.value, t.after.status.value, moment(t.before.stage_started_at),
+             t.before.percentage, t.after.percentage, t.before.status.value, t.after.status.value,
+             moment(t.before.stage_started_at),
              _json(decision.verdict), Jsonb(t.to_dict()), _json(decision.evidence), Jsonb(decision.plan),
              Jsonb(decision.flag_changes), decision.error, _json(decision.notification))).fetchone()
 

@@ -86,9 +86,6 @@ class Embedder(ABC):
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed `texts` in order; float32 array of shape (len(texts), dimensions), unit norm."""
 
-    def embed_one(self, text: str) -> np.ndarray:
-        return self.embed([text])[0]
-
     def describe(self) -> dict:
         return {"provider": self.provider, "model": self.model, "dimensions": self.dimensions}
 

@@ -197,8 +197,9 @@ class Verifier:
             except (EmbeddingError, SearchFailed) as exc:
                 checks.append(Check("self-retrieval", False, f"sample queries failed: {exc}", name))
                 continue
-            at_k = sum(doc_id in ids for (doc_id, _), ids in zip(samples, results[name], strict=False)) / len(samples)
-            at_1 = sum(ids[:1] == [doc_id] for (doc_id, _), ids in zip(samples, results[name], strict=False)) / len(samples)
+            pairs = list(zip(samples, results[name], strict=False))
+            at_k = sum(doc_id in ids for (doc_id, _), ids in pairs) / len(samples)
+            at_1 = sum(ids[:1] == [doc_id] for (doc_id, _), ids in pairs) / len(samples)
             retrieval[name] = {"queries": len(samples), f"self_at_{self.k}": round(at_k, 4),
                                "self_at_1": round(at_1, 4)}
             checks.append(Check("self-retrieval", at_k >= self.min_self_retrieval,

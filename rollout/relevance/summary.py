@@ -10,6 +10,7 @@ from datetime import datetime
 from rollout.controller.evidence import Evidence, VersionEvidence
 from rollout.controller.gates.registry import alpha_share
 from rollout.controller.gates.relevance import RelevanceEvidence, RelevancePolicy, relevance_gate
+from rollout.formatting import rate_percent
 from rollout.relevance.evidence import RelevanceCollector
 from rollout.relevance.versions import baseline_and_candidate
 
@@ -75,19 +76,16 @@ def render_relevance(summary: dict) -> str:
     b, c = summary["baseline"], summary["candidate"]
     sources = summary["sources"]
 
-    def pct(value: float | None) -> str:
-        return "n/a" if value is None else f"{value * 100:.1f} %"
-
     lines = ["", f"relevance, {c} (candidate) against {b} (baseline):"]
     if "judge" in sources:
         j = sources["judge"]
         lines.append(f"  judge     {c} wins {j['wins']}, loses {j['losses']}, ties {j['ties']}: "
-                     f"win rate {pct(j['candidate_win_rate'])}")
+                     f"win rate {rate_percent(j['candidate_win_rate'])}")
     for name, label in (("feedback", "positive"), ("probes", "hit@k")):
         if name in sources:
             cells = sources[name]
-            lines.append(f"  {name:<9} {label} {b} {pct(cells[b]['rate'])} ({cells[b]['total']}), "
-                         f"{c} {pct(cells[c]['rate'])} ({cells[c]['total']})")
+            lines.append(f"  {name:<9} {label} {b} {rate_percent(cells[b]['rate'])} ({cells[b]['total']}), "
+                         f"{c} {rate_percent(cells[c]['rate'])} ({cells[c]['total']})")
     if "golden" in sources:
         g = sources["golden"]
         lines.append(f"  golden    nDCG@10 difference {g['ndcg_difference']:+.3f} "
@@ -96,7 +94,7 @@ def render_relevance(summary: dict) -> str:
         lines.append("  no relevance evidence in this window (feedback, judge, probes) and no `rollout eval` yet")
     abstain = summary.get("abstain_rate") or {}
     if abstain:
-        lines.append("  abstain   " + ", ".join(f"{v} {pct(a['rate'])} ({a['empty']} of {a['answered']})"
+        lines.append("  abstain   " + ", ".join(f"{v} {rate_percent(a['rate'])} ({a['empty']} of {a['answered']})"
                                               for v, a in sorted(abstain.items())) + " returned nothing")
     for version, scale in (summary.get("calibration") or {}).items():
         lines.append(f"  scale     {version}: best score p10 {scale['p10']:.3f}, p50 {scale['p50']:.3f}, "

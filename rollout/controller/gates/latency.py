@@ -5,7 +5,8 @@ Each version's p95 gets a confidence sequence (`rollout.controller.sequences.qua
 Howard & Ramdas 2022): order statistics at ranks that hold at every sample size at once.
 - roll back when the candidate's lower bound exceeds (1 + margin) x the baseline's upper bound
   (each sequence at a quarter of this gate's share of the rollback alpha, so with the mean
-  check below the gate errs with probability at most its share), or when the candidate's lower bound reaches the ceiling (800 ms);
+  check below the gate errs with probability at most its share), or when the candidate's lower
+  bound reaches the ceiling (800 ms);
 - roll back when the candidate's mean latency exceeds (1 + margin) x the baseline's by the
   asymptotic two-sample sequence (`difference_bounds`, the other half of this gate's alpha): a
   slowdown of every request shows in the mean with a few hundred requests, long before the p95;

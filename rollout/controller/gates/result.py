@@ -14,6 +14,7 @@ from enum import StrEnum
 import numpy as np
 
 from rollout.controller.outcome import Outcome
+from rollout.formatting import change_percent, rate_percent
 
 JSONValue = None | bool | int | float | str | list
 
@@ -100,11 +101,5 @@ class Findings:
         return GateResult(name, status, on_failure, "; ".join(reasons), values, thresholds, **headline)
 
 
-def percent(fraction: float, digits: int = 1) -> str:
-    """0.0123 -> '1.2 %' (with more digits for small rates)."""
-    return f"{fraction * 100:.{digits}f} %"
-
-
-def signed_percent(ratio: float) -> str:
-    """A ratio as a change: 1.27 -> '+27 %', 0.93 -> '-7 %'."""
-    return f"{(ratio - 1) * 100:+.0f} %"
+percent = rate_percent  # the gates' names for rollout.formatting's
+signed_percent = change_percent
