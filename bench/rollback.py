@@ -115,7 +115,7 @@ def call(url_host: str, port: int, method: str, path: str, payload: dict | None,
 
 
 def alert(status: str, trial: int) -> dict:
-    labels = {"alertname": "RagV2ErrorRateHigh", "severity": "critical", "trial": str(trial)}
+    labels = {"alertname": "RagCandidateErrorRateHigh", "severity": "critical", "trial": str(trial)}
     return {"version": "4", "status": status, "receiver": "rag-rollout", "groupKey": f"bench-{trial}",
             "truncatedAlerts": 0, "groupLabels": {}, "commonLabels": labels, "commonAnnotations": {},
             "externalURL": "http://alertmanager.invalid",
@@ -196,7 +196,8 @@ def trial_run(traffic: Traffic, host: str, port: int, trial: int, workers: int) 
         raise SystemExit(f"trial {trial}: only {len(installed)} of {workers} workers reported their breaker copy")
     last_v2 = max((x.sent - start for x in window if x.ok and x.served_by == "v2" and x.sent >= start), default=0.0)
     return {"switch_s": max(switched.values()), "installed_s": max(installed.values()), "decided_s": decided,
-            "last_v2_s": last_v2, "late_v2": late_v2, "checked": len(after_switch), "failed": failed, "requests": len(window), "posted_s": posted,
+            "last_v2_s": last_v2, "late_v2": late_v2, "checked": len(after_switch), "failed": failed,
+            "requests": len(window), "posted_s": posted,
             "gap_s": float(np.median(gaps)) if gaps else float("nan")}
 
 

@@ -6,7 +6,7 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
 def alertmanager(status: str = "firing", *, severity: str = "critical", fingerprint: str = "5c8e0fe1b3c7d2a4",
-                 alertname: str = "RagV2ErrorRateHigh", starts_at: str = "2024-05-01T10:00:00.123456789Z",
+                 alertname: str = "RagCandidateErrorRateHigh", starts_at: str = "2024-05-01T10:00:00.123456789Z",
                  extra_labels: dict | None = None) -> dict:
     labels = {"alertname": alertname, "severity": severity, "service": "rag-gateway", "version": "v2",
               **(extra_labels or {})}
@@ -21,7 +21,7 @@ def alertmanager(status: str = "firing", *, severity: str = "critical", fingerpr
     }
     return {
         "version": "4",
-        "groupKey": '{}/{severity="critical"}:{alertname="%s"}' % alertname,
+        "groupKey": '{}/{severity="critical"}:{alertname="' + alertname + '"}',
         "truncatedAlerts": 0,
         "status": status,
         "receiver": "rag-rollout",
@@ -60,7 +60,7 @@ def grafana(status: str = "firing", *, severity: str = "critical", fingerprint: 
         "commonAnnotations": alert["annotations"],
         "externalURL": "http://grafana.example/",
         "version": "1",
-        "groupKey": '{}:{alertname="%s"}' % alertname,
+        "groupKey": '{}:{alertname="' + alertname + '"}',
         "truncatedAlerts": 0,
         "title": f"[{status.upper()}:1] {alertname} (RAG)",
         "state": "alerting" if status == "firing" else "ok",
