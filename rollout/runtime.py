@@ -9,7 +9,7 @@ background and a Redis client that connects on first use.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import psycopg
@@ -183,12 +183,11 @@ class Runtime:
         self.gateway.pair_listeners.append(shadow_listener(judging, lambda: baseline_and_candidate(self.router.roles)))
         return judging
 
-    def _start_condition(self):
-        """ROLLOUT_REQUIRE_EVAL: the first stage needs a passing `rollout eval` of the pair."""
+    def _start_condition(self) -> Callable[[str, str], str | None] | None:
+        """ROLLOUT_REQUIRE_EVAL: the first stage needs a passing `rollout eval` of the pair it starts."""
         if not self.settings.rollout_require_eval:
             return None
-        evals = EvalStore(self.pool)
-        return lambda: evals.start_refusal(*baseline_and_candidate(self.router.roles))
+        return EvalStore(self.pool).start_refusal
 
     def _relevance_evidence(self, *args, **kwargs):
         """The relevance gate's evidence for the rollout's pair as the registry names it now."""

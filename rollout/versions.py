@@ -37,6 +37,10 @@ class VersionError(RolloutError):
     """A registry change that cannot be made as asked (the message says why; nothing changed)."""
 
 
+class UnknownVersion(VersionError):
+    """A name the registry does not hold (the API answers 404)."""
+
+
 @dataclass(frozen=True)
 class EmbeddingVersion:
     name: str
@@ -261,5 +265,5 @@ def _find(conn: psycopg.Connection, name: str) -> EmbeddingVersion | None:
 def _require(conn: psycopg.Connection, name: str) -> EmbeddingVersion:
     version = _find(conn, check_name(name))
     if version is None:
-        raise VersionError(f"no version named {name}; `rollout versions list` shows them")
+        raise UnknownVersion(f"no version named {name}; `rollout versions list` shows them")
     return version

@@ -220,6 +220,54 @@ def test_stage_start_sets_the_candidate_and_refuses_a_second_rollout(run, settin
     assert [row[:2] for row in registry(url)] == [("v1", "baseline"), ("v2", "candidate"), ("v3", "ready")]
 
 
+def test_stage_start_through_the_admin_api(client, runtime):
+    """`POST /api/rollout/stage {"action": "start"}` is `rollout stage start`: admin only, the same refusals."""
+    from conftest import admin_headers
+
+    from rollout.versions import VersionRegistry
+
+    url = runtime.settings.database_url
+    VersionRegistry(url).add("v3", "local", 16)
+    carol = {**admin_headers(), "X-Rollout-Actor": "carol"}
+
+    def start(body, headers=carol):
+        return client.post("/api/rollout/stage", json={"action": "start", **body}, headers=headers)
+
+    assert start({"baseline": "v1", "candidate": "v3"}, headers={}).status_code == 401
+    assert start({"baseline": "v1", "candidate": "v3"}, headers=admin_headers("wrong")).status_code == 403
+    for body, problem in (({"baseline": "v1"}, "start needs a baseline and a candidate"),
+                          ({"baseline": "v1", "candidate": "v1"}, "two different versions"),
+                          ({"baseline": "v1", "candidate": "V 3"}, "candidate"),
+                          ({"baseline": "v1", "candidate": "v3", "percentage": 10}, "only for set"),
+                          ({"baseline": "v1", "candidate": "v3", "expected_percentage": 0}, "not for start")):
+        refused = start(body)
+        assert refused.status_code == 400 and problem in refused.get_json()["detail"], (body, refused.get_json())
+    advance = client.post("/api/rollout/stage", json={"action": "advance", "candidate": "v3"}, headers=carol)
+    assert advance.status_code == 400 and "only for start" in advance.get_json()["detail"]
+    unknown = start({"baseline": "v1", "candidate": "v9"})
+    assert unknown.status_code == 404 and unknown.get_json()["error"] == "unknown_version"
+    assert "no version named v9" in unknown.get_json()["detail"]
+    assert runtime.stages.store.decisions() == []  # refused input changes nothing
+    assert [row[:2] for row in registry(url)] == [("v1", "baseline"), ("v2", "candidate"), ("v3", "ready")]
+
+    started = start({"baseline": "v1", "candidate": "v3", "reason": "try v3"})
+    assert started.status_code == 200, started.get_json()
+    decision = started.get_json()["decision"]
+    assert (decision["action"], decision["actor"], decision["percentage_after"]) == ("start", "carol", 10.0)
+    assert decision["reason"] == "rollout of v3 against v1 started at 10 % by carol: try v3"
+    assert started.get_json()["status"]["status"] == "running"
+    assert [row[:2] for row in registry(url)] == [("v1", "baseline"), ("v2", "ready"), ("v3", "candidate")]
+
+    busy = start({"baseline": "v1", "candidate": "v2"})
+    assert busy.status_code == 409 and "a rollout of v3 is in progress" in busy.get_json()["detail"]
+    back = client.post("/api/rollout/stage", json={"action": "rollback", "rollback_to": "zero"}, headers=carol)
+    assert back.status_code == 200
+    not_baseline = start({"baseline": "v2", "candidate": "v3"})
+    assert not_baseline.status_code == 409 and "v2 is not the baseline (ready)" in not_baseline.get_json()["detail"]
+    assert [row[:2] for row in registry(url)] == [("v1", "baseline"), ("v2", "ready"), ("v3", "candidate")]
+    assert [d["action"] for d in runtime.stages.store.decisions()] == ["rollback", "start"]
+
+
 def test_v1_to_v2_to_v3_end_to_end(run, runtime):
     """The demo's pair completes and is promoted; a third version is added, backfilled, rolled out with
     sticky users, rolled back by an alert naming it, completed and promoted; the first is dropped."""

@@ -77,10 +77,10 @@ class LiveFlags:
 class RolloutService:
     def __init__(self, plan: RolloutPlan, store: RolloutStore, collector: EvidenceCollector, flags: FlagStore,
                  notifier: Notifier, redis_client: redis.Redis, leader_key: str, *,
-                 start_condition: Callable[[], str | None] | None = None,
+                 start_condition: Callable[[str, str], str | None] | None = None,
                  relevance: Callable[[float], RelevanceEvidence] | None = None):
         self.plan = plan
-        self.start_condition = start_condition  # why V2 may not get its first traffic yet, or None
+        self.start_condition = start_condition  # why a candidate may not get its first traffic yet, or None
         self.relevance = relevance  # the relevance sources since a time (the relevance gate), or None
         self.store = store
         self.collector = collector
@@ -150,7 +150,9 @@ class RolloutService:
                 raise TransitionError(f"the rollout is at {pct(state.percentage)}, not "
                                       f"{pct(expected_percentage)}: nothing changed")
             transition = apply_command(self.plan, state, command, now)
-            self._check_start(transition)
+            roles = roles_of(all_versions(conn))
+            if roles is not None and roles.candidate is not None:
+                self._check_start(transition, roles.baseline, roles.candidate)
             changes = self._set_flags(transition, command.actor)  # a Redis error rolls the whole command back
             decision = self._record(conn, stored, transition, DecisionRecord(
                 kind="command", actor=command.actor, transition=transition, plan=self.plan.to_dict(),
@@ -177,6 +179,7 @@ class RolloutService:
                                       f"{pct(state.percentage)}); roll it back to 0 % or promote it first")
             set_candidate(conn, baseline, candidate)
             transition = rollout_started(self.plan, state, baseline, candidate, actor, now, reason)
+            self._check_start(transition, baseline, candidate)  # a refusal rolls the registry change back
             changes = self._set_flags(transition, actor)  # a Redis error rolls the whole start back
             decision = self._record(conn, stored, transition, DecisionRecord(
                 kind="command", actor=actor, transition=transition, plan=self.plan.to_dict(),
@@ -249,11 +252,12 @@ class RolloutService:
         return made
 
     # -- carrying a transition out -------------------------------------------------------------
-    def _check_start(self, transition: Transition) -> None:
-        """A command giving V2 its first traffic waits for the start condition (ROLLOUT_REQUIRE_EVAL)."""
+    def _check_start(self, transition: Transition, baseline: str, candidate: str) -> None:
+        """A command giving the candidate its first traffic waits for the start condition of the pair
+        (ROLLOUT_REQUIRE_EVAL)."""
         if self.start_condition is None or transition.before.percentage > 0 or not transition.after.percentage > 0:
             return
-        refusal = self.start_condition()
+        refusal = self.start_condition(baseline, candidate)
         if refusal is not None:
             raise TransitionError(f"{refusal}: nothing changed")
 
