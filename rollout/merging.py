@@ -1,11 +1,13 @@
-"""Merged mode: one result list from V1 and V2, near-duplicates removed, ranked by reciprocal rank fusion.
+"""Merged mode: one result list from the baseline and the candidate, near-duplicates removed, ranked by
+reciprocal rank fusion.
 
 The versions' cosine similarities come from different models and are not
 comparable, so the fusion uses ranks only (RRF, Cormack et al. 2009: each version
 adds 1 / (rrf_k + rank)). Two results are one when they are the same document,
 or near-duplicates: documents whose *stored* embeddings have cosine similarity
 ≥ the threshold in every version that holds both (computed by pgvector in one
-query, so no vector leaves the database). A group of duplicates counts as one
+query, so no vector leaves the database). The versions are those that answered the query,
+so the check follows the rollout's pair when the registry's roles change. A group of duplicates counts as one
 document found at its best rank in each version. At least `min_per_version`
 results of each version are kept when that version returned them.
 """
@@ -13,7 +15,7 @@ results of each version are kept when that version returned them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import psycopg
@@ -120,25 +122,41 @@ def fuse(results: Mapping[str, Sequence[Hit]], k: int, *, duplicate_pairs: Itera
 
 
 class NearDuplicates:
-    """Pairs of result documents whose stored embeddings are near-identical in every version holding both."""
+    """Pairs of result documents whose stored embeddings are near-identical in every version holding both.
 
-    def __init__(self, pool: ConnectionPool, tables: Sequence[str]):
+    `table_of` names a version's embeddings table (the registry's snapshot, read at each call), so the
+    versions compared are whichever answered, not the pair the process started with.
+    """
+
+    def __init__(self, pool: ConnectionPool, table_of: Callable[[str], str]):
         self.pool = pool
-        per_table = [f"""SELECT a.document_id AS a, b.document_id AS b, 1 - (a.embedding <=> b.embedding) AS similarity
-                         FROM {table} a JOIN {table} b ON a.document_id < b.document_id
-                         WHERE a.document_id = ANY(%(ids)s) AND b.document_id = ANY(%(ids)s)"""
-                     for table in tables]
-        self._sql = (f"SELECT a, b FROM ({' UNION ALL '.join(per_table)}) pairs "
-                     "GROUP BY a, b HAVING min(similarity) >= %(threshold)s")
+        self.table_of = table_of
+        self._sql: dict[tuple[str, ...], str] = {}  # one statement per set of tables, built once
 
-    def pairs(self, ids: Iterable[str], threshold: float) -> set[tuple[str, str]]:
-        """Near-duplicate pairs among `ids`; empty (no content dedupe) when the database cannot answer."""
+    def statement(self, tables: Sequence[str]) -> str:
+        key = tuple(sorted(set(tables)))
+        sql = self._sql.get(key)
+        if sql is None:
+            per_table = [f"""SELECT a.document_id AS a, b.document_id AS b,
+                                    1 - (a.embedding <=> b.embedding) AS similarity
+                             FROM {table} a JOIN {table} b ON a.document_id < b.document_id
+                             WHERE a.document_id = ANY(%(ids)s) AND b.document_id = ANY(%(ids)s)"""
+                         for table in key]
+            sql = (f"SELECT a, b FROM ({' UNION ALL '.join(per_table)}) pairs "
+                   "GROUP BY a, b HAVING min(similarity) >= %(threshold)s")
+            self._sql[key] = sql
+        return sql
+
+    def pairs(self, ids: Iterable[str], threshold: float, versions: Sequence[str]) -> set[tuple[str, str]]:
+        """Near-duplicate pairs among `ids` in `versions`; empty (no content dedupe) when the database
+        cannot answer."""
         ids = sorted(set(ids))
-        if len(ids) < 2:
+        if len(ids) < 2 or not versions:
             return set()
+        sql = self.statement([self.table_of(version) for version in versions])
         try:
             with self.pool.connection() as conn:
-                rows = conn.execute(self._sql, {"ids": ids, "threshold": threshold}).fetchall()
+                rows = conn.execute(sql, {"ids": ids, "threshold": threshold}).fetchall()
         except (psycopg.Error, PoolTimeout) as exc:
             log.warning("near-duplicate check failed, merging by document id only: %s", exc)
             return set()
@@ -158,5 +176,6 @@ class Merger:
     def merge(self, results: Mapping[str, Sequence[Hit]], k: int) -> list[MergedHit]:
         pairs: Iterable[tuple[str, str]] = ()
         if self.duplicates is not None and len(results) > 1:
-            pairs = self.duplicates.pairs((hit.id for hits in results.values() for hit in hits), self.threshold)
+            pairs = self.duplicates.pairs((hit.id for hits in results.values() for hit in hits), self.threshold,
+                                          list(results))
         return fuse(results, k, duplicate_pairs=pairs, min_per_version=self.min_per_version, rrf_k=self.rrf_k)

@@ -130,7 +130,7 @@ class Runtime:
             self.shadow_pool = ShadowPool(settings.shadow_max_concurrency)
             self.deadline = (QueryDeadline(settings.query_deadline_ms, settings.hedge_delay_ms)
                              if settings.query_deadline_ms else None)
-            merger = Merger(NearDuplicates(self.pool, [settings.version(v).table for v in VERSIONS]),
+            merger = Merger(NearDuplicates(self.pool, lambda name: self.backends[name].settings.table),
                             threshold=settings.merge_duplicate_similarity,
                             min_per_version=settings.merge_min_per_version, rrf_k=settings.merge_rrf_k)
             self.gateway = RagGateway(self.router, self.backends, self.metrics, self.flags, health=self.breakers,

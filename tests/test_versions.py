@@ -137,7 +137,8 @@ def test_retire_and_drop_refuse_what_is_in_use(run, settings):
         conn.execute("INSERT INTO embedding_migrations (version) VALUES ('v3')")
         conn.execute("INSERT INTO query_log (logged_at, request_id, mode, reason, routed_version, served_version, "
                      "query_hash, k, latency_ms, result_count, fallback) "
-                     "VALUES (now() - interval '1 hour', 'r1', 'routed', 'percentage', 'v3', 'v3', 'h', 5, 1, 0, false)")
+                     "VALUES (now() - interval '1 hour', 'r1', 'routed', 'percentage', 'v3', 'v3', 'h', 5, 1, 0, "
+                     "false)")
     recent = run("versions", "drop", "v3", "--yes")
     assert recent.exit_code != 0 and "v3 served traffic at" in recent.output
     assert declared_type(url, "doc_embeddings_v3") == "vector(16)"
@@ -176,12 +177,14 @@ def test_upgrade_from_the_two_version_schema_loses_nothing(fresh_database, tmp_p
                      "percentage_after, status_before, status_after, transition, plan) "
                      "VALUES ('command', 'advance', 'cli:me', 'first', 0, 10, 'idle', 'running', '{}', '{}')")
         conn.execute("UPDATE rollout_state SET percentage = 10, status = 'running'")
-        conn.execute("INSERT INTO flag_audit (flag, new_value, actor) VALUES ('FF_NEW_EMBEDDINGS_PERCENTAGE', '10', 'x')")
+        conn.execute("INSERT INTO flag_audit (flag, new_value, actor) "
+                     "VALUES ('FF_NEW_EMBEDDINGS_PERCENTAGE', '10', 'x')")
         before = {table: conn.execute(f"SELECT to_jsonb(t) FROM {table} t ORDER BY 1::text").fetchall()
                   for table in ("documents", "doc_embeddings_v1", "doc_embeddings_v2", "query_log",
                                 "rollout_decisions", "rollout_state", "flag_audit")}
 
-    assert schema.upgrade(fresh_database, settings, schema.SQL_DIR) == ["007_embedding_versions.sql", "008_relevance.sql"]
+    upgraded = schema.upgrade(fresh_database, settings, schema.SQL_DIR)
+    assert upgraded == ["007_embedding_versions.sql", "008_relevance.sql"]
     with psycopg.connect(fresh_database) as conn:
         for table, rows in before.items():
             assert conn.execute(f"SELECT to_jsonb(t) FROM {table} t ORDER BY 1::text").fetchall() == rows, table
@@ -343,7 +346,8 @@ def test_the_api_takes_version_names(client):
 
     forced = client.post("/api/rag/query", json={"query": "pool", "user_id": "u1", "version": "v3"},
                          headers=admin_headers())
-    assert forced.status_code == 400 and "neither the baseline (v1) nor the candidate (v2)" in forced.get_json()["detail"]
+    assert forced.status_code == 400
+    assert "neither the baseline (v1) nor the candidate (v2)" in forced.get_json()["detail"]
     bad = client.post("/api/rag/query", json={"query": "pool", "user_id": "u1", "version": "V 1"},
                       headers=admin_headers())
     assert bad.status_code == 400
