@@ -51,7 +51,7 @@ from rollout.relevance.versions import baseline_and_candidate
 from rollout.routing import Roles, Router
 from rollout.services import service_urls
 from rollout.shadow import ShadowPool
-from rollout.versions import VersionError, all_versions, configured, roles_of, serving
+from rollout.versions import VersionError, all_versions, roles_of, serving
 
 log = logging.getLogger(__name__)
 
@@ -197,32 +197,36 @@ class Runtime:
         """A Redis key in this deployment's namespace (REDIS_KEY_PREFIX)."""
         return f"{self.settings.redis_key_prefix}:{name}"
 
-    def refresh_versions(self, conn) -> None:
+    def refresh_versions(self, conn: psycopg.Connection) -> None:
         """Take a snapshot of the version registry (off the request path: the coverage thread).
 
         Each change is one attribute write (roles, backends), so a request sees the old or the
-        new snapshot whole. A version registered since gets its query embedder and backend here;
-        the two the schema started with keep the V1_*/V2_* settings they were registered from.
+        new snapshot whole. Every version embeds as its registry row says: one registered since,
+        or whose row differs from the backend serving it (the first two start on the V1_*/V2_*
+        settings that seeded their rows, until this first read), gets its query embedder and
+        backend here.
         """
         registered = serving(all_versions(conn))
         roles = roles_of(registered)
         if roles is None:
             return
-        if {v.name for v in registered} != set(self.backends):
+        current = self.backends
+        stale = [v for v in registered if v.name not in current or current[v.name].settings != v.settings]
+        if stale or {v.name for v in registered} != set(current):
             backends = {}
             try:
                 for version in registered:
-                    current = self.backends.get(version.name)
-                    if current is None:
-                        setup = configured(version, self.settings)
-                        current = VersionBackend(setup, build_embedder(setup, self.settings, purpose="query"),
+                    backend = current.get(version.name)
+                    if backend is None or backend.settings != version.settings:
+                        backend = VersionBackend(version.settings,
+                                                 build_embedder(version.settings, self.settings, purpose="query"),
                                                  self.pool)
-                        current.query_cache = self.embedding_cache
-                    backends[version.name] = current
+                        backend.query_cache = self.embedding_cache
+                    backends[version.name] = backend
             except RolloutError as exc:  # e.g. a provider key missing here: keep serving the last snapshot
                 log.error("version registry: %s; keeping the versions served so far", exc)
                 return
-            self.metrics.add_versions(name for name in backends if name not in self.backends)
+            self.metrics.add_versions(name for name in backends if name not in current)
             self.embedders = {name: backend.embedder for name, backend in backends.items()}
             self.backends = backends
             self.gateway.backends = backends

@@ -80,7 +80,8 @@ def _reset_versions(conn: psycopg.Connection) -> None:
         if conn.execute("SELECT to_regclass(%s)", (version.table,)).fetchone()[0] is None:
             create_table(conn, version.table, version.vector_type, version.dimensions)
         conn.execute("INSERT INTO embedding_versions (name, provider, model, dimensions, table_name, status) "
-                     "VALUES (%s, %s, %s, %s, %s, 'ready') ON CONFLICT (name) DO NOTHING",
+                     "VALUES (%s, %s, %s, %s, %s, 'ready') ON CONFLICT (name) DO UPDATE "
+                     "SET provider = excluded.provider, model = excluded.model",
                      (name, version.embedder, version.model, version.dimensions, version.table))
     conn.execute("UPDATE embedding_versions SET status = 'ready', retired_at = NULL")
     conn.execute("UPDATE embedding_versions SET status = 'baseline' WHERE name = 'v1'")
@@ -106,6 +107,18 @@ def settings(services, clean_db) -> Settings:
     return settings_for(services)
 
 
+def seed_first_versions(settings: Settings) -> None:
+    """Register v1's and v2's provider and model from `settings`, as the upgrade does on a new database
+    (the tests share one database: a test's V1_*/V2_* settings seed it as if it were new). Every
+    version then embeds as its registry row says."""
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        for name in VERSIONS:
+            version = settings.version(name)
+            conn.execute("UPDATE embedding_versions SET provider = %s, model = %s WHERE name = %s "
+                         "AND table_name = %s AND dimensions = %s",
+                         (version.embedder, version.model, name, version.table, version.dimensions))
+
+
 @pytest.fixture
 def make_runtime(services, clean_db):
     """Build started runtimes (each like one gateway process); all are closed after the test."""
@@ -113,6 +126,7 @@ def make_runtime(services, clean_db):
 
     def make(settings: Settings | None = None, **overrides) -> Runtime:
         settings = settings or settings_for(services, **overrides)
+        seed_first_versions(settings)
         runtime = Runtime(settings, settings.database_url, settings.redis_url,
                           metrics_registry=CollectorRegistry()).start()
         built.append(runtime)
@@ -144,7 +158,8 @@ def admin_headers(token: str = ADMIN_TOKEN) -> dict[str, str]:
 
 SAMPLE = [
     ("pool-hours", "facilities", "Pool opening hours", "The indoor pool opens at 6am on weekdays and 8am on weekends."),
-    ("parking-rates", "parking", "Car park rates", "Parking in the garage costs 12 dollars per day; members park free."),
+    ("parking-rates", "parking", "Car park rates",
+     "Parking in the garage costs 12 dollars per day; members park free."),
     ("day-pass", "pricing", "Day pass price", "A coworking day pass costs 35 dollars and includes coffee."),
     ("jazz-night", "events", "Jazz night on the roof", "Live jazz on the rooftop garden every Friday at 7pm."),
     ("gym-induction", "facilities", "Gym induction", "New members book a free gym induction with a trainer."),

@@ -374,3 +374,27 @@ def test_an_alert_naming_another_version_than_the_candidate_rolls_nothing_back(c
     assert body["trips"] is False and body["outcome"] == "recorded" and body["actions"] == []
     assert body["warnings"] == ["the alert names version v1, not the candidate (v2): recorded, nothing rolled back"]
     assert runtime.breakers.state().record("v2").state == "closed" and runtime.flags.get(V2_PERCENTAGE) == 25
+
+
+def test_every_version_embeds_as_its_registry_row_says(make_runtime, services):
+    """V1_*/V2_* only seed the registry: a process whose V2_MODEL says otherwise embeds v2 as its row says,
+    and a changed row is followed without a restart."""
+    from conftest import settings_for
+
+    from rollout.runtime import Runtime
+
+    make_runtime()  # the registry seeded from the default settings
+    url = services.database_url
+    settings = settings_for(services, V2_MODEL="local-lexical-elsewhere")
+    runtime = Runtime(settings, url, settings.redis_url, pool_size=2).start()  # no seeding: an old process
+    try:
+        assert runtime.backends["v2"].settings.model == "local-lexical-v2"
+        assert runtime.version("v2").model == "local-lexical-v2"
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("UPDATE embedding_versions SET model = 'local-lexical-v2c' WHERE name = 'v2'")
+        runtime.coverage.refresh()  # the registry's snapshot, as the coverage thread takes it
+        assert runtime.backends["v2"].settings.model == "local-lexical-v2c"
+        assert runtime.embedders["v2"].describe()["model"] == "local-lexical-v2c"
+        assert runtime.backends["v1"].settings == runtime.settings.version("v1")  # the seed, unchanged
+    finally:
+        runtime.close()
