@@ -119,9 +119,11 @@ class Metrics:
 
         # flags
         self._roles_set: set[tuple[str, str]] = set()
+        # livemax: a dead worker's series go with it (gunicorn's child_exit), so a pair no live worker
+        # holds any more is not reported as a role by the alert rules' join
         self.version_role = Gauge("rollout_version_role", "1 for the rollout's baseline and candidate, by version "
-                                  "name and role (the dashboard's $baseline and $candidate).",
-                                  ["version", "role"], multiprocess_mode="max", registry=r)
+                                  "name and role (the dashboard's $baseline and $candidate, the alert rules' "
+                                  "candidate).", ["version", "role"], multiprocess_mode="livemax", registry=r)
         self.rollout_percentage = Gauge("rollout_percentage", "FF_NEW_EMBEDDINGS_PERCENTAGE as each worker sees it.",
                                         multiprocess_mode="mostrecent", registry=r)
         self.migration_enabled = Gauge("rollout_migration_enabled", "FF_ENABLE_GRADUAL_MIGRATION (1 on, 0 off).",
@@ -216,7 +218,8 @@ class Metrics:
 
     def set_roles(self, baseline: str, candidate: str | None) -> None:
         """Which version is the baseline and which the candidate. A former pair's series drop to 0 rather
-        than go away: in multiprocess mode a removed series would keep its last value in the files."""
+        than go away: in multiprocess mode a removed series would keep its last value in the worker's file
+        (a dead worker's file goes when gunicorn marks it dead)."""
         wanted = {(baseline, "baseline")} | ({(candidate, "candidate")} if candidate is not None else set())
         for labels in self._roles_set - wanted:
             self.version_role.labels(*labels).set(0)

@@ -398,3 +398,40 @@ def test_every_version_embeds_as_its_registry_row_says(make_runtime, services):
         assert runtime.backends["v1"].settings == runtime.settings.version("v1")  # the seed, unchanged
     finally:
         runtime.close()
+
+
+def test_a_dead_workers_role_series_go_with_it(tmp_path):
+    """rollout_version_role is a live gauge: once gunicorn marks a worker dead (child_exit), the pair it
+    last saw is no longer exported, so the alert rules' join cannot name a stale candidate."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+    root = Path(__file__).resolve().parent.parent
+    worker = ("import os; from rollout.metrics import Metrics; import sys; "
+              "Metrics().set_roles(sys.argv[1], sys.argv[2]); print(os.getpid())")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(root)}
+
+    def run_worker(baseline: str, candidate: str) -> int:
+        done = subprocess.run([sys.executable, "-c", worker, baseline, candidate], env=env, capture_output=True,
+                              text=True, timeout=60, check=True)
+        return int(done.stdout)
+
+    def exported() -> set[tuple[str, str]]:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=str(tmp_path))
+        found = set()
+        for line in generate_latest(registry).decode().splitlines():
+            if line.startswith("rollout_version_role{") and line.endswith(" 1.0"):
+                labels = dict(part.split("=") for part in line[line.index("{") + 1:line.index("}")].split(","))
+                found.add((labels["version"].strip('"'), labels["role"].strip('"')))
+        return found
+
+    old = run_worker("v1", "v2")  # a worker that still held the first pair when it died
+    run_worker("v2", "v3")
+    assert exported() == {("v1", "baseline"), ("v2", "candidate"), ("v2", "baseline"), ("v3", "candidate")}
+    multiprocess.mark_process_dead(old, path=str(tmp_path))
+    assert exported() == {("v2", "baseline"), ("v3", "candidate")}
