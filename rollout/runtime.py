@@ -144,7 +144,7 @@ class Runtime:
                                             flush_interval_s=settings.query_log_flush_interval_s)
             self.gateway.record_listeners.append(self.query_log.record)
             self.judging = self._judging()
-            self.calibration = Calibration(self.pool, self.router.roles.baseline,
+            self.calibration = Calibration(self.pool, lambda: self.router.roles.baseline,
                                            window_s=settings.relevance_calibration_window_s,
                                            min_samples=settings.relevance_calibration_min_samples)
             if settings.relevance_calibration:
@@ -236,7 +236,6 @@ class Runtime:
             self.router.roles = roles
             self.metrics.set_roles(*roles)
             self.coverage.guarded = roles.candidate
-            self.calibration.baseline = roles.baseline
 
     def version(self, name: str | None = None) -> VersionSettings:
         """A served version's set-up by name (None: the rollout's candidate), from the registry's snapshot."""
