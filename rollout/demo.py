@@ -62,12 +62,13 @@ def demo_settings(settings: Settings, *, fast: bool) -> tuple[Settings, list[str
                      "stays below them, the controller rolls V2 back after a few hundred queries.")
     if fast:
         lines.append(f"plan: --fast: stages of {chosen.rollout_min_stage_s:g} s at least, judged every "
-                     f"{chosen.rollout_evaluation_interval_s:g} s on {chosen.rollout_min_samples} V2 queries "
+                     f"{chosen.rollout_evaluation_interval_s:g} s on {chosen.rollout_min_samples} candidate queries "
                      f"(error rate below {chosen.rollout_max_error_rate:.0%}), with {FAST_QUERIES_PER_S} demo "
                      "queries a second sent by the demo itself")
     else:
         lines.append(f"plan: each stage lasts at least {chosen.rollout_min_stage_s / 3600:g} h and needs "
-                     f"{chosen.rollout_min_samples} V2 queries; `rollout demo --fast` runs 10 -> 100 % in minutes")
+                     f"{chosen.rollout_min_samples} candidate queries; `rollout demo --fast` runs 10 -> 100 % in "
+                     "minutes")
     return chosen, lines
 
 
@@ -189,7 +190,7 @@ def start_first_stage(runtime: Runtime) -> list[str]:
     changed = []
     for name, value in COMPARISON.items():
         if runtime.flags.snapshot().sources[name] is Source.DEFAULT:
-            runtime.flags.set(name, value, actor=DEMO_ACTOR, reason="demo: compare V1 and V2")
+            runtime.flags.set(name, value, actor=DEMO_ACTOR, reason="demo: compare the baseline and the candidate")
             changed.append(f"{name}={value}")
     sources = runtime.flags.snapshot().sources
     untouched = all(sources[name] is Source.DEFAULT for name in (GRADUAL_MIGRATION, V2_PERCENTAGE))

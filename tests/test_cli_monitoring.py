@@ -160,4 +160,5 @@ def test_baseline_stores_v1_and_compares_later(run, runtime, logged):
 def test_baseline_needs_v1_traffic(run):
     result = run("baseline")
     assert result.exit_code == 1
-    assert "holds no V1 query over the last 24h" in result.output and "FF_ENABLE_QUERY_ANALYTICS" in result.output
+    assert "holds no query of the baseline version over the last 24h" in result.output
+    assert "FF_ENABLE_QUERY_ANALYTICS" in result.output

@@ -64,7 +64,7 @@ STATUS_SCHEMA = {
         "flags": {"type": "object", "description": "The flags now, and whether they agree with the rollout."},
         "controller": {"type": "object", "description": "The active controller (leader lock holder), if any."},
         "complete": {"type": "boolean"},
-        "v1_retirable": {"type": "boolean", "description": "100 % and stable for the plan's time: V1 can be "
+        "v1_retirable": {"type": "boolean", "description": "100 % and stable for the plan's time: the baseline can be "
                                                           "retired (nothing is dropped automatically)."},
         "plan": {"type": "object"}, "warnings": {"type": "array", "items": {"type": "string"}},
         "summary": {"type": "string"},
@@ -144,7 +144,8 @@ def _service():
 
 @bp.get("/api/rollout/status")
 @operation("The staged rollout: plan, stage, time in stage, next evaluation, the last decision and why, the "
-           "active controller, and whether V1 can be retired.", tags=("rollout",), ok=STATUS_SCHEMA, errors=(503,))
+           "active controller, and whether the baseline can be retired.", tags=("rollout",), ok=STATUS_SCHEMA,
+           errors=(503,))
 def status():
     return jsonify(_service().status())
 

@@ -226,7 +226,8 @@ class CircuitBreakers:
                         new = new.with_record(version, replace(record, state=OPEN, probe_owner=None,
                                                                probe_claimed_at=None))
                 saved = held.saved_percentage
-                if saved is not None and new.saved_percentage is None and (base is None or base.saved_percentage != saved):
+                if saved is not None and new.saved_percentage is None and \
+                        (base is None or base.saved_percentage != saved):
                     new = replace(new, saved_percentage=saved)
                 return (new if new is not shared else None), None
 
@@ -308,14 +309,15 @@ class CircuitBreakers:
     def _release(self, transition: Transition[T]) -> T:
         """In Redis or not at all: a release decided by one process would split the workers."""
         if not self.redis_up():
-            raise BreakerUnavailable("Redis is unreachable: nothing was released; V2 stays held until it answers")
+            raise BreakerUnavailable("Redis is unreachable: nothing was released; the candidate stays held until it "
+                                     "answers")
         try:
             self._write_back()  # a hold this process kept locally comes first
             return self.shared.update(transition)[1]
         except BreakerUnavailable:
             raise
         except redis.RedisError as exc:
-            raise BreakerUnavailable(f"Redis failed ({exc}): nothing was released; V2 stays held") from exc
+            raise BreakerUnavailable(f"Redis failed ({exc}): nothing was released; the candidate stays held") from exc
 
     def _count_rollback(self, version: str, cause: Cause) -> None:
         if version == self.state().held_version:

@@ -70,7 +70,7 @@ class LiveFlags:
 
     @property
     def share(self) -> float:
-        """The share of V2 the flags give now: the percentage, or 0 while the master switch is off."""
+        """The candidate's share the flags give now: the percentage, or 0 while the master switch is off."""
         return self.percentage if self.enabled else 0.0
 
 
@@ -342,7 +342,7 @@ class RolloutService:
     def _warnings(self, report: dict, stored: StoredState, flags: LiveFlags, now: float) -> list[str]:
         warnings = []
         if not report["flags"]["in_sync"]:
-            warnings.append(f"the flags give V2 {pct(flags.share)} but the rollout is at "
+            warnings.append(f"the flags give the candidate {pct(flags.share)} but the rollout is at "
                             f"{pct(stored.state.percentage)}: the change is taken as a person's at the next look")
         if stored.state.status in WATCHED:
             if report["controller"]["active"] is False:
@@ -356,8 +356,8 @@ class RolloutService:
     def _summary(self, report: dict) -> str:
         status, at = report["status"], pct(report["percentage"])
         if report["v1_retirable"]:
-            return (f"complete: V2 serves {at}, stable for {duration(report['time_in_stage_s'] or 0)}; "
-                    "V1 can be retired (nothing is dropped automatically)")
+            return (f"complete: the candidate serves {at}, stable for {duration(report['time_in_stage_s'] or 0)}; "
+                    "the baseline can be retired (nothing is dropped automatically)")
         if status == Status.IDLE.value:
             return f"idle at {at}: `rollout stage advance` starts the first stage ({pct(self.plan.stages[0])})"
         where = f"stage {report['stage']} of {len(self.plan.stages)}" if report["stage"] else "not a plan stage"
@@ -372,7 +372,7 @@ def adopted(state: RolloutState, flags: LiveFlags, actor: str, started: float) -
     back when V2 lost all its traffic during a rollout (an alert, an operator's emergency), idle otherwise."""
     share = flags.share
     what = (f"{V2_PERCENTAGE}={flags.percentage:g}, {GRADUAL_MIGRATION}={str(flags.enabled).lower()}: "
-            f"V2 gets {pct(share)} instead of {pct(state.percentage)}")
+            f"the candidate gets {pct(share)} instead of {pct(state.percentage)}")
     if share == 0 and state.status in WATCHED:
         status, verb = Status.ROLLED_BACK, "rolled back"
     elif share == 0:
@@ -398,7 +398,7 @@ def notification_event(transition: Transition) -> str | None:
 def notification(event: str, decision: dict, verdict: dict | None) -> dict:
     before, after = decision["percentage_before"], decision["percentage_after"]
     if event == "rollback":
-        headline = f"V2 rolled back from {pct(before)} to {pct(after)} by {decision['actor']}"
+        headline = f"candidate rolled back from {pct(before)} to {pct(after)} by {decision['actor']}"
     else:
         headline = f"rollout paused at {pct(before)}: a person must decide (`rollout stage resume`)"
     failed = [{"name": g["name"], "reason": g["reason"]} for g in (verdict or {}).get("gates", [])
