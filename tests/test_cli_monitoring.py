@@ -51,7 +51,7 @@ def test_monitor_prints_v1_beside_v2_and_the_criteria(run, logged, client):
     assert requests_line.split() == ["requests", "10", "8"]
     p50_line = next(line for line in out.splitlines() if line.startswith("latency p50"))
     assert p50_line.split()[-2:] == ["24.5", "13.5"]  # medians of 20..29 and 10..17
-    assert "success criteria" in out and "V2 p95 ≤ V1 p95 and < 800 ms" in out
+    assert "success criteria" in out and "v2 p95 ≤ v1 p95 and < 800 ms" in out
     assert "PASS" in out
 
 
