@@ -144,5 +144,5 @@ class Router:
                 return Reason.MIGRATION_DISABLED
             return self._guarded(category, serving=serving)
         except Exception:  # like decide(): when in doubt, V2 stays off
-            log.exception("V2 guard check failed; holding V2 off")
+            log.exception("candidate guard check failed; holding the candidate off")
             return Reason.ERROR

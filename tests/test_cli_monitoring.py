@@ -146,11 +146,12 @@ def test_baseline_stores_v1_and_compares_later(run, runtime, logged):
     assert none_yet.exit_code == 1 and "no baseline is stored yet" in none_yet.output
     stored = run("baseline", "--range", "1h", "--note", "before stage 2")
     assert stored.exit_code == 0, stored.output
-    assert stored.output.startswith("stored V1 baseline #1 (1h, 10 queries): p50 24.5 ms")
+    assert stored.output.startswith("stored baseline #1 of v1 (1h, 10 queries): p50 24.5 ms")
     assert runtime.figures.latest_baseline().note == "before stage 2"
     compared = run("baseline", "--compare", "--range", "1h")
     assert compared.exit_code == 0, compared.output
-    assert "V1 baseline" in compared.output and "before stage 2" in compared.output
+    assert "stored baseline" in compared.output and "v2 / stored" in compared.output
+    assert "before stage 2" in compared.output
     p50 = next(line for line in compared.output.splitlines() if line.startswith("latency p50"))
     assert p50.split()[-4:] == ["24.5", "24.5", "13.5", f"{13.5 / 24.5:.2f}x"]
     as_json = json.loads(run("baseline", "--compare", "--range", "1h", "--json").output)

@@ -241,9 +241,9 @@ def baseline(ctx: click.Context, range_name: str, note: str | None, compare_: bo
             click.echo(json.dumps(stored.as_json(), default=str, indent=2))
         else:
             f = stored.figures
-            click.echo(f"stored V1 baseline #{stored.id} ({range_name}, {f.requests} queries): p50 {ms(f.p50_ms)} ms, "
-                       f"p95 {ms(f.p95_ms)} ms, p99 {ms(f.p99_ms)} ms, error rate {pct(f.error_rate, 2)}, "
-                       f"mean top similarity {num(f.mean_top_similarity)}")
+            click.echo(f"stored baseline #{stored.id} of {d.pair[0]} ({range_name}, {f.requests} queries): p50 "
+                       f"{ms(f.p50_ms)} ms, p95 {ms(f.p95_ms)} ms, p99 {ms(f.p99_ms)} ms, error rate "
+                       f"{pct(f.error_rate, 2)}, mean top similarity {num(f.mean_top_similarity)}")
         return
     if as_json:
         click.echo(json.dumps({"baseline": stored.as_json(), "current": {v: asdict(f) for v, f in d.versions.items()},
@@ -272,4 +272,6 @@ def render_baseline_comparison(stored: Baseline, d: Dashboard) -> str:
     title = (f"baseline #{stored.id} of {when:%Y-%m-%d %H:%M} UTC ({stored.range}"
              + (f", {stored.note}" if stored.note else "") + f") against the last {d.range} "
              f"(until {datetime.now(UTC):%H:%M} UTC)")
-    return "\n".join([title, "", table(["", "V1 baseline", "V1 now", "V2 now", "V2 / baseline"], rows)])
+    base_name, cand_name = d.pair
+    return "\n".join([title, "", table(["", "stored baseline", f"{base_name} now", f"{cand_name} now",
+                                        f"{cand_name} / stored"], rows)])
