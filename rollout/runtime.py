@@ -90,7 +90,7 @@ class Runtime:
             self.router = Router(self.flags, settings.routing_group, Roles(*VERSIONS))
             self.metrics.set_roles(*self.router.roles)
 
-            # Breaker writes happen on the request path (a V2 failure) and on alerts: their own client
+            # Breaker writes happen on the request path (a candidate's failure) and on alerts: their own client
             # with a shorter timeout, past which the change is applied locally and written back later.
             self.breaker_redis = redis_client(redis_url, settings.breaker_redis_timeout_ms / 1000)
             self.breaker_replica = ReplicatedHash(self.redis, self.key("breaker"), write_client=self.breaker_redis)
@@ -114,7 +114,7 @@ class Runtime:
             self.replicator.on_tick(self.breakers.tick)  # write back local state before alerts replay
             self.replicator.on_tick(self.alerts.tick)
 
-            # migration: query embedding cache, V2 coverage guard, dual-write of documents
+            # migration: query embedding cache, the candidate's coverage guard, dual-write of documents
             self.embedding_cache = (QueryEmbeddingCache.from_settings(settings, redis_url, self.metrics)
                                     if settings.embedding_cache_enabled else None)
             for backend in self.backends.values():

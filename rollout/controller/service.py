@@ -3,15 +3,15 @@
 `GET /api/rollout/status`, `POST /api/rollout/stage`, `rollout stage ...` and the
 controller process all call this object, so a change from any of them is the same
 change: applied under the state row's lock (`RolloutStore.locked`), carried out on the
-flags (FF_NEW_EMBEDDINGS_PERCENTAGE, and FF_ENABLE_GRADUAL_MIGRATION when V2 gets traffic
+flags (FF_NEW_EMBEDDINGS_PERCENTAGE, and FF_ENABLE_GRADUAL_MIGRATION when the candidate gets traffic
 while it is off) through the FlagStore, so every flag change is audited with its actor,
 and recorded in `rollout_decisions`.
 
 A flag changed elsewhere (`PUT /api/flags`, `rollout flags set`, an alert's rollback)
 is respected, never undone: the next look (a command or an evaluation) finds the live
-share of V2 differing from the state's, records the change with the actor flag_audit
+share of the candidate differing from the state's, records the change with the actor flag_audit
 names, and takes it as the new stage: held there (a person took the wheel; `resume` hands
-it back), or rolled back when V2 lost all its traffic during a rollout (an alert's rollback
+it back), or rolled back when the candidate lost all its traffic during a rollout (an alert's rollback
 sets the percentage to 0). Its window starts when the flag changed.
 """
 
@@ -285,7 +285,8 @@ class RolloutService:
         changes = []
         change = self.flags.set(V2_PERCENTAGE, target, actor=actor, reason=reason)
         changes.append(f"{V2_PERCENTAGE} {change.old:g} -> {change.new:g}")
-        if target > 0 and not self.flags.get(GRADUAL_MIGRATION):  # percentage first: never V2 at a stale share
+        # percentage first: never the candidate at a stale share
+        if target > 0 and not self.flags.get(GRADUAL_MIGRATION):
             change = self.flags.set(GRADUAL_MIGRATION, True, actor=actor, reason=reason)
             changes.append(f"{GRADUAL_MIGRATION} false -> true")
         if target > 0 and not self.flags.get(QUERY_ANALYTICS):  # the gates judge query_log: no rows, no judgment
@@ -369,7 +370,8 @@ class RolloutService:
 
 def adopted(state: RolloutState, flags: LiveFlags, actor: str, started: float) -> Transition:
     """The state a flag change made elsewhere leads to: held at the new share (a person chose it), rolled
-    back when V2 lost all its traffic during a rollout (an alert, an operator's emergency), idle otherwise."""
+    back when the candidate lost all its traffic during a rollout (an alert, an operator's emergency), idle
+    otherwise."""
     share = flags.share
     what = (f"{V2_PERCENTAGE}={flags.percentage:g}, {GRADUAL_MIGRATION}={str(flags.enabled).lower()}: "
             f"the candidate gets {pct(share)} instead of {pct(state.percentage)}")
