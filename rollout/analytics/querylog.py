@@ -6,7 +6,8 @@ row and counts it (`rollout_query_log_rows_total{outcome="dropped"}`); a request
 never blocks on analytics. The writer thread wakes every `flush_interval_s` (or
 when a batch is full) and COPYs what is queued, up to `batch_size` rows per round
 trip. A database error drops that batch (counted as `failed`) and the writer goes
-on with the next.
+on with the next. Both losses are also tallied per minute into `query_log_losses`
+(`rollout.analytics.losses`), where the controller reads whether a stage's evidence has holes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from flags import QUERY_ANALYTICS, FlagStore
+from rollout.analytics.losses import DATABASE_ERROR, QUEUE_FULL, LossTally
 from rollout.analytics.record import COLUMNS, QueryRecord
 from rollout.metrics import Metrics
 
@@ -65,6 +67,7 @@ class QueryLogWriter:
         self._written = metrics.query_log_rows.labels("written")
         self._dropped = metrics.query_log_rows.labels("dropped")
         self._failed = metrics.query_log_rows.labels("failed")
+        self.losses = LossTally()
 
     # -- the request side: never blocks ------------------------------------------------
     def record(self, record: QueryRecord) -> None:
@@ -74,6 +77,7 @@ class QueryLogWriter:
             self._queue.put_nowait(record.row())
         except queue.Full:
             self._dropped.inc()
+            self.losses.count(QUEUE_FULL)
             return
         if self._queue.qsize() >= self.batch_size:
             self._wake.set()  # a full batch is waiting: no need to wait for the interval
@@ -123,7 +127,13 @@ class QueryLogWriter:
             self._wake.wait(self.flush_interval_s)
             self._wake.clear()
             self._drain()
+            self._write_losses()
         self._drain()
+        self._write_losses()
+
+    def _write_losses(self) -> None:
+        if self.losses.pending:
+            self.losses.write(self.pool)
 
     def _drain(self) -> None:
         while True:
@@ -149,6 +159,7 @@ class QueryLogWriter:
                     copy.write_row(row)
         except (psycopg.Error, PoolTimeout) as exc:
             self._failed.inc(len(rows))
+            self.losses.count(DATABASE_ERROR, len(rows))
             log.warning("query_log: %d rows lost, the database refused them: %s", len(rows), str(exc).strip())
             return
         self._written.inc(len(rows))

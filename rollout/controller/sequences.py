@@ -139,3 +139,39 @@ def difference_bounds(x: np.ndarray, y: np.ndarray, alpha: float, scale: float =
     se = math.sqrt(float(np.var(x, ddof=1)) / n + scale * scale * float(np.var(y, ddof=1)) / m)
     radius = normal_radius(n, se * math.sqrt(n), alpha, tuned_for)
     return difference, difference - radius, difference + radius
+
+
+def _log_slope(values: np.ndarray, level: float, spread: float) -> float:
+    """d log(x) / dF at the `level` quantile of `values` (a central difference over +-spread): the inverse of
+    x * density there, which turns a quantile's sampling error into an exceedance rate's."""
+    low, high = max(level - spread, 0.0), min(level + spread, 1.0)
+    below, above = np.quantile(values, [low, high])
+    return float(math.log(max(above, 1e-12)) - math.log(max(below, 1e-12))) / max(high - low, 1e-12)
+
+
+def exceedance_bounds(candidate: np.ndarray, baseline: np.ndarray, q: float, alpha: float, scale: float = 1.0,
+                      tuned_for: float = TUNED_FOR) -> tuple[float, float, float, float]:
+    """(share, lower, upper, threshold): the asymptotic 1 - alpha confidence sequence for the share of
+    candidate values above `scale` x the baseline's q-quantile, indexed by the candidate's sample size.
+
+    The candidate's q-quantile is at most `scale` x the baseline's exactly when that share is at most
+    1 - q, so a lower bound above 1 - q says the candidate's tail is beyond the margin. Unlike two
+    separate quantile sequences (each paying its own width), one two-sample sequence pays the two
+    samples' errors together: the share is a Bernoulli mean (variance s(1 - s) / n), and the baseline
+    quantile's error adds q(1 - q) / m times the squared ratio of the two densities at the threshold
+    (delta method; estimated from quantile spacings, and never taken below 1, the ratio when the
+    candidate is the baseline scaled by the margin, so a noisy estimate cannot shrink the width).
+    Asymptotic like `difference_bounds`: read it once each sample has a few dozen values in the tail.
+    """
+    n, m = len(candidate), len(baseline)
+    if n < 2 or m < 2:
+        return math.nan, -math.inf, math.inf, math.nan
+    threshold = scale * float(np.quantile(baseline, q))
+    above = candidate > threshold
+    share = float(np.mean(above))
+    spread = max(0.01, min(q, 1 - q) / 4)
+    level = min(max(1 - share, spread), 1 - spread)
+    ratio = max(1.0, _log_slope(baseline, q, spread) / max(_log_slope(candidate, level, spread), 1e-12))
+    variance = max(share * (1 - share), q * (1 - q) / 4) / n + ratio * ratio * q * (1 - q) / m
+    radius = normal_radius(n, math.sqrt(variance * n), alpha, tuned_for)
+    return share, share - radius, share + radius, threshold
