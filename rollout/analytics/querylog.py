@@ -127,13 +127,7 @@ class QueryLogWriter:
             self._wake.wait(self.flush_interval_s)
             self._wake.clear()
             self._drain()
-            self._write_losses()
         self._drain()
-        self._write_losses()
-
-    def _write_losses(self) -> None:
-        if self.losses.pending:
-            self.losses.write(self.pool)
 
     def _drain(self) -> None:
         while True:
@@ -145,6 +139,8 @@ class QueryLogWriter:
                     break
                 (markers if isinstance(item, _Flush) else batch).append(item)
             self._write(batch)
+            if self.losses.pending:  # before a flush returns, so a flushed writer's losses are readable
+                self.losses.write(self.pool)
             for marker in markers:
                 marker.done.set()
             if not batch and not markers:
