@@ -107,5 +107,5 @@ class Losses:
 
 def read_losses(conn: psycopg.Connection, since: datetime, until: datetime) -> Losses:
     """The rows lost from `since` (its minute included: a loss is dated to its minute) to `until`."""
-    counts = dict(conn.execute(_WINDOW, {"since": since, "until": until}).fetchall())
+    counts: dict[str, int] = dict(conn.execute(_WINDOW, {"since": since, "until": until}).fetchall())
     return Losses(queue_full=int(counts.get(QUEUE_FULL, 0)), database_error=int(counts.get(DATABASE_ERROR, 0)))

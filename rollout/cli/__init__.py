@@ -83,6 +83,7 @@ def main() -> None:
         monitoring,
         recover,  # (importing registers the commands)
         relevance,
+        replay,
         rollback,
         server,
         stage,

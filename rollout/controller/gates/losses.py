@@ -11,7 +11,7 @@ the share falls back (more rows arrive) or a person restarts the stage after fix
 from __future__ import annotations
 
 from rollout.controller.evidence import Evidence
-from rollout.controller.gates.result import GateResult, GateStatus, percent
+from rollout.controller.gates.result import GateResult, GateStatus, JSONValue, percent
 from rollout.controller.outcome import Outcome
 from rollout.controller.thresholds import Thresholds
 
@@ -21,8 +21,8 @@ NAME = "lost_rows"
 def lost_rows_gate(evidence: Evidence, thresholds: Thresholds) -> GateResult:
     lost, logged, allowed = evidence.rows_lost, evidence.rows_logged, thresholds.max_lost_row_share
     share = lost / (lost + logged) if lost + logged else 0.0
-    values = {"rows_logged": logged, "rows_lost": lost, "share": share, "detail": evidence.lost_detail}
-    limits = {"max_lost_row_share": allowed}
+    values: dict[str, JSONValue] = {"rows_logged": logged, "rows_lost": lost, "share": share, "detail": evidence.lost_detail}
+    limits: dict[str, JSONValue] = {"max_lost_row_share": allowed}
     headline = {"statistic": share, "bound": share, "limit": allowed}
     if lost and share > allowed:
         return GateResult(NAME, GateStatus.FAILED, Outcome.HOLD,
