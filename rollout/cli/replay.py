@@ -10,8 +10,7 @@ from datetime import UTC, datetime, timedelta
 import click
 
 from rollout.cli import cli, settings_of
-from rollout.controller.aa import read_rows, run_aa
-from rollout.controller.gates.registry import GATES
+from rollout.controller.aa import gates_for, read_rows, run_aa
 from rollout.controller.replay import REPLAYED_GATES, rejudge, stored_looks
 from rollout.errors import RolloutError
 from rollout.runtime import command_runtime
@@ -82,7 +81,8 @@ def aa(ctx: click.Context, span: timedelta, version: str | None, splits: int, lo
     if rows.users < 2:
         raise NothingToJudge(f"{len(rows.at)} routed query_log rows of {name} from {rows.users} users since "
                              f"{(until - span).isoformat(timespec='seconds')}: too few to split")
-    report = run_aa(rows, name, plan, splits=splits, looks=looks, seed=seed, gates=GATES)
+    report = run_aa(rows, name, plan, splits=splits, looks=looks, seed=seed,
+                    gates=gates_for(settings.rollout_quality_gate))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

@@ -6,7 +6,10 @@ is), then the stage is looked at `looks` times, evenly spread over the window: e
 both arms' evidence from the rows before it and `rollout.controller.replay.rejudge` judges it with
 the same gates as the controller. The false-decision rate is the share of splits with any false
 decision; an absolute threshold the version itself misses (its error rate above the limit, say)
-fails both arms alike, so the report names the gates that decided.
+fails both arms alike, so the report names the gates that decided. The relevance sources are not
+split by user, so `gates_for` leaves the quality gate out when the deployment judges quality by
+relevance (ROLLOUT_QUALITY_GATE=relevance), rather than judge an absolute similarity floor the
+controller does not use.
 
 The rows are the controller's kind (routed, not forced) and counted by the same SQL (`ROUTED`,
 `FAILED`); with more than `max_rows` rows in the window a uniform random sample is kept.
@@ -151,6 +154,12 @@ class AAReport:
                 "per_split": [{"seed": s.seed, "looks": s.looks, "false_looks": s.false_looks,
                                "first_false": s.first_false.to_dict() if s.first_false else None,
                                "deciding_gates": dict(s.deciding_gates)} for s in self.splits]}
+
+
+def gates_for(quality_gate: str, gates: tuple[Gate, ...] = GATES) -> tuple[Gate, ...]:
+    """The gates an A/A split is judged by: the controller's, less the quality gates it does not run."""
+    left_out = {"relevance"} | ({"quality"} if quality_gate == "relevance" else set())
+    return tuple(gate for gate in gates if gate.name not in left_out)
 
 
 def run_aa(rows: Rows, version: str, plan: RolloutPlan, *, splits: int, looks: int, seed: int = 0,
