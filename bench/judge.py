@@ -63,7 +63,7 @@ PLAN = RolloutPlan()
 STAGES = (10.0, 25.0, 50.0, 75.0)
 LOOKS = (12, 100, 1000)
 # stages per (healthy, regressed) scenario at each look frequency: fewer where looks cost more
-STAGE_COUNTS = {12: (1000, 200), 100: (400, 100), 1000: (120, 40)}
+STAGE_COUNTS = {12: (1000, 200), 100: (400, 100), 1000: (60, 20)}
 SHADOW_SHARE = 0.2
 LATENCY_MEDIAN_S, LATENCY_SIGMA = 0.120, 0.5
 BASELINE_P95_S = LATENCY_MEDIAN_S * math.exp(1.6448536 * LATENCY_SIGMA)

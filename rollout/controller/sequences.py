@@ -141,12 +141,10 @@ def difference_bounds(x: np.ndarray, y: np.ndarray, alpha: float, scale: float =
     return difference, difference - radius, difference + radius
 
 
-def _log_slope(values: np.ndarray, level: float, spread: float) -> float:
-    """d log(x) / dF at the `level` quantile of `values` (a central difference over +-spread): the inverse of
-    x * density there, which turns a quantile's sampling error into an exceedance rate's."""
-    low, high = max(level - spread, 0.0), min(level + spread, 1.0)
-    below, above = np.quantile(values, [low, high])
-    return float(math.log(max(above, 1e-12)) - math.log(max(below, 1e-12))) / max(high - low, 1e-12)
+def _log_slope(below: float, above: float, spread: float) -> float:
+    """d log(x) / dF between two quantiles `2 * spread` apart: the inverse of x * density there, which turns a
+    quantile's sampling error into an exceedance rate's."""
+    return (math.log(max(above, 1e-12)) - math.log(max(below, 1e-12))) / (2 * spread)
 
 
 def exceedance_bounds(candidate: np.ndarray, baseline: np.ndarray, q: float, alpha: float, scale: float = 1.0,
@@ -166,12 +164,14 @@ def exceedance_bounds(candidate: np.ndarray, baseline: np.ndarray, q: float, alp
     n, m = len(candidate), len(baseline)
     if n < 2 or m < 2:
         return math.nan, -math.inf, math.inf, math.nan
-    threshold = scale * float(np.quantile(baseline, q))
-    above = candidate > threshold
-    share = float(np.mean(above))
     spread = max(0.01, min(q, 1 - q) / 4)
+    base_below, base_q, base_above = np.quantile(baseline, [q - spread, q, q + spread])
+    threshold = scale * float(base_q)
+    share = float(np.count_nonzero(candidate > threshold)) / n
     level = min(max(1 - share, spread), 1 - spread)
-    ratio = max(1.0, _log_slope(baseline, q, spread) / max(_log_slope(candidate, level, spread), 1e-12))
+    cand_below, cand_above = np.quantile(candidate, [level - spread, level + spread])
+    ratio = max(1.0, _log_slope(float(base_below), float(base_above), spread)
+                / max(_log_slope(float(cand_below), float(cand_above), spread), 1e-12))
     variance = max(share * (1 - share), q * (1 - q) / 4) / n + ratio * ratio * q * (1 - q) / m
     radius = normal_radius(n, math.sqrt(variance * n), alpha, tuned_for)
     return share, share - radius, share + radius, threshold
