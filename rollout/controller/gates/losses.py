@@ -21,7 +21,8 @@ NAME = "lost_rows"
 def lost_rows_gate(evidence: Evidence, thresholds: Thresholds) -> GateResult:
     lost, logged, allowed = evidence.rows_lost, evidence.rows_logged, thresholds.max_lost_row_share
     share = lost / (lost + logged) if lost + logged else 0.0
-    values: dict[str, JSONValue] = {"rows_logged": logged, "rows_lost": lost, "share": share, "detail": evidence.lost_detail}
+    values: dict[str, JSONValue] = {"rows_logged": logged, "rows_lost": lost, "share": share,
+                                    "detail": evidence.lost_detail}
     limits: dict[str, JSONValue] = {"max_lost_row_share": allowed}
     headline = {"statistic": share, "bound": share, "limit": allowed}
     if lost and share > allowed:
