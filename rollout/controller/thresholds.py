@@ -35,6 +35,7 @@ class Thresholds:
     advance_confidence: float = 0.95
     srm_alpha: float = 0.001
     max_crossover_share: float = 0.01      # users seen on both versions, as a share of users, before a warning
+    max_lost_row_share: float = 0.01      # rows the query_log writers lost, as a share of the window's, before a hold
     bootstrap_draws: int = 20_000
     relevance_margin: float = 0.05        # δ of the relevance gate: how much worse the candidate may be
     seed: int = 0                          # the bootstrap's: the same evidence always gets the same verdict
@@ -58,6 +59,8 @@ class Thresholds:
                 problems.append(f"{name} must be in (0, 0.5)")
         if not 0 <= self.max_crossover_share <= 1:
             problems.append("max_crossover_share is a fraction from 0 to 1")
+        if not 0 <= self.max_lost_row_share <= 1:
+            problems.append("max_lost_row_share is a fraction from 0 to 1")
         if not 0.5 <= self.advance_confidence < 1:
             problems.append("advance_confidence must be in [0.5, 1)")
         if problems:
@@ -79,6 +82,7 @@ class Thresholds:
             advance_confidence=settings.rollout_advance_confidence,
             srm_alpha=settings.rollout_srm_alpha,
             max_crossover_share=settings.rollout_max_crossover_share,
+            max_lost_row_share=settings.rollout_max_lost_row_share,
             relevance_margin=settings.relevance_margin,
         )
 
