@@ -37,7 +37,8 @@ class Thresholds:
     max_crossover_share: float = 0.01      # users seen on both versions, as a share of users, before a warning
     bootstrap_draws: int = 20_000
     relevance_margin: float = 0.05        # δ of the relevance gate: how much worse the candidate may be
-    relevance_sources: tuple[str, ...] = ("judge", "feedback", "probes", "golden")  # configured: they share its alpha
+    relevance_sources: tuple[str, ...] = ("feedback", "probes")  # configured (the settings' defaults): they share
+                                                                 # the relevance gate's alpha, see relevance_sources
     seed: int = 0                          # the bootstrap's: the same evidence always gets the same verdict
 
     def __post_init__(self):
