@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -130,7 +131,11 @@ def test_asking_for_an_unknown_gate_names_the_known_ones():
 
 def test_relevance_evidence_makes_relevance_the_quality_gate_with_its_share_of_alpha():
     relevance = RelevanceEvidence(judge={"": Verdicts(wins=200, losses=200, ties=600)})
-    verdict = judge(stage(relevance=relevance), PLAN)
+    unjudged = judge(stage(relevance=relevance), PLAN)  # the default deployment configures no judge
+    assert "no configured source has enough data" in unjudged.gate("relevance").reason
+    with_judge = replace(PLAN, thresholds=replace(PLAN.thresholds,
+                                                  relevance_sources=("judge", "feedback", "probes")))
+    verdict = judge(stage(relevance=relevance), with_judge)
     names = [g.name for g in verdict.gates]
     assert names[-1] == "relevance" and "quality" not in names
     assert verdict.gate("relevance").status is GateStatus.PASSED, verdict.reason
@@ -139,5 +144,5 @@ def test_relevance_evidence_makes_relevance_the_quality_gate_with_its_share_of_a
     assert verdict.gate("relevance").thresholds["rollback_alpha"] == pytest.approx(share)
     assert share == pytest.approx(PLAN.thresholds.rollback_alpha / 4)
 
-    untrusted = judge(stage(relevance=relevance, v2=VersionEvidence(requests=10, errors=20)), PLAN)
+    untrusted = judge(stage(relevance=relevance, v2=VersionEvidence(requests=10, errors=20)), with_judge)
     assert untrusted.gate("relevance").status is GateStatus.SKIPPED
