@@ -19,6 +19,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from rollout.controller.state import RolloutState, Status, Transition
+from rollout.database import one_row
 from rollout.moments import epoch, iso, moment  # noqa: F401  (iso: also imported from here)
 
 _ENSURE = "INSERT INTO rollout_state (id) VALUES (1) ON CONFLICT (id) DO NOTHING"
@@ -73,7 +74,7 @@ class RolloutStore:
         """The state, locked until the block ends (committed on success, rolled back on error)."""
         with self.pool.connection() as conn, conn.transaction():
             conn.execute(_ENSURE)
-            yield conn, _stored(_one(conn.execute(_STATE + " FOR UPDATE").fetchone(), "the state row"))
+            yield conn, _stored(one_row(conn.execute(_STATE + " FOR UPDATE").fetchone(), "the rollout state"))
 
     def read(self) -> StoredState:
         with self.pool.connection() as conn:
@@ -106,7 +107,7 @@ class RolloutStore:
              moment(t.before.stage_started_at),
              _json(decision.verdict), Jsonb(t.to_dict()), _json(decision.evidence), Jsonb(decision.plan),
              Jsonb(decision.flag_changes), decision.error, _json(decision.notification))).fetchone()
-        decision_id, decided_at = _one(row, "the recorded decision")
+        decision_id, decided_at = one_row(row, "recording a decision")
         return decision_id, decided_at
 
     def set_notification(self, decision_id: int, notification: Mapping[str, object]) -> None:
@@ -164,13 +165,6 @@ class RolloutStore:
 
 def _json(value: Row | None) -> Jsonb | None:
     return Jsonb(value) if value is not None else None
-
-
-def _one(row: tuple[Any, ...] | None, what: str) -> tuple[Any, ...]:
-    """A row the statement always yields (inserted just before, or returned by INSERT)."""
-    if row is None:
-        raise RuntimeError(f"{what} is missing")
-    return row
 
 
 def _stored(row: tuple[Any, ...]) -> StoredState:
