@@ -3,6 +3,7 @@ corpus, and one way to print our figure beside its baseline and their ratio."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import secrets
 import sys
@@ -18,6 +19,7 @@ from rollout.config import Settings  # noqa: E402
 from rollout.server import GatewayProcess  # noqa: E402
 from rollout.services import ServiceUrls, service_urls  # noqa: E402
 from rollout.services.ports import free_port  # noqa: E402
+from rollout.versions import VersionRegistry, roles_of  # noqa: E402
 
 
 @contextmanager
@@ -45,6 +47,38 @@ def gateway_on(urls: ServiceUrls, folder: Path, token: str, name: str, **extra: 
            "FF_ENABLE_GRADUAL_MIGRATION": "true", "EMBEDDING_CACHE": "false", **extra}
     return GatewayProcess(env, port=free_port(), workers=2, metrics_dir=folder / f"metrics-{name}",
                           log_file=folder / f"gateway-{name}.log")
+def add_pair_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """--baseline / --candidate: the versions compared (default: the registry's baseline and candidate)."""
+    parser.add_argument("--baseline", help="The version compared against (default: the registry's baseline).")
+    parser.add_argument("--candidate", help="The version measured (default: the registry's candidate).")
+    return parser
+
+
+def pair(database_url: str, baseline: str | None = None, candidate: str | None = None) -> tuple[str, str]:
+    """The two versions a benchmark compares: the registry's baseline and candidate unless named; a one-line
+    exit when a name is not registered, the pair is one version, or the registry has no candidate."""
+    versions = VersionRegistry(database_url).versions()
+    roles = roles_of(versions)
+    chosen = (baseline or (roles.baseline if roles else None), candidate or (roles.candidate if roles else None))
+    if chosen[0] is None or chosen[1] is None:
+        raise SystemExit("error: the registry has no baseline and candidate; name them with --baseline/--candidate")
+    known = {v.name for v in versions if v.status != "retired"}
+    for name in chosen:
+        if name not in known:
+            raise SystemExit(f"error: no served version named {name}; registered: {', '.join(sorted(known))}")
+    if chosen[0] == chosen[1]:
+        raise SystemExit("error: the baseline and the candidate must be two different versions")
+    return chosen[0], chosen[1]
+
+
+def registry_pair(database_url: str, baseline: str | None, candidate: str | None) -> tuple[str, str]:
+    """For a benchmark that goes through a gateway, which routes between the registry's baseline and
+    candidate: that pair, and a one-line exit when the names given are another pair."""
+    found = pair(database_url)
+    if (baseline or found[0], candidate or found[1]) != found:
+        raise SystemExit(f"error: the gateway routes between the registry's baseline {found[0]} and candidate "
+                         f"{found[1]}; `rollout stage start --baseline B --candidate C` sets another pair")
+    return found
 
 
 def report(title: str, rows: list[tuple[str, str]], verdicts: list[tuple[str, bool]]) -> None:

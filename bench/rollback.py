@@ -1,19 +1,24 @@
-"""How fast does an alert move every gunicorn worker from V2 to V1, and does any request fail?
+"""How fast does an alert move every gunicorn worker from the candidate to the baseline, and does any request
+fail?
 
 Runs the gateway under gunicorn (4 workers) on embedded PostgreSQL+pgvector and Redis in a
-temporary folder, with the demo corpus embedded for both versions and 100 % of users on V2.
-Client threads send queries without pause (a new connection each, so every worker gets
-traffic); each answer says which version served it (`served_by`) and which worker
+temporary folder, with the demo corpus embedded for both versions and 100 % of users on the
+candidate. Client threads send queries without pause (a new connection each, so every worker
+gets traffic); each answer says which version served it (`served_by`) and which worker
 (`X-Rollout-Worker`). Each trial posts a critical Alertmanager alert and measures, per
-worker, the send time of its first request answered by V1 after which it never answered
-V2 again; the trial's figure is the slowest worker's. That is an upper bound: the true
-switch lies between the worker's last V2 request and that one (the sampling gap is
-printed). Between trials the alert resolves and V2 is re-armed (the percentage restored).
+worker, the send time of its first request answered by the baseline after which it never
+answered from the candidate again; the trial's figure is the slowest worker's. That is an
+upper bound: the true switch lies between the worker's last candidate request and that one
+(the sampling gap is printed). Between trials the alert resolves and the candidate is re-armed
+(the percentage restored).
 
 Beside it: LaunchDarkly's streaming (~200 ms typical), Unleash's default 15 s poll, and an
 environment-variable switch that needs a restart, measured here on the same gateway.
 
-    python bench/rollback.py [--trials 20] [--workers 4] [--clients 4]
+    python bench/rollback.py [--trials 20] [--workers 4] [--clients 4] [--baseline NAME --candidate NAME]
+
+The pair is the registry's baseline and candidate (the demo's v1 and v2 on the new database);
+the gateway routes between them, so `--baseline/--candidate` may only confirm them.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from harness import add_pair_options, registry_pair  # noqa: E402
 
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE  # noqa: E402
 from rollout import demo, schema  # noqa: E402
@@ -115,7 +122,7 @@ def call(url_host: str, port: int, method: str, path: str, payload: dict | None,
 
 
 def alert(status: str, trial: int) -> dict:
-    labels = {"alertname": "RagV2ErrorRateHigh", "severity": "critical", "trial": str(trial)}
+    labels = {"alertname": "RagCandidateErrorRateHigh", "severity": "critical", "trial": str(trial)}
     return {"version": "4", "status": status, "receiver": "rag-rollout", "groupKey": f"bench-{trial}",
             "truncatedAlerts": 0, "groupLabels": {}, "commonLabels": labels, "commonAnnotations": {},
             "externalURL": "http://alertmanager.invalid",
@@ -153,7 +160,7 @@ def switch_times(samples: list[Sample], start: float, version: str) -> tuple[dic
     return switched, gaps
 
 
-def installed_after(host: str, port: int, start_wall: float, workers: int,
+def installed_after(host: str, port: int, start_wall: float, workers: int, candidate: str,
                     attempts: int = 400) -> tuple[float, dict[str, float]]:
     """When the receiving worker decided the trip, and when each worker (pid) installed it, after `start_wall`."""
     seen: dict[str, float] = {}
@@ -162,14 +169,15 @@ def installed_after(host: str, port: int, start_wall: float, workers: int,
         _status, body = call(host, port, "GET", "/api/monitoring/circuit-breaker", None, {"Connection": "close"})
         worker = body["worker"]
         seen[str(worker["pid"])] = datetime.fromisoformat(worker["installed_at"]).timestamp() - start_wall
-        decided = datetime.fromisoformat(body["versions"]["v2"]["changed_at"]).timestamp() - start_wall
+        decided = datetime.fromisoformat(body["versions"][candidate]["changed_at"]).timestamp() - start_wall
         if len(seen) >= workers:
             break
     return decided, seen
 
 
-def trial_run(traffic: Traffic, host: str, port: int, trial: int, workers: int) -> dict:
-    wait_steady(traffic, "v2", workers)
+def trial_run(traffic: Traffic, host: str, port: int, trial: int, workers: int, pair: tuple[str, str]) -> dict:
+    baseline, candidate = pair
+    wait_steady(traffic, candidate, workers)
     start_wall = time.time()
     start = time.perf_counter()
     status, body = call(host, port, "POST", "/api/alerts/webhook", alert("firing", trial),
@@ -177,14 +185,14 @@ def trial_run(traffic: Traffic, host: str, port: int, trial: int, workers: int) 
     posted = time.perf_counter() - start
     if status != 200 or body["alerts"][0]["outcome"] != "tripped":
         raise SystemExit(f"the alert was not applied: {status} {body}")
-    wait_steady(traffic, "v1", workers, timeout_s=15)
+    wait_steady(traffic, baseline, workers, timeout_s=15)
     time.sleep(0.3)
     window = traffic.since(start - 0.05)
-    switched, gaps = switch_times([s for s in window if s.sent >= start], start, "v1")
+    switched, gaps = switch_times([s for s in window if s.sent >= start], start, baseline)
     failed = sum(1 for s in window if not s.ok)
-    decided, installed = installed_after(host, port, start_wall, workers)
+    decided, installed = installed_after(host, port, start_wall, workers, candidate)
     after_switch = [x for x in window if x.ok and x.worker in installed and x.sent - start > installed[x.worker]]
-    late_v2 = sum(1 for x in after_switch if x.served_by != "v1")
+    late_candidate = sum(1 for x in after_switch if x.served_by != baseline)
     call(host, port, "POST", "/api/alerts/webhook", alert("resolved", trial), {"Authorization": f"Bearer {SECRET}"})
     status, body = call(host, port, "POST", "/api/monitoring/circuit-breaker", {"action": "rearm"},
                         {"Authorization": f"Bearer {ADMIN}"})
@@ -194,28 +202,30 @@ def trial_run(traffic: Traffic, host: str, port: int, trial: int, workers: int) 
         raise SystemExit(f"trial {trial}: only {len(switched)} of {workers} workers answered after the alert")
     if len(installed) < workers:
         raise SystemExit(f"trial {trial}: only {len(installed)} of {workers} workers reported their breaker copy")
-    last_v2 = max((x.sent - start for x in window if x.ok and x.served_by == "v2" and x.sent >= start), default=0.0)
+    last_candidate = max((x.sent - start for x in window if x.ok and x.served_by == candidate and x.sent >= start),
+                         default=0.0)
     return {"switch_s": max(switched.values()), "installed_s": max(installed.values()), "decided_s": decided,
-            "last_v2_s": last_v2, "late_v2": late_v2, "checked": len(after_switch), "failed": failed,
+            "last_candidate_s": last_candidate, "late_candidate": late_candidate, "checked": len(after_switch),
+            "failed": failed,
             "requests": len(window), "posted_s": posted,
             "gap_s": float(np.median(gaps)) if gaps else float("nan")}
 
 
 def restart_switch(settings: Settings, urls, env: dict, port: int, workers: int, clients: int,
-                   tmp: Path) -> tuple[float, int, int]:
+                   tmp: Path, pair: tuple[str, str]) -> tuple[float, int, int]:
     """The anchor we can measure: FF_* in the environment, switched by restarting the gateway."""
     gateway = GatewayProcess({**env, "FF_NEW_EMBEDDINGS_PERCENTAGE": "100"}, port=port, workers=workers,
                              metrics_dir=tmp / "metrics-restart", log_file=tmp / "restart.log").start()
     traffic = Traffic("127.0.0.1", port, clients).start()
     try:
-        wait_steady(traffic, "v2", workers)
+        wait_steady(traffic, pair[1], workers)
         start = time.perf_counter()
         gateway.stop()
         gateway = GatewayProcess({**env, "FF_NEW_EMBEDDINGS_PERCENTAGE": "0"}, port=port, workers=workers,
                                  metrics_dir=tmp / "metrics-restart", log_file=tmp / "restart.log").start()
-        wait_steady(traffic, "v1", workers)
+        wait_steady(traffic, pair[0], workers)
         window = traffic.since(start)
-        switched, _ = switch_times(window, start, "v1")
+        switched, _ = switch_times(window, start, pair[0])
         return max(switched.values()), sum(1 for s in window if not s.ok), len(window)
     finally:
         traffic.stop()
@@ -228,7 +238,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--skip-restart", action="store_true", help="Do not measure the restart anchor.")
-    args = parser.parse_args()
+    args = add_pair_options(parser).parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="rollback-bench-"))
     settings = Settings.from_environ({"ROLLOUT_DATA_DIR": str(tmp), "REDIS_KEY_PREFIX": "bench",
@@ -241,9 +251,10 @@ def main() -> None:
             runtime.sync()
             demo.load_corpus(runtime)
             reports = demo.embed_corpus(runtime)
-            print(f"corpus: {reports[0].embedded} documents embedded for V1 and V2", flush=True)
         finally:
             runtime.close()
+        pair = registry_pair(urls.database_url, args.baseline, args.candidate)
+        print(f"corpus: {reports[0].embedded} documents embedded for {pair[0]} and {pair[1]}", flush=True)
         env = {"DATABASE_URL": urls.database_url, "REDIS_URL": urls.redis_url, "REDIS_KEY_PREFIX": "bench",
                "ROLLOUT_ADMIN_TOKEN": ADMIN, "ALERT_WEBHOOK_SECRET": SECRET, "GUNICORN_LOG_LEVEL": "warning",
                f"{GRADUAL_MIGRATION}": "true", f"{V2_PERCENTAGE}": "100", "DB_POOL_MAX_SIZE": "4"}
@@ -254,7 +265,7 @@ def main() -> None:
         results = []
         try:
             for trial in range(args.trials):
-                results.append(trial_run(traffic, "127.0.0.1", port, trial, args.workers))
+                results.append(trial_run(traffic, "127.0.0.1", port, trial, args.workers, pair))
         finally:
             traffic.stop()
             gateway.stop()
@@ -265,36 +276,39 @@ def main() -> None:
                 runtime.sync()
                 for name in (GRADUAL_MIGRATION, V2_PERCENTAGE):  # environment values only from here on
                     runtime.flags.reset(name, actor="bench", reason="restart anchor")
-                runtime.breakers.close("v2", actor="bench", force=True)
+                runtime.breakers.close(pair[1], actor="bench", force=True)
             finally:
                 runtime.close()
-            restart = restart_switch(settings, urls, env, free_port(), args.workers, args.clients, tmp)
+            restart = restart_switch(settings, urls, env, free_port(), args.workers, args.clients, tmp, pair)
     shutil.rmtree(tmp, ignore_errors=True)
-    report(results, restart, args)
+    report(results, restart, args, pair)
 
 
-def report(results: list[dict], restart, args) -> None:
+def report(results: list[dict], restart, args, pair: tuple[str, str]) -> None:
+    baseline, candidate = pair
     def ms(key: str) -> np.ndarray:
         return np.array([r[key] for r in results]) * 1000
 
-    switched, upper, last_v2, decided = ms("installed_s"), ms("switch_s"), ms("last_v2_s"), ms("decided_s")
+    switched, upper, last_candidate, decided = (ms("installed_s"), ms("switch_s"), ms("last_candidate_s"),
+                                                ms("decided_s"))
     p50, p99 = np.percentile(switched, 50), np.percentile(switched, 99)
     failed, requests = sum(r["failed"] for r in results), sum(r["requests"] for r in results)
-    late, checked = sum(r["late_v2"] for r in results), sum(r["checked"] for r in results)
+    late, checked = sum(r["late_candidate"] for r in results), sum(r["checked"] for r in results)
     gap = np.median([r["gap_s"] for r in results]) * 1000
     print(f"\nrollback on a critical alert: {args.workers} gunicorn workers, {args.clients} client threads, "
           f"{len(results)} trials, times from sending the alert")
-    print(f"  every worker serves V1 after  p50 {p50:.1f} ms  p99 {p99:.1f} ms  max {switched.max():.1f} ms"
-          "  (slowest worker's own clock: its breaker copy changed)")
+    print(f"  every worker serves the baseline {baseline} after  p50 {p50:.1f} ms  p99 {p99:.1f} ms  "
+          f"max {switched.max():.1f} ms  (slowest worker's own clock: its breaker copy changed)")
     spread = ms("installed_s") - decided
     print(f"    the receiving worker decided the trip after p50 {np.percentile(decided, 50):.1f} / p99 "
           f"{np.percentile(decided, 99):.1f} ms; the other workers installed it p50 {np.percentile(spread, 50):.1f} / "
           f"p99 {np.percentile(spread, 99):.1f} ms later")
     print(f"    the alert POST was answered after {np.percentile(ms('posted_s'), 50):.1f} ms (p50)")
-    print(f"    client view: last V2 answer was sent at p99 {np.percentile(last_v2, 99):.1f} ms; first V1 answers "
+    print(f"    client view: last candidate ({candidate}) answer was sent at p99 "
+          f"{np.percentile(last_candidate, 99):.1f} ms; first baseline answers "
           f"bound it above at p50 {np.percentile(upper, 50):.1f} / p99 {np.percentile(upper, 99):.1f} ms "
           f"(each worker answered every {gap:.1f} ms, median)")
-    print(f"    requests sent after their worker switched but answered by V2: {late} of {checked}")
+    print(f"    requests sent after their worker switched but answered by the candidate: {late} of {checked}")
     print(f"  failed requests during the switches: {failed} of {requests}")
     print(f"  machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end (other work on "
           "the machine shows up in the tail)")

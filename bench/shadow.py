@@ -1,19 +1,24 @@
 """Shadow queries and query analytics: what they cost the request path, in one run.
 
-    python bench/shadow.py [--requests 300] [--seconds 6] [--rounds 4]
+    python bench/shadow.py [--requests 300] [--seconds 6] [--rounds 4] [--baseline NAME --candidate NAME]
 
 The gateway runs under gunicorn (2 workers, gthread) on the demo corpus. Flags are
 changed through the API between blocks, and the blocks alternate (off, on, off, on,
 ...) so drift on a shared machine hits both sides alike.
 
+The pair is the registry's baseline and candidate (the demo's v1 and v2 on a new database;
+the gateway routes between them, so `--baseline/--candidate` may only confirm them).
+
 1. Latency (one client, sequential requests, keep-alive): each version's own p50
-   (all traffic on V1, then on V2), then a 50 % split with FF_USE_PARALLEL_RAG off
-   and on. Target: p50 with shadow ≤ 1.15 × the slower version's own p50. Run twice:
-   with the local lexical embedders (CPU-bound: on 2 cores the shadow's embedding and
-   search compete with the answer's for the same CPUs, the worst case) and with
-   provider embedders (google for V1, openai for V2) behind a stand-in provider on
-   127.0.0.1 that answers in 20 ms, as a nearby real API would (the search runs
-   against the stored local vectors: the figures are latencies, not relevance).
+   (all traffic on the baseline, then on the candidate), then a 50 % split with
+   FF_USE_PARALLEL_RAG off and on. Target: p50 with shadow ≤ 1.15 × the slower
+   version's own p50. Run twice: with the local lexical embedders (CPU-bound: on 2
+   cores the shadow's embedding and search compete with the answer's for the same
+   CPUs, the worst case) and with provider embedders (google for the baseline, openai
+   for the candidate: their registry rows say so for that gateway, and are restored
+   after) behind a stand-in provider on 127.0.0.1 that answers in 20 ms, as a nearby
+   real API would (the search runs against the stored local vectors: the figures are
+   latencies, not relevance).
 2. Throughput (4 client threads, shadow off, local embedders): requests per second
    with FF_ENABLE_QUERY_ANALYTICS off and on. Target: the writer costs ≤ 5 %.
 
@@ -34,19 +39,23 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the stand-in embedding provider
 
 from fake_embedding_server import FakeEmbeddingServer  # noqa: E402
-from harness import demo_queries, gateway_on  # noqa: E402
+from harness import add_pair_options, demo_queries, gateway_on, registry_pair  # noqa: E402
 
 from rollout import demo  # noqa: E402
 from rollout.analytics.figures import distribution  # noqa: E402
+from rollout.embedders.registry import provider as provider_kind  # noqa: E402
 from rollout.server import GatewayProcess  # noqa: E402
 
 SHADOW_TARGET = 1.15
@@ -139,14 +148,32 @@ def metric(client: Client, name: str) -> float:
     return total
 
 
+@contextmanager
+def registered_as(database_url: str, providers: dict[str, str]) -> Iterator[None]:
+    """The versions' registry rows name these providers (their default models) while the block runs, then
+    what they named before: a gateway embeds as the registry says, the environment only gives keys."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        before = {name: conn.execute("SELECT provider, model FROM embedding_versions WHERE name = %s",
+                                     (name,)).fetchone() for name in providers}
+        try:
+            for name, kind in providers.items():
+                conn.execute("UPDATE embedding_versions SET provider = %s, model = %s WHERE name = %s",
+                             (kind, provider_kind(kind).model_for(name), name))
+            yield
+        finally:
+            for name, (kind, model) in before.items():
+                conn.execute("UPDATE embedding_versions SET provider = %s, model = %s WHERE name = %s",
+                             (kind, model, name))
+
+
 def latency_blocks(client: Client, queries: list[str], requests: int, rounds: int) -> dict[str, list[float]]:
     """Sequential latencies per condition, the conditions alternating `rounds` times."""
     latencies(client, queries, 50, 0)  # warm-up: connections, caches
-    blocks: dict[str, list[float]] = {"v1": [], "v2": [], "off": [], "on": []}
+    blocks: dict[str, list[float]] = {"baseline": [], "candidate": [], "off": [], "on": []}
     per_block, offset = max(10, requests // rounds), 0
     for _ in range(rounds):
-        for name, flags in (("v1", {"FF_NEW_EMBEDDINGS_PERCENTAGE": 0, "FF_USE_PARALLEL_RAG": False}),
-                            ("v2", {"FF_NEW_EMBEDDINGS_PERCENTAGE": 100}),
+        for name, flags in (("baseline", {"FF_NEW_EMBEDDINGS_PERCENTAGE": 0, "FF_USE_PARALLEL_RAG": False}),
+                            ("candidate", {"FF_NEW_EMBEDDINGS_PERCENTAGE": 100}),
                             ("off", {"FF_NEW_EMBEDDINGS_PERCENTAGE": 50}),
                             ("on", {"FF_USE_PARALLEL_RAG": True})):
             settle(client, flags)
@@ -156,15 +183,18 @@ def latency_blocks(client: Client, queries: list[str], requests: int, rounds: in
     return blocks
 
 
-def latency_lines(label: str, blocks: dict[str, list[float]], shadows: float) -> list[str]:
+def latency_lines(label: str, blocks: dict[str, list[float]], shadows: float, names: tuple[str, str]) -> list[str]:
     p50 = {name: distribution(values)["p50"] for name, values in blocks.items()}
-    slower = max(("v1", "v2"), key=lambda v: p50[v])
+    slower = max(("baseline", "candidate"), key=lambda v: p50[v])
     ratio = p50["on"] / p50[slower]
+    named = dict(zip(("baseline", "candidate"), names, strict=True))
     return [
-        f"[{label}] own p50: v1 {p50['v1']:.2f} ms, v2 {p50['v2']:.2f} ms ({len(blocks['v1'])} sequential "
+        f"[{label}] own p50: baseline {names[0]} {p50['baseline']:.2f} ms, candidate {names[1]} "
+        f"{p50['candidate']:.2f} ms ({len(blocks['baseline'])} sequential "
         f"requests each); 50 % split: shadow off {p50['off']:.2f} ms, shadow on {p50['on']:.2f} ms "
         f"({int(shadows)} comparisons)",
-        f"[{label}] shadow on p50 {p50['on']:.2f} ms vs slower version's own p50 ({slower}) {p50[slower]:.2f} ms: "
+        f"[{label}] shadow on p50 {p50['on']:.2f} ms vs slower version's own p50 ({named[slower]}) "
+        f"{p50[slower]:.2f} ms: "
         f"ratio {ratio:.3f} (target <= {SHADOW_TARGET}) {verdict(ratio <= SHADOW_TARGET)}",
     ]
 
@@ -173,13 +203,14 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def run(requests: int, seconds: float, rounds: int) -> list[str]:
+def run(requests: int, seconds: float, rounds: int, baseline: str | None, candidate: str | None) -> list[str]:
     lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-shadow-") as tmp:
         folder = Path(tmp)
         token = secrets.token_urlsafe(16)
         with demo.prepared_services(folder / "services") as urls:
             queries = demo_queries()
+            names = registry_pair(urls.database_url, baseline, candidate)
 
             def gateway(name: str, **extra: str) -> GatewayProcess:
                 return gateway_on(urls, folder, token, f"shadow-{name}", **extra)
@@ -187,7 +218,8 @@ def run(requests: int, seconds: float, rounds: int) -> list[str]:
             with gateway("local").start() as local:
                 client = Client(local.port, token)
                 blocks = latency_blocks(client, queries, requests, rounds)
-                lines += latency_lines("local embedders", blocks, metric(client, "rag_shadow_comparisons_total"))
+                lines += latency_lines("local embedders", blocks, metric(client, "rag_shadow_comparisons_total"),
+                                       names)
                 rates: dict[str, list[float]] = {"off": [], "on": []}
                 for _ in range(rounds):
                     for name, value in (("off", False), ("on", True)):
@@ -206,16 +238,17 @@ def run(requests: int, seconds: float, rounds: int) -> list[str]:
                          f"{ANALYTICS_TARGET:.0%}) {verdict(cost <= ANALYTICS_TARGET)}; {int(written)} rows "
                          f"written, {int(dropped)} dropped")
 
-            with FakeEmbeddingServer() as provider:
+            with FakeEmbeddingServer() as provider, \
+                    registered_as(urls.database_url, {names[0]: "google", names[1]: "openai"}):
                 provider.delay_s = PROVIDER_DELAY_S
-                remote = gateway("provider", V1_EMBEDDER="google", GOOGLE_API_KEY="bench-key",
-                                 GOOGLE_BASE_URL=provider.url, V2_EMBEDDER="openai", OPENAI_API_KEY="bench-key",
-                                 OPENAI_BASE_URL=f"{provider.url}/v1", V2_MIN_COVERAGE_PERCENT="0")
+                remote = gateway("provider", GOOGLE_API_KEY="bench-key", GOOGLE_BASE_URL=provider.url,
+                                 OPENAI_API_KEY="bench-key", OPENAI_BASE_URL=f"{provider.url}/v1",
+                                 V2_MIN_COVERAGE_PERCENT="0")
                 with remote.start():
                     client = Client(remote.port, token)
                     blocks = latency_blocks(client, queries, requests // 2, rounds)
                     label = f"provider embedders, {PROVIDER_DELAY_S * 1000:.0f} ms"
-                    lines += latency_lines(label, blocks, metric(client, "rag_shadow_comparisons_total"))
+                    lines += latency_lines(label, blocks, metric(client, "rag_shadow_comparisons_total"), names)
                     client.close()
     return lines
 
@@ -225,8 +258,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=400, help="Sequential requests per latency condition.")
     parser.add_argument("--seconds", type=float, default=5.0, help="Length of one throughput block.")
     parser.add_argument("--rounds", type=int, default=6, help="Alternations of each comparison.")
-    args = parser.parse_args()
-    for line in run(args.requests, args.seconds, args.rounds):
+    args = add_pair_options(parser).parse_args()
+    for line in run(args.requests, args.seconds, args.rounds, args.baseline, args.candidate):
         print(line)
     return 0
 

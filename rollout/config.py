@@ -335,6 +335,6 @@ def parse_stages(value: str | object) -> tuple[float, ...]:
             raise ValueError(f"stages must increase strictly: {stage:g} comes after {stages[-1]:g}")
         stages.append(stage)
     if stages[-1] != 100.0:
-        raise ValueError(f"the last stage must be 100 (all traffic on V2), not {stages[-1]:g}")
+        raise ValueError(f"the last stage must be 100 (all traffic on the candidate), not {stages[-1]:g}")
     return tuple(stages)
 

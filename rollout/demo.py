@@ -26,11 +26,11 @@ from rollout.runtime import Runtime
 from rollout.services import ServiceUrls, service_urls
 
 DEMO_ACTOR = "rollout demo"
-COMPARISON = {PARALLEL_RAG: True, QUERY_ANALYTICS: True}  # the demo shows V1 beside V2 from the first query
+COMPARISON = {PARALLEL_RAG: True, QUERY_ANALYTICS: True}  # the demo shows the pair side by side from the first query
 
 # The quality gate's floors are set for real models. The local lexical embedders score lower by
 # construction (top similarity about 0.3, V1/V2 shadow overlap about 0.47), so with those floors
-# the controller would roll V2 back after its first few hundred queries whatever V2 does.
+# the controller would roll the candidate back after its first few hundred queries whatever it does.
 LEXICAL_GATES = {"rollout_min_similarity": 0.2, "rollout_min_shadow_overlap": 0.3}
 # `rollout demo --fast`: the whole plan (10 -> 100 %) in a few minutes, with the demo's own traffic.
 FAST_PLAN = {"rollout_min_stage_s": 30.0, "rollout_evaluation_interval_s": 10.0, "rollout_min_samples": 100,
@@ -56,18 +56,19 @@ def demo_settings(settings: Settings, *, fast: bool) -> tuple[Settings, list[str
         lines.append("gates: the local lexical embedders score low by construction, so the quality gate's floors "
                      f"are lowered for this demo (mean top similarity >= {chosen.rollout_min_similarity:g}, "
                      f"shadow overlap >= {chosen.rollout_min_shadow_overlap:g}; production defaults 0.7 and 0.5). "
-                     "Set ROLLOUT_MIN_SHADOW_OVERLAP=0.5 to watch the controller roll V2 back instead.")
+                     "Set ROLLOUT_MIN_SHADOW_OVERLAP=0.5 to watch the controller roll the candidate back instead.")
     elif lexical:
-        lines.append("gates: your quality floors apply to lexical embedders: if V2's shadow overlap or similarity "
-                     "stays below them, the controller rolls V2 back after a few hundred queries.")
+        lines.append("gates: your quality floors apply to lexical embedders: if the candidate's shadow overlap or "
+                     "similarity stays below them, the controller rolls it back after a few hundred queries.")
     if fast:
         lines.append(f"plan: --fast: stages of {chosen.rollout_min_stage_s:g} s at least, judged every "
-                     f"{chosen.rollout_evaluation_interval_s:g} s on {chosen.rollout_min_samples} V2 queries "
+                     f"{chosen.rollout_evaluation_interval_s:g} s on {chosen.rollout_min_samples} candidate queries "
                      f"(error rate below {chosen.rollout_max_error_rate:.0%}), with {FAST_QUERIES_PER_S} demo "
                      "queries a second sent by the demo itself")
     else:
         lines.append(f"plan: each stage lasts at least {chosen.rollout_min_stage_s / 3600:g} h and needs "
-                     f"{chosen.rollout_min_samples} V2 queries; `rollout demo --fast` runs 10 -> 100 % in minutes")
+                     f"{chosen.rollout_min_samples} candidate queries; `rollout demo --fast` runs 10 -> 100 % in "
+                     "minutes")
     return chosen, lines
 
 
@@ -189,7 +190,7 @@ def start_first_stage(runtime: Runtime) -> list[str]:
     changed = []
     for name, value in COMPARISON.items():
         if runtime.flags.snapshot().sources[name] is Source.DEFAULT:
-            runtime.flags.set(name, value, actor=DEMO_ACTOR, reason="demo: compare V1 and V2")
+            runtime.flags.set(name, value, actor=DEMO_ACTOR, reason="demo: compare the baseline and the candidate")
             changed.append(f"{name}={value}")
     sources = runtime.flags.snapshot().sources
     untouched = all(sources[name] is Source.DEFAULT for name in (GRADUAL_MIGRATION, V2_PERCENTAGE))

@@ -1,12 +1,14 @@
-"""Merged mode: one result list from V1 and V2, near-duplicates removed, ranked by reciprocal rank fusion.
+"""Merged mode: one result list from the baseline and the candidate, near-duplicates removed, ranked by
+reciprocal rank fusion.
 
 The versions' cosine similarities come from different models and are not
 comparable, so the fusion uses ranks only (RRF, Cormack et al. 2009: each version
 adds 1 / (rrf_k + rank)). Two results are one when they are the same document,
 or near-duplicates: documents whose *stored* embeddings have cosine similarity
 ≥ the threshold in every version that holds both (computed by pgvector in one
-query, so no vector leaves the database). The threshold is read on the baseline's
-scale and mapped to each version's (`Merger.threshold_for`, the calibration of
+query, so no vector leaves the database). The versions are those that answered the query,
+so the check follows the rollout's pair when the registry's roles change. The threshold is read on
+the baseline's scale and mapped to each version's (`Merger.threshold_for`, the calibration of
 documents' nearest-neighbour similarities): one model's 0.85 can be another's 0.7.
 A group of duplicates counts as one
 document found at its best rank in each version. At least `min_per_version`
@@ -123,30 +125,44 @@ def fuse(results: Mapping[str, Sequence[Hit]], k: int, *, duplicate_pairs: Itera
 
 
 class NearDuplicates:
-    """Pairs of result documents whose stored embeddings are near-identical in every version holding both."""
+    """Pairs of result documents whose stored embeddings are near-identical in every version holding both.
 
-    def __init__(self, pool: ConnectionPool, tables: Mapping[str, str]):
+    `table_of` names a version's embeddings table (the registry's snapshot, read at each call), so the
+    versions compared are whichever answered, not the pair the process started with.
+    """
+
+    def __init__(self, pool: ConnectionPool, table_of: Callable[[str], str]):
         self.pool = pool
-        self.tables = dict(tables)  # version -> its embeddings table; each table's threshold is its version's
-        self.versions = tuple(tables)
+        self.table_of = table_of
+        self._sql: dict[int, str] = {}  # one statement per number of tables, built once
+
+    def statement(self, tables: Sequence[str]) -> str:
+        """Pairs near in every table, each table at its own threshold (`threshold_<n>`)."""
         per_table = [f"""SELECT a.document_id AS a, b.document_id AS b,
                                 1 - (a.embedding <=> b.embedding) >= %(threshold_{n})s AS near
                          FROM {table} a JOIN {table} b ON a.document_id < b.document_id
                          WHERE a.document_id = ANY(%(ids)s) AND b.document_id = ANY(%(ids)s)"""
-                     for n, table in enumerate(tables.values())]
-        self._sql = f"SELECT a, b FROM ({' UNION ALL '.join(per_table)}) pairs GROUP BY a, b HAVING bool_and(near)"
+                     for n, table in enumerate(tables)]
+        return f"SELECT a, b FROM ({' UNION ALL '.join(per_table)}) pairs GROUP BY a, b HAVING bool_and(near)"
 
-    def pairs(self, ids: Iterable[str], threshold: float | Mapping[str, float]) -> set[tuple[str, str]]:
-        """Near-duplicate pairs among `ids` at one threshold or one per version (each on its own scale);
-        empty (no content dedupe) when the database cannot answer."""
+    def tables(self, versions: Iterable[str]) -> dict[str, str]:
+        """Version -> its embeddings table, now."""
+        return {version: self.table_of(version) for version in versions}
+
+    def pairs(self, ids: Iterable[str], threshold: float | Mapping[str, float],
+              versions: Sequence[str]) -> set[tuple[str, str]]:
+        """Near-duplicate pairs among `ids` in `versions`, at one threshold or one per version (each on its
+        own scale); empty (no content dedupe) when the database cannot answer."""
         ids = sorted(set(ids))
-        if len(ids) < 2:
+        if len(ids) < 2 or not versions:
             return set()
-        per_version = threshold if isinstance(threshold, Mapping) else dict.fromkeys(self.versions, threshold)
-        params: dict[str, object] = {f"threshold_{n}": per_version[v] for n, v in enumerate(self.versions)}
+        per_version = threshold if isinstance(threshold, Mapping) else dict.fromkeys(versions, threshold)
+        tables = self.tables(versions)
+        sql = self.statement(list(tables.values()))
+        params: dict[str, object] = {f"threshold_{n}": per_version[v] for n, v in enumerate(tables)}
         try:
             with self.pool.connection() as conn:
-                rows = conn.execute(self._sql, {"ids": ids, **params}).fetchall()
+                rows = conn.execute(sql, {"ids": ids, **params}).fetchall()
         except (psycopg.Error, PoolTimeout) as exc:
             log.warning("near-duplicate check failed, merging by document id only: %s", exc)
             return set()
@@ -165,13 +181,13 @@ class Merger:
         # the threshold on a version's own scale (the calibration sets this; unchanged until then)
         self.threshold_for: Callable[[str, float], float] = lambda version, threshold: threshold
 
-    def thresholds(self) -> dict[str, float]:
+    def thresholds(self, versions: Iterable[str]) -> dict[str, float]:
         """The near-duplicate threshold of each version the check reads, on that version's scale."""
-        versions = self.duplicates.versions if self.duplicates is not None else ()
         return {version: self.threshold_for(version, self.threshold) for version in versions}
 
     def merge(self, results: Mapping[str, Sequence[Hit]], k: int) -> list[MergedHit]:
         pairs: Iterable[tuple[str, str]] = ()
         if self.duplicates is not None and len(results) > 1:
-            pairs = self.duplicates.pairs((hit.id for hits in results.values() for hit in hits), self.thresholds())
+            pairs = self.duplicates.pairs((hit.id for hits in results.values() for hit in hits),
+                                          self.thresholds(list(results)), list(results))
         return fuse(results, k, duplicate_pairs=pairs, min_per_version=self.min_per_version, rrf_k=self.rrf_k)

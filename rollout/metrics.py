@@ -1,4 +1,4 @@
-"""Prometheus metrics. Every RAG metric carries `version` so dashboards set V1 beside V2.
+"""Prometheus metrics. Every RAG metric carries `version` so dashboards set the baseline beside the candidate.
 
 Under gunicorn the metrics live in `PROMETHEUS_MULTIPROC_DIR` (one file set per
 worker) and `/metrics` merges them per scrape with a MultiProcessCollector built
@@ -107,8 +107,8 @@ class Metrics:
                                         ["version"], buckets=SIMILARITY_BUCKETS, registry=r)
         self.routing_decisions = Counter("rag_routing_decisions", "Routing decisions by version and reason.",
                                          ["version", "reason"], registry=r)
-        self.fallbacks = Counter("rag_fallbacks", "V2-routed queries answered by V1 instead, by cause.",
-                                 ["reason"], registry=r)
+        self.fallbacks = Counter("rag_fallbacks", "Candidate-routed queries answered by the baseline instead, by "
+                                 "cause.", ["reason"], registry=r)
         self.anonymous_requests = Counter("rag_anonymous_requests",
                                           "Queries with no user or session id (bucketed at random).",
                                           registry=r)
@@ -121,9 +121,11 @@ class Metrics:
 
         # flags
         self._roles_set: set[tuple[str, str]] = set()
+        # livemax: a dead worker's series go with it (gunicorn's child_exit), so a pair no live worker
+        # holds any more is not reported as a role by the alert rules' join
         self.version_role = Gauge("rollout_version_role", "1 for the rollout's baseline and candidate, by version "
-                                  "name and role (the dashboard's $baseline and $candidate).",
-                                  ["version", "role"], multiprocess_mode="max", registry=r)
+                                  "name and role (the dashboard's $baseline and $candidate, the alert rules' "
+                                  "candidate).", ["version", "role"], multiprocess_mode="livemax", registry=r)
         self.rollout_percentage = Gauge("rollout_percentage", "FF_NEW_EMBEDDINGS_PERCENTAGE as each worker sees it.",
                                         multiprocess_mode="mostrecent", registry=r)
         self.migration_enabled = Gauge("rollout_migration_enabled", "FF_ENABLE_GRADUAL_MIGRATION (1 on, 0 off).",
@@ -154,10 +156,10 @@ class Metrics:
                                                               "and kind (never seen by the client).",
                                        ["version", "kind"], registry=r)
         self.shadow_skipped = Counter("rag_shadow_skipped", "Shadow searches not run: sampled_out, saturated or "
-                                                            "held_off (a guard holds V2 off).",
+                                                            "held_off (a guard holds the candidate off).",
                                       ["version", "reason"], registry=r)
         self.shadow_fallback_served = Counter("rag_shadow_fallback_served",
-                                              "V2 failures answered by the V1 shadow already in flight.",
+                                              "Candidate failures answered by the baseline's shadow already in flight.",
                                               ["version"], registry=r)
         self.merged_requests = Counter("rag_merged_requests", "Merged-mode queries, by the versions that answered.",
                                        ["version"], registry=r)
@@ -187,7 +189,7 @@ class Metrics:
         self.alerts_deferred = Counter("alerts_deferred",
                                        "Tripping alerts applied on one worker only (Redis unreachable), stored "
                                        "for replay.", registry=r)
-        self.rollbacks = Counter("rollout_rollbacks", "Times V2 traffic was taken away, by trigger "
+        self.rollbacks = Counter("rollout_rollbacks", "Times the candidate's traffic was taken away, by trigger "
                                  "(alert, failures, manual).", ["trigger"], registry=r)
 
         # migration and the query embedding cache
@@ -224,7 +226,8 @@ class Metrics:
 
     def set_roles(self, baseline: str, candidate: str | None) -> None:
         """Which version is the baseline and which the candidate. A former pair's series drop to 0 rather
-        than go away: in multiprocess mode a removed series would keep its last value in the files."""
+        than go away: in multiprocess mode a removed series would keep its last value in the worker's file
+        (a dead worker's file goes when gunicorn marks it dead)."""
         wanted = {(baseline, "baseline")} | ({(candidate, "candidate")} if candidate is not None else set())
         for labels in self._roles_set - wanted:
             self.version_role.labels(*labels).set(0)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import NamedTuple, Protocol
 
-from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagStore, bucket, threshold
+from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagSnapshot, FlagStore, bucket, threshold
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,9 @@ class Router:
         self.roles = roles  # replaced whole (one attribute write) when the registry changes
         self.guards = list(guards)
         self.rollbacks: RollbackMemory | None = None
+        # the percentage's bucket threshold, computed once per flag snapshot (not per decision); one
+        # tuple, replaced whole, so a thread never pairs a snapshot with another's threshold
+        self._limit: tuple[FlagSnapshot | None, int] = (None, 0)
 
     def add_guard(self, guard: V2Guard) -> None:
         self.guards.append(guard)
@@ -107,7 +110,10 @@ class Router:
         if forced != candidate:
             if not snapshot[GRADUAL_MIGRATION]:
                 return Decision(baseline, Reason.MIGRATION_DISABLED, user_bucket)
-            if user_bucket >= threshold(snapshot[V2_PERCENTAGE]):
+            limit = self._limit
+            if limit[0] is not snapshot:
+                limit = self._limit = (snapshot, threshold(float(snapshot[V2_PERCENTAGE])))
+            if user_bucket >= limit[1]:
                 held = self.rollbacks.held_back(user_bucket) if self.rollbacks is not None else None
                 return Decision(baseline, held or Reason.PERCENTAGE, user_bucket)
         # a forced candidate is held off by what protects users (breaker, alert), never by incomplete
@@ -138,5 +144,5 @@ class Router:
                 return Reason.MIGRATION_DISABLED
             return self._guarded(category, serving=serving)
         except Exception:  # like decide(): when in doubt, V2 stays off
-            log.exception("V2 guard check failed; holding V2 off")
+            log.exception("candidate guard check failed; holding the candidate off")
             return Reason.ERROR

@@ -9,7 +9,7 @@ background and a Redis client that connects on first use.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 import psycopg
@@ -63,7 +63,7 @@ from rollout.relevance.versions import baseline_and_candidate
 from rollout.routing import Roles, Router
 from rollout.services import service_urls
 from rollout.shadow import ShadowPool
-from rollout.versions import VersionError, all_versions, configured, roles_of, serving
+from rollout.versions import VersionError, all_versions, roles_of, serving
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class Runtime:
             self.router = Router(self.flags, settings.routing_group, Roles(*VERSIONS))
             self.metrics.set_roles(*self.router.roles)
 
-            # Breaker writes happen on the request path (a V2 failure) and on alerts: their own client
+            # Breaker writes happen on the request path (a candidate's failure) and on alerts: their own client
             # with a shorter timeout, past which the change is applied locally and written back later.
             self.breaker_redis = redis_client(redis_url, settings.breaker_redis_timeout_ms / 1000)
             if breaker_storage is None:
@@ -139,7 +139,7 @@ class Runtime:
             self.replicator.on_tick(self.breakers.tick)  # write back local state before alerts replay
             self.replicator.on_tick(self.alerts.tick)
 
-            # migration: query embedding cache, V2 coverage guard, dual-write of documents
+            # migration: query embedding cache, the candidate's coverage guard, dual-write of documents
             self.embedding_cache = (QueryEmbeddingCache.from_settings(settings, redis_url, self.metrics)
                                     if settings.embedding_cache_enabled else None)
             for backend in self.backends.values():
@@ -155,7 +155,7 @@ class Runtime:
             self.shadow_pool = ShadowPool(settings.shadow_max_concurrency)
             self.deadline = (QueryDeadline(settings.query_deadline_ms, settings.hedge_delay_ms)
                              if settings.query_deadline_ms else None)
-            duplicates = NearDuplicates(self.pool, {v: settings.version(v).table for v in VERSIONS})
+            duplicates = NearDuplicates(self.pool, lambda name: self.backends[name].settings.table)
             merger = Merger(duplicates,
                             threshold=settings.merge_duplicate_similarity,
                             min_per_version=settings.merge_min_per_version, rrf_k=settings.merge_rrf_k)
@@ -170,10 +170,10 @@ class Runtime:
                                             flush_interval_s=settings.query_log_flush_interval_s)
             self.gateway.record_listeners.append(self.query_log.record)
             self.judging = self._judging()
-            self.calibration = Calibration(self.pool, self.router.roles.baseline,
+            self.calibration = Calibration(self.pool, lambda: self.router.roles.baseline,
                                            window_s=settings.relevance_calibration_window_s,
                                            min_samples=settings.relevance_calibration_min_samples,
-                                           tables=lambda: duplicates.tables)
+                                           tables=lambda: duplicates.tables(baseline_and_candidate(self.router.roles)))
             if settings.relevance_calibration:
                 self.gateway.threshold_for = self.calibration.threshold_for
                 merger.threshold_for = self.calibration.duplicate_threshold_for
@@ -224,12 +224,11 @@ class Runtime:
         self.gateway.pair_listeners.append(shadow_listener(judging, lambda: baseline_and_candidate(self.router.roles)))
         return judging
 
-    def _start_condition(self):
-        """ROLLOUT_REQUIRE_EVAL: the first stage needs a passing `rollout eval` of the pair."""
+    def _start_condition(self) -> Callable[[str, str], str | None] | None:
+        """ROLLOUT_REQUIRE_EVAL: the first stage needs a passing `rollout eval` of the pair it starts."""
         if not self.settings.rollout_require_eval:
             return None
-        evals = EvalStore(self.pool)
-        return lambda: evals.start_refusal(*baseline_and_candidate(self.router.roles))
+        return EvalStore(self.pool).start_refusal
 
     def _relevance_evidence(self, *args, **kwargs):
         """The relevance gate's evidence for the rollout's pair as the registry names it now."""
@@ -239,32 +238,36 @@ class Runtime:
         """A Redis key in this deployment's namespace (REDIS_KEY_PREFIX)."""
         return f"{self.settings.redis_key_prefix}:{name}"
 
-    def refresh_versions(self, conn) -> None:
+    def refresh_versions(self, conn: psycopg.Connection) -> None:
         """Take a snapshot of the version registry (off the request path: the coverage thread).
 
         Each change is one attribute write (roles, backends), so a request sees the old or the
-        new snapshot whole. A version registered since gets its query embedder and backend here;
-        the two the schema started with keep the V1_*/V2_* settings they were registered from.
+        new snapshot whole. Every version embeds as its registry row says: one registered since,
+        or whose row differs from the backend serving it (the first two start on the V1_*/V2_*
+        settings that seeded their rows, until this first read), gets its query embedder and
+        backend here.
         """
         registered = serving(all_versions(conn))
         roles = roles_of(registered)
         if roles is None:
             return
-        if {v.name for v in registered} != set(self.backends):
+        current = self.backends
+        stale = [v for v in registered if v.name not in current or current[v.name].settings != v.settings]
+        if stale or {v.name for v in registered} != set(current):
             backends = {}
             try:
                 for version in registered:
-                    current = self.backends.get(version.name)
-                    if current is None:
-                        setup = configured(version, self.settings)
-                        current = VersionBackend(setup, build_embedder(setup, self.settings, purpose="query"),
+                    backend = current.get(version.name)
+                    if backend is None or backend.settings != version.settings:
+                        backend = VersionBackend(version.settings,
+                                                 build_embedder(version.settings, self.settings, purpose="query"),
                                                  self.pool)
-                        current.query_cache = self.embedding_cache
-                    backends[version.name] = current
+                        backend.query_cache = self.embedding_cache
+                    backends[version.name] = backend
             except RolloutError as exc:  # e.g. a provider key missing here: keep serving the last snapshot
                 log.error("version registry: %s; keeping the versions served so far", exc)
                 return
-            self.metrics.add_versions(name for name in backends if name not in self.backends)
+            self.metrics.add_versions(name for name in backends if name not in current)
             self.embedders = {name: backend.embedder for name, backend in backends.items()}
             self.backends = backends
             self.gateway.backends = backends
@@ -274,7 +277,6 @@ class Runtime:
             self.router.roles = roles
             self.metrics.set_roles(*roles)
             self.coverage.guarded = roles.candidate
-            self.calibration.baseline = roles.baseline
 
     def version(self, name: str | None = None) -> VersionSettings:
         """A served version's set-up by name (None: the rollout's candidate), from the registry's snapshot."""

@@ -3,13 +3,15 @@
 Each file runs in its own transaction and is recorded in `schema_migrations` with
 a checksum; a session advisory lock keeps two processes from racing. Files may use
 `{{v1_dimensions}}`, `{{v1_provider}}`, `{{v1_model}}` (and the same for v2), filled in
-from the settings: the two versions the schema started with (the version registry,
-`embedding_versions`, holds every version since).
+from the settings: the two versions the schema started with. Those settings only seed the
+registry (`embedding_versions`): once registered, v1 and v2 embed as their rows say, like
+every version added since.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,8 @@ import psycopg
 
 from rollout.config import VERSIONS, Settings
 from rollout.errors import SchemaError
+
+log = logging.getLogger(__name__)
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"  # package data: a wheel carries it
 _LOCK_KEY = 0x726F6C6C  # "roll": one advisory lock id for schema changes
@@ -132,16 +136,23 @@ def check(conn: psycopg.Connection, settings: Settings) -> None:
     if missing:
         raise SchemaError(f"the database schema is behind ({', '.join(missing)} not applied): "
                           "run `rollout db upgrade`")
-    rows = conn.execute("SELECT name, model, dimensions, table_name FROM embedding_versions "
+    rows = conn.execute("SELECT name, provider, model, dimensions, table_name FROM embedding_versions "
                         "WHERE status <> 'retired' ORDER BY name").fetchall()
-    for name, model, dimensions, table in rows:
+    for name, provider, model, dimensions, table in rows:
         declared = table_dimensions(conn, table)
-        initial = settings.version(name) if name in VERSIONS else None
-        if initial is not None and initial.table == table and initial.dimensions != declared:
-            # the two first versions embed from their V1_*/V2_* settings (rollout.versions.configured)
-            raise SchemaError(
-                f"{table}.embedding holds vector({declared}) but {name.upper()}_DIMENSIONS={initial.dimensions} "
-                f"({initial.model}); use the dimension the table was created with, or register a new version")
+        seed = settings.version(name) if name in VERSIONS else None
+        if seed is not None and seed.table == table:
+            # V1_*/V2_* only seeded these rows; the row is what runs. A dimension asked for that the table
+            # cannot hold is refused (it would look like a change); a provider or model, named in the log.
+            if seed.dimensions != declared:
+                raise SchemaError(
+                    f"{table}.embedding holds vector({declared}) but {name.upper()}_DIMENSIONS={seed.dimensions} "
+                    f"({seed.model}); {name.upper()}_* only seed a new database's registry: use the dimension "
+                    "the table was created with, or register a new version (`rollout versions add`)")
+            if (seed.embedder, seed.model) != (provider, model):
+                log.warning("%s_EMBEDDER/%s_MODEL (%s/%s) differ from version %s's registry row (%s/%s), which is "
+                            "used: they only seed a new database; register a new version to change models",
+                            name.upper(), name.upper(), seed.embedder, seed.model, name, provider, model)
         if declared != dimensions:
             raise SchemaError(
                 f"{table}.embedding holds {declared} dimensions but version {name} ({model}) is registered "

@@ -5,7 +5,7 @@ A version is a provider, a model, a dimension and its own table of embeddings wi
 index. Each change here (add, promote, retire, drop) is one transaction that checks its
 preconditions under a lock of the registry, so a refused change leaves nothing behind and
 two changes never interleave. The request path never reads this table: the runtime takes a
-snapshot of it when it starts (see `Runtime`).
+snapshot of it when it starts and again in the background (see `Runtime.refresh_versions`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from datetime import datetime
 import psycopg
 from psycopg.rows import dict_row
 
-from rollout.config import VERSIONS, Settings, VersionSettings
+from rollout.config import Settings, VersionSettings
 from rollout.embedders.registry import provider
 from rollout.errors import RolloutError
 from rollout.routing import Roles
@@ -37,6 +37,10 @@ class VersionError(RolloutError):
     """A registry change that cannot be made as asked (the message says why; nothing changed)."""
 
 
+class UnknownVersion(VersionError):
+    """A name the registry does not hold (the API answers 404)."""
+
+
 @dataclass(frozen=True)
 class EmbeddingVersion:
     name: str
@@ -52,7 +56,8 @@ class EmbeddingVersion:
 
     @property
     def settings(self) -> VersionSettings:
-        """What embedders, backends and the backfill take."""
+        """What embedders, backends and the backfill take: every version, v1 and v2 included, embeds as
+        its row says (V1_*/V2_* only seeded the first two rows; credentials come from the environment)."""
         return VersionSettings(version=self.name, embedder=self.provider, model=self.model,
                                dimensions=self.dimensions, table=self.table_name,
                                vector_type=self.vector_type)  # type: ignore[arg-type]
@@ -205,16 +210,6 @@ class VersionRegistry:
             return version
 
 
-def configured(version: EmbeddingVersion, settings: Settings) -> VersionSettings:
-    """How to embed for `version`: the two versions the schema started with keep their V1_*/V2_*
-    settings (they were registered from them); every version added since, its registry row."""
-    if version.name in VERSIONS:
-        initial = settings.version(version.name)
-        if (initial.dimensions, initial.table) == (version.dimensions, version.table_name):
-            return initial
-    return version.settings
-
-
 def set_candidate(conn: psycopg.Connection, baseline: str, candidate: str) -> None:
     """Make `candidate` the one rolled out against `baseline`, in the caller's transaction (a rollout's
     start commits it with the rollout's state)."""
@@ -261,5 +256,5 @@ def _find(conn: psycopg.Connection, name: str) -> EmbeddingVersion | None:
 def _require(conn: psycopg.Connection, name: str) -> EmbeddingVersion:
     version = _find(conn, check_name(name))
     if version is None:
-        raise VersionError(f"no version named {name}; `rollout versions list` shows them")
+        raise UnknownVersion(f"no version named {name}; `rollout versions list` shows them")
     return version

@@ -6,7 +6,7 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
 def alertmanager(status: str = "firing", *, severity: str = "critical", fingerprint: str = "5c8e0fe1b3c7d2a4",
-                 alertname: str = "RagV2ErrorRateHigh", starts_at: str = "2024-05-01T10:00:00.123456789Z",
+                 alertname: str = "RagCandidateErrorRateHigh", starts_at: str = "2024-05-01T10:00:00.123456789Z",
                  extra_labels: dict | None = None) -> dict:
     labels = {"alertname": alertname, "severity": severity, "service": "rag-gateway", "version": "v2",
               **(extra_labels or {})}

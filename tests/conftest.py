@@ -21,6 +21,7 @@ from helpers import (  # noqa: F401  (also still importable from here)
     admin_headers,
     load_and_embed,
     sample_documents,
+    seed_first_versions,
     settings_for,
     wait_until,
 )
@@ -69,7 +70,8 @@ def _reset_versions(conn: psycopg.Connection) -> None:
         if conn.execute("SELECT to_regclass(%s)", (version.table,)).fetchone()[0] is None:
             create_table(conn, version.table, version.vector_type, version.dimensions)
         conn.execute("INSERT INTO embedding_versions (name, provider, model, dimensions, table_name, status) "
-                     "VALUES (%s, %s, %s, %s, %s, 'ready') ON CONFLICT (name) DO NOTHING",
+                     "VALUES (%s, %s, %s, %s, %s, 'ready') ON CONFLICT (name) DO UPDATE "
+                     "SET provider = excluded.provider, model = excluded.model",
                      (name, version.embedder, version.model, version.dimensions, version.table))
     conn.execute("UPDATE embedding_versions SET status = 'ready', retired_at = NULL")
     conn.execute("UPDATE embedding_versions SET status = 'baseline' WHERE name = 'v1'")
@@ -108,6 +110,7 @@ def make_runtime(services, clean_db):
 
     def make(settings: Settings | None = None, **overrides) -> Runtime:
         settings = settings or settings_for(services, **overrides)
+        seed_first_versions(settings)
         runtime = Runtime(settings, settings.database_url, settings.redis_url,
                           metrics_registry=CollectorRegistry()).start()
         built.append(runtime)

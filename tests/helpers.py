@@ -11,7 +11,9 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rollout.config import Settings
+import psycopg
+
+from rollout.config import VERSIONS, Settings
 from rollout.documents import Document, DocumentStore
 
 if TYPE_CHECKING:
@@ -79,3 +81,15 @@ def wait_until(predicate, timeout_s: float = 10.0, interval_s: float = 0.01) -> 
             return True
         time.sleep(interval_s)
     return predicate()
+
+
+def seed_first_versions(settings: Settings) -> None:
+    """Register v1's and v2's provider and model from `settings`, as the upgrade does on a new database
+    (the tests share one database: a test's V1_*/V2_* settings seed it as if it were new). Every
+    version then embeds as its registry row says."""
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        for name in VERSIONS:
+            version = settings.version(name)
+            conn.execute("UPDATE embedding_versions SET provider = %s, model = %s WHERE name = %s "
+                         "AND table_name = %s AND dimensions = %s",
+                         (version.embedder, version.model, name, version.table, version.dimensions))

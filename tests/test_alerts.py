@@ -43,7 +43,7 @@ def test_alertmanager_payload_is_read_with_its_documented_fields():
     source, [alert] = parse_payload(alertmanager())
     assert source == "alertmanager"
     assert (alert.fingerprint, alert.alertname, alert.status, alert.severity) == \
-        ("5c8e0fe1b3c7d2a4", "RagV2ErrorRateHigh", "firing", "critical")
+        ("5c8e0fe1b3c7d2a4", "RagCandidateErrorRateHigh", "firing", "critical")
     assert alert.starts_at.isoformat() == "2024-05-01T10:00:00.123456+00:00"
     assert alert.ends_at is None  # Go's zero time: still firing
     assert alert.annotations["summary"] == "V2 error rate above 10 %"

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fake_embedding_server import FakeEmbeddingServer, vector_for
-from helpers import sample_documents, settings_for
+from helpers import sample_documents, seed_first_versions, settings_for
 
+from rollout.config import Settings
 from rollout.documents import Document, DocumentStore
 from rollout.embedders import LexicalEmbedder
 from rollout.migration.backfill import BackfillOptions, backfill_for
@@ -174,8 +175,16 @@ def test_killed_anywhere_a_rerun_gives_the_uninterrupted_result(runtime, point, 
     assert_complete_and_exact(runtime, documents)
 
 
+def openai_v2(runtime) -> None:
+    """v2 registered with OpenAI's model (what a database set up with V2_EMBEDDER=openai holds): the
+    commands run below embed as the registry says, their environment only gives the credentials."""
+    seed_first_versions(Settings.from_environ({"DATABASE_URL": runtime.settings.database_url,
+                                               "V2_EMBEDDER": "openai", "OPENAI_API_KEY": "sk-test"}))
+
+
 def test_sigkill_of_the_command_mid_run_then_a_rerun(runtime):
     documents = load(runtime, extra=250)
+    openai_v2(runtime)
     with FakeEmbeddingServer() as server:
         server.delay_s = 0.05
         env = {"V2_EMBEDDER": "openai", "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": f"{server.url}/v1",
@@ -226,6 +235,7 @@ def test_worker_threads_never_embed_a_document_twice(make_runtime, services):
 
 def test_two_processes_at_once_never_embed_a_document_twice(runtime):
     documents = load(runtime, extra=600)
+    openai_v2(runtime)
     with FakeEmbeddingServer() as server:
         server.delay_s = 0.05  # enough work that both processes are still at it when the other starts
         env = child_env(runtime, V2_EMBEDDER="openai", OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=f"{server.url}/v1",

@@ -258,7 +258,8 @@ def test_cli_refuses_while_an_alert_fires_unless_forced(runtime, tmp_path):
     client = create_app(runtime.settings, runtime=runtime).test_client()
     client.post("/api/alerts/webhook", json=alertmanager(), headers=BEARER)
     refused = run_cli(runtime, tmp_path, "breaker", "close")
-    assert refused.returncode == 1 and "RagV2ErrorRateHigh" in refused.stderr and "Traceback" not in refused.stderr
+    assert refused.returncode == 1 and "RagCandidateErrorRateHigh" in refused.stderr
+    assert "Traceback" not in refused.stderr
     assert state(runtime).state == "open"
     forced = run_cli(runtime, tmp_path, "breaker", "close", "--force")
     assert forced.returncode == 0, forced.stderr

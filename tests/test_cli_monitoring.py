@@ -39,7 +39,7 @@ def test_monitor_prints_v1_beside_v2_and_the_criteria(run, logged, client):
     assert requests_line.split() == ["requests", "10", "8"]
     p50_line = next(line for line in out.splitlines() if line.startswith("latency p50"))
     assert p50_line.split()[-2:] == ["24.5", "13.5"]  # medians of 20..29 and 10..17
-    assert "success criteria" in out and "V2 p95 ≤ V1 p95 and < 800 ms" in out
+    assert "success criteria" in out and "v2 p95 ≤ v1 p95 and < 800 ms" in out
     assert "PASS" in out
 
 
@@ -134,11 +134,12 @@ def test_baseline_stores_v1_and_compares_later(run, runtime, logged):
     assert none_yet.exit_code == 1 and "no baseline is stored yet" in none_yet.output
     stored = run("baseline", "--range", "1h", "--note", "before stage 2")
     assert stored.exit_code == 0, stored.output
-    assert stored.output.startswith("stored V1 baseline #1 (1h, 10 queries): p50 24.5 ms")
+    assert stored.output.startswith("stored baseline #1 of v1 (1h, 10 queries): p50 24.5 ms")
     assert runtime.figures.latest_baseline().note == "before stage 2"
     compared = run("baseline", "--compare", "--range", "1h")
     assert compared.exit_code == 0, compared.output
-    assert "V1 baseline" in compared.output and "before stage 2" in compared.output
+    assert "stored baseline" in compared.output and "v2 / stored" in compared.output
+    assert "before stage 2" in compared.output
     p50 = next(line for line in compared.output.splitlines() if line.startswith("latency p50"))
     assert p50.split()[-4:] == ["24.5", "24.5", "13.5", f"{13.5 / 24.5:.2f}x"]
     as_json = json.loads(run("baseline", "--compare", "--range", "1h", "--json").output)
@@ -148,4 +149,5 @@ def test_baseline_stores_v1_and_compares_later(run, runtime, logged):
 def test_baseline_needs_v1_traffic(run):
     result = run("baseline")
     assert result.exit_code == 1
-    assert "holds no V1 query over the last 24h" in result.output and "FF_ENABLE_QUERY_ANALYTICS" in result.output
+    assert "holds no query of the baseline version over the last 24h" in result.output
+    assert "FF_ENABLE_QUERY_ANALYTICS" in result.output

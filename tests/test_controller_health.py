@@ -19,7 +19,7 @@ CASES = [
     ("sample ratio mismatch pauses", evidence(9300, 700, users_seen=10000),
      "sample_ratio", GateStatus.FAILED, Outcome.PAUSE, "the split is not what the flag says"),
     ("no candidate traffic beside the baseline's is also a mismatch: pause", evidence(900, 0),
-     "traffic", GateStatus.FAILED, Outcome.PAUSE, "V2 got 0.00 % of 900 assignments"),
+     "traffic", GateStatus.FAILED, Outcome.PAUSE, "the candidate got 0.00 % of 900 assignments"),
     ("no traffic at all after the grace period holds", evidence(0, 0),
      "traffic", GateStatus.FAILED, Outcome.HOLD, "no candidate and no baseline requests"),
     ("no traffic within the grace period is no finding", evidence(0, 0, elapsed=300.0),

@@ -137,7 +137,7 @@ def test_advance_moves_to_the_next_stage_with_a_new_window():
 def test_advance_at_100_completes():
     step = apply_verdict(PLAN, state(100.0), verdict(Outcome.ADVANCE, 100.0))
     assert step.after.status is Status.COMPLETE and step.after.percentage == 100 and not step.percentage_changed
-    assert "V1 may be retired" in step.reason
+    assert "the baseline may be retired" in step.reason
 
 
 @pytest.mark.parametrize("plan, expected", [(PLAN, 0.0), (PREVIOUS, 10.0)])

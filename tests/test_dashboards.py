@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,19 +54,25 @@ def test_the_committed_dashboard_is_what_the_generator_makes():
 
 
 def test_alert_rules_route_to_the_gateway_webhook_by_their_labels():
-    rules = {r["alert"]: r for g in yaml.safe_load((RULES / "rag-v2.rules.yml").read_text())["groups"]
+    rules = {r["alert"]: r for g in yaml.safe_load((RULES / "rag-candidate.rules.yml").read_text())["groups"]
              for r in g["rules"]}
-    for name in ("RagV2ErrorRateHigh", "RagV2LatencyP95High"):
+    for name in ("RagCandidateErrorRateHigh", "RagCandidateLatencyP95High"):
         assert rules[name]["labels"]["severity"] == "critical"
         assert rules[name]["labels"]["rollout_action"] == "rollback"
-    assert "> 0.001" in rules["RagV2ErrorRateHigh"]["expr"] and "> 0.8" in rules["RagV2LatencyP95High"]["expr"]
-    assert "< 0.7" in rules["RagV2SimilarityLow"]["expr"]
+    assert "> 0.001" in rules["RagCandidateErrorRateHigh"]["expr"]
+    assert "> 0.8" in rules["RagCandidateLatencyP95High"]["expr"]
+    for rule in rules.values():  # the candidate comes from the role gauge; its name from the expression
+        assert 'role="candidate"' in rule["expr"] and "version" not in rule["labels"]
+        assert not re.search(r'version\s*=\s*"', rule["expr"]), rule["alert"]
+    similarity = rules["RagCandidateSimilarityDropped"]
+    assert similarity["labels"]["severity"] == "warning" and "rollout_action" not in similarity["labels"]
+    assert 'role="baseline"' in similarity["expr"]  # relative to each model's own level, not an absolute cosine
 
 
 def test_promtool_accepts_the_rules_their_unit_tests_and_the_example_config():
     need_tool("promtool", "prometheus")
     for command in (["check", "rules", *map(str, sorted(RULES.glob("*.rules.yml")))],
-                    ["test", "rules", "rag-v2.tests.yml", "rollout-controller.tests.yml"],
+                    ["test", "rules", "rag-candidate.tests.yml", "rollout-controller.tests.yml"],
                     ["check", "config", str(GRAFANA / "prometheus" / "prometheus.yml")]):
         done = subprocess.run(["promtool", *command], cwd=RULES, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr

@@ -88,7 +88,7 @@ def test_demo_gates_suit_lexical_embedders_unless_the_user_chose(monkeypatch):
     mine, lines = demo_settings(Settings.from_environ({"ROLLOUT_MIN_SHADOW_OVERLAP": "0.5",
                                                        "ROLLOUT_MIN_SIMILARITY": "0.7"}), fast=True)
     assert (mine.rollout_min_shadow_overlap, mine.rollout_min_similarity) == (0.5, 0.7)
-    assert "the controller rolls V2 back" in lines[0]
+    assert "the controller rolls it back" in lines[0]
     assert mine.rollout_min_stage_s == 30 and mine.rollout_evaluation_interval_s == 10
 
 

@@ -119,9 +119,10 @@ def test_near_duplicates_come_from_the_stored_embeddings_of_every_version_holdin
         loader.load(conn, [EmbeddingRow("orig", base, docs[0].content_hash),
                            EmbeddingRow("copy", close / np.linalg.norm(close), docs[1].content_hash),
                            EmbeddingRow("other", far, docs[2].content_hash)])
-    finder = NearDuplicates(runtime.pool, {"v1": "doc_embeddings_v1", "v2": "doc_embeddings_v2"})
-    assert finder.pairs(["orig", "copy", "other"], 0.85) == {("copy", "orig")}
-    assert finder.pairs(["orig", "copy", "other"], 0.99) == set()
+    finder = NearDuplicates(runtime.pool, lambda version: f"doc_embeddings_{version}")
+    pair = ["v1", "v2"]
+    assert finder.pairs(["orig", "copy", "other"], 0.85, pair) == {("copy", "orig")}
+    assert finder.pairs(["orig", "copy", "other"], 0.99, pair) == set()
     # V1 also holds both and disagrees (orthogonal): no longer a near-duplicate in every version
     v1_loader = EmbeddingLoader("doc_embeddings_v1", "test")
     a, b = np.zeros(1536, dtype=np.float32), np.zeros(1536, dtype=np.float32)
@@ -129,7 +130,45 @@ def test_near_duplicates_come_from_the_stored_embeddings_of_every_version_holdin
     with runtime.pool.connection() as conn:
         v1_loader.load(conn, [EmbeddingRow("orig", a, docs[0].content_hash),
                               EmbeddingRow("copy", b, docs[1].content_hash)])
-    assert finder.pairs(["orig", "copy", "other"], 0.85) == set()
+    assert finder.pairs(["orig", "copy", "other"], 0.85, pair) == set()
+    assert finder.pairs(["orig", "copy", "other"], 0.85, ["v2"]) == {("copy", "orig")}  # only the versions asked
+
+
+def test_the_near_duplicate_check_follows_the_pair_after_a_promotion(runtime):
+    """v2 promoted, v3 the candidate: the check reads v2's and v3's tables, no longer v1's."""
+    from rollout.controller import Action, Command
+    from rollout.versions import VersionRegistry
+
+    store = DocumentStore(runtime.pool)
+    docs = [Document("orig", "Pool hours", "The pool opens at 6am."),
+            Document("copy", "Pool hours (copy)", "The pool opens at 6am.")]
+    store.upsert_many(docs)
+    registry = VersionRegistry(runtime.settings.database_url)
+    registry.add("v3", "local", 16)
+
+    def load(table: str, dimensions: int, near: bool) -> None:
+        a, b = np.zeros(dimensions, dtype=np.float32), np.zeros(dimensions, dtype=np.float32)
+        a[0], b[0 if near else 1] = 1.0, 1.0
+        with runtime.pool.connection() as conn:
+            EmbeddingLoader(table, "test").load(conn, [EmbeddingRow("orig", a, docs[0].content_hash),
+                                                       EmbeddingRow("copy", b, docs[1].content_hash)])
+
+    load("doc_embeddings_v1", 1536, near=False)  # the former baseline disagrees
+    load("doc_embeddings_v2", 768, near=True)
+    load("doc_embeddings_v3", 16, near=True)
+    merger = runtime.gateway.merger  # built once, when the process started on v1 and v2
+    answered = {"v1": hits("orig", "other"), "v2": hits("copy", "other")}
+    assert len(merger.merge(answered, k=5)) == 3  # v1 says orig and copy differ: both kept
+
+    runtime.stages.command(Command(Action.SET, actor="test", percentage=100))
+    runtime.stages.command(Command(Action.ADVANCE, actor="test"))
+    registry.promote("v2")
+    runtime.stages.start("v2", "v3", actor="test")
+    runtime.coverage.refresh()  # the registry's snapshot, as the coverage thread takes it
+    assert tuple(runtime.router.roles) == ("v2", "v3")
+    merged = merger.merge({"v2": hits("orig", "other"), "v3": hits("copy", "other")}, k=5)
+    assert len(merged) == 2 and merged[0].duplicates  # orig and copy are one result in v2 and v3
+    assert {merged[0].hit.id, *merged[0].duplicates} == {"orig", "copy"}
 
 
 def unit(dimensions: int, cosine: float, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -163,11 +202,11 @@ def test_the_near_duplicate_threshold_is_mapped_to_each_version_scale(runtime):
             a, b = unit(version, cosine)
             EmbeddingLoader(table, "test").load(conn, [EmbeddingRow("orig", a, docs[0].content_hash),
                                                        EmbeddingRow("copy", b, docs[1].content_hash)])
-    finder = NearDuplicates(runtime.pool, {"v1": "doc_embeddings_v1", "v2": "doc_embeddings_v2"})
-    assert finder.pairs(["orig", "copy"], 0.85) == set()  # one raw threshold: v2's 0.48 is never 0.85
+    finder = NearDuplicates(runtime.pool, lambda version: f"doc_embeddings_{version}")
+    assert finder.pairs(["orig", "copy"], 0.85, ["v1", "v2"]) == set()  # one raw threshold: v2's 0.48 is never 0.85
     merger = Merger(finder, threshold=0.85)
     merger.threshold_for = calibration.duplicate_threshold_for
-    assert merger.thresholds() == {"v1": 0.85, "v2": mapped}
+    assert merger.thresholds(["v1", "v2"]) == {"v1": 0.85, "v2": mapped}
     merged = merger.merge({"v1": hits("orig"), "v2": hits("copy")}, k=5)
     assert len(merged) == 1 and merged[0].found_by == ("v1", "v2")
     assert set(merged[0].duplicates) | {merged[0].hit.id} == {"orig", "copy"}
@@ -225,5 +264,5 @@ def test_merged_mode_refuses_a_forced_version(client):
 def test_the_runtime_maps_the_merge_threshold_with_the_calibration_of_the_same_tables(runtime):
     merger = runtime.gateway.merger
     assert merger.threshold_for == runtime.calibration.duplicate_threshold_for
-    assert runtime.calibration.tables() == merger.duplicates.tables == {"v1": "doc_embeddings_v1",
-                                                                        "v2": "doc_embeddings_v2"}
+    assert runtime.calibration.tables() == merger.duplicates.tables(["v1", "v2"]) == {"v1": "doc_embeddings_v1",
+                                                                                      "v2": "doc_embeddings_v2"}

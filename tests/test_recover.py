@@ -33,7 +33,7 @@ def test_after_an_alert_recover_names_the_alert_then_rearms_and_resumes(client, 
                        headers=ALERT).status_code == 200
     code, output = run(runtime, "recover", "--check")
     assert code == 1
-    assert "in the way: V2's breaker is open (alert) and awaits a re-arm" in output
+    assert "in the way: the breaker of the candidate v2 is open (alert) and awaits a re-arm" in output
     assert "in the way: the staged rollout is rolled_back at 0 %" in output
 
     code, output = run(runtime, "recover")

@@ -73,3 +73,42 @@ def test_the_gateway_reads_min_similarity_on_the_baseline_scale(runtime):
     assert len(calibrated) == 5  # mapped to -0.95 on the candidate's scale: every result clears it
     assert runtime.gateway.answer(RagQuery(text="pool opening hours", k=5, min_similarity=0.99, user_key="u",
                                            forced=baseline)).result.hits == []  # the baseline's own scale
+
+
+def test_the_baseline_scale_follows_the_registry_roles(runtime):
+    """The runtime's calibration reads the baseline the registry names now (not the pair the process
+    started with), and a new baseline makes the next tick learn again without waiting for refresh_s."""
+    from helpers import wait_until
+
+    from rollout.controller import Action, Command
+    from rollout.versions import VersionRegistry
+
+    calibration = runtime.calibration
+    n = calibration.min_samples + 100
+    insert(runtime.pool, [record(request_id=f"a{i}", served_version="v1", top_similarity=0.7 + 0.2 * i / n,
+                                 other_version="v2", other_top_similarity=0.2 + 0.2 * i / n) for i in range(n)])
+    calibration.refresh_s = 0
+    calibration.refresh_if_due()
+    assert calibration.baseline == "v1"
+    assert calibration.threshold_for("v2", 0.8) == pytest.approx(0.3, abs=0.01)
+    assert calibration.threshold_for("v1", 0.8) == 0.8
+
+    calibration.refresh_s = 3600  # from here on, only a change of baseline makes a refresh due
+    insert(runtime.pool, [record(request_id=f"b{i}", served_version="v2", top_similarity=0.5, other_version="v1",
+                                 other_top_similarity=0.8) for i in range(2 * n)])
+    calibration.refresh_if_due()
+    assert calibration.scales["v2"].score_at(0.5) == pytest.approx(0.3, abs=0.01)  # not due: the old scales
+
+    runtime.stages.command(Command(Action.SET, actor="test", percentage=100))
+    runtime.stages.command(Command(Action.ADVANCE, actor="test"))
+    VersionRegistry(runtime.settings.database_url).promote("v2")
+    runtime.coverage.refresh()  # the registry's snapshot, as the coverage thread takes it
+    assert calibration.baseline == "v2"
+
+    def relearned() -> bool:
+        calibration.refresh_if_due()  # what the replicator's tick does
+        return calibration.scales["v2"].score_at(0.5) == pytest.approx(0.5)
+    assert wait_until(relearned, timeout_s=10)
+    assert calibration.threshold_for("v2", 0.45) == 0.45  # the baseline's own scale
+    mapped = calibration.threshold_for("v1", 0.45)
+    assert mapped == map_score(0.45, calibration.scales["v2"], calibration.scales["v1"]) and mapped != 0.45

@@ -183,3 +183,25 @@ def test_the_latest_eval_of_the_pair_sets_the_golden_gauge(runtime):
     assert registry.get_sample_value("rag_relevance_golden_ndcg", {"version": candidate}) == pytest.approx(1.0)
     assert registry.get_sample_value("rag_relevance_golden_ndcg", {"version": baseline}) == pytest.approx(
         1 / math.log2(3), abs=1e-6)  # the relevant document second
+def test_required_eval_holds_a_start_until_that_pair_passed(make_runtime):
+    """`rollout stage start` names a new pair: the eval that counts is of that pair, and a refused start
+    leaves the registry as it was."""
+    from rollout.versions import VersionRegistry, all_versions, roles_of
+
+    runtime = make_runtime(ROLLOUT_REQUIRE_EVAL="true")
+    registry = VersionRegistry(runtime.settings.database_url)
+    registry.add("v3", "local", 16)
+    baseline, candidate = baseline_and_candidate(runtime.router.roles)
+    queries = parse_qrels(TINY)
+    store = EvalStore(runtime.pool)
+    store.record(evaluate(queries, (baseline, lists(BASELINE_LISTS)), (candidate, lists(CANDIDATE_LISTS)),
+                          draws=200), "sha")  # the old pair passed; the new one has no eval
+    with pytest.raises(TransitionError, match="no `rollout eval` of v3 against"):
+        runtime.stages.start(baseline, "v3", actor="test")
+    with runtime.pool.connection() as conn:
+        assert roles_of(all_versions(conn)) == (baseline, candidate)  # nothing changed
+    assert runtime.stages.status()["percentage"] == 0
+    store.record(evaluate(queries, (baseline, lists(BASELINE_LISTS)), ("v3", lists(CANDIDATE_LISTS)), draws=200),
+                 "sha")
+    runtime.stages.start(baseline, "v3", actor="test")
+    assert runtime.stages.status()["percentage"] > 0

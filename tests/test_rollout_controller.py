@@ -152,8 +152,8 @@ def test_rollback_notifies_then_a_mismatched_split_pauses(runtime, gateway, tmp_
         send(gateway, runtime, skewed + skewed)  # two queries each: the check counts users, not requests
         paused = rollout(env, "controller", "--once", cwd=tmp_path)
         assert paused.returncode == 0, paused.stderr
-        assert " evaluation pause by controller, at 50 %, paused: pause: sample_ratio: V2 got 90.00 % of 100 " \
-               "assignments against 50.00 %" in paused.stdout
+        assert " evaluation pause by controller, at 50 %, paused: pause: sample_ratio: the candidate got 90.00 % " \
+               "of 100 assignments against 50.00 %" in paused.stdout
         with runtime.pool.connection() as conn:
             hashes = {row[0] for row in conn.execute("SELECT DISTINCT user_hash FROM query_log")}
         assert len(hashes) >= 100 and None not in hashes and not hashes & set(skewed)  # keyed hashes, never the ids

@@ -142,12 +142,12 @@ def test_facts_coverage_breaker_and_alerts(runtime):
 
     load_and_embed(runtime, documents)
     runtime.breakers.open("v2", reason="slow disks", actor="test")
-    runtime.alerts.receive("alertmanager", [Alert("alertmanager", "fp-1", "RagV2ErrorRateHigh", "firing",
+    runtime.alerts.receive("alertmanager", [Alert("alertmanager", "fp-1", "RagCandidateErrorRateHigh", "firing",
                                                   "critical")])
     facts = collector(runtime).facts()
     assert facts["coverage_complete"] is True and facts["coverage_detail"] == ""
     assert facts["breaker_closed"] is False and "open" in facts["breaker_detail"]
-    assert facts["tripping_alerts"] == ("RagV2ErrorRateHigh",)
+    assert facts["tripping_alerts"] == ("RagCandidateErrorRateHigh",)
     verdict = judge(collect(runtime).evidence, RolloutPlan())
     assert verdict.outcome.value == "rollback"
     assert {g.name for g in verdict.deciding()} == {"breaker", "alerts"}

@@ -93,7 +93,7 @@ def test_a_rollout_climbs_its_plan_and_completes(make):
     [done] = service.evaluate(now=T0 + 61 + 121)
     assert done["status_after"] == "complete" and done["percentage_after"] == 100.0
     status = service.status(now=T0 + 200)
-    assert status["complete"] and status["v1_retirable"] and "V1 can be retired" in status["summary"]
+    assert status["complete"] and status["v1_retirable"] and "the baseline can be retired" in status["summary"]
     assert status["next_evaluation_at"] is None and status["next_stage"] is None
     assert service.evaluate(now=T0 + 300) == []  # nothing left to judge
 

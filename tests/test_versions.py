@@ -208,6 +208,54 @@ def test_stage_start_sets_the_candidate_and_refuses_a_second_rollout(run, settin
     assert [row[:2] for row in registry(url)] == [("v1", "baseline"), ("v2", "candidate"), ("v3", "ready")]
 
 
+def test_stage_start_through_the_admin_api(client, runtime):
+    """`POST /api/rollout/stage {"action": "start"}` is `rollout stage start`: admin only, the same refusals."""
+    from helpers import admin_headers
+
+    from rollout.versions import VersionRegistry
+
+    url = runtime.settings.database_url
+    VersionRegistry(url).add("v3", "local", 16)
+    carol = {**admin_headers(), "X-Rollout-Actor": "carol"}
+
+    def start(body, headers=carol):
+        return client.post("/api/rollout/stage", json={"action": "start", **body}, headers=headers)
+
+    assert start({"baseline": "v1", "candidate": "v3"}, headers={}).status_code == 401
+    assert start({"baseline": "v1", "candidate": "v3"}, headers=admin_headers("wrong")).status_code == 403
+    for body, problem in (({"baseline": "v1"}, "start needs a baseline and a candidate"),
+                          ({"baseline": "v1", "candidate": "v1"}, "two different versions"),
+                          ({"baseline": "v1", "candidate": "V 3"}, "candidate"),
+                          ({"baseline": "v1", "candidate": "v3", "percentage": 10}, "only for set"),
+                          ({"baseline": "v1", "candidate": "v3", "expected_percentage": 0}, "not for start")):
+        refused = start(body)
+        assert refused.status_code == 400 and problem in refused.get_json()["detail"], (body, refused.get_json())
+    advance = client.post("/api/rollout/stage", json={"action": "advance", "candidate": "v3"}, headers=carol)
+    assert advance.status_code == 400 and "only for start" in advance.get_json()["detail"]
+    unknown = start({"baseline": "v1", "candidate": "v9"})
+    assert unknown.status_code == 404 and unknown.get_json()["error"] == "unknown_version"
+    assert "no version named v9" in unknown.get_json()["detail"]
+    assert runtime.stages.store.decisions() == []  # refused input changes nothing
+    assert [row[:2] for row in registry(url)] == [("v1", "baseline"), ("v2", "candidate"), ("v3", "ready")]
+
+    started = start({"baseline": "v1", "candidate": "v3", "reason": "try v3"})
+    assert started.status_code == 200, started.get_json()
+    decision = started.get_json()["decision"]
+    assert (decision["action"], decision["actor"], decision["percentage_after"]) == ("start", "carol", 10.0)
+    assert decision["reason"] == "rollout of v3 against v1 started at 10 % by carol: try v3"
+    assert started.get_json()["status"]["status"] == "running"
+    assert [row[:2] for row in registry(url)] == [("v1", "baseline"), ("v2", "ready"), ("v3", "candidate")]
+
+    busy = start({"baseline": "v1", "candidate": "v2"})
+    assert busy.status_code == 409 and "a rollout of v3 is in progress" in busy.get_json()["detail"]
+    back = client.post("/api/rollout/stage", json={"action": "rollback", "rollback_to": "zero"}, headers=carol)
+    assert back.status_code == 200
+    not_baseline = start({"baseline": "v2", "candidate": "v3"})
+    assert not_baseline.status_code == 409 and "v2 is not the baseline (ready)" in not_baseline.get_json()["detail"]
+    assert [row[:2] for row in registry(url)] == [("v1", "baseline"), ("v2", "ready"), ("v3", "candidate")]
+    assert [d["action"] for d in runtime.stages.store.decisions()] == ["rollback", "start"]
+
+
 def test_v1_to_v2_to_v3_end_to_end(run, runtime):
     """The demo's pair completes and is promoted; a third version is added, backfilled, rolled out with
     sticky users, rolled back by an alert naming it, completed and promoted; the first is dropped."""
@@ -311,3 +359,64 @@ def test_an_alert_naming_another_version_than_the_candidate_rolls_nothing_back(c
     assert body["trips"] is False and body["outcome"] == "recorded" and body["actions"] == []
     assert body["warnings"] == ["the alert names version v1, not the candidate (v2): recorded, nothing rolled back"]
     assert runtime.breakers.state().record("v2").state == "closed" and runtime.flags.get(V2_PERCENTAGE) == 25
+
+
+def test_every_version_embeds_as_its_registry_row_says(make_runtime, services):
+    """V1_*/V2_* only seed the registry: a process whose V2_MODEL says otherwise embeds v2 as its row says,
+    and a changed row is followed without a restart."""
+    from helpers import settings_for
+
+    from rollout.runtime import Runtime
+
+    make_runtime()  # the registry seeded from the default settings
+    url = services.database_url
+    settings = settings_for(services, V2_MODEL="local-lexical-elsewhere")
+    runtime = Runtime(settings, url, settings.redis_url, pool_size=2).start()  # no seeding: an old process
+    try:
+        assert runtime.backends["v2"].settings.model == "local-lexical-v2"
+        assert runtime.version("v2").model == "local-lexical-v2"
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("UPDATE embedding_versions SET model = 'local-lexical-v2c' WHERE name = 'v2'")
+        runtime.coverage.refresh()  # the registry's snapshot, as the coverage thread takes it
+        assert runtime.backends["v2"].settings.model == "local-lexical-v2c"
+        assert runtime.embedders["v2"].describe()["model"] == "local-lexical-v2c"
+        assert runtime.backends["v1"].settings == runtime.settings.version("v1")  # the seed, unchanged
+    finally:
+        runtime.close()
+
+
+def test_a_dead_workers_role_series_go_with_it(tmp_path):
+    """rollout_version_role is a live gauge: once gunicorn marks a worker dead (child_exit), the pair it
+    last saw is no longer exported, so the alert rules' join cannot name a stale candidate."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+    root = Path(__file__).resolve().parent.parent
+    worker = ("import os; from rollout.metrics import Metrics; import sys; "
+              "Metrics().set_roles(sys.argv[1], sys.argv[2]); print(os.getpid())")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(root)}
+
+    def run_worker(baseline: str, candidate: str) -> int:
+        done = subprocess.run([sys.executable, "-c", worker, baseline, candidate], env=env, capture_output=True,
+                              text=True, timeout=60, check=True)
+        return int(done.stdout)
+
+    def exported() -> set[tuple[str, str]]:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=str(tmp_path))
+        found = set()
+        for line in generate_latest(registry).decode().splitlines():
+            if line.startswith("rollout_version_role{") and line.endswith(" 1.0"):
+                labels = dict(part.split("=") for part in line[line.index("{") + 1:line.index("}")].split(","))
+                found.add((labels["version"].strip('"'), labels["role"].strip('"')))
+        return found
+
+    old = run_worker("v1", "v2")  # a worker that still held the first pair when it died
+    run_worker("v2", "v3")
+    assert exported() == {("v1", "baseline"), ("v2", "candidate"), ("v2", "baseline"), ("v3", "candidate")}
+    multiprocess.mark_process_dead(old, path=str(tmp_path))
+    assert exported() == {("v2", "baseline"), ("v3", "candidate")}

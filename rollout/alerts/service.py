@@ -136,7 +136,7 @@ class AlertService:
         try:
             outcome = self.breakers.alert_resolved(alert.fingerprint, auto_release=self.policy.auto_release)
         except redis.RedisError:
-            return AlertOutcome(alert, True, "deferred", ["V2 stays held until Redis answers"], pending=True)
+            return AlertOutcome(alert, True, "deferred", ["the candidate stays held until Redis answers"], pending=True)
         if outcome is Outcome.NOT_HOLDING:
             return AlertOutcome(alert, True, "repeat" if self._seen(alert) else "resolved")
         result = AlertOutcome(alert, True, outcome)
@@ -146,7 +146,7 @@ class AlertService:
                 self._guarded(result, lambda r: self.actions.restore_percentage(
                     actor=f"alert:{alert.alertname}", reason=f"alert {alert.alertname} resolved", result=r))
         elif outcome is Outcome.AWAITING_REARM:
-            result.actions.append("all tripping alerts resolved: V2 waits for a re-arm")
+            result.actions.append("all tripping alerts resolved: the candidate waits for a re-arm")
         return result
 
     def _guarded(self, result: AlertOutcome, step: Callable[[ActionResult], None]) -> None:

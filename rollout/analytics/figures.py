@@ -277,24 +277,26 @@ class Figures:
             return _baseline(conn.execute(_LATEST_BASELINE, (self.roles().baseline,)).fetchone())
 
     def criteria(self, d: Dashboard) -> list[Criterion]:
-        """The seed's success criteria for V2, with the rollout controller's thresholds (`ROLLOUT_*`)."""
+        """The seed's success criteria for the candidate, with the rollout controller's thresholds (`ROLLOUT_*`).
+        Each names the versions it compares (the dashboard's pair: the baseline, then the candidate)."""
         s, (v1, v2) = self.settings, (d.versions[name] for name in d.pair)
+        base, cand = d.pair
         t = Thresholds.from_settings(s)
         max_p95_ms = t.max_p95_s * 1000
         enough = s.criteria_min_samples
         if v1.requests >= enough or d.baseline is None or d.baseline.figures.p95_ms is None:
-            reference, source, reference_known = v1.p95_ms, "V1", v1.requests >= enough
-        else:  # V1 has (almost) no traffic left: judge V2 against the stored V1 baseline
-            reference, source = d.baseline.figures.p95_ms, f"the V1 baseline of {d.baseline.created_at:%Y-%m-%d}"
+            reference, source, reference_known = v1.p95_ms, base, v1.requests >= enough
+        else:  # the baseline has (almost) no traffic left: judge the candidate against the stored figures
+            reference, source = d.baseline.figures.p95_ms, f"the stored baseline of {d.baseline.created_at:%Y-%m-%d}"
             reference_known = True
         latency_known = reference_known and v2.requests >= enough and v2.p95_ms is not None
         return [
             _criterion(
-                "v2_p95_latency", f"V2 p95 ≤ V1 p95 and < {max_p95_ms:g} ms", v2.p95_ms,
+                "v2_p95_latency", f"{cand} p95 ≤ {base} p95 and < {max_p95_ms:g} ms", v2.p95_ms,
                 max_p95_ms, latency_known,
                 latency_known and v2.p95_ms <= reference and v2.p95_ms < max_p95_ms,
-                f"V2 p95 {_ms(v2.p95_ms)} vs {source} p95 {_ms(reference)}, limit {max_p95_ms:g} ms; "
-                f"{v2.requests} V2 and {v1.requests} V1 queries"),
+                f"{cand} p95 {_ms(v2.p95_ms)} vs {source} p95 {_ms(reference)}, limit {max_p95_ms:g} ms; "
+                f"{v2.requests} {cand} and {v1.requests} {base} queries"),
             self._similarity(v1, v2, t.min_similarity, enough),
             _criterion(
                 "critical_errors_24h", f"at most {t.max_critical_errors} critical errors in 24 h",
@@ -302,16 +304,16 @@ class Figures:
                 d.critical_errors_24h <= t.max_critical_errors,
                 f"{d.critical_errors_24h} queries no version could answer in the last 24 h"),
             _criterion(
-                "v2_error_rate", f"V2 error rate < {t.max_error_rate:.2%}", v2.error_rate,
+                "v2_error_rate", f"{cand} error rate < {t.max_error_rate:.2%}", v2.error_rate,
                 t.max_error_rate, v2.requests >= enough,
                 v2.error_rate is not None and v2.error_rate < t.max_error_rate,
-                f"{v2.errors} of {v2.requests} V2 queries failed ({v2.fallbacks} answered by V1)"),
+                f"{v2.errors} of {v2.requests} {cand} queries failed ({v2.fallbacks} answered by {base})"),
             _criterion(
-                "v2_cache_hit_rate", f"V2 query cache hit rate > {s.criteria_min_cache_hit_rate:.0%}",
+                "v2_cache_hit_rate", f"{cand} query cache hit rate > {s.criteria_min_cache_hit_rate:.0%}",
                 v2.cache_hit_rate, s.criteria_min_cache_hit_rate, v2.cache_samples >= enough,
                 (v2.cache_hit_rate or 0) > s.criteria_min_cache_hit_rate,
-                f"{_pct(v2.cache_hit_rate)} over {v2.cache_samples} V2 queries with a query cache"
-                if v2.cache_samples else "no V2 query went through a query cache"),
+                f"{_pct(v2.cache_hit_rate)} over {v2.cache_samples} {cand} queries with a query cache"
+                if v2.cache_samples else f"no {cand} query went through a query cache"),
         ]
 
 

@@ -76,7 +76,8 @@ def _authenticate(raw: bytes) -> str:
 
 
 @bp.post("/api/alerts/webhook")
-@operation("Receive alerts (simple form, Alertmanager v4, Grafana); tripping ones roll V2 back at once.",
+@operation("Receive alerts (simple form, Alertmanager v4, Grafana); tripping ones roll the named "
+           "version (default: the candidate) back at once.",
            tags=("alerts",), body=WEBHOOK_SCHEMA, ok=DELIVERY_SCHEMA, errors=(401, 413, 503))
 def receive():
     request.max_content_length = MAX_ALERT_BYTES
@@ -91,8 +92,8 @@ def receive():
             "event_ids": delivery.event_ids}
     if delivery.deferred:
         body.update(error="redis_unavailable",
-                    detail="Redis is unreachable: the alert holds V2 off on this worker and is stored; it is "
-                           "applied on every worker once Redis answers. Retry to confirm.")
+                    detail="Redis is unreachable: the alert holds the candidate off on this worker and is stored; "
+                           "it is applied on every worker once Redis answers. Retry to confirm.")
         return jsonify(body), 503
     return jsonify(body)
 

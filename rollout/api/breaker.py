@@ -47,7 +47,7 @@ class BreakerAction(BaseModel):
 
     action: Literal["open", "close", "rearm", "rollback"] = Field(
         description="open: hold the version off until closed; close: serve it again now; rearm: half-open, "
-                    "one probe decides; rollback: percentage to 0 and V2 open, in one step.")
+                    "one probe decides; rollback: percentage to 0 and the candidate open, in one step.")
     version: str | None = Field(None, pattern=r"^[a-z0-9_-]{1,32}$",
                                 description="Which breaker, by version name (default: the candidate; rollback "
                                             "is always the candidate).")
@@ -66,7 +66,7 @@ def status():
 
 
 @bp.post("/api/monitoring/circuit-breaker")
-@operation("Open, close, re-arm a breaker, or roll V2 back; recorded in alert_events.", tags=("breaker",),
+@operation("Open, close, re-arm a breaker, or roll the candidate back; recorded in alert_events.", tags=("breaker",),
            body=BreakerAction, admin=True, ok=STATUS_SCHEMA, errors=(404, 409, 413))
 def act():
     actor = check_admin()

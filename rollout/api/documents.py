@@ -95,7 +95,8 @@ UPSERT_SCHEMA = {
     "properties": {
         "inserted": {"type": "integer"}, "updated": {"type": "integer"}, "unchanged": {"type": "integer"},
         "versions": {"type": "array", "items": {"type": "string"},
-                     "description": "Versions written: V1, and V2 while a migration to it is active."},
+                     "description": "Versions written: the baseline, and every other version that is neither retired "
+                                    "nor read-only once its migration started."},
         "embedded": {"type": "object", "additionalProperties": {"type": "integer"},
                      "description": "Vectors stored per version (new or changed text only)."},
     },
@@ -107,7 +108,7 @@ def _writer():
 
 
 @bp.post("/api/documents")
-@operation("Insert or update documents by stable ID, embedded for V1 and (while a migration is active) V2; "
+@operation("Insert or update documents by stable ID, embedded for the baseline and each version being migrated; "
            "nothing is stored if an embedding fails.", tags=("documents",), body=DocumentUpsert,
            ok=UPSERT_SCHEMA, admin=True, errors=(413, 422))
 def upsert_documents():

@@ -1,4 +1,5 @@
-"""`GET /api/monitoring/dashboard`: V1 beside V2 from query_log, and the success criteria with their values."""
+"""`GET /api/monitoring/dashboard`: the baseline beside the candidate from query_log, and the success criteria
+with their values."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ VERSION_FIGURES = {
     "type": "object",
     "properties": {
         "requests": {"type": "integer", "description": "Queries routed to this version."},
-        "served": {"type": "integer", "description": "Queries this version answered (V1 includes fallbacks)."},
+        "served": {"type": "integer",
+                   "description": "Queries this version answered (the baseline's include fallbacks)."},
         "p50_ms": {"type": ["number", "null"]}, "p95_ms": {"type": ["number", "null"]},
         "p99_ms": {"type": ["number", "null"]},
         "errors": {"type": "integer"}, "error_rate": {"type": ["number", "null"]},
@@ -49,7 +51,8 @@ DASHBOARD_SCHEMA = {
             "status": {"enum": ["pass", "fail", "insufficient_data"]},
             "value": {"type": ["number", "null"]}, "threshold": {"type": "number"}, "detail": {"type": "string"}}}},
         "verdict": {"enum": ["pass", "fail", "incomplete"]},
-        "baseline": {"type": ["object", "null"], "description": "The latest stored V1 baseline."},
+        "baseline": {"type": ["object", "null"],
+                     "description": "The latest stored baseline figures (`rollout baseline`)."},
         "query_analytics": {"type": "boolean", "description": "FF_ENABLE_QUERY_ANALYTICS now."},
         "relevance": {"type": "object", "description": "Relevance evidence over the window: each source's figures "
                       "(judge, feedback, probes, golden), the relevance gate's reading and the calibration.",
@@ -60,8 +63,8 @@ DASHBOARD_SCHEMA = {
 
 
 @bp.get("/api/monitoring/dashboard")
-@operation("V1 beside V2 over a window (requests, latency percentiles, error rate, similarity, fallbacks, "
-           "cache hit rate, traffic share, shadow overlap) and the success criteria.", tags=("monitoring",),
+@operation("The baseline beside the candidate over a window (requests, latency percentiles, error rate, similarity, "
+           "fallbacks, cache hit rate, traffic share, shadow overlap) and the success criteria.", tags=("monitoring",),
            ok=DASHBOARD_SCHEMA, errors=(400, 503),
            parameters=[query_parameter("range", {"enum": list(RANGES), "default": "24h"}, "The window.")])
 def dashboard():

@@ -90,8 +90,8 @@ def build_document(app: Flask) -> dict:
     return {
         "openapi": "3.1.0",
         "info": {"title": "RAG rollout controller", "version": "0.1.0",
-                 "description": "Routes RAG queries between embedding versions V1 and V2, measures both, "
-                                "rolls back on alerts and drives staged rollouts."},
+                 "description": "Routes RAG queries between a baseline and a candidate embedding version, "
+                                "measures both, rolls back on alerts and drives staged rollouts."},
         "paths": paths,
         "components": {
             "schemas": components,

@@ -44,9 +44,9 @@ class QueryRequest(BaseModel):
                                             "(admin token required); another name is neither the baseline "
                                             "nor the candidate (400).")
     mode: Literal["routed", "merged"] = Field(
-        "routed", description="routed: the user's version answers. merged: one list from V1 and V2, "
-                              "near-duplicates removed, ranked by reciprocal rank fusion (V1 alone while V2 "
-                              "is held off).")
+        "routed", description="routed: the user's version answers. merged: one list from the baseline and the "
+                              "candidate, near-duplicates removed, ranked by reciprocal rank fusion (the baseline "
+                              "alone while the candidate is held off).")
 
     @field_validator("query")
     @classmethod
@@ -92,8 +92,9 @@ ANSWER_SCHEMA = {
             "reason": {"type": "string", "description": "percentage, migration_disabled, breaker_open, alert, "
                                                         "v2_incomplete, forced or error."},
             "bucket": {"type": ["integer", "null"], "description": "The user's bucket, 0-9999."}}},
-        "fallback": {"type": "boolean", "description": "V2 failed and V1 answered in the same request "
-                                                       "(merged mode: a version failed and the other answered)."},
+        "fallback": {"type": "boolean", "description": "The candidate failed and the baseline answered in the same "
+                                                       "request (merged mode: a version failed and the other "
+                                                       "answered)."},
         "fallback_reason": {"type": "string"},
         "hint": {"type": "string", "description": "Why there are no results, when the query named a category "
                                                   "that holds no documents."},
@@ -122,7 +123,8 @@ def _request_id() -> str:
 
 
 @bp.post("/api/rag/query")
-@operation("Answer a RAG query from the version the user is routed to (V1 if V2 fails), or from both "
+@operation("Answer a RAG query from the version the user is routed to (the baseline if the candidate fails), or "
+           "from both "
            "versions merged.", tags=("rag",),
            body=QueryRequest, ok=ANSWER_SCHEMA, errors=(401, 403, 413, 503))
 def query():

@@ -2,7 +2,8 @@
 
 The same `RolloutService` as `rollout stage ...` and the controller process: a command here
 is applied under the state's lock, carried out on the flags (audited with the caller as
-actor) and stored in `rollout_decisions`.
+actor) and stored in `rollout_decisions`. `start` is `rollout stage start`: it names the
+baseline and the candidate, which the registry records in the same transaction.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from rollout.api.openapi import operation, query_parameter
 from rollout.api.validation import limit_argument, parse
 from rollout.config import RollbackTarget
 from rollout.controller import Action, Command, TransitionError
+from rollout.versions import NAME, UnknownVersion, VersionError
 
 bp = Blueprint("stages", __name__)
 
@@ -50,7 +52,7 @@ STATUS_SCHEMA = {
     "required": ["status", "percentage", "summary", "complete", "v1_retirable"],
     "properties": {
         "status": {"enum": ["idle", "running", "held", "paused", "rolled_back", "complete"]},
-        "percentage": {"type": "number", "description": "The share of V2 the rollout is at."},
+        "percentage": {"type": "number", "description": "The candidate's share the rollout is at."},
         "stage": {"type": ["integer", "null"], "description": "1-based place among the plan's stages."},
         "stages": {"type": "array", "items": {"type": "number"}},
         "next_stage": {"type": ["number", "null"]},
@@ -64,7 +66,7 @@ STATUS_SCHEMA = {
         "flags": {"type": "object", "description": "The flags now, and whether they agree with the rollout."},
         "controller": {"type": "object", "description": "The active controller (leader lock holder), if any."},
         "complete": {"type": "boolean"},
-        "v1_retirable": {"type": "boolean", "description": "100 % and stable for the plan's time: V1 can be "
+        "v1_retirable": {"type": "boolean", "description": "100 % and stable for the plan's time: the baseline can be "
                                                           "retired (nothing is dropped automatically)."},
         "plan": {"type": "object"}, "warnings": {"type": "array", "items": {"type": "string"}},
         "summary": {"type": "string"},
@@ -82,14 +84,25 @@ class StageCommand(BaseModel):
          "else": {"properties": {"percentage": {"type": "null"}}}},
         {"if": {"properties": {"action": {"const": "rollback"}}},
          "else": {"properties": {"rollback_to": {"type": "null"}}}},
+        {"if": {"properties": {"action": {"const": "start"}}},
+         "then": {"required": ["baseline", "candidate"],
+                  "properties": {"baseline": {"type": "string"}, "candidate": {"type": "string"},
+                                 "expected_percentage": {"type": "null"}}},
+         "else": {"properties": {"baseline": {"type": "null"}, "candidate": {"type": "null"}}}},
     ]})  # `percentage: false` is not 0: strict
 
-    action: Literal["advance", "hold", "resume", "rollback", "set"] = Field(
-        description="advance: to the next stage (at 100 %: declare complete); hold: stop advancing (still rolled "
-                    "back on a clear failure); resume: hand control back to the controller (from 0 %: start); "
-                    "rollback: to 0 % or the previous stage; set: to `percentage`.")
+    action: Literal["start", "advance", "hold", "resume", "rollback", "set"] = Field(
+        description="start: roll `candidate` out against `baseline` from the first stage (409 while another "
+                    "rollout is under way); advance: to the next stage (at 100 %: declare complete); hold: stop "
+                    "advancing (still rolled back on a clear failure); resume: hand control back to the controller "
+                    "(from 0 %: start); rollback: to 0 % or the previous stage; set: to `percentage`.")
+    baseline: str | None = Field(None, pattern=NAME.pattern, max_length=32,
+                                 description="start: the version users stay on (the registry's baseline).")
+    candidate: str | None = Field(None, pattern=NAME.pattern, max_length=32,
+                                  description="start: the version rolled out (registered and ready); not the "
+                                              "baseline.")
     percentage: float | None = Field(None, ge=0, le=100, json_schema_extra={"multipleOf": 0.01},
-                                     description="set: the share of V2, 0-100 in 0.01 steps.")
+                                     description="set: the candidate's share, 0-100 in 0.01 steps.")
     rollback_to: RollbackTarget | None = Field(
         None, description="rollback: where to (default ROLLOUT_ROLLBACK_TO).")
     reason: str | None = Field(None, max_length=500, description="Why: kept with the decision and the flag audit.")
@@ -115,6 +128,15 @@ class StageCommand(BaseModel):
             raise ValueError("percentage is only for set")
         if self.action != "rollback" and self.rollback_to is not None:
             raise ValueError("rollback_to is only for rollback")
+        if self.action == "start":
+            if self.baseline is None or self.candidate is None:
+                raise ValueError("start needs a baseline and a candidate")
+            if self.baseline == self.candidate:
+                raise ValueError("the baseline and the candidate must be two different versions")
+            if self.expected_percentage is not None:
+                raise ValueError("expected_percentage is not for start (a rollout starts from 0 %)")
+        elif self.baseline is not None or self.candidate is not None:
+            raise ValueError("baseline and candidate are only for start")
         return self
 
 
@@ -124,26 +146,35 @@ def _service():
 
 @bp.get("/api/rollout/status")
 @operation("The staged rollout: plan, stage, time in stage, next evaluation, the last decision and why, the "
-           "active controller, and whether V1 can be retired.", tags=("rollout",), ok=STATUS_SCHEMA, errors=(503,))
+           "active controller, and whether the baseline can be retired.", tags=("rollout",), ok=STATUS_SCHEMA,
+           errors=(503,))
 def status():
     return jsonify(_service().status())
 
 
 @bp.post("/api/rollout/stage")
-@operation("Advance, hold, resume, roll back the rollout or set its percentage; stored in rollout_decisions "
-           "with the actor, the flag change audited.", tags=("rollout",), body=StageCommand, admin=True,
+@operation("Start a rollout of a candidate against the baseline, advance, hold, resume, roll it back or set its "
+           "percentage; stored in rollout_decisions with the actor, the flag change audited. A start naming a "
+           "version the registry does not hold is a 404; one that does not fit the registry (the baseline is not "
+           "the baseline, the candidate is retired) or the rollout (another is under way) a 409.",
+           tags=("rollout",), body=StageCommand, admin=True,
            ok={"type": "object", "properties": {"decision": DECISION_SCHEMA, "status": STATUS_SCHEMA}},
-           errors=(409, 413, 503))
+           errors=(404, 409, 413, 503))
 def command():
     actor = check_admin()
     body = parse(StageCommand, max_bytes=16 * 1024)
     service = _service()
     try:
-        decision = service.command(
-            Command(Action(body.action), actor=actor, reason=body.reason or "", percentage=body.percentage,
-                    rollback_to=body.rollback_to),
-            expected_percentage=body.expected_percentage)
-    except TransitionError as exc:
+        if body.action == "start" and body.baseline and body.candidate:  # both, by the body's own rule
+            decision = service.start(body.baseline, body.candidate, actor=actor, reason=body.reason or "")
+        else:
+            decision = service.command(
+                Command(Action(body.action), actor=actor, reason=body.reason or "", percentage=body.percentage,
+                        rollback_to=body.rollback_to),
+                expected_percentage=body.expected_percentage)
+    except UnknownVersion as exc:
+        raise ApiError(404, "unknown_version", str(exc)) from None
+    except (TransitionError, VersionError) as exc:
         raise ApiError(409, "conflict", str(exc), rollout=service.status()["summary"]) from None
     except FlagNotAudited as exc:  # the command's transaction rolled back with it: nothing changed
         raise ApiError(503, "audit_unavailable", str(exc)) from None

@@ -303,14 +303,15 @@ class CircuitBreakers:
     def _release(self, transition: Transition[T]) -> T:
         """In Redis or not at all: a release decided by one process would split the workers."""
         if not self.redis_up():
-            raise BreakerUnavailable("Redis is unreachable: nothing was released; V2 stays held until it answers")
+            raise BreakerUnavailable("Redis is unreachable: nothing was released; the candidate stays held until it "
+                                     "answers")
         try:
             self._write_back()  # a hold this process kept locally comes first
             return self.shared.update(transition)[1]
         except BreakerUnavailable:
             raise
         except redis.RedisError as exc:
-            raise BreakerUnavailable(f"Redis failed ({exc}): nothing was released; V2 stays held") from exc
+            raise BreakerUnavailable(f"Redis failed ({exc}): nothing was released; the candidate stays held") from exc
 
     def _count_rollback(self, version: str, cause: Cause) -> None:
         if version == self.state().held_version:

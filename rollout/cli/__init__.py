@@ -68,7 +68,8 @@ def settings_of(ctx: click.Context) -> Settings:
 @click.version_option(package_name="rag-rollout", prog_name="rollout", message="%(prog)s %(version)s")
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens (INFO level).")
 def cli(verbose: bool) -> None:
-    """Safe switch of a RAG corpus from embedding V1 to V2: routing, metrics, rollback, backfill, rollout."""
+    """Safe switch of a RAG corpus from one embedding version to the next: routing, metrics, rollback, backfill,
+    rollout."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

@@ -23,7 +23,7 @@ def breaker() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """State of each version's breaker, why it is open, and the alerts holding V2."""
+    """State of each version's breaker, why it is open, and the alerts holding the candidate."""
     with command_runtime(settings_of(ctx)) as runtime:
         report = runtime.breakers.describe()
     if as_json:

@@ -1,4 +1,5 @@
-"""`rollout monitor`, `rollout compare`, `rollout baseline`: V1 beside V2 in the terminal (or as JSON).
+"""`rollout monitor`, `rollout compare`, `rollout baseline`: the baseline beside the candidate in the terminal
+(or as JSON).
 
 The figures come from `rollout.analytics` (the same code as the dashboard API);
 this module only lays them out.
@@ -64,7 +65,7 @@ def version_rows(figures: Sequence[VersionFigures]) -> list[list[str]]:
         row("latency p95 (ms)", lambda f: ms(f.p95_ms)),
         row("latency p99 (ms)", lambda f: ms(f.p99_ms)),
         row("error rate", lambda f: f"{pct(f.error_rate, 2)} ({f.errors})"),
-        row("fallbacks to V1", lambda f: str(f.fallbacks)),
+        row("fallbacks to the baseline", lambda f: str(f.fallbacks)),
         row("mean top similarity (own scale)", lambda f: f"{num(f.mean_top_similarity)} ({f.similarity_samples})"),
         row("cache hit rate", lambda f: pct(f.cache_hit_rate)),
         row("shadow overlap / rbo", lambda f: f"{num(f.shadow.mean_overlap)} / {num(f.shadow.mean_rbo)} "
@@ -105,7 +106,7 @@ def _dashboard(runtime: Runtime, range_name: str) -> Dashboard:
 @click.pass_context
 def monitor(ctx: click.Context, range_name: str, continuous: bool, interval: float, count: int | None,
             as_json: bool) -> None:
-    """V1 beside V2 from query_log, and the success criteria (the dashboard API's figures)."""
+    """The baseline beside the candidate from query_log, and the success criteria (the dashboard API's figures)."""
     refreshes = count if continuous else 1
     with command_runtime(settings_of(ctx)) as runtime:
         shown = 0
@@ -221,26 +222,28 @@ def render_comparison(report: QuerySetReport, summary: dict, show: int, verdicts
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def baseline(ctx: click.Context, range_name: str, note: str | None, compare_: bool, as_json: bool) -> None:
-    """Store V1's current figures as the performance baseline, or compare with it (--compare)."""
+    """Store the baseline version's current figures as the performance reference, or compare with it (--compare)."""
     with command_runtime(settings_of(ctx)) as runtime:
         d = _dashboard(runtime, range_name)
         if compare_:
             stored = runtime.figures.latest_baseline()
             if stored is None:
-                raise RolloutError("no baseline is stored yet: run `rollout baseline` while V1 serves traffic")
+                raise RolloutError("no baseline is stored yet: run `rollout baseline` while the baseline version "
+                                   "serves traffic")
         else:
             if d.versions[d.pair[0]].requests == 0:
-                raise RolloutError(f"query_log holds no V1 query over the last {range_name}: turn on "
-                                   "FF_ENABLE_QUERY_ANALYTICS and let V1 serve traffic first (or widen --range)")
+                raise RolloutError(f"query_log holds no query of the baseline version over the last {range_name}: "
+                                   "turn on FF_ENABLE_QUERY_ANALYTICS and let it serve traffic first (or widen "
+                                   "--range)")
             stored = runtime.figures.store_baseline(d, note)
     if not compare_:
         if as_json:
             click.echo(json.dumps(stored.as_json(), default=str, indent=2))
         else:
             f = stored.figures
-            click.echo(f"stored V1 baseline #{stored.id} ({range_name}, {f.requests} queries): p50 {ms(f.p50_ms)} ms, "
-                       f"p95 {ms(f.p95_ms)} ms, p99 {ms(f.p99_ms)} ms, error rate {pct(f.error_rate, 2)}, "
-                       f"mean top similarity {num(f.mean_top_similarity)}")
+            click.echo(f"stored baseline #{stored.id} of {d.pair[0]} ({range_name}, {f.requests} queries): p50 "
+                       f"{ms(f.p50_ms)} ms, p95 {ms(f.p95_ms)} ms, p99 {ms(f.p99_ms)} ms, error rate "
+                       f"{pct(f.error_rate, 2)}, mean top similarity {num(f.mean_top_similarity)}")
         return
     if as_json:
         click.echo(json.dumps({"baseline": stored.as_json(), "current": {v: asdict(f) for v, f in d.versions.items()},
@@ -269,4 +272,6 @@ def render_baseline_comparison(stored: Baseline, d: Dashboard) -> str:
     title = (f"baseline #{stored.id} of {when:%Y-%m-%d %H:%M} UTC ({stored.range}"
              + (f", {stored.note}" if stored.note else "") + f") against the last {d.range} "
              f"(until {datetime.now(UTC):%H:%M} UTC)")
-    return "\n".join([title, "", table(["", "V1 baseline", "V1 now", "V2 now", "V2 / baseline"], rows)])
+    base_name, cand_name = d.pair
+    return "\n".join([title, "", table(["", "stored baseline", f"{base_name} now", f"{cand_name} now",
+                                        f"{cand_name} / stored"], rows)])

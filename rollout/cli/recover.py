@@ -1,10 +1,10 @@
 """`rollout recover`: the one recovery path after an alert or a rollback, and what is still in the way.
 
 Recovery is three steps in a fixed order, each possible only after the one before:
-1. the alerts that tripped V2's breaker resolve (where they fire: Alertmanager or Grafana
+1. the alerts that tripped the candidate's breaker resolve (where they fire: Alertmanager or Grafana
    resolve by themselves once the condition clears; a simple-form alert is resolved by sending
-   it again with `"status": "resolved"`), since nothing may serve V2 while they fire;
-2. V2's breaker is re-armed (half-open: the next V2 query is its probe), and the percentage the
+   it again with `"status": "resolved"`), since nothing may serve the candidate while they fire;
+2. the candidate's breaker is re-armed (half-open: its next query is its probe), and the percentage the
    rollback saved is restored (ALERT_RESTORE_PERCENTAGE) unless a staged rollout sets it;
 3. the staged rollout, paused or rolled back, is resumed (from 0 %: its first stage), so the
    controller judges again.
@@ -30,7 +30,7 @@ from rollout.runtime import Runtime, command_runtime
 @click.option("--reason", help="Why (kept in alert_events and the rollout's decisions).")
 @click.pass_context
 def recover(ctx: click.Context, check: bool, reason: str | None) -> None:
-    """After an alert or a rollback: re-arm V2 and resume the rollout, or say what is still in the way.
+    """After an alert or a rollback: re-arm the candidate and resume the rollout, or say what is still in the way.
 
     Exit code 0 when nothing is in the way any more, 1 when something still is.
     """
@@ -53,7 +53,7 @@ def _recover(runtime: Runtime, *, check: bool, reason: str, restore: bool) -> bo
         for alert in alerts:
             click.echo(f"in the way: alert {alert['alertname']} [{alert['severity']}] from {alert['source']} still "
                        f"fires (fingerprint {alert['fingerprint']}): resolve it where it fires")
-        click.echo("then: `rollout recover` again (it re-arms V2 and resumes the rollout)")
+        click.echo("then: `rollout recover` again (it re-arms the candidate and resumes the rollout)")
         return True
     blocked = False
     runtime.stages.reconcile()  # a flag change made by the alert or the rollback becomes the rollout's state
@@ -61,7 +61,8 @@ def _recover(runtime: Runtime, *, check: bool, reason: str, restore: bool) -> bo
     staged = state.status not in (Status.IDLE, Status.COMPLETE)  # then the plan, not the saved value, sets the share
     if v2["state"] == "open" and v2["awaiting_rearm"]:
         if check:
-            click.echo(f"in the way: V2's breaker is open ({v2['cause']}) and awaits a re-arm")
+            click.echo(f"in the way: the breaker of the candidate {candidate} is open ({v2['cause']}) and awaits "
+                       "a re-arm")
             blocked = True
         else:
             result = runtime.rollback.rearm(candidate, actor=actor, reason=reason, source="cli",
@@ -70,7 +71,8 @@ def _recover(runtime: Runtime, *, check: bool, reason: str, restore: bool) -> bo
             for warning in result.warnings:
                 click.echo(f"warning: {warning}", err=True)
     elif v2["state"] == "open":
-        click.echo(f"in the way: V2's breaker opened on failures; it probes by itself after {v2['next_probe_at']}")
+        click.echo(f"in the way: the breaker of the candidate {candidate} opened on failures; it probes by itself "
+                   f"after {v2['next_probe_at']}")
         blocked = True
     if state.status in (Status.PAUSED, Status.ROLLED_BACK):
         if check:

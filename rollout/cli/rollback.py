@@ -1,4 +1,4 @@
-"""`rollout rollback`: the emergency rollback, V2's breaker open and its percentage 0 at once (undone by
+"""`rollout rollback`: the emergency rollback, the candidate's breaker open and its percentage 0 at once (undone by
 `rollout recover`). Not to be confused with `rollout stage rollback`, a step back of the staged plan."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from rollout.cli.flags import cli_actor
 @click.option("--reason", help="Why (kept in alert_events and flag_audit).")
 @click.pass_context
 def rollback(ctx: click.Context, reason: str | None) -> None:
-    """EMERGENCY rollback: V2's breaker open and its percentage 0, on every worker at once.
+    """EMERGENCY rollback: the candidate's breaker open and its percentage 0, on every worker at once.
 
     Recorded in alert_events and flag_audit. The old percentage is saved; `rollout recover`
-    re-arms V2 and restores it. (`rollout stage rollback` is the staged plan's step back instead:
+    re-arms the candidate and restores it. (`rollout stage rollback` is the staged plan's step back instead:
     recorded as a rollout decision, breaker untouched.)
     """
     run_action(ctx, lambda actions, _name: actions.rollback(actor=cli_actor(), reason=reason, source="cli"))

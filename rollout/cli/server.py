@@ -185,14 +185,14 @@ Try:
   curl -s -X POST {url}/api/alerts/webhook -H "Authorization: Bearer {settings.alert_webhook_secret}" \\
        -H 'Content-Type: application/json' -d '{{"type": "error_rate", "severity": "critical", "value": 0.5}}'
        # resolve it: the same with "status": "resolved" (Alertmanager and Grafana resolve by themselves)
-  curl -s {url}/api/monitoring/circuit-breaker        # V2 held off while the alert fires
+  curl -s {url}/api/monitoring/circuit-breaker        # the candidate held off while the alert fires
   rollout recover                   # the recovery path: says what is in the way (here: the alert),
-                                    # re-arms V2 once it resolved, resumes the staged rollout
+                                    # re-arms the candidate once it resolved, resumes the rollout
   curl -s {url}/metrics | grep '^rag_requests_total'
   curl -s '{url}/api/monitoring/dashboard?range=1h'
   curl -s {url}/api/rollout/status   # the staged rollout: stage, last decision and why
   rollout stage status              # the same in this folder; rollout stage advance|hold|resume|rollback|set
-  rollout monitor --range 1h        # V1 beside V2 and the success criteria, in this folder
+  rollout monitor --range 1h        # baseline beside candidate and the success criteria, here
   rollout compare --k 5             # the demo queries against both versions directly
 """)
 

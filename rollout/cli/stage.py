@@ -24,7 +24,7 @@ def stage() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """Plan, stage, time in stage, next evaluation, the last decision and why; whether V1 can be retired."""
+    """Plan, stage, time in stage, next evaluation, the last decision and why; whether the baseline can be retired."""
     with command_runtime(settings_of(ctx)) as runtime:
         runtime.stages.reconcile()  # a rollback made elsewhere shows now, not at the next evaluation
         report = runtime.stages.status()
@@ -158,7 +158,7 @@ def resume(ctx: click.Context, reason: str | None, expected: float | None) -> No
 def rollback(ctx: click.Context, rollback_to: str | None, reason: str | None, expected: float | None) -> None:
     """PLAN rollback: the staged rollout steps back (to 0 % or the previous stage) as a rollout decision.
 
-    V2's breaker is untouched and ROLLOUT_NOTIFY_URL is notified; `rollout stage resume` (or
+    The candidate's breaker is untouched and ROLLOUT_NOTIFY_URL is notified; `rollout stage resume` (or
     `rollout recover`) hands it back to the controller. For an emergency, `rollout rollback`.
     """
     _run(ctx, Command(Action.ROLLBACK, actor=cli_actor(), reason=reason or "", rollback_to=rollback_to), expected)

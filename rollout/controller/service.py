@@ -3,15 +3,15 @@
 `GET /api/rollout/status`, `POST /api/rollout/stage`, `rollout stage ...` and the
 controller process all call this object, so a change from any of them is the same
 change: applied under the state row's lock (`RolloutStore.locked`), carried out on the
-flags (FF_NEW_EMBEDDINGS_PERCENTAGE, and FF_ENABLE_GRADUAL_MIGRATION when V2 gets traffic
+flags (FF_NEW_EMBEDDINGS_PERCENTAGE, and FF_ENABLE_GRADUAL_MIGRATION when the candidate gets traffic
 while it is off) through the FlagStore, so every flag change is audited with its actor,
 and recorded in `rollout_decisions`.
 
 A flag changed elsewhere (`PUT /api/flags`, `rollout flags set`, an alert's rollback)
 is respected, never undone: the next look (a command or an evaluation) finds the live
-share of V2 differing from the state's, records the change with the actor flag_audit
+share of the candidate differing from the state's, records the change with the actor flag_audit
 names, and takes it as the new stage: held there (a person took the wheel; `resume` hands
-it back), or rolled back when V2 lost all its traffic during a rollout (an alert's rollback
+it back), or rolled back when the candidate lost all its traffic during a rollout (an alert's rollback
 sets the percentage to 0). Its window starts when the flag changed.
 """
 
@@ -75,19 +75,19 @@ class LiveFlags:
 
     @property
     def share(self) -> float:
-        """The share of V2 the flags give now: the percentage, or 0 while the master switch is off."""
+        """The candidate's share the flags give now: the percentage, or 0 while the master switch is off."""
         return self.percentage if self.enabled else 0.0
 
 
 class RolloutService:
     def __init__(self, plan: RolloutPlan, store: RolloutStore, collector: EvidenceCollector, flags: FlagStore,
                  notifier: Notifier, redis_client: redis.Redis, leader_key: str, *,
-                 start_condition: Callable[[], str | None] | None = None,
+                 start_condition: Callable[[str, str], str | None] | None = None,
                  relevance: Callable[[float], RelevanceEvidence] | None = None):
         self.plan = plan
         self.gates: tuple[Gate, ...] = GATES  # the gates the verdict runs (a plan file chooses its own)
         self.readings: Readings | None = None  # the custom gates' metric readings (a plan file's), or None
-        self.start_condition = start_condition  # why V2 may not get its first traffic yet, or None
+        self.start_condition = start_condition  # why a candidate may not get its first traffic yet, or None
         self.relevance = relevance  # the relevance sources since a time (the relevance gate), or None
         self.store = store
         self.collector = collector
@@ -161,7 +161,9 @@ class RolloutService:
                 raise TransitionError(f"the rollout is at {pct(state.percentage)}, not "
                                       f"{pct(expected_percentage)}: nothing changed")
             transition = apply_command(self.plan, state, command, now)
-            self._check_start(transition)
+            roles = roles_of(all_versions(conn))
+            if roles is not None and roles.candidate is not None:
+                self._check_start(transition, roles.baseline, roles.candidate)
             changes = self._set_flags(transition, command.actor)  # a Redis error rolls the whole command back
             decision = self._record(conn, stored, transition, DecisionRecord(
                 kind="command", actor=command.actor, transition=transition, plan=self.plan.to_dict(),
@@ -188,6 +190,7 @@ class RolloutService:
                                       f"{pct(state.percentage)}); roll it back to 0 % or promote it first")
             set_candidate(conn, baseline, candidate)
             transition = rollout_started(self.plan, state, baseline, candidate, actor, now, reason)
+            self._check_start(transition, baseline, candidate)  # a refusal rolls the registry change back
             changes = self._set_flags(transition, actor)  # a Redis error rolls the whole start back
             decision = self._record(conn, stored, transition, DecisionRecord(
                 kind="command", actor=actor, transition=transition, plan=self.plan.to_dict(),
@@ -265,11 +268,12 @@ class RolloutService:
         return made
 
     # -- carrying a transition out -------------------------------------------------------------
-    def _check_start(self, transition: Transition) -> None:
-        """A command giving V2 its first traffic waits for the start condition (ROLLOUT_REQUIRE_EVAL)."""
+    def _check_start(self, transition: Transition, baseline: str, candidate: str) -> None:
+        """A command giving the candidate its first traffic waits for the start condition of the pair
+        (ROLLOUT_REQUIRE_EVAL)."""
         if self.start_condition is None or transition.before.percentage > 0 or not transition.after.percentage > 0:
             return
-        refusal = self.start_condition()
+        refusal = self.start_condition(baseline, candidate)
         if refusal is not None:
             raise TransitionError(f"{refusal}: nothing changed")
 
@@ -297,7 +301,8 @@ class RolloutService:
         changes = []
         change = self.flags.set(V2_PERCENTAGE, target, actor=actor, reason=reason)
         changes.append(f"{V2_PERCENTAGE} {change.old:g} -> {change.new:g}")
-        if target > 0 and not self.flags.get(GRADUAL_MIGRATION):  # percentage first: never V2 at a stale share
+        # percentage first: never the candidate at a stale share
+        if target > 0 and not self.flags.get(GRADUAL_MIGRATION):
             change = self.flags.set(GRADUAL_MIGRATION, True, actor=actor, reason=reason)
             changes.append(f"{GRADUAL_MIGRATION} false -> true")
         if target > 0 and not self.flags.get(QUERY_ANALYTICS):  # the gates judge query_log: no rows, no judgment
@@ -354,7 +359,7 @@ class RolloutService:
     def _warnings(self, report: dict, stored: StoredState, flags: LiveFlags, now: float) -> list[str]:
         warnings = []
         if not report["flags"]["in_sync"]:
-            warnings.append(f"the flags give V2 {pct(flags.share)} but the rollout is at "
+            warnings.append(f"the flags give the candidate {pct(flags.share)} but the rollout is at "
                             f"{pct(stored.state.percentage)}: the change is taken as a person's at the next look")
         if stored.state.status in WATCHED:
             if report["controller"]["active"] is False:
@@ -368,8 +373,8 @@ class RolloutService:
     def _summary(self, report: dict) -> str:
         status, at = report["status"], pct(report["percentage"])
         if report["v1_retirable"]:
-            return (f"complete: V2 serves {at}, stable for {duration(report['time_in_stage_s'] or 0)}; "
-                    "V1 can be retired (nothing is dropped automatically)")
+            return (f"complete: the candidate serves {at}, stable for {duration(report['time_in_stage_s'] or 0)}; "
+                    "the baseline can be retired (nothing is dropped automatically)")
         if status == Status.IDLE.value:
             return f"idle at {at}: `rollout stage advance` starts the first stage ({pct(self.plan.stages[0])})"
         where = f"stage {report['stage']} of {len(self.plan.stages)}" if report["stage"] else "not a plan stage"
@@ -381,10 +386,11 @@ class RolloutService:
 
 def adopted(state: RolloutState, flags: LiveFlags, actor: str, started: float) -> Transition:
     """The state a flag change made elsewhere leads to: held at the new share (a person chose it), rolled
-    back when V2 lost all its traffic during a rollout (an alert, an operator's emergency), idle otherwise."""
+    back when the candidate lost all its traffic during a rollout (an alert, an operator's emergency), idle
+    otherwise."""
     share = flags.share
     what = (f"{V2_PERCENTAGE}={flags.percentage:g}, {GRADUAL_MIGRATION}={str(flags.enabled).lower()}: "
-            f"V2 gets {pct(share)} instead of {pct(state.percentage)}")
+            f"the candidate gets {pct(share)} instead of {pct(state.percentage)}")
     if share == 0 and state.status in WATCHED:
         status, verb = Status.ROLLED_BACK, "rolled back"
     elif share == 0:
@@ -410,7 +416,7 @@ def notification_event(transition: Transition) -> str | None:
 def notification(event: str, decision: dict, verdict: dict | None) -> dict:
     before, after = decision["percentage_before"], decision["percentage_after"]
     if event == "rollback":
-        headline = f"V2 rolled back from {pct(before)} to {pct(after)} by {decision['actor']}"
+        headline = f"candidate rolled back from {pct(before)} to {pct(after)} by {decision['actor']}"
     else:
         headline = f"rollout paused at {pct(before)}: a person must decide (`rollout stage resume`)"
     failed = [{"name": g["name"], "reason": g["reason"]} for g in (verdict or {}).get("gates", [])

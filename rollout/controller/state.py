@@ -134,7 +134,7 @@ def apply_verdict(plan: RolloutPlan, state: RolloutState, verdict: Verdict) -> T
     if outcome is Outcome.ADVANCE and state.status is Status.RUNNING:
         following = plan.next_stage(state.percentage)
         if following is None:
-            reason = f"complete: {state.percentage:g} % stable for the plan's time; V1 may be retired"
+            reason = f"complete: {state.percentage:g} % stable for the plan's time; the baseline may be retired"
             return result(replace(state, status=Status.COMPLETE, reason=reason), reason)
         reason = f"advanced to {following:g} %: {verdict.reason}"
         return result(_moved(following, Status.RUNNING, now, reason), reason)
@@ -172,7 +172,7 @@ def apply_command(plan: RolloutPlan, state: RolloutState, command: Command, now:
         return result(_moved(pct, Status.RUNNING, now, f"resumed at {pct:g} % with a new window{who}"))
     if command.action is Action.ROLLBACK:
         if pct == 0:
-            raise TransitionError("nothing to roll back: V2 already gets 0 %")
+            raise TransitionError("nothing to roll back: the candidate already gets 0 %")
         target = plan.rollback_target(pct, command.rollback_to)
         return result(_moved(target, Status.ROLLED_BACK, now, f"rolled back to {target:g} %{who}"))
     if command.action is Action.SET:

@@ -26,7 +26,7 @@ from rollout.documents import Document, DocumentStore, UpsertCounts, upsert_docu
 from rollout.embedders import Embedder, EmbeddingError, build_embedder
 from rollout.migration.loader import EmbeddingLoader, EmbeddingRow, storable
 from rollout.migration.status import migration_started, table_exists
-from rollout.versions import all_versions, configured
+from rollout.versions import all_versions
 
 WRITE_TIMEOUT = "60s"  # a write may wait for an index build of a bulk load (never a search's 2 s)
 
@@ -49,10 +49,14 @@ class DocumentWriter:
         self.settings = settings
         self._embedders = dict(embedders or {})
         self._versions: dict[str, VersionSettings] = {}  # as the last registry read said
+        self._built: dict[str, VersionSettings] = {}  # the set-up each embedder built here was made for
 
     def embedder(self, version: str) -> Embedder:
-        if version not in self._embedders:
-            self._embedders[version] = build_embedder(self._versions[version], self.settings, purpose="document")
+        """The document embedder of `version` as its registry row says now (built again when the row changed)."""
+        setup = self._versions[version]
+        if version not in self._embedders or self._built.get(version, setup) != setup:
+            self._embedders[version] = build_embedder(setup, self.settings, purpose="document")
+            self._built[version] = setup
         return self._embedders[version]
 
     def written_versions(self, conn: psycopg.Connection) -> list[str]:
@@ -63,7 +67,7 @@ class DocumentWriter:
                 continue
             if version.status == "baseline" or migration_started(conn, version.name) or \
                     conn.execute(f"SELECT EXISTS (SELECT 1 FROM {version.table_name})").fetchone()[0]:
-                self._versions[version.name] = configured(version, self.settings)
+                self._versions[version.name] = version.settings
                 written.append(version.name)
         return written
 

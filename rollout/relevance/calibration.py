@@ -81,16 +81,22 @@ def map_score(score: float, source: ScoreScale, target: ScoreScale) -> float:
 
 
 class Calibration:
-    """The learned scales, refreshed from query_log; maps thresholds from the baseline's scale."""
+    """The learned scales, refreshed from query_log; maps thresholds from the baseline's scale.
 
-    def __init__(self, pool, baseline: str, *, window_s: float = 7 * 86400, min_samples: int = 200,
-                 max_samples: int = 20000, refresh_s: float = 600, statement_timeout_ms: int = 5000,
-                 tables: Callable[[], Mapping[str, str]] | None = None, neighbour_samples: int = 500):
+    `baseline` is a name or a function giving the baseline now (the registry's snapshot): the scale
+    read is always the current baseline's, and a change of baseline makes the next tick learn again.
+    """
+
+    def __init__(self, pool, baseline: str | Callable[[], str], *, window_s: float = 7 * 86400,
+                 min_samples: int = 200, max_samples: int = 20000, refresh_s: float = 600,
+                 statement_timeout_ms: int = 5000, tables: Callable[[], Mapping[str, str]] | None = None,
+                 neighbour_samples: int = 500):
         self.pool = pool
         self.tables = tables  # version -> embeddings table, for the documents' neighbour scales
         self.neighbour_samples = neighbour_samples
         self.neighbour_scales: dict[str, ScoreScale] = {}
-        self.baseline = baseline
+        self._baseline: Callable[[], str] = baseline if callable(baseline) else (lambda: baseline)
+        self._learned_for: str | None = None  # the baseline when the scales were last learned
         self.window_s = window_s
         self.min_samples = min_samples
         self.max_samples = max_samples
@@ -100,11 +106,16 @@ class Calibration:
         self._learned_at = 0.0
         self._lock = threading.Lock()
 
+    @property
+    def baseline(self) -> str:
+        return self._baseline()
+
     def learn(self, samples: Mapping[str, tuple[Sequence[float], str]]) -> None:
         """Set the scales from scores per version: {version: (scores, source)}; too few scores: no scale."""
         self.scales = {v: ScoreScale.learn(v, scores, source) for v, (scores, source) in samples.items()
                        if len(scores) >= self.min_samples}
         self._learned_at = time.monotonic()
+        self._learned_for = self.baseline
 
     def learn_neighbours(self, samples: Mapping[str, Sequence[float]]) -> None:
         """Set the documents' scales from nearest-neighbour similarities per version; too few: no scale."""
@@ -144,12 +155,15 @@ class Calibration:
 
     # -- query_log -------------------------------------------------------------------------------
     def refresh_if_due(self, *, wait: bool = True) -> None:
-        """Learn the scales again when `refresh_s` has passed (a background tick calls this, never a query).
+        """Learn the scales again when `refresh_s` has passed or the baseline changed (a background tick
+        calls this, never a query).
 
         `wait=False` reads query_log on a thread of its own, so the caller's loop (the flag
         replicator's tick) is never held by a slow database.
         """
-        if self.pool is None or time.monotonic() - self._learned_at < self.refresh_s:
+        if self.pool is None:
+            return
+        if time.monotonic() - self._learned_at < self.refresh_s and self._learned_for == self.baseline:
             return
         if not self._lock.acquire(blocking=False):
             return  # a refresh is under way: use the scales we have
@@ -165,6 +179,7 @@ class Calibration:
                 self.learn_neighbours(self.read_neighbours(self.tables()))
         except (psycopg.Error, PoolTimeout) as exc:  # keep the last scales; a threshold never fails a query
             self._learned_at = time.monotonic()
+            self._learned_for = self.baseline  # tried for this baseline: again after refresh_s
             log.warning("calibration not refreshed: %s", exc)
         finally:
             self._lock.release()

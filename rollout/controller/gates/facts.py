@@ -30,9 +30,10 @@ def breaker_gate(evidence: Evidence) -> GateResult:
     values = {"closed": evidence.breaker_closed, "detail": evidence.breaker_detail}
     if not evidence.breaker_closed:
         detail = f" ({evidence.breaker_detail})" if evidence.breaker_detail else ""
-        return GateResult("breaker", GateStatus.FAILED, Outcome.ROLLBACK, f"V2's circuit breaker is not closed{detail}",
-                          values)
-    return GateResult("breaker", GateStatus.PASSED, Outcome.ROLLBACK, "V2's circuit breaker is closed", values)
+        return GateResult("breaker", GateStatus.FAILED, Outcome.ROLLBACK,
+                          f"the candidate's circuit breaker is not closed{detail}", values)
+    return GateResult("breaker", GateStatus.PASSED, Outcome.ROLLBACK, "the candidate's circuit breaker is closed",
+                      values)
 
 
 def alerts_gate(evidence: Evidence) -> GateResult:
@@ -48,5 +49,5 @@ def coverage_gate(evidence: Evidence) -> GateResult:
     if not evidence.coverage_complete:
         detail = f": {evidence.coverage_detail}" if evidence.coverage_detail else ""
         return GateResult("coverage", GateStatus.FAILED, Outcome.HOLD,
-                          f"V2 has not embedded every category routed to it{detail}", values)
+                          f"the candidate has not embedded every category routed to it{detail}", values)
     return GateResult("coverage", GateStatus.PASSED, Outcome.HOLD, "V2 covers every category routed to it", values)

@@ -67,7 +67,7 @@ def sample_ratio_gate(evidence: Evidence, thresholds: Thresholds) -> GateResult:
     p_value = float(chisquare([v1, v2], expected).pvalue)
     sequential = sequential_p_value([v1, v2], [1 - share, share])
     values.update(p_value=p_value, sequential_p_value=sequential)
-    observed = f"V2 got {percent(v2 / total, 2)} of {total} assignments against {percent(share, 2)}"
+    observed = f"the candidate got {percent(v2 / total, 2)} of {total} assignments against {percent(share, 2)}"
     if p_value < thresholds.srm_alpha and sequential < thresholds.srm_alpha:
         return GateResult(NAME, GateStatus.FAILED, Outcome.PAUSE,
                           f"{observed} (chi-square p = {p_value:.1e}, sequential p = {sequential:.1e}): the split "
