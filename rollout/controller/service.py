@@ -21,7 +21,9 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
+import psycopg
 import redis
 
 from flags import GRADUAL_MIGRATION, QUERY_ANALYTICS, V2_PERCENTAGE, FlagNotAudited, FlagStore
@@ -43,9 +45,10 @@ from rollout.controller.state import (
     apply_verdict,
     rollout_started,
 )
-from rollout.controller.store import DecisionRecord, RolloutStore, StoredState, iso
+from rollout.controller.store import DecisionRecord, RolloutStore, Row, StoredState
 from rollout.controller.verdict import judge
 from rollout.formatting import share_percent
+from rollout.moments import iso
 from rollout.versions import all_versions, roles_of, set_candidate
 
 log = logging.getLogger(__name__)
@@ -101,7 +104,7 @@ class RolloutService:
         self.plan, self.gates, self.readings = plan, gates, readings
 
     # -- reading ------------------------------------------------------------------------------
-    def status(self, now: float | None = None) -> dict:
+    def status(self, now: float | None = None) -> dict[str, Any]:
         """Plan, stage, time in stage, next evaluation, the last decision and why, the controller, completion."""
         now = time.time() if now is None else now
         stored = self.store.read()
@@ -117,7 +120,7 @@ class RolloutService:
         if watched:
             next_at = max(stored.next_evaluation_at or now, now)
         complete = state.status is Status.COMPLETE
-        report = {
+        report: dict[str, Any] = {
             "status": state.status.value,
             "percentage": state.percentage,
             "stage": self.plan.stage_number(state.percentage),
@@ -142,12 +145,12 @@ class RolloutService:
         report["summary"] = self._summary(report)
         return report
 
-    def decisions(self, limit: int = 20, *, details: bool = False) -> list[dict]:
+    def decisions(self, limit: int = 20, *, details: bool = False) -> list[Row]:
         return self.store.decisions(limit, details=details)
 
     # -- people ---------------------------------------------------------------------------------
     def command(self, command: Command, *, expected_percentage: float | None = None,
-                now: float | None = None) -> dict:
+                now: float | None = None) -> dict[str, Any]:
         """Apply a person's command; TransitionError (nothing changed) when it does not apply.
 
         `expected_percentage`: refuse unless the rollout is at this percentage (a guard
@@ -172,7 +175,7 @@ class RolloutService:
         return self._notify(decision)
 
     def start(self, baseline: str, candidate: str, *, actor: str, reason: str = "",
-              now: float | None = None) -> dict:
+              now: float | None = None) -> dict[str, Any]:
         """Start a rollout of `candidate` against `baseline` at the first stage.
 
         Refused (nothing changed) while another candidate's rollout is under way: one that is not
@@ -199,7 +202,7 @@ class RolloutService:
         return self._notify(decision)
 
     # -- the controller -------------------------------------------------------------------------
-    def reconcile(self, now: float | None = None) -> dict | None:
+    def reconcile(self, now: float | None = None) -> Row | None:
         """Take a flag change made elsewhere as the new stage (recorded); None when the flags agree."""
         now = time.time() if now is None else now
         flags = self._flags(fresh=True)
@@ -220,7 +223,7 @@ class RolloutService:
         return decision
 
     def evaluate(self, now: float | None = None, *, due_only: bool = False,
-                 leading: Callable[[], bool] = lambda: True, controller: str | None = None) -> list[dict]:
+                 leading: Callable[[], bool] = lambda: True, controller: str | None = None) -> list[Row]:
         """One evaluation of the current stage (the controller's job); the decisions it recorded.
 
         `due_only`: skip unless the state's next evaluation time has come. `leading` is
@@ -277,7 +280,8 @@ class RolloutService:
         if refusal is not None:
             raise TransitionError(f"{refusal}: nothing changed")
 
-    def _record(self, conn, stored: StoredState, transition: Transition, record: DecisionRecord) -> dict:
+    def _record(self, conn: psycopg.Connection, stored: StoredState, transition: Transition,
+                record: DecisionRecord) -> Row:
         """Save the new state and the decision, in the caller's locked transaction."""
         after = transition.after
         next_at = stored.next_evaluation_at if after.status in WATCHED else None
@@ -310,7 +314,7 @@ class RolloutService:
             changes.append(f"{QUERY_ANALYTICS} false -> true")
         return changes
 
-    def _notify(self, decision: dict) -> dict:
+    def _notify(self, decision: Row) -> dict[str, Any]:
         """Queue the notification of a rollback or a pause (never waits); the decision, JSON-ready."""
         transition: Transition = decision.pop("transition")
         verdict = decision.pop("verdict")
@@ -345,7 +349,7 @@ class RolloutService:
         snapshot = self.flags.snapshot()
         return LiveFlags(float(snapshot[V2_PERCENTAGE]), bool(snapshot[GRADUAL_MIGRATION]))
 
-    def _controller(self) -> dict:
+    def _controller(self) -> dict[str, Any]:
         try:
             holder = leader_of(self.redis, self.leader_key)
         except (redis.RedisError, OSError) as exc:
@@ -356,7 +360,7 @@ class RolloutService:
                     "detail": "no controller is running: nothing is judged until `rollout controller` runs"}
         return {"active": True, "leader": holder[0], "lock_expires_in_s": holder[1], "detail": f"led by {holder[0]}"}
 
-    def _warnings(self, report: dict, stored: StoredState, flags: LiveFlags, now: float) -> list[str]:
+    def _warnings(self, report: dict[str, Any], stored: StoredState, flags: LiveFlags, now: float) -> list[str]:
         warnings = []
         if not report["flags"]["in_sync"]:
             warnings.append(f"the flags give the candidate {pct(flags.share)} but the rollout is at "
@@ -364,13 +368,13 @@ class RolloutService:
         if stored.state.status in WATCHED:
             if report["controller"]["active"] is False:
                 warnings.append(report["controller"]["detail"])
-            late = stored.next_evaluation_at is not None and now - stored.next_evaluation_at > \
-                2 * self.plan.evaluation_interval_s
-            if late and report["controller"]["active"]:
-                warnings.append(f"the last evaluation is overdue by {duration(now - stored.next_evaluation_at)}")
+            due = stored.next_evaluation_at
+            overdue = now - due if due is not None else 0.0
+            if overdue > 2 * self.plan.evaluation_interval_s and report["controller"]["active"]:
+                warnings.append(f"the last evaluation is overdue by {duration(overdue)}")
         return warnings
 
-    def _summary(self, report: dict) -> str:
+    def _summary(self, report: dict[str, Any]) -> str:
         status, at = report["status"], pct(report["percentage"])
         if report["v1_retirable"]:
             return (f"complete: the candidate serves {at}, stable for {duration(report['time_in_stage_s'] or 0)}; "
@@ -413,7 +417,7 @@ def notification_event(transition: Transition) -> str | None:
     return None
 
 
-def notification(event: str, decision: dict, verdict: dict | None) -> dict:
+def notification(event: str, decision: Row, verdict: Row | None) -> dict[str, Any]:
     before, after = decision["percentage_before"], decision["percentage_after"]
     if event == "rollback":
         headline = f"candidate rolled back from {pct(before)} to {pct(after)} by {decision['actor']}"

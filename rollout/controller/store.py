@@ -20,7 +20,7 @@ from psycopg_pool import ConnectionPool
 
 from rollout.controller.state import RolloutState, Status, Transition
 from rollout.database import one_row
-from rollout.moments import epoch, iso, moment  # noqa: F401  (iso: also imported from here)
+from rollout.moments import epoch, iso, moment
 
 _ENSURE = "INSERT INTO rollout_state (id) VALUES (1) ON CONFLICT (id) DO NOTHING"
 _STATE = """SELECT percentage, status, stage_started_at, reason, last_evaluated_at, next_evaluation_at
