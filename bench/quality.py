@@ -16,7 +16,9 @@ sees the true quality with noise and leans to list A one time in ten, asked twic
 order swapped), explicit feedback on 3 % of answers, 50 known-item probes per category (hit@10 near 0.9),
 and one golden-set eval of 40 labelled queries per trial (run by `rollout eval`'s code). The
 same evidence goes through the real gates of the gate registry, each with its alpha share as the
-controller gives it (ROLLOUT_ROLLBACK_ALPHA's default shared among the guardrails that apply):
+controller gives it (ROLLOUT_ROLLBACK_ALPHA's default shared among the guardrails that apply; the
+relevance gate's alpha shared among its four sources, all configured in this world, as with a judge
+set, probes scheduled and ROLLOUT_REQUIRE_EVAL):
 today's `quality` (similarity floor 0.7 and shadow overlap 0.5) and `relevance` (confidence
 sequences, δ = RELEVANCE_MARGIN's default).
 
@@ -46,6 +48,7 @@ from rollout.config import Settings  # noqa: E402
 from rollout.controller.evidence import Evidence, VersionEvidence  # noqa: E402
 from rollout.controller.gates.registry import GATES, alpha_share, run  # noqa: E402
 from rollout.controller.gates.relevance import (  # noqa: E402
+    SOURCES,
     Golden,
     Proportions,
     RelevanceEvidence,
@@ -73,7 +76,8 @@ PROBE_EASE = 0.6  # a probe's source document is its grade-3 answer, found with 
 DEFAULTS = Settings.from_environ({})  # δ and the rollback alpha as configured by default
 PLAN = RolloutPlan(thresholds=Thresholds(min_samples=1000, min_samples_to_roll_back=500, min_shadow_samples=200,
                                          relevance_margin=DEFAULTS.relevance_margin,
-                                         rollback_alpha=DEFAULTS.rollout_rollback_alpha))
+                                         rollback_alpha=DEFAULTS.rollout_rollback_alpha,
+                                         relevance_sources=SOURCES))  # the world has all four: each is configured
 JUDGED: dict[str, list[int]] = {}
 
 

@@ -178,6 +178,8 @@ class Settings(BaseModel):
     rollout_traffic_grace_s: float = Field(1800, alias="ROLLOUT_TRAFFIC_GRACE_S", ge=0)
     rollout_max_crossover_share: float = Field(0.01, alias="ROLLOUT_MAX_CROSSOVER_SHARE", ge=0, le=1)
     rollout_plan_file: str | None = Field(None, alias="ROLLOUT_PLAN_FILE")  # a plan file (README: plan files)
+    rollout_max_lost_row_share: float = Field(0.01, alias="ROLLOUT_MAX_LOST_ROW_SHARE", ge=0, le=1)
+    rollout_holdback_percent: float = Field(0, alias="ROLLOUT_HOLDBACK_PERCENT", ge=0, le=50)
 
     # relevance evidence (see README, "relevance evidence")
     rollout_quality_gate: Literal["relevance", "similarity"] = Field("relevance", alias="ROLLOUT_QUALITY_GATE")

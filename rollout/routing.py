@@ -14,13 +14,14 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import NamedTuple, Protocol
 
-from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagSnapshot, FlagStore, bucket, threshold
+from flags import GRADUAL_MIGRATION, RESOLUTION, V2_PERCENTAGE, FlagSnapshot, FlagStore, bucket, threshold
 
 log = logging.getLogger(__name__)
 
 
 class Reason(StrEnum):
     PERCENTAGE = "percentage"                  # the user's bucket against FF_NEW_EMBEDDINGS_PERCENTAGE
+    HOLDBACK = "holdback"                      # the user is in the baseline holdback (ROLLOUT_HOLDBACK_PERCENT)
     MIGRATION_DISABLED = "migration_disabled"  # FF_ENABLE_GRADUAL_MIGRATION is off
     BREAKER_OPEN = "breaker_open"              # V2's circuit breaker is open
     ALERT = "alert"                            # a firing alert holds V2 off
@@ -69,8 +70,14 @@ class RollbackMemory(Protocol):
 
 
 class Router:
-    def __init__(self, flags: FlagStore, group: str, roles: Roles, guards: Sequence[V2Guard] = ()):
+    """`holdback`: the percent of users kept on the baseline whatever the percentage (the top buckets,
+    the last a rising percentage would reach), so the gates compare with live baseline traffic also at
+    "100 %"; it ends with the rollout, when the candidate is promoted and no candidate is left."""
+
+    def __init__(self, flags: FlagStore, group: str, roles: Roles, guards: Sequence[V2Guard] = (),
+                 holdback: float = 0.0):
         self.flags = flags
+        self.holdback_from = RESOLUTION - threshold(holdback)  # buckets from here on stay on the baseline
         self.group = group
         self.roles = roles  # replaced whole (one attribute write) when the registry changes
         self.guards = list(guards)
@@ -116,6 +123,8 @@ class Router:
             if user_bucket >= limit[1]:
                 held = self.rollbacks.held_back(user_bucket) if self.rollbacks is not None else None
                 return Decision(baseline, held or Reason.PERCENTAGE, user_bucket)
+            if user_bucket >= self.holdback_from:
+                return Decision(baseline, Reason.HOLDBACK, user_bucket)
         # a forced candidate is held off by what protects users (breaker, alert), never by incomplete
         # coverage: the admin asked for the candidate as it is
         blocked = self._guarded(category, serving=probe, ignore=(Reason.V2_INCOMPLETE,) if forced else ())

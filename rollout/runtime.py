@@ -110,7 +110,8 @@ class Runtime:
             self.backends = dict(backends) if backends is not None else {
                 v: VersionBackend(settings.version(v), self.embedders[v], self.pool) for v in VERSIONS}
             # until the registry is read (start/sync): the schema's first two versions
-            self.router = Router(self.flags, settings.routing_group, Roles(*VERSIONS))
+            self.router = Router(self.flags, settings.routing_group, Roles(*VERSIONS),
+                                 holdback=settings.rollout_holdback_percent)
             self.metrics.set_roles(*self.router.roles)
 
             # Breaker writes happen on the request path (a candidate's failure) and on alerts: their own client
@@ -192,7 +193,7 @@ class Runtime:
                 EvidenceCollector(self.pool, self.breakers, self.coverage,
                                   max_samples=settings.rollout_evidence_max_samples,
                                   statement_timeout_ms=settings.monitoring_query_timeout_ms, flags=self.flags,
-                                  roles=lambda: self.router.roles),
+                                  roles=lambda: self.router.roles, holdback=settings.rollout_holdback_percent),
                 self.flags,
                 Notifier(settings.rollout_notify_url, token=settings.rollout_notify_token,
                          timeout_s=settings.rollout_notify_timeout_s, attempts=settings.rollout_notify_attempts,

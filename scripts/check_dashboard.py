@@ -270,6 +270,9 @@ def run(seconds: float, window: str) -> dict:
                    "FF_ENABLE_GRADUAL_MIGRATION": "true", "FF_NEW_EMBEDDINGS_PERCENTAGE": "50",
                    "FF_USE_PARALLEL_RAG": "true", "FF_ENABLE_QUERY_ANALYTICS": "true",
                    "RAG_SEARCH_TIMEOUT_MS": "250", "GUNICORN_LOG_LEVEL": "warning",
+                   # a stall may open the candidate's breaker: it half-opens within seconds, so the shadow
+                   # panels keep fresh data inside the evaluated window however the stalls fall
+                   "BREAKER_RESET_TIMEOUT_S": "2",
                    # the offline judge on every shadow pair that is not identical: judge verdicts for the panels
                    "RELEVANCE_JUDGE": "lexical", "RELEVANCE_JUDGE_SAMPLE_RATE": "1", "RELEVANCE_JUDGE_MAX_RBO": "1"}
             gateway = GatewayProcess(env, port=free_port(), workers=2, metrics_dir=folder / "metrics",

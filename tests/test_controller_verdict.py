@@ -41,8 +41,8 @@ def test_healthy_evidence_advances_and_says_so():
     assert verdict.reason == f"advance: all {len(verdict.gates)} gates passed"
     assert verdict.deciding() == []
     assert [g.name for g in verdict.gates] == ["consistency", "stage_time", "breaker", "alerts", "coverage",
-                                               "analytics", "traffic", "crossover", "sample_ratio", "errors",
-                                               "critical_errors", "latency", "quality"]
+                                               "analytics", "traffic", "lost_rows", "crossover", "sample_ratio",
+                                               "errors", "critical_errors", "latency", "quality"]
 
 
 def test_a_young_stage_holds_and_names_the_wait():

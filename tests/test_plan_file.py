@@ -111,7 +111,7 @@ def test_every_problem_is_listed_and_json_too(lint):
     assert result.exit_code == 1
     lines = [line.split("plan.yaml:", 1)[1] for line in result.stderr.splitlines()]
     assert lines == [
-        "1: stages: the last stage must be 100 (all traffic on V2), not 60",
+        "1: stages: the last stage must be 100 (all traffic on the candidate), not 60",
         "3: sources.prom.url: String should match pattern '^https?://[^\\s/]+'",
         "6: gates.custom[0].role: Input should be 'guardrail' or 'signal'",
         "7: gates.custom[1].source: unknown source 'prom'; declared: query_log",
@@ -121,7 +121,7 @@ def test_every_problem_is_listed_and_json_too(lint):
     as_json = json.loads(lint(text, "--json").stdout)
     assert as_json["ok"] is False and len(as_json["problems"]) == 6
     assert as_json["problems"][0] == {"line": 1, "field": "stages",
-                                      "message": "the last stage must be 100 (all traffic on V2), not 60"}
+                                      "message": "the last stage must be 100 (all traffic on the candidate), not 60"}
     good = json.loads(lint(GOOD.format(url="http://127.0.0.1:1"), "--json").stdout)
     assert good == {"file": str(Path.cwd() / "plan.yaml"), "ok": True, "problems": []}
 
@@ -133,7 +133,7 @@ def test_a_bad_plan_stops_the_controller_before_it_connects(tmp_path, monkeypatc
                                 env={"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"})
     assert result.exit_code == 2
     assert result.stderr == ("error: invalid plan: plan.yaml:1: stages: the last stage must be 100 (all traffic on "
-                             "V2), not 60 (and 1 more: `rollout plan lint plan.yaml` lists them)\n")
+                             "the candidate), not 60 (and 1 more: `rollout plan lint plan.yaml` lists them)\n")
     with pytest.raises(ConfigError, match="cannot read the plan"):
         read_plan(tmp_path / "missing.yaml", RolloutPlan.from_settings(Settings.from_environ({})))
 

@@ -11,6 +11,7 @@ from rollout.controller.gates.relevance import (
     RelevanceEvidence,
     RelevancePolicy,
     Verdicts,
+    alpha_shares,
     relevance_gate,
 )
 from rollout.controller.gates.result import GateStatus
@@ -204,15 +205,17 @@ def test_the_registry_gives_the_gate_its_alpha_share_and_the_metrics_read_its_he
         assert value is not None and math.isfinite(value), name
 
 
-def test_reading_the_gate_at_every_look_keeps_false_rollbacks_within_alpha():
+@pytest.mark.parametrize("sources", [("judge", "feedback", "probes", "golden"), ("judge", "feedback")])
+def test_reading_the_gate_at_every_look_keeps_false_rollbacks_within_alpha(sources):
     # a candidate exactly at the margin (win rate 0.5 - δ): any rollback is a false one. Read 40 times a
     # stage as the verdicts grow, a fixed-sample bound at the judge's alpha fails far more often than that
     # alpha; the confidence sequence may not.
     from scipy.stats import norm
 
     rng = np.random.default_rng(3)
-    policy = RelevancePolicy(margin=0.05, rollback_alpha=0.05)
-    alpha = policy.rollback_alpha / 4 / 2  # the judge's quarter, half of it for the overall check
+    policy = RelevancePolicy(margin=0.05, rollback_alpha=0.05, sources=sources)
+    alpha = policy.rollback_alpha / len(sources) * 0.75  # the judge's part, three quarters of it for the whole
+    assert alpha_shares(RelevanceEvidence(), policy)["judge"] == pytest.approx(alpha)
     z = float(norm.ppf(1 - alpha))
     stages, looks, per_look = 300, 40, 25
     false = {"sequence": 0, "fixed-sample": 0}
@@ -229,3 +232,57 @@ def test_reading_the_gate_at_every_look_keeps_false_rollbacks_within_alpha():
             false[name] += hit
     allowed = stages * alpha + 3 * math.sqrt(stages * alpha)  # alpha, with three binomial deviations of room
     assert false["sequence"] <= allowed < false["fixed-sample"], false
+
+
+def _everywhere() -> RelevanceEvidence:
+    """Evidence from every source, in three categories each."""
+    cells = ("", "facilities", "pricing", "events")
+    return RelevanceEvidence(judge={c: Verdicts(300, 300, 100) for c in cells},
+                             feedback={c: Proportions(300, 400, 300, 400) for c in cells},
+                             probes={c: Proportions(90, 100, 90, 100) for c in cells},
+                             golden=Golden(0.0, -0.02, 0.02, 40))
+
+
+@pytest.mark.parametrize("sources", [("judge", "feedback", "probes", "golden"), ("judge", "feedback"),
+                                     ("feedback",), ("probes", "golden")])
+def test_the_shares_of_the_configured_sources_add_up_to_at_most_the_gates_alpha(sources):
+    policy = RelevancePolicy(rollback_alpha=0.0025, sources=sources)
+    shares = alpha_shares(_everywhere(), policy)
+    assert 0 < sum(shares.values()) <= policy.rollback_alpha * (1 + 1e-12)
+    assert {key.split("_")[0] for key in shares} == set(sources)
+    for source in sources:  # each configured source gets an equal part, three quarters of it for the whole
+        part = sum(v for k, v in shares.items() if k.split("_")[0] == source)
+        assert part == pytest.approx(policy.rollback_alpha / len(sources))
+        if source != "golden":
+            assert shares[source] == pytest.approx(0.75 * part)
+    # a source without data yet still keeps its part: one arriving mid-stage takes nothing from the others
+    assert alpha_shares(RelevanceEvidence(), policy)[sources[0]] == pytest.approx(shares[sources[0]])
+
+
+def test_a_source_not_configured_gets_no_alpha_and_is_not_read():
+    worse_judge = RelevanceEvidence(judge={"": Verdicts(100, 300, 0)}, feedback={"": Proportions(300, 400, 300, 400)})
+    without = RelevancePolicy(rollback_alpha=0.0025, sources=("feedback", "probes"))
+    assert set(alpha_shares(worse_judge, without)) == {"feedback", "probes"}
+    result = relevance_gate(worse_judge, without)
+    assert result.status is not GateStatus.FAILED and "judge" not in result.values["decided_by"]
+    assert not any(key.startswith("judge") for key in result.values) and result.values["sources"] == [
+        "feedback", "probes"]
+    # configured, the same judge evidence decides, at a bigger share than an even split over four would give
+    both = RelevancePolicy(rollback_alpha=0.0025, sources=("judge", "feedback"))
+    assert relevance_gate(worse_judge, both).values["decided_by"] == ["judge"]
+    assert alpha_shares(worse_judge, both)["judge"] > alpha_shares(worse_judge, RelevancePolicy(0.05, 0.0025))["judge"]
+    with pytest.raises(ValueError, match="unknown relevance sources"):
+        RelevancePolicy(sources=("judge", "clicks"))
+
+
+def test_the_configured_sources_come_from_the_settings():
+    from rollout.config import Settings
+    from rollout.controller.thresholds import Thresholds, relevance_sources
+
+    assert relevance_sources(Settings.from_environ({})) == ("feedback", "probes")
+    every = Settings.from_environ({"RELEVANCE_JUDGE": "lexical", "ROLLOUT_REQUIRE_EVAL": "true"})
+    assert relevance_sources(every) == ("judge", "feedback", "probes", "golden")
+    quiet = Settings.from_environ({"RELEVANCE_JUDGE": "lexical", "RELEVANCE_JUDGE_SAMPLE_RATE": "0",
+                                   "RELEVANCE_PROBE_INTERVAL_S": "0"})
+    assert relevance_sources(quiet) == ("feedback",)
+    assert Thresholds.from_settings(every).relevance_sources == ("judge", "feedback", "probes", "golden")

@@ -3,9 +3,15 @@
 import json
 
 import pytest
-from helpers import load_and_embed
+from helpers import load_and_embed, settings_for
 
 from rollout.relevance.versions import baseline_and_candidate
+
+
+@pytest.fixture
+def settings(services, clean_db):
+    """A deployment with a judge configured: only configured sources take part in the gate."""
+    return settings_for(services, RELEVANCE_JUDGE="lexical")
 
 
 @pytest.fixture
@@ -29,8 +35,9 @@ def test_the_dashboard_shows_each_source_and_the_gate(client, judged):
     assert relevance["gate"]["statistic"] == pytest.approx(0.6875 - 0.5) and relevance["gate"]["limit"] == -0.05
 
 
-def test_monitor_prints_the_relevance_lines_and_json(run, judged, client):
+def test_monitor_prints_the_relevance_lines_and_json(run, judged, client, monkeypatch):
     baseline, candidate = judged
+    monkeypatch.setenv("RELEVANCE_JUDGE", "lexical")  # the command's deployment has the judge too
     text = run("monitor", "--range", "1h")
     assert text.exit_code == 0, text.output
     assert f"relevance, {candidate} (candidate) against {baseline} (baseline):" in text.output

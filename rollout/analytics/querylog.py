@@ -7,7 +7,9 @@ never blocks on analytics. The writer thread wakes every `flush_interval_s` (or
 when a batch is full) and COPYs what is queued, up to `batch_size` rows per round
 trip. Each batch goes to `query_log` and to its per-minute rollup in one transaction
 (rollout.analytics.rollup). A database error drops that batch from both (counted as `failed`)
-and the writer goes on with the next.
+and the writer goes on with the next. Both losses are also tallied per minute into
+`query_log_losses` (`rollout.analytics.losses`), where the controller reads whether a stage's
+evidence has holes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from flags import QUERY_ANALYTICS, FlagStore
+from rollout.analytics.losses import DATABASE_ERROR, QUEUE_FULL, LossTally
 from rollout.analytics.record import COLUMNS, QueryRecord
 from rollout.analytics.rollup import write_batch
 from rollout.metrics import Metrics
@@ -67,6 +70,7 @@ class QueryLogWriter:
         self._written = metrics.query_log_rows.labels("written")
         self._dropped = metrics.query_log_rows.labels("dropped")
         self._failed = metrics.query_log_rows.labels("failed")
+        self.losses = LossTally()
 
     # -- the request side: never blocks ------------------------------------------------
     def record(self, record: QueryRecord) -> None:
@@ -76,6 +80,7 @@ class QueryLogWriter:
             self._queue.put_nowait(record.row())
         except queue.Full:
             self._dropped.inc()
+            self.losses.count(QUEUE_FULL)
             return
         if self._queue.qsize() >= self.batch_size:
             self._wake.set()  # a full batch is waiting: no need to wait for the interval
@@ -137,6 +142,8 @@ class QueryLogWriter:
                     break
                 (markers if isinstance(item, _Flush) else batch).append(item)
             self._write(batch)
+            if self.losses.pending:  # before a flush returns, so a flushed writer's losses are readable
+                self.losses.write(self.pool)
             for marker in markers:
                 marker.done.set()
             if not batch and not markers:
@@ -150,6 +157,7 @@ class QueryLogWriter:
                 write_batch(conn, COLUMNS, rows)
         except (psycopg.Error, PoolTimeout) as exc:
             self._failed.inc(len(rows))
+            self.losses.count(DATABASE_ERROR, len(rows))
             log.warning("query_log: %d rows lost, the database refused them: %s", len(rows), str(exc).strip())
             return
         self._written.inc(len(rows))

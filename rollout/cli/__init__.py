@@ -76,7 +76,7 @@ def cli(verbose: bool) -> None:
 
 # one module per resource; importing one registers its commands on `cli`
 COMMAND_MODULES = ("breaker", "controller", "database", "flags", "importer", "migrate", "monitoring", "plan", "recover",
-                   "relevance", "rollback", "server", "stage", "versions")
+                   "relevance", "replay", "rollback", "server", "stage", "versions")
 
 
 def command_group() -> click.Group:

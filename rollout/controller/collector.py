@@ -32,6 +32,7 @@ from psycopg_pool import ConnectionPool
 
 from flags import QUERY_ANALYTICS, FlagStore, threshold
 from rollout.analytics.figures import FAILED, ROUTED
+from rollout.analytics.losses import read_losses
 from rollout.breaker import CircuitBreakers
 from rollout.breaker.state import CLOSED
 from rollout.controller.evidence import Evidence, VersionEvidence
@@ -58,10 +59,11 @@ _COUNTS = f"""
 
 _ASSIGNMENTS = f"""
     SELECT assigned, count(DISTINCT user_hash) + count(*) FILTER (WHERE user_hash IS NULL)
-    FROM (SELECT CASE WHEN reason = 'percentage' THEN routed_version ELSE %(candidate)s END AS assigned, user_hash
+    FROM (SELECT CASE WHEN reason IN ('percentage', 'holdback') THEN routed_version ELSE %(candidate)s END AS assigned,
+                 user_hash
           FROM query_log
           WHERE {_WINDOW} AND mode = 'routed' AND routed_version IN (%(baseline)s, %(candidate)s)
-            AND (reason = 'percentage' OR (reason = ANY(%(guards)s) AND bucket < %(threshold)s))) split
+            AND (reason IN ('percentage', 'holdback') OR (reason = ANY(%(guards)s) AND bucket < %(threshold)s))) split
     GROUP BY assigned"""
 
 _CROSSOVER = f"""
@@ -69,6 +71,8 @@ _CROSSOVER = f"""
     FROM (SELECT user_hash, count(DISTINCT routed_version) AS versions FROM query_log
           WHERE {_WINDOW} AND {ROUTED} AND user_hash IS NOT NULL AND routed_version IN (%(baseline)s, %(candidate)s)
           GROUP BY user_hash) users"""
+
+_LOGGED = f"SELECT count(*) FROM query_log WHERE {_WINDOW}"
 
 _SAMPLES = f"""
     SELECT routed_version, latency_ms, CASE WHEN served_version = routed_version THEN top_similarity END
@@ -119,8 +123,9 @@ class Collected:
 class EvidenceCollector:
     def __init__(self, pool: ConnectionPool, breakers: CircuitBreakers, coverage: CoverageMonitor, *,
                  max_samples: int, statement_timeout_ms: int, roles: Callable[[], Roles],
-                 flags: FlagStore | None = None):
+                 flags: FlagStore | None = None, holdback: float = 0.0):
         self.pool = pool
+        self.holdback = holdback  # ROLLOUT_HOLDBACK_PERCENT: users the router keeps on the baseline
         self.flags = flags
         self.roles = roles  # the baseline and the candidate (the router's snapshot of the registry)
         self.breakers = breakers
@@ -128,8 +133,12 @@ class EvidenceCollector:
         self.max_samples = max_samples
         self.statement_timeout_ms = statement_timeout_ms
 
-    def collect(self, percentage: float, since: float, until: float, critical_window_s: float) -> Collected:
-        """The evidence of the window [since, until) at `percentage` (epoch seconds)."""
+    def collect(self, percentage: float, since: float, until: float, critical_window_s: float,
+                facts: Facts | None = None) -> Collected:
+        """The evidence of the window [since, until) at `percentage` (epoch seconds).
+
+        `facts`: the breaker, alerts, coverage and analytics flag as they were (a replay passes the
+        stored ones); None reads this process's copies now."""
         baseline, candidate = self.roles()
         candidate = candidate or ""  # no rollout: nothing is routed to a candidate
         since_at, until_at, critical_since = moment(since), moment(until), moment(until - critical_window_s)
@@ -154,7 +163,9 @@ class EvidenceCollector:
             overlap_total = sum(c.overlaps for c in counts.values())
             keep_overlaps = _keep(overlap_total, self.max_samples)
             overlaps = [row[0] for row in conn.execute(_OVERLAPS, {**params, "keep": keep_overlaps})]
-        facts = self.facts()
+            logged = one_row(conn.execute(_LOGGED, params).fetchone(), "rows logged")[0]
+            losses = read_losses(conn, since_at, until_at)
+        facts = self.facts() if facts is None else facts
         versions = {v: VersionEvidence(requests=c.requests, errors=c.errors, critical_errors=c.critical,
                                        latencies_s=np.asarray(latencies[v]),
                                        top_similarities=np.asarray(similarities[v]), assigned=c.assigned)
@@ -162,7 +173,8 @@ class EvidenceCollector:
         evidence = Evidence(percentage=percentage, window_started_at=since, evaluated_at=until,
                             v1=versions[baseline], v2=versions[candidate],
                             shadow_overlaps=np.asarray(overlaps, dtype=float),
-                            users_seen=users_seen, users_on_both=users_on_both, **facts)
+                            users_seen=users_seen, users_on_both=users_on_both, rows_logged=logged,
+                            rows_lost=losses.rows, lost_detail=losses.describe(), holdback=self.holdback, **facts)
         summary = {
             "window": {"since": since_at.isoformat(), "until": until_at.isoformat(), "seconds": until - since},
             "critical_since": critical_since.isoformat(),
@@ -173,6 +185,8 @@ class EvidenceCollector:
                for v, c in counts.items()},
             "shadow": {"compared": overlap_total, "samples": len(overlaps), "sampled_share": keep_overlaps},
             "users": {"seen": users_seen, "on_both": users_on_both},
+            "rows": {"logged": logged, "lost": losses.rows, "lost_detail": losses.describe()},
+            "holdback": self.holdback,
             "facts": {"coverage_complete": facts["coverage_complete"], "coverage_detail": facts["coverage_detail"],
                       "breaker_closed": facts["breaker_closed"], "breaker_detail": facts["breaker_detail"],
                       "tripping_alerts": list(facts["tripping_alerts"]),

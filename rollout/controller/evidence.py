@@ -69,6 +69,10 @@ class Evidence:
     analytics_enabled: FF_ENABLE_QUERY_ANALYTICS is on (off: query_log gets no rows to judge).
     users_seen / users_on_both: distinct users routed in the window, and those routed to both
         versions (sticky routing should make that almost none).
+    rows_logged / rows_lost: query_log rows written in the window, and rows the writers lost in it
+        (queue full, database refusing a batch; `lost_detail` says which), for the writer check.
+    holdback: the share of users (percent) kept on the baseline whatever the percentage, until the
+        rollout completes: at "100 %" the candidate gets 100 - holdback (see `candidate_share`).
     relevance: the relevance sources' evidence for the window; when given, the relevance gate is the
         quality gate (None: the similarity floor and shadow overlap, as before relevance evidence).
     readings: the plan's custom gates' metric readings by gate name (`rollout.controller.gates.metric`).
@@ -88,6 +92,10 @@ class Evidence:
     analytics_enabled: bool = True
     users_seen: int = 0
     users_on_both: int = 0
+    rows_logged: int = 0
+    rows_lost: int = 0
+    lost_detail: str = ""
+    holdback: float = 0.0
     relevance: RelevanceEvidence | None = None
     readings: Mapping[str, Reading] = field(default_factory=dict)
 
@@ -104,6 +112,11 @@ class Evidence:
     def candidate(self) -> VersionEvidence:
         """The version the rollout moves to (today `v2`)."""
         return self.v2
+
+    @property
+    def candidate_share(self) -> float:
+        """The percentage of users the split sends to the candidate: the flag's, less the holdback."""
+        return min(self.percentage, 100.0 - self.holdback)
 
     @property
     def window_s(self) -> float:

@@ -170,3 +170,37 @@ def share_difference_bounds(successes_x: int, n_x: int, successes_y: int, n_y: i
     se = math.sqrt(px * (1 - px) / n_x + py * (1 - py) / n_y)
     lower, upper = normal_bounds(difference, se * math.sqrt(n_x), n_x, alpha, tuned_for, one_sided=one_sided)
     return difference, max(lower, -1.0), min(upper, 1.0)
+def _log_slope(below: float, above: float, spread: float) -> float:
+    """d log(x) / dF between two quantiles `2 * spread` apart: the inverse of x * density there, which turns a
+    quantile's sampling error into an exceedance rate's."""
+    return (math.log(max(above, 1e-12)) - math.log(max(below, 1e-12))) / (2 * spread)
+
+
+def exceedance_bounds(candidate: np.ndarray, baseline: np.ndarray, q: float, alpha: float, scale: float = 1.0,
+                      tuned_for: float = TUNED_FOR) -> tuple[float, float, float, float]:
+    """(share, lower, upper, threshold): the asymptotic 1 - alpha confidence sequence for the share of
+    candidate values above `scale` x the baseline's q-quantile, indexed by the candidate's sample size.
+
+    The candidate's q-quantile is at most `scale` x the baseline's exactly when that share is at most
+    1 - q, so a lower bound above 1 - q says the candidate's tail is beyond the margin. Unlike two
+    separate quantile sequences (each paying its own width), one two-sample sequence pays the two
+    samples' errors together: the share is a Bernoulli mean (variance s(1 - s) / n), and the baseline
+    quantile's error adds q(1 - q) / m times the squared ratio of the two densities at the threshold
+    (delta method; estimated from quantile spacings, and never taken below 1, the ratio when the
+    candidate is the baseline scaled by the margin, so a noisy estimate cannot shrink the width).
+    Asymptotic like `difference_bounds`: read it once each sample has a few dozen values in the tail.
+    """
+    n, m = len(candidate), len(baseline)
+    if n < 2 or m < 2:
+        return math.nan, -math.inf, math.inf, math.nan
+    spread = max(0.01, min(q, 1 - q) / 4)
+    base_below, base_q, base_above = np.quantile(baseline, [q - spread, q, q + spread])
+    threshold = scale * float(base_q)
+    share = float(np.count_nonzero(candidate > threshold)) / n
+    level = min(max(1 - share, spread), 1 - spread)
+    cand_below, cand_above = np.quantile(candidate, [level - spread, level + spread])
+    ratio = max(1.0, _log_slope(float(base_below), float(base_above), spread)
+                / max(_log_slope(float(cand_below), float(cand_above), spread), 1e-12))
+    variance = max(share * (1 - share), q * (1 - q) / 4) / n + ratio * ratio * q * (1 - q) / m
+    radius = normal_radius(n, math.sqrt(variance * n), alpha, tuned_for)
+    return share, share - radius, share + radius, threshold

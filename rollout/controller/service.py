@@ -31,8 +31,10 @@ from rollout.controller.collector import EvidenceCollector
 from rollout.controller.gates.registry import GATES, Gate
 from rollout.controller.gates.relevance import RelevanceEvidence
 from rollout.controller.leader import leader_of
+from rollout.controller.notifications import notification, notification_event
 from rollout.controller.notifier import Notifier
 from rollout.controller.plan import RolloutPlan
+from rollout.controller.presentation import pct, status_summary, status_warnings
 from rollout.controller.sources import Reading
 from rollout.controller.state import (
     WATCHED,
@@ -47,7 +49,6 @@ from rollout.controller.state import (
 )
 from rollout.controller.store import DecisionRecord, RolloutStore, Row, StoredState
 from rollout.controller.verdict import judge
-from rollout.formatting import share_percent
 from rollout.moments import iso
 from rollout.versions import all_versions, roles_of, set_candidate
 
@@ -55,17 +56,6 @@ log = logging.getLogger(__name__)
 
 CONTROLLER = "controller"  # the actor of the controller's own flag changes and decisions
 UNKNOWN_ACTOR = "unknown (no flag_audit row)"
-
-
-pct = share_percent  # this module's short name
-
-
-def duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 Readings = Callable[[str, str, float, float], Mapping[str, Reading]]  # (baseline, candidate, since, until)
@@ -141,8 +131,8 @@ class RolloutService:
             "v1_retirable": complete and state.percentage >= self.plan.final,
             "plan": self.plan.to_dict(),
         }
-        report["warnings"] = self._warnings(report, stored, flags, now)
-        report["summary"] = self._summary(report)
+        report["warnings"] = status_warnings(report, stored, flags.share, self.plan, now)
+        report["summary"] = status_summary(report, self.plan)
         return report
 
     def decisions(self, limit: int = 20, *, details: bool = False) -> list[Row]:
@@ -360,33 +350,6 @@ class RolloutService:
                     "detail": "no controller is running: nothing is judged until `rollout controller` runs"}
         return {"active": True, "leader": holder[0], "lock_expires_in_s": holder[1], "detail": f"led by {holder[0]}"}
 
-    def _warnings(self, report: dict[str, Any], stored: StoredState, flags: LiveFlags, now: float) -> list[str]:
-        warnings = []
-        if not report["flags"]["in_sync"]:
-            warnings.append(f"the flags give the candidate {pct(flags.share)} but the rollout is at "
-                            f"{pct(stored.state.percentage)}: the change is taken as a person's at the next look")
-        if stored.state.status in WATCHED:
-            if report["controller"]["active"] is False:
-                warnings.append(report["controller"]["detail"])
-            due = stored.next_evaluation_at
-            overdue = now - due if due is not None else 0.0
-            if overdue > 2 * self.plan.evaluation_interval_s and report["controller"]["active"]:
-                warnings.append(f"the last evaluation is overdue by {duration(overdue)}")
-        return warnings
-
-    def _summary(self, report: dict[str, Any]) -> str:
-        status, at = report["status"], pct(report["percentage"])
-        if report["v1_retirable"]:
-            return (f"complete: the candidate serves {at}, stable for {duration(report['time_in_stage_s'] or 0)}; "
-                    "the baseline can be retired (nothing is dropped automatically)")
-        if status == Status.IDLE.value:
-            return f"idle at {at}: `rollout stage advance` starts the first stage ({pct(self.plan.stages[0])})"
-        where = f"stage {report['stage']} of {len(self.plan.stages)}" if report["stage"] else "not a plan stage"
-        line = f"{status} at {at} ({where}), {duration(report['time_in_stage_s'] or 0)} in the stage"
-        if report["required_time_s"] is not None:
-            line += f" of at least {duration(report['required_time_s'])}"
-        return line
-
 
 def adopted(state: RolloutState, flags: LiveFlags, actor: str, started: float) -> Transition:
     """The state a flag change made elsewhere leads to: held at the new share (a person chose it), rolled
@@ -406,27 +369,3 @@ def adopted(state: RolloutState, flags: LiveFlags, actor: str, started: float) -
         reason += "; `rollout stage resume` lets the controller go on"
     after = RolloutState(percentage=share, status=status, stage_started_at=started, reason=reason)
     return Transition(state, after, "command", "set", reason)
-
-
-def notification_event(transition: Transition) -> str | None:
-    """rollback (the percentage went down by a rollback) or pause (the data needs a person), else None."""
-    if transition.rolled_back:
-        return "rollback"
-    if transition.after.status is Status.PAUSED and transition.before.status is not Status.PAUSED:
-        return "pause"
-    return None
-
-
-def notification(event: str, decision: Row, verdict: Row | None) -> dict[str, Any]:
-    before, after = decision["percentage_before"], decision["percentage_after"]
-    if event == "rollback":
-        headline = f"candidate rolled back from {pct(before)} to {pct(after)} by {decision['actor']}"
-    else:
-        headline = f"rollout paused at {pct(before)}: a person must decide (`rollout stage resume`)"
-    failed = [{"name": g["name"], "reason": g["reason"]} for g in (verdict or {}).get("gates", [])
-              if g["status"] == "failed"]
-    return {"event": event, "text": f"rag-rollout: {headline}: {decision['reason']}",
-            "decision_id": decision["id"], "kind": decision["kind"], "actor": decision["actor"],
-            "from_percentage": before, "to_percentage": after, "status": decision["status_after"],
-            "reason": decision["reason"], "failed_gates": failed, "decided_at": decision["decided_at"],
-            "verdict": verdict["outcome"] if verdict else None}

@@ -35,8 +35,11 @@ class Thresholds:
     advance_confidence: float = 0.95
     srm_alpha: float = 0.001
     max_crossover_share: float = 0.01      # users seen on both versions, as a share of users, before a warning
+    max_lost_row_share: float = 0.01      # rows the query_log writers lost, as a share of the window's, before a hold
     bootstrap_draws: int = 20_000
     relevance_margin: float = 0.05        # δ of the relevance gate: how much worse the candidate may be
+    relevance_sources: tuple[str, ...] = ("feedback", "probes")  # configured (the settings' defaults): they share
+                                                                 # the relevance gate's alpha, see relevance_sources
     seed: int = 0                          # the bootstrap's: the same evidence always gets the same verdict
 
     def __post_init__(self) -> None:
@@ -58,8 +61,15 @@ class Thresholds:
                 problems.append(f"{name} must be in (0, 0.5)")
         if not 0 <= self.max_crossover_share <= 1:
             problems.append("max_crossover_share is a fraction from 0 to 1")
+        if not 0 <= self.max_lost_row_share <= 1:
+            problems.append("max_lost_row_share is a fraction from 0 to 1")
         if not 0.5 <= self.advance_confidence < 1:
             problems.append("advance_confidence must be in [0.5, 1)")
+        from rollout.controller.gates.relevance import SOURCES  # here: the gates import this module
+
+        unknown = sorted(set(self.relevance_sources) - set(SOURCES))
+        if unknown:
+            problems.append(f"relevance_sources may name only {', '.join(SOURCES)} (not {', '.join(unknown)})")
         if problems:
             raise ConfigError("invalid rollout thresholds: " + "; ".join(problems))
 
@@ -79,8 +89,21 @@ class Thresholds:
             advance_confidence=settings.rollout_advance_confidence,
             srm_alpha=settings.rollout_srm_alpha,
             max_crossover_share=settings.rollout_max_crossover_share,
+            max_lost_row_share=settings.rollout_max_lost_row_share,
             relevance_margin=settings.relevance_margin,
+            relevance_sources=relevance_sources(settings),
         )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def relevance_sources(settings: Settings) -> tuple[str, ...]:
+    """The relevance sources this deployment can ever hear from, known before any data: the judge when one
+    is set and samples, probes when scheduled, feedback always (the API accepts it), the golden set when
+    ROLLOUT_REQUIRE_EVAL makes an eval part of the rollout. Only these share the relevance gate's alpha."""
+    configured = {"judge": settings.relevance_judge != "none" and settings.relevance_judge_sample_rate > 0,
+                  "feedback": True,
+                  "probes": settings.relevance_probe_interval_s > 0,
+                  "golden": settings.rollout_require_eval}
+    return tuple(source for source, on in configured.items() if on)

@@ -10,6 +10,7 @@ from datetime import datetime
 from rollout.controller.evidence import Evidence, VersionEvidence
 from rollout.controller.gates.registry import alpha_share
 from rollout.controller.gates.relevance import RelevanceEvidence, RelevancePolicy, relevance_gate
+from rollout.controller.thresholds import relevance_sources
 from rollout.formatting import rate_percent
 from rollout.relevance.evidence import RelevanceCollector
 from rollout.relevance.versions import baseline_and_candidate
@@ -66,7 +67,8 @@ def runtime_relevance(runtime, since: datetime) -> dict:
                         relevance=RelevanceEvidence())  # only which gates apply matters: relevance is the quality gate
     alpha = alpha_share("relevance", settings.rollout_rollback_alpha, evidence)
     policy = RelevancePolicy(margin=settings.relevance_margin, rollback_alpha=alpha,
-                             advance_confidence=settings.rollout_advance_confidence)
+                             advance_confidence=settings.rollout_advance_confidence,
+                             sources=relevance_sources(settings))
     return relevance_summary(runtime.pool, since, *baseline_and_candidate(runtime.router.roles), policy,
                              calibration=runtime.calibration)
 

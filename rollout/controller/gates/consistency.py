@@ -42,6 +42,8 @@ def consistency_gate(evidence: Evidence) -> GateResult:
         problems.append("shadow overlaps fall outside [0, 1]")
     if not 0 <= evidence.percentage <= 100:
         problems.append(f"percentage {evidence.percentage} is outside 0-100")
+    if not 0 <= evidence.holdback <= 100:
+        problems.append(f"holdback {evidence.holdback} is outside 0-100")
     if not evidence.window_s >= 0:
         problems.append("the window ends before it starts")
     if problems:

@@ -36,7 +36,7 @@ def analytics_gate(evidence: Evidence) -> GateResult:
 
 def traffic_gate(evidence: Evidence, grace_s: float) -> GateResult:
     versions = [("candidate", evidence.candidate.requests)]
-    if evidence.percentage < 100:
+    if evidence.candidate_share < 100:  # at 100 % the baseline gets traffic only from a holdback
         versions.append(("baseline", evidence.baseline.requests))
     values = {f"requests_{name}": count for name, count in versions} | {"window_s": evidence.window_s}
     limits = {"traffic_grace_s": grace_s}

@@ -4,9 +4,12 @@ under its ceiling, judged with quantile confidence sequences valid under continu
 Each version's p95 gets a confidence sequence (`rollout.controller.sequences.quantile_bounds`,
 Howard & Ramdas 2022): order statistics at ranks that hold at every sample size at once.
 - roll back when the candidate's lower bound exceeds (1 + margin) x the baseline's upper bound
-  (each sequence at a quarter of this gate's share of the rollback alpha, so with the mean
-  check below the gate errs with probability at most its share), or when the candidate's lower
-  bound reaches the ceiling (800 ms);
+  (each sequence at an eighth of this gate's share of the rollback alpha), or when the candidate's
+  lower bound reaches the ceiling (800 ms);
+- roll back when more than 1 - q of the candidate's requests are slower than (1 + margin) x the
+  baseline's p95, by the two-sample exceedance sequence (`exceedance_bounds`, a quarter of the
+  alpha): the same question as the two quantile sequences, answered with one width instead of
+  two, so a regression of the tail alone shows with about half the requests;
 - roll back when the candidate's mean latency exceeds (1 + margin) x the baseline's by the
   asymptotic two-sample sequence (`difference_bounds`, the other half of this gate's alpha): a
   slowdown of every request shows in the mean with a few hundred requests, long before the p95;
@@ -28,7 +31,7 @@ import numpy as np
 from rollout.controller.evidence import Evidence
 from rollout.controller.gates.result import Findings, GateResult, GateStatus, signed_percent
 from rollout.controller.outcome import Outcome
-from rollout.controller.sequences import difference_bounds, quantile_bounds
+from rollout.controller.sequences import difference_bounds, exceedance_bounds, quantile_bounds
 from rollout.controller.thresholds import Thresholds
 
 NAME = "latency"
@@ -41,7 +44,7 @@ def _ms(seconds: float) -> str:
 def latency_gate(evidence: Evidence, thresholds: Thresholds, alpha: float) -> GateResult:
     t = thresholds
     baseline, candidate = evidence.baseline.latencies_s, evidence.candidate.latencies_s
-    compared = len(baseline) > 0 or evidence.percentage < 100
+    compared = len(baseline) > 0 or evidence.candidate_share < 100
     q, allowed = t.latency_quantile, 1 + t.latency_margin
     limits = {"latency_margin": t.latency_margin, "max_p95_ms": t.max_p95_s * 1000, "quantile": q,
               "min_samples": t.min_samples, "min_samples_to_roll_back": t.min_samples_to_roll_back,
@@ -53,7 +56,7 @@ def latency_gate(evidence: Evidence, thresholds: Thresholds, alpha: float) -> Ga
                  if len(x) < t.min_samples_to_roll_back]
         return GateResult(NAME, GateStatus.NOT_ENOUGH_DATA, Outcome.ROLLBACK, "; ".join(short), values, limits,
                           limit=allowed if compared else t.max_p95_s)
-    fail_alpha, pass_alpha = alpha / 4, (1 - t.advance_confidence) / 2
+    fail_alpha, pass_alpha = alpha / 8, (1 - t.advance_confidence) / 2
     cand_low, _ = quantile_bounds(candidate, q, fail_alpha)
     _, cand_high = quantile_bounds(candidate, q, pass_alpha)
     p95_candidate = float(np.quantile(candidate, q))
@@ -78,6 +81,12 @@ def latency_gate(evidence: Evidence, thresholds: Thresholds, alpha: float) -> Ga
             findings.failed.append(f"the candidate's mean latency is {signed_percent(mean_ratio)} on the baseline's, "
                                    f"beyond the {signed_percent(allowed)} margin (by at least "
                                    f"{excess_lower * 1000:.1f} ms)")
+        share, share_lower, _, above = exceedance_bounds(candidate, baseline, q, alpha / 4, allowed)
+        values.update(tail_share=share, tail_share_lower=share_lower, tail_threshold_ms=above * 1000)
+        if share_lower > 1 - q:
+            findings.failed.append(f"{share * 100:.1f} % of candidate requests are slower than {_ms(above)} "
+                                   f"({signed_percent(allowed)} on the baseline's p95), more than "
+                                   f"{(1 - q) * 100:.0f} % (lower bound {share_lower * 100:.1f} %)")
         if ratio_lower > allowed:
             findings.failed.append(f"candidate p95 is {signed_percent(ratio)} on the baseline's, beyond the "
                                    f"{signed_percent(allowed)} margin (lower bound {signed_percent(ratio_lower)})")

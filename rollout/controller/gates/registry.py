@@ -26,6 +26,7 @@ from rollout.controller.gates.facts import alerts_gate, breaker_gate, coverage_g
 from rollout.controller.gates.failures import critical_errors_gate, error_rate_gate
 from rollout.controller.gates.health import analytics_gate, crossover_gate, traffic_gate
 from rollout.controller.gates.latency import latency_gate
+from rollout.controller.gates.losses import lost_rows_gate
 from rollout.controller.gates.quality import quality_gate
 from rollout.controller.gates.relevance import RelevanceEvidence, RelevancePolicy, relevance_gate
 from rollout.controller.gates.result import GateResult, GateStatus
@@ -66,7 +67,8 @@ class Gate:
 
 def _relevance(evidence: Evidence, plan: RolloutPlan, alpha: float) -> GateResult:
     t = plan.thresholds
-    policy = RelevancePolicy(margin=t.relevance_margin, rollback_alpha=alpha, advance_confidence=t.advance_confidence)
+    policy = RelevancePolicy(margin=t.relevance_margin, rollback_alpha=alpha, advance_confidence=t.advance_confidence,
+                             sources=t.relevance_sources)
     return relevance_gate(evidence.relevance or RelevanceEvidence(), policy)  # applies only when it is set
 
 
@@ -85,6 +87,8 @@ GATES: tuple[Gate, ...] = (
          "holds, saying analytics is off", lambda e, p, a: analytics_gate(e)),
     Gate("traffic", Role.SIGNAL, "query_log", "requests per version after the plan's grace period", (),
          "holds, saying which version has no traffic", lambda e, p, a: traffic_gate(e, p.traffic_grace_s)),
+    Gate("lost_rows", Role.SIGNAL, "query_log_losses", "share of the window's rows the writers lost",
+         ("max_lost_row_share",), "passes: no row lost", lambda e, p, a: lost_rows_gate(e, p.thresholds)),
     Gate("crossover", Role.SIGNAL, "query_log users", "share of users routed to both versions",
          ("max_crossover_share",), "passes: no users seen", lambda e, p, a: crossover_gate(e, p.thresholds)),
     Gate("sample_ratio", Role.HEALTH, "query_log assignments",
@@ -99,7 +103,7 @@ GATES: tuple[Gate, ...] = (
          ("max_critical_errors",), "passes: none counted",
          lambda e, p, a: critical_errors_gate(e, p.thresholds, p.critical_window_s), statistical=True),
     Gate("latency", Role.GUARDRAIL, "query_log",
-         "p95 and mean ratio candidate/baseline, quantile and mean confidence sequences",
+         "p95 and mean ratio candidate/baseline; quantile, tail-exceedance and mean confidence sequences",
          ("latency_margin", "max_p95_s", "latency_quantile", "min_samples", "min_samples_to_roll_back",
           "advance_confidence"), "holds until both versions have samples",
          lambda e, p, a: latency_gate(e, p.thresholds, a), statistical=True, alpha_shares=2,

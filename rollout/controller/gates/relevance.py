@@ -15,10 +15,19 @@ Every bound is a one-sided confidence sequence (`rollout.controller.sequences`, 
 mixture; each decision reads one side: the upper bound to roll back, the lower to pass), so
 the controller may read the gate at every evaluation of a stage and its chance of a false
 rollback stays within the alpha the gate registry gives it. That alpha is split evenly among
-the four sources (whether or not they have data yet, so a source arriving mid-stage takes
-nothing from the others); within a source, half goes to the overall check and half is shared
-by its categories (those present in the evidence). Each mixture is tuned to the sample size a
-source typically has when it decides (`RelevancePolicy.tuned_for`); it is valid at every size.
+the sources configured for the deployment (`RelevancePolicy.sources`, fixed before any data:
+a judge set, probes scheduled, feedback, a required golden set), whether or not they have data
+yet, so a source arriving mid-stage takes nothing from the others and a source that can never
+report takes nothing at all. Within a source, three quarters go to the overall check (most
+regressions are global) and a quarter is shared by its categories (those present in the
+evidence); the golden set has no categories and keeps its whole share. `alpha_shares` is that
+bookkeeping; the shares never add up to more than the gate's alpha. Each mixture is tuned to the
+sample size a source typically has when it decides (`RelevancePolicy.tuned_for`); it is valid at
+every size.
+
+The advance side reads each source's lower bound at 1 − advance_confidence (the chance of passing
+a candidate that is worse than −δ on that source's measure), from the same kind of sequence, so
+passing stays honest however often the controller reads the gate.
 
 Each source is judged overall and per category where a category has enough data: it fails
 when the rollback-side bound shows the candidate worse than −δ, passes when the
@@ -49,6 +58,7 @@ from rollout.controller.sequences import normal_bounds, share_difference_bounds
 
 NAME = "relevance"
 SOURCES = ("judge", "feedback", "probes", "golden")
+OVERALL_SHARE = 0.75  # of a source's alpha, for its overall check; its categories share the rest
 GOLDEN_Z95 = 1.959963984540054  # the eval's interval is a 95 % one: its half-width over this is the standard error
 
 
@@ -141,6 +151,12 @@ class RelevancePolicy:
     min_probes: int = 30
     min_golden_queries: int = 20
     tuned_for: Mapping[str, int] = field(default_factory=_tuned_for)  # per source: where its mixture is tightest
+    sources: tuple[str, ...] = SOURCES   # configured for the deployment: only these share the alpha and are read
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.sources) - set(SOURCES))
+        if unknown:
+            raise ValueError(f"unknown relevance sources {unknown}: known are {list(SOURCES)}")
 
 
 @dataclass(frozen=True)
@@ -172,22 +188,41 @@ LABELS = {"judge": "judge win rate", "feedback": "feedback positive rate differe
           "probes": "probe hit rate difference", "golden": "nDCG@10 difference"}
 
 
+def _tables(evidence: RelevanceEvidence) -> dict[str, Mapping[str, Verdicts] | Mapping[str, Proportions]]:
+    return {"judge": evidence.judge, "feedback": evidence.feedback, "probes": evidence.probes}
+
+
+def alpha_shares(evidence: RelevanceEvidence, p: RelevancePolicy) -> dict[str, float]:
+    """The rollback alpha of every check the evidence could hold (by reading key), for the configured sources
+    only: each configured source gets an equal part of the gate's alpha, whether it has data or not."""
+    source_alpha = p.rollback_alpha / max(len(p.sources), 1)
+    shares: dict[str, float] = {}
+    for source, table in _tables(evidence).items():
+        if source not in p.sources:
+            continue
+        shares[source] = source_alpha * OVERALL_SHARE
+        present = [c for c in table if c]
+        shares.update({f"{source}_{c}": source_alpha * (1 - OVERALL_SHARE) / len(present) for c in present})
+    if "golden" in p.sources:
+        shares["golden"] = source_alpha
+    return shares
+
+
 def _readings(evidence: RelevanceEvidence, p: RelevancePolicy) -> list[Reading]:
     """Every check the evidence supports, each at its share of the gate's rollback alpha."""
-    source_alpha = p.rollback_alpha / len(SOURCES)
+    shares = alpha_shares(evidence, p)
     pass_alpha = 1 - p.advance_confidence
     readings: list[Reading] = []
-    tables: tuple[tuple[str, Mapping[str, Verdicts] | Mapping[str, Proportions], int], ...] = (
-        ("judge", evidence.judge, p.min_judgements), ("feedback", evidence.feedback, p.min_feedback),
-        ("probes", evidence.probes, p.min_probes))
-    for source, table, minimum in tables:
-        present = [c for c in table if c]
-        judged = {c: x for c, x in table.items() if x.trials >= minimum}
+    minimums = {"judge": p.min_judgements, "feedback": p.min_feedback, "probes": p.min_probes}
+    for source, table in _tables(evidence).items():
+        if source not in p.sources:
+            continue
+        judged = {c: x for c, x in table.items() if x.trials >= minimums[source]}
         if len([c for c in judged if c]) < 2:  # one category is the whole: nothing to look at apart
             judged = {c: x for c, x in judged.items() if not c}
         centre = 0.5 if source == "judge" else 0.0
         for category, data in judged.items():
-            alpha = source_alpha / 2 / (len(present) if category else 1)
+            alpha = shares[f"{source}_{category}" if category else source]
             tuned = p.tuned_for[source]
             if isinstance(data, Verdicts):
                 estimate, lower, upper = data.win_rate(alpha, pass_alpha, tuned)
@@ -197,8 +232,8 @@ def _readings(evidence: RelevanceEvidence, p: RelevancePolicy) -> list[Reading]:
                                     LABELS[source], estimate, lower, upper, centre - p.margin, centre, p.margin,
                                     data.trials))
     golden = evidence.golden
-    if golden is not None and golden.queries >= p.min_golden_queries:
-        estimate, lower, upper = golden.bounds(source_alpha, pass_alpha, p.tuned_for["golden"])
+    if "golden" in p.sources and golden is not None and golden.queries >= p.min_golden_queries:
+        estimate, lower, upper = golden.bounds(shares["golden"], pass_alpha, p.tuned_for["golden"])
         readings.append(Reading("golden", "golden", "", LABELS["golden"], estimate, lower, upper, -p.margin, 0.0,
                                 p.margin, golden.queries))
     return readings
@@ -230,8 +265,8 @@ def relevance_gate(evidence: RelevanceEvidence, policy: RelevancePolicy = Releva
                                      f"(lower bound {r.lower:+.3f} < {r.limit:+.3f}, n={r.n})")
             unproven.append(r)
     if not (failed or unproven or passed):
-        findings.unproven.append("no relevance evidence yet (no source has enough data: judge, feedback, probes, "
-                                 "golden)")
+        findings.unproven.append("no relevance evidence yet (no configured source has enough data: "
+                                 f"{', '.join(p.sources) or 'none configured'})")
     if passed and not failed:  # one source proves it; the unsure ones are reported
         findings.fine += [f"(not yet conclusive) {reason}" for reason in findings.unproven]
         findings.unproven = []
@@ -244,4 +279,5 @@ def relevance_gate(evidence: RelevanceEvidence, policy: RelevancePolicy = Releva
     else:
         deciding, headline = [], {"statistic": 0.0, "bound": 1.0, "limit": -p.margin}
     values["decided_by"] = sorted(r.key for r in deciding)
+    values["sources"] = list(p.sources)
     return findings.result(NAME, Outcome.ROLLBACK, values, limits, **headline)

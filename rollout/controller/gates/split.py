@@ -46,7 +46,7 @@ def sequential_p_value(counts: list[int], target: list[float], strength: float =
 def sample_ratio_gate(evidence: Evidence, thresholds: Thresholds) -> GateResult:
     v1, v2 = evidence.v1.assignments, evidence.v2.assignments
     total = v1 + v2
-    share = evidence.percentage / 100
+    share = evidence.candidate_share / 100
     limits = {"srm_alpha": thresholds.srm_alpha, "target_share_v2": share}
     values: dict[str, object] = {"assigned_v1": v1, "assigned_v2": v2,
                                  "observed_share_v2": v2 / total if total else None}
