@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 from pgvector.psycopg import register_vector
@@ -45,6 +46,13 @@ def open_pool(database_url: str, settings: Settings, *, name: str = "rollout",
         timeout=10.0,
         open=True,
     )
+
+
+def one_row(row: tuple[Any, ...] | None, what: str) -> tuple[Any, ...]:
+    """The row a statement always yields (an aggregate, a row inserted just before, INSERT ... RETURNING)."""
+    if row is None:
+        raise RuntimeError(f"{what}: the statement returned no row")
+    return row
 
 
 @contextmanager

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypedDict
 
 import numpy as np
 from psycopg_pool import ConnectionPool
@@ -35,7 +36,7 @@ from rollout.analytics.losses import read_losses
 from rollout.breaker import CircuitBreakers
 from rollout.breaker.state import CLOSED
 from rollout.controller.evidence import Evidence, VersionEvidence
-from rollout.database import read_snapshot
+from rollout.database import one_row, read_snapshot
 from rollout.migration.coverage import CoverageMonitor
 from rollout.moments import moment
 from rollout.routing import Reason, Roles
@@ -100,12 +101,23 @@ class _Counts:
     assigned: int = 0
 
 
+class Facts(TypedDict):
+    """What this process knows besides the query log (the `Evidence` fields of the same names)."""
+
+    coverage_complete: bool
+    coverage_detail: str
+    analytics_enabled: bool
+    breaker_closed: bool
+    breaker_detail: str
+    tripping_alerts: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class Collected:
     """The evidence, and a JSON summary of how it was gathered (kept with the decision)."""
 
     evidence: Evidence
-    summary: dict
+    summary: dict[str, Any]
 
 
 class EvidenceCollector:
@@ -122,14 +134,15 @@ class EvidenceCollector:
         self.statement_timeout_ms = statement_timeout_ms
 
     def collect(self, percentage: float, since: float, until: float, critical_window_s: float,
-                facts: dict | None = None) -> Collected:
+                facts: Facts | None = None) -> Collected:
         """The evidence of the window [since, until) at `percentage` (epoch seconds).
 
         `facts`: the breaker, alerts, coverage and analytics flag as they were (a replay passes the
         stored ones); None reads this process's copies now."""
         baseline, candidate = self.roles()
         candidate = candidate or ""  # no rollout: nothing is routed to a candidate
-        params = {"since": moment(since), "until": moment(until), "critical_since": moment(until - critical_window_s),
+        since_at, until_at, critical_since = moment(since), moment(until), moment(until - critical_window_s)
+        params = {"since": since_at, "until": until_at, "critical_since": critical_since,
                   "guards": GUARD_REASONS, "threshold": threshold(percentage), "baseline": baseline,
                   "candidate": candidate}
         counts = {baseline: _Counts(), candidate: _Counts()}
@@ -138,7 +151,7 @@ class EvidenceCollector:
                 counts[version] = _Counts(requests, errors, answered, overlaps, critical)
             for version, assigned in conn.execute(_ASSIGNMENTS, params):
                 counts[version].assigned = assigned
-            users_seen, users_on_both = conn.execute(_CROSSOVER, params).fetchone()
+            users_seen, users_on_both = one_row(conn.execute(_CROSSOVER, params).fetchone(), "users crossing over")
             keep = {v: _keep(c.answered, self.max_samples) for v, c in counts.items()}
             latencies: dict[str, list[float]] = {baseline: [], candidate: []}
             similarities: dict[str, list[float]] = {baseline: [], candidate: []}
@@ -150,8 +163,8 @@ class EvidenceCollector:
             overlap_total = sum(c.overlaps for c in counts.values())
             keep_overlaps = _keep(overlap_total, self.max_samples)
             overlaps = [row[0] for row in conn.execute(_OVERLAPS, {**params, "keep": keep_overlaps})]
-            logged = conn.execute(_LOGGED, params).fetchone()[0]
-            losses = read_losses(conn, params["since"], params["until"])
+            logged = one_row(conn.execute(_LOGGED, params).fetchone(), "rows logged")[0]
+            losses = read_losses(conn, since_at, until_at)
         facts = self.facts() if facts is None else facts
         versions = {v: VersionEvidence(requests=c.requests, errors=c.errors, critical_errors=c.critical,
                                        latencies_s=np.asarray(latencies[v]),
@@ -163,9 +176,8 @@ class EvidenceCollector:
                             users_seen=users_seen, users_on_both=users_on_both, rows_logged=logged,
                             rows_lost=losses.rows, lost_detail=losses.describe(), holdback=self.holdback, **facts)
         summary = {
-            "window": {"since": params["since"].isoformat(), "until": params["until"].isoformat(),
-                       "seconds": until - since},
-            "critical_since": params["critical_since"].isoformat(),
+            "window": {"since": since_at.isoformat(), "until": until_at.isoformat(), "seconds": until - since},
+            "critical_since": critical_since.isoformat(),
             "max_samples": self.max_samples,
             **{v: {"requests": c.requests, "errors": c.errors, "critical_errors": c.critical, "answered": c.answered,
                    "assigned_users": c.assigned, "latency_samples": len(latencies[v]),
@@ -182,7 +194,7 @@ class EvidenceCollector:
         }
         return Collected(evidence, summary)
 
-    def facts(self) -> dict:
+    def facts(self) -> Facts:
         """The candidate's coverage and breaker, the tripping alerts and the analytics flag, from this
         process's copies."""
         shortfalls = self.coverage.shortfalls()

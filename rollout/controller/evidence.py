@@ -46,7 +46,7 @@ class VersionEvidence:
     top_similarities: np.ndarray = field(default_factory=lambda: np.empty(0))
     assigned: int | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "latencies_s", _array(self.latencies_s))
         object.__setattr__(self, "top_similarities", _array(self.top_similarities))
 
@@ -99,7 +99,7 @@ class Evidence:
     relevance: RelevanceEvidence | None = None
     readings: Mapping[str, Reading] = field(default_factory=dict)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "shadow_overlaps", _array(self.shadow_overlaps))
         object.__setattr__(self, "tripping_alerts", tuple(self.tripping_alerts))
 

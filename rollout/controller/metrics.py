@@ -13,7 +13,9 @@ series per status, 1 for the current one), the same numbers the decision row kee
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
@@ -51,7 +53,7 @@ class ControllerMetrics:
         for result in ("ok", "skipped", "failed"):
             self.runs.labels(result)
 
-    def ran(self, result: str, decisions: Sequence[dict] = (), redelivered: int = 0) -> None:
+    def ran(self, result: str, decisions: Sequence[Mapping[str, Any]] = (), redelivered: int = 0) -> None:
         self.runs.labels(result).inc()
         if result == "ok":
             self.last_run.set(time.time())
@@ -63,7 +65,7 @@ class ControllerMetrics:
         if redelivered:
             self.redelivered.inc(redelivered)
 
-    def judged(self, gates: Sequence[dict]) -> None:
+    def judged(self, gates: Sequence[Mapping[str, Any]]) -> None:
         """Export each gate's statistic, bound, threshold and status (a stored verdict's `gates`)."""
         for gate in gates:
             name = gate["name"]
@@ -75,7 +77,7 @@ class ControllerMetrics:
                 self.gate_status.labels(name, status.value).set(1 if gate["status"] == status.value else 0)
 
 
-def serve_metrics(metrics: ControllerMetrics, host: str, port: int):
+def serve_metrics(metrics: ControllerMetrics, host: str, port: int) -> WSGIServer:
     """Serve `metrics` on host:port (`rollout controller` and the demo's controller); returns the server."""
     try:
         server, _ = start_http_server(port, host, registry=metrics.registry)
@@ -85,6 +87,6 @@ def serve_metrics(metrics: ControllerMetrics, host: str, port: int):
     return server
 
 
-def stop_serving(server) -> None:
+def stop_serving(server: WSGIServer) -> None:
     server.shutdown()
     server.server_close()

@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 
@@ -27,7 +27,8 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 log = logging.getLogger(__name__)
 
 RETRIED_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-ResultSink = Callable[[int, dict], None]
+Record = dict[str, object]   # how delivery went, as stored on the decision's row
+ResultSink = Callable[[int, Record], None]
 
 
 class _Retryable(Exception):
@@ -57,7 +58,7 @@ class Notifier:
         self.backoff_s = backoff_s
         self.on_result = on_result
         self._executor: ThreadPoolExecutor | None = None
-        self._pending: dict[int, Future] = {}  # by decision id: queued or being delivered by this process
+        self._pending: dict[int, Future[Record]] = {}  # by decision id: queued or being delivered by this process
         self._lock = threading.Lock()
 
     @property
@@ -74,25 +75,25 @@ class Notifier:
         with self._lock:
             return decision_id in self._pending
 
-    def initial_record(self) -> dict:
+    def initial_record(self) -> Record:
         """What the decision's row says before delivery ends."""
-        if not self.configured:
+        if not self.url:
             return {"status": "not_configured"}
         return {"status": "pending", "url": redacted(self.url)}
 
-    def send(self, decision_id: int, payload: dict) -> Future | None:
+    def send(self, decision_id: int, payload: Mapping[str, object]) -> Future[Record] | None:
         """Queue the POST and return at once (None when no URL is configured)."""
-        if not self.configured:
+        if not self.url:
             return None
         with self._lock:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout-notify")
-            future = self._executor.submit(self._deliver, decision_id, payload)
+            future = self._executor.submit(self._deliver, self.url, decision_id, payload)
             self._pending[decision_id] = future
         future.add_done_callback(lambda done: self._finished(done, decision_id))
         return future
 
-    def _finished(self, future: Future, decision_id: int) -> None:
+    def _finished(self, future: Future[Record], decision_id: int) -> None:
         with self._lock:
             if self._pending.get(decision_id) is future:
                 del self._pending[decision_id]
@@ -110,14 +111,14 @@ class Notifier:
         executor.shutdown(wait=not left, cancel_futures=True)
 
     # -- the notification thread -------------------------------------------------------------
-    def _deliver(self, decision_id: int, payload: dict) -> dict:
+    def _deliver(self, url: str, decision_id: int, payload: Mapping[str, object]) -> Record:
         attempts = 0
-        result = {"url": redacted(self.url)}
+        result: Record = {"url": redacted(url)}
 
         def post() -> int:
             nonlocal attempts
             attempts += 1
-            return self._post(payload)
+            return self._post(url, payload)
 
         try:
             status = Retrying(stop=stop_after_attempt(self.attempts),
@@ -137,21 +138,22 @@ class Notifier:
                 log.error("rollout notification result not recorded for decision %d: %s", decision_id, exc)
         return result
 
-    def _post(self, payload: dict) -> int:
+    def _post(self, url: str, payload: Mapping[str, object]) -> int:
         headers = {"Content-Type": "application/json", "User-Agent": "rag-rollout-controller"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        request = urllib.request.Request(self.url, data=json.dumps(payload).encode(), headers=headers, method="POST")
+        request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers=headers, method="POST")
         started = time.monotonic()
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return response.status
+                status: int = response.status
+                return status
         except urllib.error.HTTPError as exc:
-            message = f"HTTP {exc.code} from {redacted(self.url)}"
+            message = f"HTTP {exc.code} from {redacted(url)}"
             if exc.code in RETRIED_STATUSES:
                 raise _Retryable(message) from None
             raise _Refused(message) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise _Retryable(f"{redacted(self.url)} unreachable after {time.monotonic() - started:.1f} s: "
+            raise _Retryable(f"{redacted(url)} unreachable after {time.monotonic() - started:.1f} s: "
                              f"{reason}") from None

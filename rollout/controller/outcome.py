@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 
@@ -19,6 +20,6 @@ class Outcome(StrEnum):
 _SEVERITY = {Outcome.ADVANCE: 0, Outcome.HOLD: 1, Outcome.PAUSE: 2, Outcome.ROLLBACK: 3}
 
 
-def most_severe(outcomes) -> Outcome:
+def most_severe(outcomes: Iterable[Outcome]) -> Outcome:
     """The safe choice among several: rollback beats pause beats hold beats advance."""
     return max(outcomes, key=lambda outcome: outcome.severity, default=Outcome.ADVANCE)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from rollout.config import DEFAULT_STAGES, RollbackTarget, parse_stages
 from rollout.controller.thresholds import Thresholds
@@ -31,7 +31,7 @@ class RolloutPlan:
         """A plan's stages from a list or "10,25,50,75,100"; ValueError says what is wrong."""
         return parse_stages(value)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         try:
             object.__setattr__(self, "stages", parse_stages(self.stages))
         except ValueError as exc:
@@ -77,7 +77,7 @@ class RolloutPlan:
         """How long a stage must last before it may end: at 100 % the stability time before completion."""
         return self.complete_after_s if percentage >= self.final else self.min_stage_s
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"stages": list(self.stages), "min_stage_s": self.min_stage_s,
                 "evaluation_interval_s": self.evaluation_interval_s, "rollback_to": self.rollback_to,
                 "complete_after_s": self.complete_after_s, "critical_window_s": self.critical_window_s,

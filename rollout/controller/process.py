@@ -23,11 +23,11 @@ import logging
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 import redis
-from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]  # APScheduler 3 ships no types
 
 from rollout.config import Settings
 from rollout.controller.leader import LeaderLock
@@ -119,7 +119,7 @@ class ControllerProcess:
         finally:
             self.shutdown()
 
-    def run_once(self) -> list[dict]:
+    def run_once(self) -> list[dict[str, Any]]:
         """One evaluation now, as the leader (LeaderBusy if another controller is active)."""
         if not self.leader.refresh():
             holder = self.leader.holder()
@@ -178,7 +178,7 @@ class ControllerProcess:
 
     def _probe(self) -> None:
         """A round of known-item probes (rollout.relevance.probes), on the leader only."""
-        if not self.leader.held:
+        if not self.leader.held or self.probes is None:
             return
         try:
             self.probes.run()

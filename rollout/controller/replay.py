@@ -21,7 +21,7 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
-from rollout.controller.collector import EvidenceCollector
+from rollout.controller.collector import EvidenceCollector, Facts
 from rollout.controller.evidence import Evidence
 from rollout.controller.gates.registry import GATES, Gate
 from rollout.controller.outcome import Outcome
@@ -99,7 +99,7 @@ def stored_plan(data: Mapping[str, Any]) -> RolloutPlan:
     return RolloutPlan(**values, thresholds=thresholds)
 
 
-def _facts(summary: Mapping[str, Any] | None) -> dict[str, Any]:
+def _facts(summary: Mapping[str, Any] | None) -> Facts:
     stored = dict((summary or {}).get("facts") or {})
     return {"coverage_complete": bool(stored.get("coverage_complete", True)),
             "coverage_detail": str(stored.get("coverage_detail", "")),

@@ -31,8 +31,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.optimize import brentq
-from scipy.special import betaln
+from scipy.optimize import brentq  # type: ignore[import-untyped]  # scipy ships no types
+from scipy.special import betaln  # type: ignore[import-untyped]  # scipy ships no types
 
 TUNED_FOR = 2000   # samples at which the mixtures are tightest (about where a regression should show)
 

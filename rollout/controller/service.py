@@ -21,7 +21,9 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
+import psycopg
 import redis
 
 from flags import GRADUAL_MIGRATION, QUERY_ANALYTICS, V2_PERCENTAGE, FlagNotAudited, FlagStore
@@ -45,8 +47,9 @@ from rollout.controller.state import (
     apply_verdict,
     rollout_started,
 )
-from rollout.controller.store import DecisionRecord, RolloutStore, StoredState, iso
+from rollout.controller.store import DecisionRecord, RolloutStore, Row, StoredState
 from rollout.controller.verdict import judge
+from rollout.moments import iso
 from rollout.versions import all_versions, roles_of, set_candidate
 
 log = logging.getLogger(__name__)
@@ -91,7 +94,7 @@ class RolloutService:
         self.plan, self.gates, self.readings = plan, gates, readings
 
     # -- reading ------------------------------------------------------------------------------
-    def status(self, now: float | None = None) -> dict:
+    def status(self, now: float | None = None) -> dict[str, Any]:
         """Plan, stage, time in stage, next evaluation, the last decision and why, the controller, completion."""
         now = time.time() if now is None else now
         stored = self.store.read()
@@ -107,7 +110,7 @@ class RolloutService:
         if watched:
             next_at = max(stored.next_evaluation_at or now, now)
         complete = state.status is Status.COMPLETE
-        report = {
+        report: dict[str, Any] = {
             "status": state.status.value,
             "percentage": state.percentage,
             "stage": self.plan.stage_number(state.percentage),
@@ -132,12 +135,12 @@ class RolloutService:
         report["summary"] = status_summary(report, self.plan)
         return report
 
-    def decisions(self, limit: int = 20, *, details: bool = False) -> list[dict]:
+    def decisions(self, limit: int = 20, *, details: bool = False) -> list[Row]:
         return self.store.decisions(limit, details=details)
 
     # -- people ---------------------------------------------------------------------------------
     def command(self, command: Command, *, expected_percentage: float | None = None,
-                now: float | None = None) -> dict:
+                now: float | None = None) -> dict[str, Any]:
         """Apply a person's command; TransitionError (nothing changed) when it does not apply.
 
         `expected_percentage`: refuse unless the rollout is at this percentage (a guard
@@ -162,7 +165,7 @@ class RolloutService:
         return self._notify(decision)
 
     def start(self, baseline: str, candidate: str, *, actor: str, reason: str = "",
-              now: float | None = None) -> dict:
+              now: float | None = None) -> dict[str, Any]:
         """Start a rollout of `candidate` against `baseline` at the first stage.
 
         Refused (nothing changed) while another candidate's rollout is under way: one that is not
@@ -189,7 +192,7 @@ class RolloutService:
         return self._notify(decision)
 
     # -- the controller -------------------------------------------------------------------------
-    def reconcile(self, now: float | None = None) -> dict | None:
+    def reconcile(self, now: float | None = None) -> Row | None:
         """Take a flag change made elsewhere as the new stage (recorded); None when the flags agree."""
         now = time.time() if now is None else now
         flags = self._flags(fresh=True)
@@ -210,7 +213,7 @@ class RolloutService:
         return decision
 
     def evaluate(self, now: float | None = None, *, due_only: bool = False,
-                 leading: Callable[[], bool] = lambda: True, controller: str | None = None) -> list[dict]:
+                 leading: Callable[[], bool] = lambda: True, controller: str | None = None) -> list[Row]:
         """One evaluation of the current stage (the controller's job); the decisions it recorded.
 
         `due_only`: skip unless the state's next evaluation time has come. `leading` is
@@ -267,7 +270,8 @@ class RolloutService:
         if refusal is not None:
             raise TransitionError(f"{refusal}: nothing changed")
 
-    def _record(self, conn, stored: StoredState, transition: Transition, record: DecisionRecord) -> dict:
+    def _record(self, conn: psycopg.Connection, stored: StoredState, transition: Transition,
+                record: DecisionRecord) -> Row:
         """Save the new state and the decision, in the caller's locked transaction."""
         after = transition.after
         next_at = stored.next_evaluation_at if after.status in WATCHED else None
@@ -300,7 +304,7 @@ class RolloutService:
             changes.append(f"{QUERY_ANALYTICS} false -> true")
         return changes
 
-    def _notify(self, decision: dict) -> dict:
+    def _notify(self, decision: Row) -> dict[str, Any]:
         """Queue the notification of a rollback or a pause (never waits); the decision, JSON-ready."""
         transition: Transition = decision.pop("transition")
         verdict = decision.pop("verdict")
@@ -335,7 +339,7 @@ class RolloutService:
         snapshot = self.flags.snapshot()
         return LiveFlags(float(snapshot[V2_PERCENTAGE]), bool(snapshot[GRADUAL_MIGRATION]))
 
-    def _controller(self) -> dict:
+    def _controller(self) -> dict[str, Any]:
         try:
             holder = leader_of(self.redis, self.leader_key)
         except (redis.RedisError, OSError) as exc:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 
 from flags import V2_PERCENTAGE, FlagError, definition
 from rollout.config import RollbackTarget
@@ -73,12 +74,12 @@ class RolloutState:
     def time_in_stage(self, now: float) -> float:
         return max(0.0, now - self.stage_started_at)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"percentage": self.percentage, "status": self.status.value,
                 "stage_started_at": self.stage_started_at, "reason": self.reason}
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> RolloutState:
+    def from_dict(cls, data: Mapping[str, Any]) -> RolloutState:
         return cls(percentage=float(data["percentage"]), status=Status(data["status"]),
                    stage_started_at=float(data["stage_started_at"]), reason=data.get("reason", ""))
 
@@ -102,7 +103,7 @@ class Transition:
         """A rollback happened now: audit it and send the notification."""
         return self.action == Outcome.ROLLBACK.value and self.after.percentage < self.before.percentage
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"before": self.before.to_dict(), "after": self.after.to_dict(), "cause": self.cause,
                 "action": self.action, "reason": self.reason}
 

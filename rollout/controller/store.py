@@ -8,17 +8,19 @@ is killed resumes at the same stage with the same stage start.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from rollout.controller.state import RolloutState, Status, Transition
-from rollout.moments import epoch, iso, moment  # noqa: F401  (iso: also imported from here)
+from rollout.database import one_row
+from rollout.moments import epoch, iso, moment
 
 _ENSURE = "INSERT INTO rollout_state (id) VALUES (1) ON CONFLICT (id) DO NOTHING"
 _STATE = """SELECT percentage, status, stage_started_at, reason, last_evaluated_at, next_evaluation_at
@@ -26,6 +28,8 @@ _STATE = """SELECT percentage, status, stage_started_at, reason, last_evaluated_
 _DECISION_COLUMNS = ("id, decided_at, kind, action, actor, controller, reason, stage, percentage_before, "
                      "percentage_after, status_before, status_after, window_started_at, verdict, transition, evidence, "
                      "plan, flag_changes, error, notification")
+
+Row = dict[str, Any]   # a decision or evaluation as JSON-ready columns (what the API and CLI show)
 
 
 @dataclass(frozen=True)
@@ -42,14 +46,14 @@ class DecisionRecord:
     kind: str                       # evaluation | command | flag_change
     actor: str
     transition: Transition
-    plan: dict
+    plan: Row
     controller: str | None = None   # evaluations: the identity of the controller process
     stage: int | None = None
-    verdict: dict | None = None
-    evidence: dict | None = None
+    verdict: Row | None = None
+    evidence: Row | None = None
     flag_changes: list[str] = field(default_factory=list)
     error: str | None = None
-    notification: dict | None = None
+    notification: Row | None = None
 
     @property
     def action(self) -> str:
@@ -70,7 +74,7 @@ class RolloutStore:
         """The state, locked until the block ends (committed on success, rolled back on error)."""
         with self.pool.connection() as conn, conn.transaction():
             conn.execute(_ENSURE)
-            yield conn, _stored(conn.execute(_STATE + " FOR UPDATE").fetchone())
+            yield conn, _stored(one_row(conn.execute(_STATE + " FOR UPDATE").fetchone(), "the rollout state"))
 
     def read(self) -> StoredState:
         with self.pool.connection() as conn:
@@ -92,7 +96,7 @@ class RolloutStore:
     def record(conn: psycopg.Connection, decision: DecisionRecord) -> tuple[int, datetime]:
         """Insert the decision; its id and time."""
         t = decision.transition
-        return conn.execute(
+        row = conn.execute(
             """INSERT INTO rollout_decisions (kind, action, actor, controller, reason, stage, percentage_before,
                    percentage_after, status_before, status_after, window_started_at, verdict, transition, evidence,
                    plan, flag_changes, error, notification)
@@ -103,13 +107,15 @@ class RolloutStore:
              moment(t.before.stage_started_at),
              _json(decision.verdict), Jsonb(t.to_dict()), _json(decision.evidence), Jsonb(decision.plan),
              Jsonb(decision.flag_changes), decision.error, _json(decision.notification))).fetchone()
+        decision_id, decided_at = one_row(row, "recording a decision")
+        return decision_id, decided_at
 
-    def set_notification(self, decision_id: int, notification: dict) -> None:
+    def set_notification(self, decision_id: int, notification: Mapping[str, object]) -> None:
         with self.pool.connection() as conn:
             conn.execute("UPDATE rollout_decisions SET notification = %s WHERE id = %s",
                          (Jsonb(notification), decision_id))
 
-    def undelivered(self, older_than_s: float, limit: int = 20) -> list[dict]:
+    def undelivered(self, older_than_s: float, limit: int = 20) -> list[Row]:
         """Decisions whose notification is still `pending` after `older_than_s`, oldest first, in full."""
         with self.pool.connection() as conn:
             rows = conn.execute(
@@ -118,7 +124,7 @@ class RolloutStore:
                 "ORDER BY id LIMIT %s", (older_than_s, limit)).fetchall()
         return [_decision(row, True) for row in rows]
 
-    def decisions(self, limit: int = 20, *, kinds: Sequence[str] | None = None, details: bool = False) -> list[dict]:
+    def decisions(self, limit: int = 20, *, kinds: Sequence[str] | None = None, details: bool = False) -> list[Row]:
         """The latest decisions, newest first (`details`: with verdict, evidence and plan)."""
         with self.pool.connection() as conn:
             rows = conn.execute(
@@ -128,7 +134,7 @@ class RolloutStore:
                 {"kinds": list(kinds) if kinds else None, "limit": limit}).fetchall()
         return [_decision(row, details) for row in rows]
 
-    def gate_history(self, since: datetime, step: timedelta) -> list[dict]:
+    def gate_history(self, since: datetime, step: timedelta) -> list[Row]:
         """The evaluations since `since`, the latest of each `step`, oldest first: verdict and gates (values,
         thresholds)."""
         with self.pool.connection() as conn:
@@ -143,7 +149,7 @@ class RolloutStore:
                  "percentage": percentage, "gates": gates or []}
                 for decision_id, decided_at, action, percentage, gates in rows]
 
-    def decision(self, decision_id: int) -> dict | None:
+    def decision(self, decision_id: int) -> Row | None:
         with self.pool.connection() as conn:
             row = conn.execute(f"SELECT {_DECISION_COLUMNS} FROM rollout_decisions WHERE id = %s",
                                (decision_id,)).fetchone()
@@ -157,18 +163,18 @@ class RolloutStore:
         return (row[0], row[1].timestamp(), row[2]) if row else None
 
 
-def _json(value: dict | None) -> Jsonb | None:
+def _json(value: Row | None) -> Jsonb | None:
     return Jsonb(value) if value is not None else None
 
 
-def _stored(row) -> StoredState:
+def _stored(row: tuple[Any, ...]) -> StoredState:
     percentage, status, started, reason, evaluated, next_at = row
     return StoredState(RolloutState(percentage=float(percentage), status=Status(status),
                                     stage_started_at=started.timestamp(), reason=reason),
                        epoch(evaluated), epoch(next_at))
 
 
-def _decision(row, details: bool) -> dict:
+def _decision(row: tuple[Any, ...], details: bool) -> Row:
     (decision_id, decided_at, kind, action, actor, controller, reason, stage, before, after, status_before,
      status_after, window, verdict, transition, evidence, plan, flag_changes, error, notification) = row
     decision = {"id": decision_id, "decided_at": decided_at.isoformat(), "kind": kind, "action": action,

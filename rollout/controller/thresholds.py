@@ -11,7 +11,7 @@ Two confidence levels shape every statistical gate:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rollout.errors import ConfigError
 
@@ -42,7 +42,7 @@ class Thresholds:
                                                                  # the relevance gate's alpha, see relevance_sources
     seed: int = 0                          # the bootstrap's: the same evidence always gets the same verdict
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         problems = []
         if self.min_samples < 20:
             problems.append("min_samples must be at least 20")
@@ -94,7 +94,7 @@ class Thresholds:
             relevance_sources=relevance_sources(settings),
         )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

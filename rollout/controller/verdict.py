@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from rollout.controller.evidence import Evidence
 from rollout.controller.gates import GateResult, GateStatus
@@ -43,13 +44,13 @@ class Verdict:
             return []
         return [g for g in self.gates if g.outcome is self.outcome]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"outcome": self.outcome.value, "reason": self.reason, "percentage": self.percentage,
                 "window_started_at": self.window_started_at, "evaluated_at": self.evaluated_at,
                 "gates": [g.to_dict() for g in self.gates]}
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> Verdict:
+    def from_dict(cls, data: Mapping[str, Any]) -> Verdict:
         return cls(outcome=Outcome(data["outcome"]), reason=data["reason"], percentage=float(data["percentage"]),
                    window_started_at=float(data["window_started_at"]), evaluated_at=float(data["evaluated_at"]),
                    gates=tuple(GateResult.from_dict(g) for g in data["gates"]))

@@ -39,7 +39,7 @@ def quality_gate(evidence: Evidence, thresholds: Thresholds, alpha: float) -> Ga
         checks.append(("shadow overlap with the baseline", "shadow_overlap", overlaps, t.min_shadow_overlap,
                        t.min_shadow_samples, t.min_shadow_samples))
     findings = Findings()
-    headline: dict[str, object] = {"limit": t.min_similarity}
+    headline: dict[str, float | None] = {"limit": t.min_similarity}
     for label, key, samples, floor, to_fail, to_pass in checks:
         if len(samples) < to_fail:
             findings.unproven.append(f"{label}: {len(samples)} of {to_pass} samples")

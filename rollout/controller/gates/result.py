@@ -10,13 +10,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any, TypeAlias
 
 import numpy as np
 
 from rollout.controller.outcome import Outcome
 from rollout.formatting import change_percent, rate_percent
 
-JSONValue = None | bool | int | float | str | list
+JSONValue: TypeAlias = "None | bool | int | float | str | list[JSONValue]"
 
 
 class GateStatus(StrEnum):
@@ -48,13 +49,13 @@ class GateResult:
     status: GateStatus
     on_failure: Outcome
     reason: str
-    values: Mapping[str, JSONValue] = field(default_factory=dict)
-    thresholds: Mapping[str, JSONValue] = field(default_factory=dict)
+    values: Mapping[str, object] = field(default_factory=dict)       # JSONValue once built (see `plain`)
+    thresholds: Mapping[str, object] = field(default_factory=dict)
     statistic: float | None = None   # the gate's headline figure (e.g. the candidate's error rate)
     bound: float | None = None       # its confidence-sequence bound on the rollback side
     limit: float | None = None       # the threshold that bound is held against
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "values", {k: plain(v) for k, v in self.values.items()})
         object.__setattr__(self, "thresholds", {k: plain(v) for k, v in self.thresholds.items()})
         for name in ("statistic", "bound", "limit"):
@@ -69,13 +70,13 @@ class GateResult:
             return Outcome.HOLD
         return Outcome.ADVANCE   # passed, skipped, or a warning (which the verdict's reason repeats)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "status": self.status.value, "on_failure": self.on_failure.value,
                 "reason": self.reason, "values": dict(self.values), "thresholds": dict(self.thresholds),
                 "statistic": self.statistic, "bound": self.bound, "limit": self.limit}
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> GateResult:
+    def from_dict(cls, data: Mapping[str, Any]) -> GateResult:
         return cls(name=data["name"], status=GateStatus(data["status"]), on_failure=Outcome(data["on_failure"]),
                    reason=data["reason"], values=data.get("values", {}), thresholds=data.get("thresholds", {}),
                    statistic=data.get("statistic"), bound=data.get("bound"), limit=data.get("limit"))
@@ -90,7 +91,7 @@ class Findings:
     fine: list[str] = field(default_factory=list)
 
     def result(self, name: str, on_failure: Outcome, values: Mapping[str, object],
-               thresholds: Mapping[str, object], **headline) -> GateResult:
+               thresholds: Mapping[str, object], **headline: float | None) -> GateResult:
         """The gate's result; `headline` is its statistic, bound and limit."""
         if self.failed:
             status, reasons = GateStatus.FAILED, self.failed

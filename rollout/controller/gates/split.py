@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import math
 
-from scipy.special import gammaln
-from scipy.stats import chisquare
+from scipy.special import gammaln  # type: ignore[import-untyped]  # scipy ships no types
+from scipy.stats import chisquare  # type: ignore[import-untyped]  # scipy ships no types
 
 from rollout.controller.evidence import Evidence
 from rollout.controller.gates.result import GateResult, GateStatus, percent
