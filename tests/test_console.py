@@ -202,7 +202,7 @@ def test_a_visitor_reads_the_history_without_what_only_admins_may_see(client, ru
     changes = visitor.get(f"/api/history/flags?flag={flag}").get_json()["changes"]
     assert changes and all(c["flag"] == flag for c in changes) and all(set(c) <= set(FLAG_FIELDS) for c in changes)
     events = visitor.get("/api/history/alerts?kind=alert&severity=critical").get_json()["events"]
-    assert events and events[0]["alertname"] == "RagV2ErrorRateHigh"
+    assert events and events[0]["alertname"] == "RagCandidateErrorRateHigh"
     assert not {"labels", "annotations", "source", "fingerprint", "value"} & set(events[0])
     bodies = "".join(visitor.get(path).get_data(as_text=True) for path in (
         "/api/history/decisions", f"/api/history/decisions/{evaluation['id']}", "/api/history/flags",
