@@ -37,7 +37,8 @@ MIN_REQUESTS = 1000
 NUL = "\\u0000"  # as json.dumps writes it
 # Refusals of schema-valid requests that JSON Schema cannot express; each is in its field's description.
 INEXPRESSIBLE = {"POST /api/documents": ("the same id appears twice in one request",),
-                 "POST /api/rag/query": ("is neither the baseline",)}  # the pair is the registry's, not the schema's
+                 "POST /api/rag/query": ("is neither the baseline",),  # the pair is the registry's, not the schema's
+                 "POST /api/rollout/stage": ("the baseline and the candidate must be two different versions",)}
 CREDENTIALS = {"anonymous": {}, "admin": {"Authorization": f"Bearer {ADMIN_TOKEN}"}}
 
 
