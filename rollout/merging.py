@@ -134,16 +134,22 @@ class NearDuplicates:
     def __init__(self, pool: ConnectionPool, table_of: Callable[[str], str]):
         self.pool = pool
         self.table_of = table_of
-        self._sql: dict[int, str] = {}  # one statement per number of tables, built once
+        self._sql: dict[tuple[str, ...], str] = {}  # one statement per list of tables, built once
 
     def statement(self, tables: Sequence[str]) -> str:
         """Pairs near in every table, each table at its own threshold (`threshold_<n>`)."""
+        key = tuple(tables)
+        cached = self._sql.get(key)
+        if cached is not None:
+            return cached
         per_table = [f"""SELECT a.document_id AS a, b.document_id AS b,
                                 1 - (a.embedding <=> b.embedding) >= %(threshold_{n})s AS near
                          FROM {table} a JOIN {table} b ON a.document_id < b.document_id
                          WHERE a.document_id = ANY(%(ids)s) AND b.document_id = ANY(%(ids)s)"""
-                     for n, table in enumerate(tables)]
-        return f"SELECT a, b FROM ({' UNION ALL '.join(per_table)}) pairs GROUP BY a, b HAVING bool_and(near)"
+                     for n, table in enumerate(key)]
+        sql = self._sql[key] = (f"SELECT a, b FROM ({' UNION ALL '.join(per_table)}) pairs "
+                                "GROUP BY a, b HAVING bool_and(near)")
+        return sql
 
     def tables(self, versions: Iterable[str]) -> dict[str, str]:
         """Version -> its embeddings table, now."""
