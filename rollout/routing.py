@@ -23,9 +23,9 @@ class Reason(StrEnum):
     PERCENTAGE = "percentage"                  # the user's bucket against FF_NEW_EMBEDDINGS_PERCENTAGE
     HOLDBACK = "holdback"                      # the user is in the baseline holdback (ROLLOUT_HOLDBACK_PERCENT)
     MIGRATION_DISABLED = "migration_disabled"  # FF_ENABLE_GRADUAL_MIGRATION is off
-    BREAKER_OPEN = "breaker_open"              # V2's circuit breaker is open
-    ALERT = "alert"                            # a firing alert holds V2 off
-    V2_INCOMPLETE = "v2_incomplete"            # V2 has not embedded this category completely
+    BREAKER_OPEN = "breaker_open"              # the candidate's circuit breaker is open
+    ALERT = "alert"                            # a firing alert holds the candidate off
+    V2_INCOMPLETE = "v2_incomplete"            # the candidate has not embedded this category completely
     FORCED = "forced"                          # the request named its version (admin)
     ERROR = "error"                            # the decision itself failed: the baseline, safely
     NO_CANDIDATE = "no_candidate"              # no rollout in progress: the baseline answers
@@ -53,9 +53,9 @@ class Roles(NamedTuple):
 
 
 class V2Guard(Protocol):
-    """Something that may hold V2 off (breaker, alerts, coverage). Must answer from local state.
+    """Something that may hold the candidate off (breaker, alerts, coverage). Must answer from local state.
 
-    `serving=False` is a pure read. `serving=True` means the caller searches V2 for a user's
+    `serving=False` is a pure read. `serving=True` means the caller searches the candidate for a user's
     answer and reports its outcome to the breaker: only then may a half-open breaker let the
     request through as its probe (and count the probe as sent).
     """
@@ -90,7 +90,7 @@ class Router:
         self.guards.append(guard)
 
     def remember_rollbacks(self, memory: RollbackMemory) -> None:
-        """After a rollback lowered the percentage, the users it moved off V2 are labelled with its
+        """After a rollback lowered the percentage, the users it moved off the candidate are labelled with its
         reason (`alert`, `breaker_open`) rather than `percentage`, so the metrics show why."""
         self.rollbacks = memory
 
@@ -140,9 +140,9 @@ class Router:
         return None
 
     def v2_held_off(self, category: str | None = None, *, serving: bool = True) -> Reason | None:
-        """Why V2 may not be searched for this query now, whatever the user's bucket; None if it may.
+        """Why the candidate may not be searched for this query now, whatever the user's bucket; None if it may.
 
-        `serving=True` (merged mode: V2's results reach the client and its outcome is reported)
+        `serving=True` (merged mode: the candidate's results reach the client and its outcome is reported)
         also honours the master switch and may take a half-open breaker's probe; `serving=False`
         (a shadow search, whose outcome no breaker hears) only reads the guards.
         """
@@ -152,6 +152,6 @@ class Router:
             if serving and not self.flags.snapshot()[GRADUAL_MIGRATION]:
                 return Reason.MIGRATION_DISABLED
             return self._guarded(category, serving=serving)
-        except Exception:  # like decide(): when in doubt, V2 stays off
+        except Exception:  # like decide(): when in doubt, the candidate stays off
             log.exception("candidate guard check failed; holding the candidate off")
             return Reason.ERROR

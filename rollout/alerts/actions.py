@@ -37,7 +37,7 @@ class RollbackActions:
             return
         try:
             change = self.flags.set(V2_PERCENTAGE, 0, actor=actor, reason=reason)
-        except FlagNotAudited as exc:  # the breaker still holds V2 off; the operator retries the percentage
+        except FlagNotAudited as exc:  # the breaker still holds the candidate off; the operator retries the percentage
             result.warnings.append(str(exc))
             return
         result.actions.append(f"{V2_PERCENTAGE} {change.old:g} -> 0")

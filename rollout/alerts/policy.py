@@ -1,4 +1,4 @@
-"""Which alerts roll V2 back, and what a rollback and its release do (from Settings)."""
+"""Which alerts roll the candidate back, and what a rollback and its release do (from Settings)."""
 
 from __future__ import annotations
 

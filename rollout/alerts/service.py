@@ -1,8 +1,8 @@
 """Applying received alerts: record every one, roll back on tripping ones, release on resolution.
 
-A tripping alert that fires holds V2's breaker open (tracked by fingerprint, so a
+A tripping alert that fires holds the candidate's breaker open (tracked by fingerprint, so a
 repeat changes nothing) and, by policy, sets FF_NEW_EMBEDDINGS_PERCENTAGE to 0. When
-the last one resolves, V2 waits for a re-arm, or (ALERT_ON_RESOLVE=auto) half-opens
+the last one resolves, the candidate waits for a re-arm, or (ALERT_ON_RESOLVE=auto) half-opens
 and gets its percentage back.
 
 Redis unreachable: a firing tripping alert is applied on this worker at once, stored
@@ -150,7 +150,7 @@ class AlertService:
         return result
 
     def _guarded(self, result: AlertOutcome, step: Callable[[ActionResult], None]) -> None:
-        """A flag step that fails (Redis just went away) is reported; the breaker already holds V2."""
+        """A flag step that fails (Redis just went away) is reported; the breaker already holds the candidate."""
         partial = ActionResult(result.outcome)
         try:
             step(partial)

@@ -1,11 +1,12 @@
-"""The figures that answer "is V2 as good as V1 yet?", read from `query_log`: the one place they are computed.
+"""The figures that answer "is the candidate as good as the baseline yet?", read from `query_log`:
+the one place they are computed.
 
 `GET /api/monitoring/dashboard`, `rollout monitor` and `rollout baseline` all call
 `Figures.dashboard()`. Per version, over a window:
 
 - requests, latency p50/p95/p99, error rate and fallbacks count the queries *routed*
-  to the version: a V2 failure answered by V1 is a V2 error, and its latency
-  (V2's failed attempt plus V1's answer) is what the V2 user waited;
+  to the version: a candidate failure answered by the baseline is a candidate error, and its latency
+  (the candidate's failed attempt plus the baseline's answer) is what the candidate's user waited;
 - mean top similarity takes every top similarity the version produced, as the
   server (routed queries) or as the shadow (the same queries, measured in the
   background), each in that version's own embedding space;
@@ -84,13 +85,13 @@ class ShadowFigures:
 class VersionFigures:
     version: str
     requests: int = 0                  # routed to this version
-    served: int = 0                    # answered by this version (V1 includes fallbacks)
+    served: int = 0                    # answered by this version (for the baseline, fallbacks too)
     p50_ms: float | None = None
     p95_ms: float | None = None
     p99_ms: float | None = None
     errors: int = 0                    # routed here, and this version did not answer
     error_rate: float | None = None
-    fallbacks: int = 0                 # routed here, answered by V1 after a failure
+    fallbacks: int = 0                 # routed here, answered by the baseline after a failure
     mean_top_similarity: float | None = None
     similarity_samples: int = 0
     cache_hit_rate: float | None = None
@@ -263,7 +264,7 @@ class Figures:
         return self._series.read(range_name, pair, until=until)
 
     def store_baseline(self, dashboard: Dashboard, note: str | None = None) -> Baseline:
-        """Keep the V1 figures of `dashboard` as the baseline later figures are compared with."""
+        """Keep the baseline's figures of `dashboard`: later figures are compared with them."""
         name = dashboard.pair[0]
         figures = dashboard.versions[name]
         with self.pool.connection() as conn:

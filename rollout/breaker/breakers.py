@@ -5,10 +5,10 @@ outcomes (`record_success` / `record_failure`) change the shared state in Redis,
 where a failure is one atomic transaction and a success costs nothing unless the
 local copy shows failures to reset. The half-open probe is claimed from the
 replicator's tick by one worker (atomically), and only that worker lets one request
-through to V2.
+through to the candidate.
 
 One policy while Redis is down, the safe side: a routing decision never waits on
-Redis, and nothing that lets V2 back in is decided by one process alone.
+Redis, and nothing that lets the candidate back in is decided by one process alone.
 - A hold (a failure, a trip, an alert, an operator's open or rollback and the
   percentage it saves) applies to a process-local copy at once and is written back
   to Redis on the first tick that reaches it (no probe is claimed meanwhile).
@@ -127,8 +127,8 @@ class CircuitBreakers:
         return _hold_reason(record)
 
     def held_back(self, user_bucket: int) -> Reason | None:
-        """The router's rollback memory: while V2 is held and a rollback saved the percentage it
-        lowered, a user inside that saved percentage is on V1 because of the hold, not the flag."""
+        """The router's rollback memory: while the candidate is held and a rollback saved the percentage it
+        lowered, a user inside that saved percentage is on the baseline because of the hold, not the flag."""
         current = self.state()
         saved = current.saved_percentage
         if saved is None or user_bucket >= threshold(saved):
@@ -262,7 +262,7 @@ class CircuitBreakers:
         return self._release(lambda s: transitions.percentage_forgotten(s, restored))
 
     def alert_fired(self, alert: FiringAlert, *, percentage: float, save_percentage: bool) -> tuple[Outcome, bool]:
-        """Hold V2 open for the alert; (outcome, shared): shared is False when applied locally only."""
+        """Hold the candidate open for the alert; (outcome, shared): shared is False when applied locally only."""
         current = self.state()
         before = current.record(current.held_version or "").state
 
@@ -327,5 +327,5 @@ class CircuitBreakers:
 
 
 def _hold_reason(record: VersionRecord) -> Reason:
-    """The routing reason of a V2 held off by its breaker: the alert that tripped it, or the breaker."""
+    """The routing reason of a candidate held off by its breaker: the alert that tripped it, or the breaker."""
     return Reason.ALERT if record.cause is Cause.ALERT else Reason.BREAKER_OPEN

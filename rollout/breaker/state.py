@@ -1,7 +1,7 @@
 """The breakers' shared state and its transitions, as pure functions.
 
 The state is one Redis hash (`<prefix>:breaker`): a JSON record per version, the
-tripping alerts still firing (they hold V2 open) and the percentage a rollback
+tripping alerts still firing (they hold the candidate open) and the percentage a rollback
 saved for the restore. Each transition maps one `BreakerState` to the next (or to
 None: nothing to change), so the same code runs inside the replicated hash's
 compare-and-set (retried, so it must stay pure) and on the process-local copy kept
@@ -44,7 +44,7 @@ class BreakerConflict(Exception):
 
 class BreakerUnavailable(redis.ConnectionError):
     """A release (close, re-arm, alert resolved, restore) refused because Redis does not answer:
-    applied to one process only, it would send that process's users back to V2 alone."""
+    applied to one process only, it would send that process's users back to the candidate alone."""
 
 
 class Outcome(StrEnum):

@@ -86,6 +86,6 @@ def _recover(runtime: Runtime, *, check: bool, reason: str, restore: bool) -> bo
         click.echo(f"note: the staged rollout is held by a person at {state.percentage:g} %; "
                    "`rollout stage resume` when ready")
     if not blocked:
-        click.echo(f"nothing in the way: V2 serves {runtime.flags.snapshot().values[V2_PERCENTAGE]:g} % "
+        click.echo(f"nothing in the way: the candidate serves {runtime.flags.snapshot().values[V2_PERCENTAGE]:g} % "
                    f"of users; the staged rollout is {runtime.stages.store.read().state.status.value}")
     return blocked

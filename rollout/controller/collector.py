@@ -1,19 +1,21 @@
 """The evidence collector: what the gates judge, read from `query_log`, the candidate's breaker and the coverage.
 
-V1 and V2 below are the rollout's baseline and candidate (`Roles`): only their rows count.
+Only the rows of the rollout's baseline and candidate (`Roles`) count.
 
 The window is the stage's: from `stage_started_at` (when the percentage was set) to the
 evaluation. Only routed queries count (mode `routed`, reason not `forced`): merged-mode
 answers and requests an admin forced to a version say nothing about the split or about
-what users get from it. Per routed version, as `Figures` counts them: a V2 failure answered
-by V1 is a V2 error and its latency is what the V2 user waited; a similarity counts only
-when the routed version itself answered (V1's similarity after a fallback lives on V1's scale).
+what users get from it. Per routed version, as `Figures` counts them: a candidate failure
+answered by the baseline is a candidate error and its latency is what the candidate's user
+waited; a similarity counts only when the routed version itself answered (the baseline's
+similarity after a fallback lives on the baseline's scale).
 
 Sample ratio: the split's assignments, not who served. A query routed by `percentage`
-counts for its version; one a guard (breaker, alert, incomplete coverage) sent to V1 counts
-for V2 when its bucket is inside the percentage (a forced-V2 request a guard turned away is
-left out). Units are distinct users (the keyed hash of the routing key; routing is sticky
-per user), and rows without a user hash (written before the column existed) count one each.
+counts for its version; one a guard (breaker, alert, incomplete coverage) sent to the
+baseline counts for the candidate when its bucket is inside the percentage (a request forced
+to the candidate that a guard turned away is left out). Units are distinct users (the keyed
+hash of the routing key; routing is sticky per user), and rows without a user hash (written
+before the column existed) count one each.
 
 Bounded: counts are exact, but each version's latencies and similarities are a uniform
 random sample of at most `max_samples` rows (Bernoulli sampling in PostgreSQL, keeping each

@@ -29,14 +29,16 @@ class VersionEvidence:
     """One version's traffic in the window (routed queries only: leave out those an admin forced).
 
     requests: queries this version served (or failed) in the window.
-    errors: those that failed on this version (a V2 failure answered by V1's fallback counts for V2).
+    errors: those that failed on this version (a candidate failure answered by the baseline's fallback
+        counts for the candidate).
     critical_errors: failures the user saw (no answer at all), over the plan's critical window.
     latencies_s: one latency per answered request, in seconds (all of them, or a random sample).
     top_similarities: the best result's cosine similarity per answered request (or a random sample).
     assigned: randomisation units the percentage split sent to this version, for the sample ratio
         check; count distinct users (the unit the split is sticky on), or requests when users are
-        unknown. None: use `requests`. Count the split's assignment, not who served: a V2-bucketed
-        query that a guard (breaker, alert, incomplete coverage) sent to V1 is still a V2 assignment.
+        unknown. None: use `requests`. Count the split's assignment, not who served: a candidate-bucketed
+        query that a guard (breaker, alert, incomplete coverage) sent to the baseline is still a candidate
+        assignment.
     """
 
     requests: int = 0
@@ -59,13 +61,13 @@ class VersionEvidence:
 class Evidence:
     """All a verdict rests on: both versions' traffic, the shadow comparisons, and the caller's facts.
 
-    percentage: FF_NEW_EMBEDDINGS_PERCENTAGE during the window (the target share of V2).
+    percentage: FF_NEW_EMBEDDINGS_PERCENTAGE during the window (the target share of the candidate).
     window_started_at / evaluated_at: epoch seconds; the window starts when the stage did.
     shadow_overlaps: per shadow-compared query, the overlap (0-1, Jaccard, as query_log keeps it) of
-        V1's and V2's top-k documents; empty when shadow queries are off.
-    coverage_complete: V2 has embedded every category the rollout routes to it (detail says which not).
-    breaker_closed: V2's circuit breaker is closed (open or half-open: False).
-    tripping_alerts: names of firing alerts that hold V2 off.
+        the baseline's and the candidate's top-k documents; empty when shadow queries are off.
+    coverage_complete: the candidate has embedded every category the rollout routes to it (detail says which not).
+    breaker_closed: the candidate's circuit breaker is closed (open or half-open: False).
+    tripping_alerts: names of firing alerts that hold the candidate off.
     analytics_enabled: FF_ENABLE_QUERY_ANALYTICS is on (off: query_log gets no rows to judge).
     users_seen / users_on_both: distinct users routed in the window, and those routed to both
         versions (sticky routing should make that almost none).

@@ -21,7 +21,7 @@ class RolloutPlan:
     min_stage_s: float = 72 * 3600             # the seed's schedule: about three days a stage
     evaluation_interval_s: float = 300
     rollback_to: RollbackTarget = "zero"
-    complete_after_s: float = 48 * 3600        # at 100 %, stable this long: complete, V1 may be retired
+    complete_after_s: float = 48 * 3600        # at 100 %, stable this long: complete, the baseline may be retired
     critical_window_s: float = 24 * 3600       # critical errors are counted over this window
     traffic_grace_s: float = 1800              # a stage with no traffic this long holds with the reason
     thresholds: Thresholds = field(default_factory=Thresholds)

@@ -11,7 +11,7 @@ Statuses and what the controller does in each:
 - paused: the data could not be trusted: like held, until a person resumes (with a new window).
 - rolled_back: after a rollback: like held (a persisting failure rolls further back), until
   `resume`; the controller never climbs again into a failure on its own.
-- complete: 100 % and stable for the plan's time: V1 may be retired (nothing is dropped).
+- complete: 100 % and stable for the plan's time: the baseline may be retired (nothing is dropped).
 """
 
 from __future__ import annotations

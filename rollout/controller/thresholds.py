@@ -22,12 +22,14 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Thresholds:
     min_samples: int = 8000                # per version, before latency is judged and anything passes
-    min_samples_to_roll_back: int = 500    # V2 similarities before a clear quality drop may roll back
-    latency_margin: float = 0.10           # V2 may be this much slower than V1 (p95 and typical request)
-    max_p95_s: float = 0.8                 # V2's own p95 ceiling
+    min_samples_to_roll_back: int = 500    # candidate similarities before a clear quality drop may roll back
+    latency_margin: float = 0.10           # the candidate may be this much slower than the baseline
+                                           # (p95 and typical request)
+    max_p95_s: float = 0.8                 # the candidate's own p95 ceiling
     latency_quantile: float = 0.95
-    min_similarity: float = 0.7            # V2's mean top similarity must stay above (V2's own scale)
-    min_shadow_overlap: float = 0.5        # mean overlap (Jaccard) of V1's and V2's top-k on shadow queries
+    min_similarity: float = 0.7            # the candidate's mean top similarity must stay above (its own scale)
+    min_shadow_overlap: float = 0.5        # mean overlap (Jaccard) of the baseline's and the candidate's
+                                           # top-k on shadow queries
     min_shadow_samples: int = 200
     max_error_rate: float = 0.001
     max_critical_errors: int = 0

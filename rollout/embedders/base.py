@@ -1,6 +1,6 @@
 """What every embedder offers: `embed(texts) -> float32 array[n, dimensions]`, L2-normalised.
 
-The errors below are what callers branch on: the gateway falls back to V1 on any
+The errors below are what callers branch on: the gateway falls back to the baseline on any
 `EmbeddingError`; the backfill retries nothing itself (embedders already retried
 429/5xx) and records an `EmbeddingRejected` document as failed and moves on.
 """

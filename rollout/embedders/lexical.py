@@ -7,7 +7,7 @@ a network or model files, and honest about it in its name (`local-lexical-*`).
 
 A whole batch is hashed at once with numpy over the texts' UTF-8 bytes, so the
 backfill is bound by the database, not by this embedder. The version name is the
-hash seed, so V1 and V2 give different (but correlated) rankings, as two real
+hash seed, so the baseline and the candidate give different (but correlated) rankings, as two real
 models would.
 """
 

@@ -1,11 +1,11 @@
-"""Coverage: the share of documents each version has embedded, per category; V2's routing guard.
+"""Coverage: the share of documents each version has embedded, per category; the candidate's routing guard.
 
 The candidate can only answer what it has embedded, so the router refuses it (reason
 `v2_incomplete`) for a category whose coverage is below V2_MIN_COVERAGE_PERCENT,
 and for queries without a category when the whole corpus is below it. A routing
 decision must not touch the database, so a thread counts every
 COVERAGE_REFRESH_S seconds and the guard reads the last counts. Before the first
-count succeeds V2 is refused: not knowing is not being complete.
+count succeeds the candidate is refused: not knowing is not being complete.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class CoverageMonitor:
         counts = snapshot.get(self.guarded or "", {}).get(CORPUS if category is None else category)
         if counts is not None and counts.below(self.min_percent):
             return Reason.V2_INCOMPLETE
-        return None  # a category without documents has nothing V2 could miss
+        return None  # a category without documents has nothing the candidate could miss
 
     def categories(self) -> set[str] | None:
         """The categories that hold documents, from the last count; None before the first count."""

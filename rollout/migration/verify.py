@@ -5,8 +5,8 @@ model (per category), no vector without a document, the declared and actual
 dimensions agree with the settings, no NULL, NaN or zero vectors, norms are 1
 (every path that stores vectors normalises them), the HNSW index is there. Then
 sample queries: the titles of random documents, asked of each version; a version
-should find the document itself (self-retrieval), and the share of V1's top k
-that V2 also returns (overlap) says how alike the two rank.
+should find the document itself (self-retrieval), and the share of the baseline's top k
+that the candidate also returns (overlap) says how alike the two rank.
 
 What verify can see is bounded by what PostgreSQL lets exist: a `vector(768)`
 column holds nothing else, and pgvector refuses NaN on input; a wrong dimension or

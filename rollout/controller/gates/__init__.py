@@ -1,4 +1,4 @@
-"""The gates: each judges one aspect of V2 from an `Evidence` and returns a `GateResult`."""
+"""The gates: each judges one aspect of the candidate from an `Evidence` and returns a `GateResult`."""
 
 from rollout.controller.gates.consistency import consistency_gate
 from rollout.controller.gates.facts import alerts_gate, breaker_gate, coverage_gate, stage_time_gate

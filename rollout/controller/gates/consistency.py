@@ -36,7 +36,7 @@ def _version_problems(name: str, v: VersionEvidence) -> list[str]:
 
 
 def consistency_gate(evidence: Evidence) -> GateResult:
-    problems = _version_problems("V1", evidence.v1) + _version_problems("V2", evidence.v2)
+    problems = _version_problems("the baseline", evidence.v1) + _version_problems("the candidate", evidence.v2)
     overlaps = evidence.shadow_overlaps
     if not np.all(np.isfinite(overlaps)) or np.any((overlaps < 0) | (overlaps > 1)):
         problems.append("shadow overlaps fall outside [0, 1]")

@@ -1,8 +1,8 @@
-"""Facts the caller states: time in the stage, V2's breaker, firing alerts, V2's coverage.
+"""Facts the caller states: time in the stage, the candidate's breaker, firing alerts, the candidate's coverage.
 
-No statistics here: the breaker and the alerts already judged V2 (and the router already
-keeps V2 off while they do), so an open breaker or a tripping alert rolls the stage back at
-once. Missing coverage and a young stage only hold.
+No statistics here: the breaker and the alerts already judged the candidate (and the router
+already keeps it off while they do), so an open breaker or a tripping alert rolls the stage
+back at once. Missing coverage and a young stage only hold.
 """
 
 from __future__ import annotations
@@ -50,4 +50,5 @@ def coverage_gate(evidence: Evidence) -> GateResult:
         detail = f": {evidence.coverage_detail}" if evidence.coverage_detail else ""
         return GateResult("coverage", GateStatus.FAILED, Outcome.HOLD,
                           f"the candidate has not embedded every category routed to it{detail}", values)
-    return GateResult("coverage", GateStatus.PASSED, Outcome.HOLD, "V2 covers every category routed to it", values)
+    return GateResult("coverage", GateStatus.PASSED, Outcome.HOLD, "the candidate covers every category routed to it",
+                      values)

@@ -1,4 +1,4 @@
-"""Sample ratio: did the split send V2 the share the flag asks for?
+"""Sample ratio: did the split send the candidate the share the flag asks for?
 
 A chi-square goodness-of-fit test of the assignments against the target split, at a strict
 alpha (0.001, as A/B platforms use for sample ratio mismatch checks). The controller looks at
@@ -51,7 +51,7 @@ def sample_ratio_gate(evidence: Evidence, thresholds: Thresholds) -> GateResult:
     values: dict[str, object] = {"assigned_v1": v1, "assigned_v2": v2,
                                  "observed_share_v2": v2 / total if total else None}
     if share in (0.0, 1.0):
-        stray, other = (v2, "V2") if share == 0 else (v1, "V1")
+        stray, other = (v2, "the candidate") if share == 0 else (v1, "the baseline")
         values.update(p_value=0.0 if stray else 1.0, sequential_p_value=0.0 if stray else 1.0)
         if stray:
             return GateResult(NAME, GateStatus.FAILED, Outcome.PAUSE,
