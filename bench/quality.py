@@ -1,6 +1,6 @@
 """Relevance gate against today's similarity floor + overlap gate, in a simulated world with known relevance.
 
-    python bench/quality.py [--trials 100] [--queries 20000] [--seed 1]
+    python bench/quality.py [--trials 100] [--queries 20000] [--judged-share 1.0] [--seed 1]
 
 The world: queries in four categories, each with 30 candidate documents of which three are
 relevant (grades 3, 2, 1); a version ranks them by strength × grade + noise, and its strength
@@ -11,7 +11,8 @@ candidate better (nDCG +0.05), equal, worse (nDCG -0.05), and worse in one categ
 
 Each trial is one rollout through the stages 10, 25, 50, 75 %; each stage gives fresh
 evidence: `--queries` shadow-compared user queries (the candidate serves its share), the
-pairwise judge on half the disagreements (rank-biased overlap < 0.7; a simulated judge that
+pairwise judge on `--judged-share` of the disagreements (all of them by default: about 2,500
+pairs a stage; rank-biased overlap < 0.7; a simulated judge that
 sees the true quality with noise and leans to list A one time in ten, asked twice with the
 order swapped), explicit feedback on 3 % of answers, 50 known-item probes per category (hit@10 near 0.9),
 and one golden-set eval of 40 labelled queries per trial (run by `rollout eval`'s code). The
@@ -70,7 +71,7 @@ IDEAL = ((2 ** np.sort(GRADES)[::-1][:K] - 1) * DISCOUNT).sum()
 BASELINE_STRENGTH = 1.0
 SCENARIOS = {"better": (0.05, None), "equal": (0.0, None), "worse": (-0.05, None),
              "one category worse": (0.0, ("pricing", -0.15))}
-JUDGE_SAMPLE, MAX_RBO, FEEDBACK_RATE, PROBES_PER_CATEGORY, GOLDEN_QUERIES = 0.5, 0.7, 0.03, 50, 40
+MAX_RBO, FEEDBACK_RATE, PROBES_PER_CATEGORY, GOLDEN_QUERIES = 0.7, 0.03, 50, 40
 PROBE_EASE = 0.6  # a probe's source document is its grade-3 answer, found with this share of a query's strength:
                   # hit@10 about 0.90 for the baseline, so probes do not saturate
 DEFAULTS = Settings.from_environ({})  # δ and the rollback alpha as configured by default
@@ -139,7 +140,7 @@ def ask(rng, gap):
     return np.where(rng.random(len(gap)) < 0.1, "first", choice)  # leans to A one time in ten
 
 
-def stage_evidence(rng, share, strengths, queries, golden):
+def stage_evidence(rng, share, strengths, queries, golden, judged_share):
     """Both gates' evidence for one stage: (today's Evidence, our RelevanceEvidence)."""
     category = rng.integers(0, len(CATEGORIES), queries)
     base = rank(rng, strengths["baseline"][category], queries)
@@ -156,7 +157,7 @@ def stage_evidence(rng, share, strengths, queries, golden):
                                         top_similarities=sims["candidate"][served_by_candidate]),
                      shadow_overlaps=jaccard)
 
-    judged = (rbo < MAX_RBO) & (rng.random(queries) < JUDGE_SAMPLE)
+    judged = (rbo < MAX_RBO) & (rng.random(queries) < judged_share)
     gap = nd_b[judged] - nd_c[judged]
     winners = np.array([combine(f, b) for f, b in zip(ask(rng, gap), ask(rng, -gap), strict=False)])
     feedback = rng.random(queries) < FEEDBACK_RATE
@@ -213,6 +214,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--queries", type=int, default=20000, help="Shadow-compared user queries per stage.")
+    parser.add_argument("--judged-share", type=float, default=1.0,
+                        help="Share of disagreeing pairs sent to the judge (RELEVANCE_JUDGE_SAMPLE_RATE).")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
@@ -229,13 +232,13 @@ def main() -> None:
             golden = golden_eval(rng, strengths)
             ours, today, longer = [], [], []
             for share in STAGES:
-                old, new = stage_evidence(rng, share, strengths, args.queries, golden)
+                old, new = stage_evidence(rng, share, strengths, args.queries, golden, args.judged_share)
                 JUDGED.setdefault(scenario, []).append(new.relevance.judge[""].trials)
                 result = gate("relevance", new)
                 ours.append((result.status, result.values["decided_by"]))
                 today.append((gate("quality", old).status, []))
                 if result.status is GateStatus.NOT_ENOUGH_DATA:  # held: the stage runs on, the sequence is read again
-                    _, more = stage_evidence(rng, share, strengths, args.queries, golden)
+                    _, more = stage_evidence(rng, share, strengths, args.queries, golden, args.judged_share)
                     result = gate("relevance", replace(new, relevance=added(new.relevance, more.relevance)))
                 longer.append((result.status, result.values["decided_by"]))
             outcomes["ours"].append(ours)
@@ -283,9 +286,9 @@ def main() -> None:
                  f"{false_ours:.1%} / {false_today:.1%}; {false_longer:.1%}"))
     judged = np.mean([n for name in results for n in JUDGED[name]])
     rows.append(("judged pairs per stage (mean; two judge calls each)", f"{judged:.0f}"))
-    rows.append(("margin, relevance gate's alpha, trials per scenario, queries per stage, time",
+    rows.append(("margin, relevance gate's alpha, trials per scenario, queries per stage, judged share, time",
                  f"{PLAN.thresholds.relevance_margin:g}, {relevance_alpha():g}, {args.trials}, {args.queries}, "
-                 f"{elapsed:.0f} s"))
+                 f"{args.judged_share:g}, {elapsed:.0f} s"))
     report(f"relevance gate vs similarity floor + overlap ({len(STAGES)} stages, baseline nDCG@10 {base_ndcg:.3f})",
            rows, [
                ("better and equal advance in >= 99 % of stages",

@@ -195,7 +195,7 @@ class Settings(BaseModel):
     relevance_judge_model: str | None = Field(None, alias="RELEVANCE_JUDGE_MODEL")
     relevance_judge_sample_rate: float = Field(0.1, alias="RELEVANCE_JUDGE_SAMPLE_RATE", ge=0, le=1)
     relevance_judge_max_rbo: float = Field(0.7, alias="RELEVANCE_JUDGE_MAX_RBO", gt=0, le=1)
-    relevance_judge_daily_tokens: int = Field(600_000, alias="RELEVANCE_JUDGE_DAILY_TOKENS", ge=0)
+    relevance_judge_daily_tokens: int = Field(1_200_000, alias="RELEVANCE_JUDGE_DAILY_TOKENS", ge=0)
     relevance_judge_daily_usd: float = Field(1.0, alias="RELEVANCE_JUDGE_DAILY_USD", ge=0)
     relevance_judge_usd_per_1k_tokens: float = Field(0.00015, alias="RELEVANCE_JUDGE_USD_PER_1K_TOKENS", ge=0)
     relevance_judge_timeout_s: float = Field(10.0, alias="RELEVANCE_JUDGE_TIMEOUT_S", gt=0, le=120)
