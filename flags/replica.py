@@ -16,6 +16,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -189,6 +190,7 @@ class Replicator:
         self.check_interval_s = check_interval_s
         self.name = name
         self._stop = threading.Event()
+        self._wake_channel = f"{name}:wake:{uuid.uuid4().hex}"  # stop() publishes here: the loop ends at once
         self._thread: threading.Thread | None = None
         self._healthy = False
         self._last_contact: float | None = None
@@ -229,9 +231,15 @@ class Replicator:
         self._thread.start()
 
     def stop(self, timeout_s: float = 2.0) -> None:
+        """Stop the loop; it ends as soon as Redis delivers the wake-up, not at its next half-second poll."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        if self._thread is None or not self._thread.is_alive():
+            return
+        try:
+            self.client.publish(self._wake_channel, "")
+        except (redis.RedisError, OSError):
+            pass  # Redis is away: the loop is pausing on the stop event, or its poll ends within half a second
+        self._thread.join(timeout_s)
 
     # -- the loop -------------------------------------------------------------
     def _run(self) -> None:
@@ -243,14 +251,14 @@ class Replicator:
             try:
                 if pubsub is None:
                     pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-                    pubsub.subscribe(*self.hashes)
+                    pubsub.subscribe(*self.hashes, self._wake_channel)
                     for replica in self.hashes.values():  # whatever changed while we were away
                         replica.load(force=True)
                     next_check = time.monotonic() + self.check_interval_s
                     self._mark_up()
                 wait = max(0.0, min(0.5, next_check - time.monotonic()))
                 message = pubsub.get_message(timeout=wait)
-                if message and message.get("type") == "message":
+                if message and message.get("type") == "message" and _text(message["channel"]) in self.hashes:
                     self.hashes[_text(message["channel"])].receive(message["data"])
                     self._mark_up()
                 if time.monotonic() >= next_check:
