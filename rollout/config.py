@@ -160,7 +160,7 @@ class Settings(BaseModel):
     rollout_stages: tuple[float, ...] = Field(DEFAULT_STAGES, alias="ROLLOUT_STAGES")
     rollout_min_stage_s: float = Field(72 * 3600, alias="ROLLOUT_MIN_STAGE_S", ge=0)
     rollout_min_samples: int = Field(8000, alias="ROLLOUT_MIN_SAMPLES", ge=20)
-    rollout_min_samples_to_roll_back: int = Field(500, alias="ROLLOUT_MIN_SAMPLES_TO_ROLL_BACK", ge=20)
+    rollout_min_samples_to_roll_back: int = Field(250, alias="ROLLOUT_MIN_SAMPLES_TO_ROLL_BACK", ge=20)
     rollout_evaluation_interval_s: float = Field(300, alias="ROLLOUT_EVALUATION_INTERVAL_S", gt=0)
     rollout_rollback_to: RollbackTarget = Field("zero", alias="ROLLOUT_ROLLBACK_TO")
     rollout_complete_after_s: float = Field(48 * 3600, alias="ROLLOUT_COMPLETE_AFTER_S", ge=0)

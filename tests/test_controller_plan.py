@@ -87,7 +87,7 @@ def test_bad_values_are_a_config_error_naming_the_variable(variable, value):
 
 def test_rollback_samples_cannot_exceed_the_minimum():
     with pytest.raises(ConfigError, match="ROLLOUT_MIN_SAMPLES_TO_ROLL_BACK must not exceed ROLLOUT_MIN_SAMPLES"):
-        Settings.from_environ({"ROLLOUT_MIN_SAMPLES": "400"})
+        Settings.from_environ({"ROLLOUT_MIN_SAMPLES": "200"})
 
 
 def test_a_plan_built_in_code_is_validated_too():

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Thresholds:
     min_samples: int = 8000                # per version, before latency is judged and anything passes
-    min_samples_to_roll_back: int = 500    # candidate similarities before a clear quality drop may roll back
+    min_samples_to_roll_back: int = 250    # per version, before latency or a clear quality drop may roll back
     latency_margin: float = 0.10           # the candidate may be this much slower than the baseline
                                            # (p95 and typical request)
     max_p95_s: float = 0.8                 # the candidate's own p95 ceiling
