@@ -3,6 +3,8 @@
 With DATABASE_URL / REDIS_URL unset (a fresh machine, CI) the session starts the
 embedded services in a temporary folder and stops them at the end. Each test gets
 its own Redis key prefix and empty tables, so tests never see each other's state.
+The suite runs in parallel processes (pytest-xdist, `-n` in pyproject.toml): each has
+its own session, so its own embedded services, or its own database on DATABASE_URL's server.
 """
 
 from __future__ import annotations
@@ -40,13 +42,27 @@ def services(tmp_path_factory) -> ServiceUrls:
     from rollout.services import service_urls
 
     folder = tmp_path_factory.mktemp("services")
-    settings = Settings.from_environ({
-        "ROLLOUT_DATA_DIR": str(folder),
-        **{k: os.environ[k] for k in ("DATABASE_URL", "REDIS_URL") if os.environ.get(k)},
-    })
+    given = {k: os.environ[k] for k in ("DATABASE_URL", "REDIS_URL") if os.environ.get(k)}
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if "DATABASE_URL" in given and worker:
+        given["DATABASE_URL"] = _worker_database(given["DATABASE_URL"], worker)
+    settings = Settings.from_environ({"ROLLOUT_DATA_DIR": str(folder), **given})
     with service_urls(settings) as urls:
         schema.upgrade(urls.database_url, settings)
         yield urls
+
+
+def _worker_database(url: str, worker: str) -> str:
+    """A database of its own for one parallel worker on DATABASE_URL's server (tests empty every table, so
+    two workers must never share one); created when missing. Redis needs none: keys are prefixed per test."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(url)
+    name = f"{params.get('dbname') or 'postgres'}_{worker}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    return make_conninfo(url, dbname=name)
 
 
 def _data_tables(conn: psycopg.Connection) -> list[str]:

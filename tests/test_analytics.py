@@ -138,6 +138,16 @@ def test_retention_deletes_rows_older_than_the_limit_in_batches(runtime):
     assert [r["request_id"] for r in rows(runtime)] == ["new"]
 
 
+def test_retention_deletes_lost_row_tallies_of_the_same_age(runtime):
+    with runtime.pool.connection() as conn:
+        conn.execute("INSERT INTO query_log_losses (writer, minute, cause, rows) VALUES "
+                     "('w', date_trunc('minute', now() - interval '31 days'), 'queue_full', 5), "
+                     "('w', date_trunc('minute', now() - interval '1 day'), 'queue_full', 7)")
+    QueryLogRetention(runtime.pool, max_age_days=30).run_once()
+    with runtime.pool.connection() as conn:
+        assert [r[0] for r in conn.execute("SELECT rows FROM query_log_losses").fetchall()] == [7]
+
+
 def test_retention_skips_while_another_process_runs_it(runtime, services):
     _old_and_new(runtime)
     with psycopg.connect(services.database_url, autocommit=True) as other:

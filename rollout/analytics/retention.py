@@ -1,4 +1,5 @@
-"""Retention of `query_log`: rows older than QUERY_LOG_RETENTION_DAYS are deleted on a schedule.
+"""Retention of `query_log`: rows older than QUERY_LOG_RETENTION_DAYS are deleted on a schedule,
+with the rollup's periods and the lost-row tallies (`query_log_losses`) of the same age.
 
 The job runs in one scheduler process per host (`rollout serve` / `rollout demo`,
 never a web worker; a `rollout controller` may schedule it too). When several
@@ -61,6 +62,9 @@ class QueryLogRetention:
                 # the rollup's periods that ended before the cutoff: their rows are gone
                 conn.execute("DELETE FROM query_log_rollup WHERE period + make_interval(mins => grain_minutes) "
                              "<= now() - make_interval(secs => %s)", (self.max_age_days * 86400,))
+                # lost-row tallies count against a window of rows: none is left to count against
+                conn.execute("DELETE FROM query_log_losses WHERE minute < now() - make_interval(secs => %s)",
+                             (self.max_age_days * 86400,))
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
         if deleted:
