@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from flags import V2_PERCENTAGE, FlagError, definition
 from rollout.embedders.registry import PROVIDERS, provider
 from rollout.errors import ConfigError
+from rollout.version_spec import VersionSettings
 
 VERSIONS = ("v1", "v2")
 RollbackTarget = Literal["zero", "previous"]
@@ -31,19 +32,6 @@ def read_environment(env_file: str | os.PathLike | None = ".env") -> dict[str, s
         values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
     values.update(os.environ)
     return values
-
-
-class VersionSettings(BaseModel):
-    """How one corpus version embeds: provider, model and dimension."""
-
-    model_config = ConfigDict(frozen=True)
-
-    version: str
-    embedder: str  # a provider of rollout.embedders.registry
-    model: str
-    dimensions: int
-    table: str
-    vector_type: Literal["vector", "halfvec"] = "vector"
 
 
 class Settings(BaseModel):

@@ -33,7 +33,7 @@ from rollout.breaker import (
     SlowCallWindow,
 )
 from rollout.breaker.listeners import BreakerMetrics
-from rollout.config import VERSIONS, Settings, VersionSettings
+from rollout.config import VERSIONS, Settings
 from rollout.controller.collector import EvidenceCollector
 from rollout.controller.leader import LEADER_KEY
 from rollout.controller.notifier import Notifier
@@ -63,6 +63,7 @@ from rollout.relevance.versions import baseline_and_candidate
 from rollout.routing import Roles, Router
 from rollout.services import service_urls
 from rollout.shadow import ShadowPool
+from rollout.version_spec import VersionSettings
 from rollout.versions import VersionError, all_versions, roles_of, serving
 
 log = logging.getLogger(__name__)

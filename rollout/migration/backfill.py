@@ -33,7 +33,7 @@ import psycopg
 from pgvector.psycopg import register_vector
 from psycopg_pool import ConnectionPool
 
-from rollout.config import Settings, VersionSettings
+from rollout.config import Settings
 from rollout.documents import embedding_text
 from rollout.embedders import (
     Embedder,
@@ -46,6 +46,7 @@ from rollout.embedders import (
 from rollout.migration.index import VectorIndex, worker_application_name
 from rollout.migration.loader import EmbeddingLoader, EmbeddingRow, storable
 from rollout.migration.status import NEEDS_EMBEDDING, MigrationStatus
+from rollout.version_spec import VersionSettings
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,11 @@ from dataclasses import asdict, dataclass
 
 import psycopg
 
-from rollout.config import Settings, VersionSettings
+from rollout.config import Settings
 from rollout.embedders import Embedder
 from rollout.migration.backfill import BackfillOptions, rebuilds_index
 from rollout.migration.status import NEEDS_EMBEDDING, MigrationStatus
+from rollout.version_spec import VersionSettings
 
 CHARS_PER_TOKEN = 4
 ASSUMED_REQUEST_SECONDS = 1.0  # one provider call of EMBEDDING_BATCH_SIZE texts, when nothing was measured

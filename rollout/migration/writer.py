@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from rollout.config import Settings, VersionSettings
+from rollout.config import Settings
 from rollout.documents import Document, DocumentStore, UpsertCounts, upsert_documents
 from rollout.embedders import Embedder, EmbeddingError, build_embedder
 from rollout.migration.loader import EmbeddingLoader, EmbeddingRow, storable
 from rollout.migration.status import migration_started, table_exists
+from rollout.version_spec import VersionSettings
 from rollout.versions import all_versions
 
 WRITE_TIMEOUT = "60s"  # a write may wait for an index build of a bulk load (never a search's 2 s)

@@ -36,12 +36,13 @@ import numpy as np
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from rollout.config import VERSIONS, Settings, VersionSettings
+from rollout.config import VERSIONS, Settings
 from rollout.documents import Document, UpsertCounts, upsert_documents
 from rollout.embedders.base import normalise_rows
 from rollout.migration.importers import chroma, faiss, jsonl, vespa, weaviate
 from rollout.migration.importers.source import ImportFileError, SourceRecord, SourceScan
 from rollout.migration.loader import EmbeddingLoader, EmbeddingRow, storable
+from rollout.version_spec import VersionSettings
 
 READERS = {"jsonl": jsonl.read, "chroma": chroma.read, "faiss": faiss.read, "vespa": vespa.read,
            "weaviate": weaviate.read}
