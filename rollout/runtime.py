@@ -43,6 +43,7 @@ from rollout.controller.readings import MetricReader
 from rollout.controller.service import RolloutService
 from rollout.controller.sources import SourceContext
 from rollout.controller.store import RolloutStore
+from rollout.controller.thresholds import Thresholds
 from rollout.database import open_pool
 from rollout.deadline import QueryDeadline
 from rollout.embedders import Embedder, build_embedder
@@ -73,6 +74,16 @@ def redis_client(url: str, timeout_s: float = 2.0) -> redis.Redis:
     """Short timeouts: a slow Redis must never hold a request or a rollback for long."""
     return redis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout_s,
                                 socket_connect_timeout=min(timeout_s, 1.0), retry_on_timeout=False)
+
+
+def rollout_plan(settings: Settings) -> RolloutPlan:
+    """The plan the settings describe (ROLLOUT_STAGES, ROLLOUT_MIN_STAGE_S, ... and the gates' thresholds)."""
+    return RolloutPlan(stages=settings.rollout_stages, min_stage_s=settings.rollout_min_stage_s,
+                       evaluation_interval_s=settings.rollout_evaluation_interval_s,
+                       rollback_to=settings.rollout_rollback_to, complete_after_s=settings.rollout_complete_after_s,
+                       critical_window_s=settings.rollout_critical_window_s,
+                       traffic_grace_s=settings.rollout_traffic_grace_s,
+                       thresholds=Thresholds.from_settings(settings))
 
 
 class Runtime:
@@ -190,7 +201,7 @@ class Runtime:
             # staged rollout: one service for the status, people's commands and the controller's evaluations
             rollout_store = RolloutStore(self.pool)
             self.stages = RolloutService(
-                RolloutPlan.from_settings(settings), rollout_store,
+                rollout_plan(settings), rollout_store,
                 EvidenceCollector(self.pool, self.breakers, self.coverage,
                                   max_samples=settings.rollout_evidence_max_samples,
                                   statement_timeout_ms=settings.monitoring_query_timeout_ms, flags=self.flags,
@@ -203,7 +214,7 @@ class Runtime:
                 relevance=(self._relevance_evidence
                            if settings.rollout_quality_gate == "relevance" else None))
             if settings.rollout_plan_file:
-                self.follow_plan(read_plan(settings.rollout_plan_file, RolloutPlan.from_settings(settings)))
+                self.follow_plan(read_plan(settings.rollout_plan_file, rollout_plan(settings)))
         except BaseException:
             self.pool.close()
             raise

@@ -26,7 +26,7 @@ ADAPTERS = ("rollout.config", "rollout.database", "rollout.schema", "rollout.ser
             "rollout.gunicorn_config", "rollout.maintenance", "rollout.embedders")
 CONFIG_DEBTS = frozenset({
     "rollout.alerts.policy", "rollout.analytics.figures", "rollout.analytics.series",
-    "rollout.controller.plan", "rollout.controller.process", "rollout.controller.state",
+    "rollout.controller.process",
     "rollout.embedding_cache", "rollout.migration.backfill", "rollout.migration.estimate",
     "rollout.migration.importers", "rollout.migration.writer", "rollout.relevance.judges",
 })
