@@ -21,7 +21,7 @@ from flags.audit import FlagAudit
 from flags.restore import FlagRestore
 from rollout import schema
 from rollout.alerts import AlertEventStore, AlertPolicy, AlertService, RollbackActions
-from rollout.analytics.figures import Figures
+from rollout.analytics.figures import CriteriaLimits, Figures
 from rollout.analytics.querylog import QueryLogWriter, QueryText
 from rollout.backends import VersionBackend
 from rollout.breaker import (
@@ -84,6 +84,15 @@ def rollout_plan(settings: Settings) -> RolloutPlan:
                        critical_window_s=settings.rollout_critical_window_s,
                        traffic_grace_s=settings.rollout_traffic_grace_s,
                        thresholds=Thresholds.from_settings(settings))
+
+
+def criteria_limits(settings: Settings) -> CriteriaLimits:
+    """The dashboard's success criteria: the controller's thresholds and CRITERIA_*."""
+    thresholds = Thresholds.from_settings(settings)
+    return CriteriaLimits(max_p95_ms=thresholds.max_p95_s * 1000, min_similarity=thresholds.min_similarity,
+                          max_critical_errors=thresholds.max_critical_errors,
+                          max_error_rate=thresholds.max_error_rate, min_samples=settings.criteria_min_samples,
+                          min_cache_hit_rate=settings.criteria_min_cache_hit_rate)
 
 
 class Runtime:
@@ -194,9 +203,10 @@ class Runtime:
             self.golden = GoldenGauge(EvalStore(self.pool), self.metrics.relevance_golden_ndcg,
                                       lambda: baseline_and_candidate(self.router.roles))
             self.replicator.on_tick(self.golden.refresh_if_due)
-            self.figures = Figures(self.pool, settings, roles=lambda: self.router.roles,
+            self.figures = Figures(self.pool, criteria_limits(settings), roles=lambda: self.router.roles,
                                    price_per_mtok=self.price_per_mtok,
-                                   calibration=self.calibration if settings.relevance_calibration else None)
+                                   calibration=self.calibration if settings.relevance_calibration else None,
+                                   timeout_ms=settings.monitoring_query_timeout_ms)
 
             # staged rollout: one service for the status, people's commands and the controller's evaluations
             rollout_store = RolloutStore(self.pool)

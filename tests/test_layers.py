@@ -25,7 +25,7 @@ COMPOSITION = ("rollout.runtime", "rollout.demo")
 ADAPTERS = ("rollout.config", "rollout.database", "rollout.schema", "rollout.services", "rollout.server",
             "rollout.gunicorn_config", "rollout.maintenance", "rollout.embedders")
 CONFIG_DEBTS = frozenset({
-    "rollout.alerts.policy", "rollout.analytics.figures", "rollout.analytics.series",
+    "rollout.alerts.policy",
     "rollout.controller.process",
     "rollout.embedding_cache", "rollout.migration.backfill", "rollout.migration.estimate",
     "rollout.migration.importers", "rollout.migration.writer", "rollout.relevance.judges",
@@ -33,7 +33,6 @@ CONFIG_DEBTS = frozenset({
 # (importer, imported) package edges that close a cycle today
 CYCLE_DEBTS = frozenset({
     ("rollout.relevance", "rollout.controller"),  # the relevance gate's policy lives in controller/gates
-    ("rollout.analytics", "rollout.controller"),  # the dashboard's criteria read the controller's thresholds
 })
 
 
