@@ -60,6 +60,7 @@ from rollout.relevance.evidence import RelevanceCollector
 from rollout.relevance.golden import EvalStore, GoldenGauge
 from rollout.relevance.judges import build_judge
 from rollout.relevance.judging import Budget, PairwiseJudging, shadow_listener
+from rollout.relevance.probes import KnownItemProbes, ProbeMetrics
 from rollout.relevance.versions import baseline_and_candidate
 from rollout.routing import Roles, Router
 from rollout.services import service_urls
@@ -309,6 +310,13 @@ class Runtime:
             raise VersionError(f"no version named {name} is served; known: {', '.join(self.backends)} "
                                "(`rollout versions list`)")
         return backend.settings
+
+    def known_item_probes(self, registry: CollectorRegistry) -> KnownItemProbes:
+        """The known-item probes a controller runs as the leader (RELEVANCE_PROBES_PER_CATEGORY, RELEVANCE_PROBE_K),
+        their metrics in the controller's `registry`."""
+        return KnownItemProbes(self.pool, self.backends, ProbeMetrics(registry),
+                               per_category=self.settings.relevance_probes_per_category,
+                               k=self.settings.relevance_probe_k)
 
     def price_per_mtok(self, name: str) -> float | None:
         """USD per million embedding tokens of a served version's model; None when no price is known."""

@@ -27,6 +27,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
 from psycopg_pool import ConnectionPool
@@ -35,8 +36,10 @@ from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagSnapshot
 from rollout.analytics.series import RANGES, Series
 from rollout.database import read_snapshot
 from rollout.formatting import rate_percent
-from rollout.relevance.calibration import Calibration
 from rollout.routing import Roles
+
+if TYPE_CHECKING:
+    from rollout.relevance.calibration import Calibration  # an annotation only: the runtime passes one in
 
 CRITICAL_WINDOW = timedelta(hours=24)
 # the SQL the dashboard and the rollout controller share: which queries judge a version, and which failed it

@@ -5,7 +5,8 @@ retention job of `rollout/maintenance.py`, which guards itself with an advisory 
 
 - `leader`, every third of ROLLOUT_LEADER_TTL_S: renew the leader lock, or try to take it;
 - `probes`, every RELEVANCE_PROBE_INTERVAL_S (first at start; 0: none): on the leader only, a
-  round of known-item probes (`rollout.relevance.probes`), relevance evidence without traffic;
+  round of known-item probes (`rollout.relevance.probes`, built by the host: the controller
+  does not import the relevance package), relevance evidence without traffic;
 - `evaluation`, every min(evaluation interval, a third of the TTL): on the leader only, take
   any flag change made elsewhere, then evaluate when the state's `next_evaluation_at` has
   come. The due time lives in PostgreSQL, so a new leader (or a restarted controller)
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,12 +34,10 @@ from rollout.controller.leader import LeaderLock
 from rollout.controller.metrics import ControllerMetrics
 from rollout.errors import RolloutError
 from rollout.maintenance import Maintenance
-from rollout.relevance.probes import KnownItemProbes, ProbeMetrics
 
 if TYPE_CHECKING:
-    from psycopg_pool import ConnectionPool
+    from prometheus_client import CollectorRegistry
 
-    from rollout.backends import VersionBackend
     from rollout.controller.service import RolloutService
     from rollout.metrics import Metrics
 
@@ -48,6 +46,12 @@ log = logging.getLogger(__name__)
 
 class LeaderBusy(RolloutError):
     """Another controller holds the leader lock."""
+
+
+class ProbeRound(Protocol):
+    """A round of known-item probes (`rollout.relevance.probes.KnownItemProbes`)."""
+
+    def run(self) -> object: ...
 
 
 class ControllerHost(Protocol):
@@ -61,13 +65,11 @@ class ControllerHost(Protocol):
     @property
     def redis(self) -> redis.Redis: ...
     @property
-    def pool(self) -> ConnectionPool: ...
-    @property
-    def backends(self) -> Mapping[str, VersionBackend]: ...
-    @property
     def metrics(self) -> Metrics: ...
     @property
     def database_url(self) -> str: ...
+    def known_item_probes(self, registry: CollectorRegistry) -> ProbeRound:
+        """The probes a leader runs, their metrics in `registry` (the controller's)."""
 
 
 class ControllerProcess:
@@ -86,11 +88,9 @@ class ControllerProcess:
                                coalesce=True, next_run_time=now)
         self.scheduler.add_job(self._evaluate, "interval", seconds=self.poll_s, id="evaluation", max_instances=1,
                                coalesce=True, next_run_time=now)
-        self.probes = None
+        self.probes: ProbeRound | None = None
         if settings.relevance_probe_interval_s > 0:
-            self.probes = KnownItemProbes(runtime.pool, runtime.backends, ProbeMetrics(self.metrics.registry),
-                                          per_category=settings.relevance_probes_per_category,
-                                          k=settings.relevance_probe_k)
+            self.probes = runtime.known_item_probes(self.metrics.registry)
             self.scheduler.add_job(self._probe, "interval", seconds=settings.relevance_probe_interval_s, id="probes",
                                    max_instances=1, coalesce=True,
                                    next_run_time=now + timedelta(seconds=1))  # once the leader lock is taken
@@ -177,7 +177,7 @@ class ControllerProcess:
             log.exception("controller %s: evaluation failed", self.identity)
 
     def _probe(self) -> None:
-        """A round of known-item probes (rollout.relevance.probes), on the leader only."""
+        """A round of known-item probes (`ControllerHost.known_item_probes`), on the leader only."""
         if not self.leader.held or self.probes is None:
             return
         try:
