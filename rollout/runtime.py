@@ -87,6 +87,12 @@ def rollout_plan(settings: Settings) -> RolloutPlan:
                        thresholds=Thresholds.from_settings(settings))
 
 
+def alert_policy(settings: Settings) -> AlertPolicy:
+    """Which alerts trip the breakers and what a trip and its release do (ALERT_TRIP_*, ALERT_*)."""
+    return AlertPolicy(settings.trip_severities, settings.trip_label, settings.alert_set_percentage_zero,
+                       settings.alert_on_resolve == "auto", settings.alert_restore_percentage)
+
+
 def criteria_limits(settings: Settings) -> CriteriaLimits:
     """The dashboard's success criteria: the controller's thresholds and CRITERIA_*."""
     thresholds = Thresholds.from_settings(settings)
@@ -156,15 +162,17 @@ class Runtime:
             self.alert_events = AlertEventStore(self.pool)
             self.rollback = RollbackActions(self.breakers, self.flags, self.alert_events)
             self.alerts = AlertService(self.breakers, self.flags, self.alert_events, self.rollback,
-                                       AlertPolicy.from_settings(settings), self.metrics,
+                                       alert_policy(settings), self.metrics,
                                        redis_up=lambda: self.replicator.healthy,
                                        outage_poll_s=settings.alert_outage_poll_s)
             self.replicator.on_tick(self.breakers.tick)  # write back local state before alerts replay
             self.replicator.on_tick(self.alerts.tick)
 
             # migration: query embedding cache, the candidate's coverage guard, dual-write of documents
-            self.embedding_cache = (QueryEmbeddingCache.from_settings(settings, redis_url, self.metrics)
-                                    if settings.embedding_cache_enabled else None)
+            self.embedding_cache = (QueryEmbeddingCache.connect(
+                redis_url, settings.redis_key_prefix, self.metrics, timeout_ms=settings.embedding_cache_timeout_ms,
+                ttl_s=settings.embedding_cache_ttl_s, max_entries=settings.embedding_cache_max_entries,
+                cooldown_s=settings.embedding_cache_cooldown_s) if settings.embedding_cache_enabled else None)
             for backend in self.backends.values():
                 backend.query_cache = self.embedding_cache
             self.coverage = CoverageMonitor(self.pool, {v: settings.version(v) for v in VERSIONS}, self.metrics,

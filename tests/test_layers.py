@@ -25,9 +25,7 @@ COMPOSITION = ("rollout.runtime", "rollout.demo")
 ADAPTERS = ("rollout.config", "rollout.database", "rollout.schema", "rollout.services", "rollout.server",
             "rollout.gunicorn_config", "rollout.maintenance", "rollout.embedders")
 CONFIG_DEBTS = frozenset({
-    "rollout.alerts.policy",
-    "rollout.controller.process",
-    "rollout.embedding_cache", "rollout.migration.backfill", "rollout.migration.estimate",
+    "rollout.controller.process", "rollout.migration.backfill", "rollout.migration.estimate",
     "rollout.migration.importers", "rollout.migration.writer", "rollout.relevance.judges",
 })
 # (importer, imported) package edges that close a cycle today
