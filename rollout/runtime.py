@@ -58,7 +58,7 @@ from rollout.migration.writer import DocumentWriter
 from rollout.relevance.calibration import Calibration
 from rollout.relevance.evidence import RelevanceCollector
 from rollout.relevance.golden import EvalStore, GoldenGauge
-from rollout.relevance.judges import build_judge
+from rollout.relevance.judges import JudgeSetup, build_judge
 from rollout.relevance.judging import Budget, PairwiseJudging, shadow_listener
 from rollout.relevance.probes import KnownItemProbes, ProbeMetrics
 from rollout.relevance.versions import baseline_and_candidate
@@ -91,6 +91,14 @@ def alert_policy(settings: Settings) -> AlertPolicy:
     """Which alerts trip the breakers and what a trip and its release do (ALERT_TRIP_*, ALERT_*)."""
     return AlertPolicy(settings.trip_severities, settings.trip_label, settings.alert_set_percentage_zero,
                        settings.alert_on_resolve == "auto", settings.alert_restore_percentage)
+
+
+def judge_setup(settings: Settings, judge: str | None = None) -> JudgeSetup:
+    """What the pairwise judge is built from: RELEVANCE_JUDGE (or `judge`), its model, timeout and credentials."""
+    return JudgeSetup(judge=judge or settings.relevance_judge, model=settings.relevance_judge_model,
+                      timeout_s=settings.relevance_judge_timeout_s, openai_api_key=settings.openai_api_key,
+                      openai_base_url=settings.openai_base_url, google_api_key=settings.google_api_key,
+                      google_base_url=settings.google_base_url)
 
 
 def criteria_limits(settings: Settings) -> CriteriaLimits:
@@ -246,7 +254,7 @@ class Runtime:
 
     def _judging(self) -> PairwiseJudging | None:
         """The pairwise judge of shadow disagreements (RELEVANCE_JUDGE), fed by the gateway."""
-        judge = build_judge(self.settings)
+        judge = build_judge(judge_setup(self.settings))
         if judge is None:
             return None
         s = self.settings
