@@ -337,7 +337,7 @@ class Runtime:
     def price_per_mtok(self, name: str) -> float | None:
         """USD per million embedding tokens of a served version's model; None when no price is known."""
         backend = self.backends.get(name)
-        return None if backend is None else price_per_mtok(backend.settings, self.settings)
+        return None if backend is None else price_per_mtok(backend.settings, self.settings.embedding_prices)
 
     def start(self) -> Runtime:
         """Load the replicated state once, then keep it current from a background thread."""

@@ -91,7 +91,8 @@ def run(ctx: click.Context, version: str, category: str | None, limit: int | Non
         version = target.version
         if dry_run:
             with runtime.pool.connection() as conn:
-                plan = estimate(conn, target, settings, document_embedder(settings, target), options)
+                plan = estimate(conn, target, document_embedder(settings, target), options,
+                                prices=settings.embedding_prices, embedding_batch_size=settings.embedding_batch_size)
             _print_estimate(plan, as_json)
             return
         backfill = backfill_for(runtime, version, options)
