@@ -189,7 +189,8 @@ class Runtime:
                                             interval_s=settings.coverage_refresh_s)
             self.router.add_guard(self.coverage)
             self.coverage.before_count.append(self.refresh_versions)
-            self.document_writer = DocumentWriter(self.pool, settings)
+            self.document_writer = DocumentWriter(
+                self.pool, lambda setup: build_embedder(setup, settings, purpose="document"))
 
             self.shadow_pool = ShadowPool(settings.shadow_max_concurrency)
             self.deadline = (QueryDeadline(settings.query_deadline_ms, settings.hedge_delay_ms)
