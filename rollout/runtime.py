@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 
 import psycopg
 import redis
@@ -52,6 +53,7 @@ from rollout.errors import RolloutError
 from rollout.gateway import RagGateway
 from rollout.merging import Merger, NearDuplicates
 from rollout.metrics import Metrics
+from rollout.migration.backfill import BackfillOptions
 from rollout.migration.coverage import CoverageMonitor
 from rollout.migration.estimate import price_per_mtok
 from rollout.migration.writer import DocumentWriter
@@ -85,6 +87,18 @@ def rollout_plan(settings: Settings) -> RolloutPlan:
                        critical_window_s=settings.rollout_critical_window_s,
                        traffic_grace_s=settings.rollout_traffic_grace_s,
                        thresholds=Thresholds.from_settings(settings))
+
+
+def backfill_options(settings: Settings, **changes) -> BackfillOptions:
+    """MIGRATION_* overridden by `changes` that are not None (the CLI's options), with the idle timeout the
+    document embedder needs (EMBEDDING_BATCH_SIZE, EMBEDDING_MAX_ATTEMPTS, EMBEDDING_TIMEOUT_S)."""
+    options = replace(BackfillOptions(batch_size=settings.migration_batch_size, workers=settings.migration_workers,
+                                      rebuild_share=settings.migration_index_rebuild_share,
+                                      maintenance_work_mem=settings.migration_maintenance_work_mem,
+                                      maintenance_workers=settings.migration_maintenance_workers),
+                      **{k: v for k, v in changes.items() if v is not None})
+    return options.for_embedder(settings.embedding_batch_size, settings.embedding_max_attempts,
+                                settings.embedding_timeout_s)
 
 
 def alert_policy(settings: Settings) -> AlertPolicy:
@@ -189,8 +203,7 @@ class Runtime:
                                             interval_s=settings.coverage_refresh_s)
             self.router.add_guard(self.coverage)
             self.coverage.before_count.append(self.refresh_versions)
-            self.document_writer = DocumentWriter(
-                self.pool, lambda setup: build_embedder(setup, settings, purpose="document"))
+            self.document_writer = DocumentWriter(self.pool, self.document_embedder)
 
             self.shadow_pool = ShadowPool(settings.shadow_max_concurrency)
             self.deadline = (QueryDeadline(settings.query_deadline_ms, settings.hedge_delay_ms)
@@ -327,6 +340,14 @@ class Runtime:
             raise VersionError(f"no version named {name} is served; known: {', '.join(self.backends)} "
                                "(`rollout versions list`)")
         return backend.settings
+
+    def document_embedder(self, setup: VersionSettings) -> Embedder:
+        """The embedder a backfill and the document writer use: document purpose (long timeouts, many attempts)."""
+        return build_embedder(setup, self.settings, purpose="document")
+
+    def backfill_options(self, **changes) -> BackfillOptions:
+        """The configured backfill options (see `backfill_options`)."""
+        return backfill_options(self.settings, **changes)
 
     def known_item_probes(self, registry: CollectorRegistry) -> KnownItemProbes:
         """The known-item probes a controller runs as the leader (RELEVANCE_PROBES_PER_CATEGORY, RELEVANCE_PROBE_K),
