@@ -15,6 +15,7 @@ from dataclasses import replace
 
 import psycopg
 import redis
+from apscheduler.schedulers.base import BaseScheduler
 from prometheus_client import CollectorRegistry
 
 from flags import FlagStore, ReplicatedHash, Replicator
@@ -40,6 +41,7 @@ from rollout.controller.leader import LEADER_KEY
 from rollout.controller.notifier import Notifier
 from rollout.controller.plan import RolloutPlan
 from rollout.controller.planfile import FilePlan, read_plan
+from rollout.controller.process import ControllerTimings
 from rollout.controller.readings import MetricReader
 from rollout.controller.service import RolloutService
 from rollout.controller.sources import SourceContext
@@ -51,6 +53,7 @@ from rollout.embedders import Embedder, build_embedder
 from rollout.embedding_cache import QueryEmbeddingCache
 from rollout.errors import RolloutError
 from rollout.gateway import RagGateway
+from rollout.maintenance import Maintenance
 from rollout.merging import Merger, NearDuplicates
 from rollout.metrics import Metrics
 from rollout.migration.backfill import BackfillOptions
@@ -348,6 +351,16 @@ class Runtime:
     def backfill_options(self, **changes) -> BackfillOptions:
         """The configured backfill options (see `backfill_options`)."""
         return backfill_options(self.settings, **changes)
+
+    @property
+    def controller_timings(self) -> ControllerTimings:
+        """A controller process's schedule (ROLLOUT_LEADER_TTL_S, RELEVANCE_PROBE_INTERVAL_S)."""
+        return ControllerTimings(leader_ttl_s=self.settings.rollout_leader_ttl_s,
+                                 probe_interval_s=self.settings.relevance_probe_interval_s)
+
+    def query_log_retention(self, scheduler: BaseScheduler) -> Maintenance:
+        """The query_log retention job of a controller process, on the controller's `scheduler`."""
+        return Maintenance(self.settings, self.database_url, scheduler=scheduler)
 
     def known_item_probes(self, registry: CollectorRegistry) -> KnownItemProbes:
         """The known-item probes a controller runs as the leader (RELEVANCE_PROBES_PER_CATEGORY, RELEVANCE_PROBE_K),

@@ -24,9 +24,7 @@ COMPOSITION = ("rollout.runtime", "rollout.demo")
 # turn settings into processes and connections: reading rollout.config is their job
 ADAPTERS = ("rollout.config", "rollout.database", "rollout.schema", "rollout.services", "rollout.server",
             "rollout.gunicorn_config", "rollout.maintenance", "rollout.embedders")
-CONFIG_DEBTS = frozenset({
-    "rollout.controller.process",
-})
+CONFIG_DEBTS: frozenset[str] = frozenset()
 # (importer, imported) package edges that close a cycle today
 CYCLE_DEBTS: frozenset[tuple[str, str]] = frozenset()
 

@@ -1,7 +1,8 @@
 """The controller process (`rollout controller`): the schedule, the leader lock, a clean stop.
 
 One APScheduler BackgroundScheduler runs three jobs (and, unless turned off, the query_log
-retention job of `rollout/maintenance.py`, which guards itself with an advisory lock):
+retention job of `rollout/maintenance.py`, which guards itself with an advisory lock; the host
+builds it, `ControllerHost.query_log_retention`):
 
 - `leader`, every third of ROLLOUT_LEADER_TTL_S: renew the leader lock, or try to take it;
 - `probes`, every RELEVANCE_PROBE_INTERVAL_S (first at start; 0: none): on the leader only, a
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,16 +31,15 @@ import psycopg
 import redis
 from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]  # APScheduler 3 ships no types
 
-from rollout.config import Settings
 from rollout.controller.leader import LeaderLock
 from rollout.controller.metrics import ControllerMetrics
 from rollout.errors import RolloutError
-from rollout.maintenance import Maintenance
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from rollout.controller.service import RolloutService
+    from rollout.maintenance import Maintenance
     from rollout.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -54,12 +55,18 @@ class ProbeRound(Protocol):
     def run(self) -> object: ...
 
 
+@dataclass(frozen=True)
+class ControllerTimings:
+    """The process's own schedule: ROLLOUT_LEADER_TTL_S and RELEVANCE_PROBE_INTERVAL_S."""
+
+    leader_ttl_s: float = 30.0
+    probe_interval_s: float = 3600.0  # 0: no probe rounds
+
+
 class ControllerHost(Protocol):
     """What a controller needs of its process's services (a Runtime provides them): the controller
     is built by the composition root, never the other way round."""
 
-    @property
-    def settings(self) -> Settings: ...
     @property
     def stages(self) -> RolloutService: ...
     @property
@@ -67,9 +74,11 @@ class ControllerHost(Protocol):
     @property
     def metrics(self) -> Metrics: ...
     @property
-    def database_url(self) -> str: ...
+    def controller_timings(self) -> ControllerTimings: ...
     def known_item_probes(self, registry: CollectorRegistry) -> ProbeRound:
         """The probes a leader runs, their metrics in `registry` (the controller's)."""
+    def query_log_retention(self, scheduler: BackgroundScheduler) -> Maintenance:
+        """The query_log retention job (`rollout.maintenance`), scheduled on the controller's `scheduler`."""
 
 
 class ControllerProcess:
@@ -78,9 +87,9 @@ class ControllerProcess:
         self.runtime = runtime
         self.service = runtime.stages
         self.metrics = metrics or ControllerMetrics()
-        settings = runtime.settings
-        self.leader = LeaderLock(runtime.redis, self.service.leader_key, settings.rollout_leader_ttl_s, identity)
-        renew_s = settings.rollout_leader_ttl_s / 3
+        timings = runtime.controller_timings
+        self.leader = LeaderLock(runtime.redis, self.service.leader_key, timings.leader_ttl_s, identity)
+        renew_s = timings.leader_ttl_s / 3
         self.poll_s = min(self.service.plan.evaluation_interval_s, renew_s)
         now = datetime.now(UTC)
         self.scheduler = BackgroundScheduler(timezone=UTC)
@@ -89,13 +98,12 @@ class ControllerProcess:
         self.scheduler.add_job(self._evaluate, "interval", seconds=self.poll_s, id="evaluation", max_instances=1,
                                coalesce=True, next_run_time=now)
         self.probes: ProbeRound | None = None
-        if settings.relevance_probe_interval_s > 0:
+        if timings.probe_interval_s > 0:
             self.probes = runtime.known_item_probes(self.metrics.registry)
-            self.scheduler.add_job(self._probe, "interval", seconds=settings.relevance_probe_interval_s, id="probes",
+            self.scheduler.add_job(self._probe, "interval", seconds=timings.probe_interval_s, id="probes",
                                    max_instances=1, coalesce=True,
                                    next_run_time=now + timedelta(seconds=1))  # once the leader lock is taken
-        self.maintenance = (Maintenance(settings, runtime.database_url, scheduler=self.scheduler)
-                            if retention else None)
+        self.maintenance = runtime.query_log_retention(self.scheduler) if retention else None
         self._stopped = False
 
     @property
