@@ -20,9 +20,9 @@ from synthetic import documents
 
 from rollout.documents import DocumentStore
 from rollout.embedders import build_embedder
-from rollout.migration.backfill import BackfillOptions, backfill_for
+from rollout.migration.backfill import backfill_for
 from rollout.migration.index import VectorIndex
-from rollout.runtime import Runtime
+from rollout.runtime import Runtime, backfill_options
 
 COUNT = 20_000
 
@@ -65,13 +65,13 @@ def main() -> None:
         # A fresh cluster creates (and fsyncs) its WAL segments on first use; a live database recycles
         # them. One unmeasured load first, so both measured loops run on a warmed-up cluster.
         # Then RUNS measured loads of the whole table; the median run is reported (the machine is shared).
-        backfill_for(runtime, candidate, BackfillOptions.from_settings(settings)).run()
+        backfill_for(runtime, candidate, backfill_options(settings)).run()
         runs = []
         for _ in range(RUNS):
             with runtime.pool.connection() as conn:
                 conn.execute(f"TRUNCATE {version.table}, embedding_migration_status")
                 conn.execute("CHECKPOINT")
-            run = backfill_for(runtime, candidate, BackfillOptions.from_settings(settings)).run()
+            run = backfill_for(runtime, candidate, backfill_options(settings)).run()
             assert run.embedded == COUNT and run.error is None, run.as_json()
             runs.append(run)
         ours = sorted(runs, key=lambda r: r.load_docs_per_s)[RUNS // 2]
@@ -83,7 +83,7 @@ def main() -> None:
         runtime.close()
 
     naive_rate = COUNT / naive_s
-    options = BackfillOptions.from_settings(settings)
+    options = backfill_options(settings)
     report(f"backfill of {COUNT:,} documents, candidate {candidate} ({version.dimensions}-d, {version.embedder} "
            f"embedder), "
            f"{options.workers} workers, batches of {options.batch_size}", [

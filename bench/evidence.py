@@ -38,7 +38,7 @@ from flags import bucket, in_rollout  # noqa: E402
 from rollout.analytics.querylog import COPY_SQL  # noqa: E402
 from rollout.controller import RolloutPlan, judge  # noqa: E402
 from rollout.controller.collector import EvidenceCollector  # noqa: E402
-from rollout.runtime import Runtime  # noqa: E402
+from rollout.runtime import Runtime, rollout_plan  # noqa: E402
 
 WINDOW = timedelta(days=3)
 USERS = 100_000
@@ -102,7 +102,7 @@ def main() -> None:
             started = time.perf_counter()
             fill(runtime, args.rows, until, rng)
             print(f"query_log: {args.rows:,} rows over {WINDOW.days} days in {time.perf_counter() - started:.0f} s")
-            plan = RolloutPlan.from_settings(settings)
+            plan = rollout_plan(settings)
             since = (until - WINDOW).timestamp()
             timeout_ms = settings.monitoring_query_timeout_ms
             ours = EvidenceCollector(runtime.pool, runtime.breakers, runtime.coverage,

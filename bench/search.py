@@ -28,8 +28,8 @@ from harness import add_pair_options, bench_settings, pair, report
 from synthetic import documents, queries
 
 from rollout.documents import DocumentStore
-from rollout.migration.backfill import BackfillOptions, backfill_for
-from rollout.runtime import Runtime
+from rollout.migration.backfill import backfill_for
+from rollout.runtime import Runtime, backfill_options
 
 COUNT = 50_000
 QUERIES = 200
@@ -81,7 +81,7 @@ def main() -> None:
         runtime.sync()
         DocumentStore(runtime.pool).upsert_many(docs)
         for version in versions:
-            backfill_for(runtime, version, BackfillOptions.from_settings(settings)).run()
+            backfill_for(runtime, version, backfill_options(settings)).run()
         with runtime.pool.connection() as conn:
             conn.execute("SET statement_timeout = 0")
             conn.execute("VACUUM ANALYZE")

@@ -14,10 +14,10 @@ import numpy as np
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from rollout.config import VersionSettings
 from rollout.embedders import Embedder, EmbeddingError
 from rollout.errors import RolloutError
 from rollout.schema import table_dimensions
+from rollout.version_spec import VersionSettings
 
 
 @dataclass(frozen=True, slots=True)

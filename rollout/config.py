@@ -15,13 +15,12 @@ from typing import Literal
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from flags import V2_PERCENTAGE, FlagError, definition
 from rollout.embedders.registry import PROVIDERS, provider
 from rollout.errors import ConfigError
+from rollout.stages import DEFAULT_STAGES, RollbackTarget, parse_stages
+from rollout.version_spec import VersionSettings
 
 VERSIONS = ("v1", "v2")
-RollbackTarget = Literal["zero", "previous"]
-DEFAULT_STAGES = (10.0, 25.0, 50.0, 75.0, 100.0)
 
 
 def read_environment(env_file: str | os.PathLike | None = ".env") -> dict[str, str]:
@@ -31,19 +30,6 @@ def read_environment(env_file: str | os.PathLike | None = ".env") -> dict[str, s
         values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
     values.update(os.environ)
     return values
-
-
-class VersionSettings(BaseModel):
-    """How one corpus version embeds: provider, model and dimension."""
-
-    model_config = ConfigDict(frozen=True)
-
-    version: str
-    embedder: str  # a provider of rollout.embedders.registry
-    model: str
-    dimensions: int
-    table: str
-    vector_type: Literal["vector", "halfvec"] = "vector"
 
 
 class Settings(BaseModel):
@@ -310,33 +296,3 @@ class Settings(BaseModel):
             dimensions=getattr(self, f"{name}_dimensions"),
             table=f"doc_embeddings_{name}",
         )
-
-
-def parse_stages(value: str | object) -> tuple[float, ...]:
-    """The rollout's percentages ("10,25,50,75,100"): strictly increasing, above 0, ending at 100.
-
-    Each is a valid FF_NEW_EMBEDDINGS_PERCENTAGE (0.01 % steps). Raises ValueError saying what is wrong.
-    """
-    if isinstance(value, str):
-        raw: list[object] = [part.strip() for part in value.split(",")]
-    elif isinstance(value, (list, tuple)):
-        raw = list(value)
-    else:
-        raise ValueError(f"stages are a comma-separated list such as 10,25,50,75,100, not {value!r}")
-    if not raw or raw == [""]:
-        raise ValueError("give at least one stage, e.g. 10,25,50,75,100")
-    stages: list[float] = []
-    for item in raw:
-        try:
-            stage = definition(V2_PERCENTAGE).parse(item)
-        except FlagError:
-            raise ValueError(f"stage {item!r} is not a percentage from 0 to 100 in 0.01 steps") from None
-        if stage <= 0:
-            raise ValueError("stages must be above 0 (0 % is where a rollout starts and rolls back to)")
-        if stages and stage <= stages[-1]:
-            raise ValueError(f"stages must increase strictly: {stage:g} comes after {stages[-1]:g}")
-        stages.append(stage)
-    if stages[-1] != 100.0:
-        raise ValueError(f"the last stage must be 100 (all traffic on the candidate), not {stages[-1]:g}")
-    return tuple(stages)
-

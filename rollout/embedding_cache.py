@@ -24,7 +24,6 @@ import time
 import numpy as np
 import redis
 
-from rollout.config import Settings
 from rollout.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -59,13 +58,13 @@ class QueryEmbeddingCache:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings, redis_url: str, metrics: Metrics) -> QueryEmbeddingCache:
+    def connect(cls, redis_url: str, prefix: str, metrics: Metrics, *, timeout_ms: int = 50, ttl_s: int = 86400,
+                max_entries: int = 50000, cooldown_s: float = 5.0) -> QueryEmbeddingCache:
         """A binary client of its own, with the cache's short timeouts (the flags' client waits longer)."""
-        timeout = settings.embedding_cache_timeout_ms / 1000
+        timeout = timeout_ms / 1000
         client = redis.Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
                                       retry_on_timeout=False, health_check_interval=0)
-        return cls(client, settings.redis_key_prefix, metrics, ttl_s=settings.embedding_cache_ttl_s,
-                   max_entries=settings.embedding_cache_max_entries, cooldown_s=settings.embedding_cache_cooldown_s)
+        return cls(client, prefix, metrics, ttl_s=ttl_s, max_entries=max_entries, cooldown_s=cooldown_s)
 
     def key(self, model: str, dimensions: int, text: str) -> str:
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 
 import psycopg
 import redis
+from apscheduler.schedulers.base import BaseScheduler
 from prometheus_client import CollectorRegistry
 
 from flags import FlagStore, ReplicatedHash, Replicator
@@ -21,7 +23,7 @@ from flags.audit import FlagAudit
 from flags.restore import FlagRestore
 from rollout import schema
 from rollout.alerts import AlertEventStore, AlertPolicy, AlertService, RollbackActions
-from rollout.analytics.figures import Figures
+from rollout.analytics.figures import CriteriaLimits, Figures
 from rollout.analytics.querylog import QueryLogWriter, QueryText
 from rollout.backends import VersionBackend
 from rollout.breaker import (
@@ -33,36 +35,42 @@ from rollout.breaker import (
     SlowCallWindow,
 )
 from rollout.breaker.listeners import BreakerMetrics
-from rollout.config import VERSIONS, Settings, VersionSettings
+from rollout.config import VERSIONS, Settings
 from rollout.controller.collector import EvidenceCollector
 from rollout.controller.leader import LEADER_KEY
 from rollout.controller.notifier import Notifier
 from rollout.controller.plan import RolloutPlan
 from rollout.controller.planfile import FilePlan, read_plan
+from rollout.controller.process import ControllerTimings
 from rollout.controller.readings import MetricReader
 from rollout.controller.service import RolloutService
 from rollout.controller.sources import SourceContext
 from rollout.controller.store import RolloutStore
+from rollout.controller.thresholds import Thresholds
 from rollout.database import open_pool
 from rollout.deadline import QueryDeadline
 from rollout.embedders import Embedder, build_embedder
 from rollout.embedding_cache import QueryEmbeddingCache
 from rollout.errors import RolloutError
 from rollout.gateway import RagGateway
+from rollout.maintenance import Maintenance
 from rollout.merging import Merger, NearDuplicates
 from rollout.metrics import Metrics
+from rollout.migration.backfill import BackfillOptions
 from rollout.migration.coverage import CoverageMonitor
 from rollout.migration.estimate import price_per_mtok
 from rollout.migration.writer import DocumentWriter
 from rollout.relevance.calibration import Calibration
 from rollout.relevance.evidence import RelevanceCollector
 from rollout.relevance.golden import EvalStore, GoldenGauge
-from rollout.relevance.judges import build_judge
+from rollout.relevance.judges import JudgeSetup, build_judge
 from rollout.relevance.judging import Budget, PairwiseJudging, shadow_listener
+from rollout.relevance.probes import KnownItemProbes, ProbeMetrics
 from rollout.relevance.versions import baseline_and_candidate
 from rollout.routing import Roles, Router
 from rollout.services import service_urls
 from rollout.shadow import ShadowPool
+from rollout.version_spec import VersionSettings
 from rollout.versions import VersionError, all_versions, roles_of, serving
 
 log = logging.getLogger(__name__)
@@ -72,6 +80,51 @@ def redis_client(url: str, timeout_s: float = 2.0) -> redis.Redis:
     """Short timeouts: a slow Redis must never hold a request or a rollback for long."""
     return redis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout_s,
                                 socket_connect_timeout=min(timeout_s, 1.0), retry_on_timeout=False)
+
+
+def rollout_plan(settings: Settings) -> RolloutPlan:
+    """The plan the settings describe (ROLLOUT_STAGES, ROLLOUT_MIN_STAGE_S, ... and the gates' thresholds)."""
+    return RolloutPlan(stages=settings.rollout_stages, min_stage_s=settings.rollout_min_stage_s,
+                       evaluation_interval_s=settings.rollout_evaluation_interval_s,
+                       rollback_to=settings.rollout_rollback_to, complete_after_s=settings.rollout_complete_after_s,
+                       critical_window_s=settings.rollout_critical_window_s,
+                       traffic_grace_s=settings.rollout_traffic_grace_s,
+                       thresholds=Thresholds.from_settings(settings))
+
+
+def backfill_options(settings: Settings, **changes) -> BackfillOptions:
+    """MIGRATION_* overridden by `changes` that are not None (the CLI's options), with the idle timeout the
+    document embedder needs (EMBEDDING_BATCH_SIZE, EMBEDDING_MAX_ATTEMPTS, EMBEDDING_TIMEOUT_S)."""
+    options = replace(BackfillOptions(batch_size=settings.migration_batch_size, workers=settings.migration_workers,
+                                      rebuild_share=settings.migration_index_rebuild_share,
+                                      maintenance_work_mem=settings.migration_maintenance_work_mem,
+                                      maintenance_workers=settings.migration_maintenance_workers),
+                      **{k: v for k, v in changes.items() if v is not None})
+    return options.for_embedder(settings.embedding_batch_size, settings.embedding_max_attempts,
+                                settings.embedding_timeout_s)
+
+
+def alert_policy(settings: Settings) -> AlertPolicy:
+    """Which alerts trip the breakers and what a trip and its release do (ALERT_TRIP_*, ALERT_*)."""
+    return AlertPolicy(settings.trip_severities, settings.trip_label, settings.alert_set_percentage_zero,
+                       settings.alert_on_resolve == "auto", settings.alert_restore_percentage)
+
+
+def judge_setup(settings: Settings, judge: str | None = None) -> JudgeSetup:
+    """What the pairwise judge is built from: RELEVANCE_JUDGE (or `judge`), its model, timeout and credentials."""
+    return JudgeSetup(judge=judge or settings.relevance_judge, model=settings.relevance_judge_model,
+                      timeout_s=settings.relevance_judge_timeout_s, openai_api_key=settings.openai_api_key,
+                      openai_base_url=settings.openai_base_url, google_api_key=settings.google_api_key,
+                      google_base_url=settings.google_base_url)
+
+
+def criteria_limits(settings: Settings) -> CriteriaLimits:
+    """The dashboard's success criteria: the controller's thresholds and CRITERIA_*."""
+    thresholds = Thresholds.from_settings(settings)
+    return CriteriaLimits(max_p95_ms=thresholds.max_p95_s * 1000, min_similarity=thresholds.min_similarity,
+                          max_critical_errors=thresholds.max_critical_errors,
+                          max_error_rate=thresholds.max_error_rate, min_samples=settings.criteria_min_samples,
+                          min_cache_hit_rate=settings.criteria_min_cache_hit_rate)
 
 
 class Runtime:
@@ -134,15 +187,17 @@ class Runtime:
             self.alert_events = AlertEventStore(self.pool)
             self.rollback = RollbackActions(self.breakers, self.flags, self.alert_events)
             self.alerts = AlertService(self.breakers, self.flags, self.alert_events, self.rollback,
-                                       AlertPolicy.from_settings(settings), self.metrics,
+                                       alert_policy(settings), self.metrics,
                                        redis_up=lambda: self.replicator.healthy,
                                        outage_poll_s=settings.alert_outage_poll_s)
             self.replicator.on_tick(self.breakers.tick)  # write back local state before alerts replay
             self.replicator.on_tick(self.alerts.tick)
 
             # migration: query embedding cache, the candidate's coverage guard, dual-write of documents
-            self.embedding_cache = (QueryEmbeddingCache.from_settings(settings, redis_url, self.metrics)
-                                    if settings.embedding_cache_enabled else None)
+            self.embedding_cache = (QueryEmbeddingCache.connect(
+                redis_url, settings.redis_key_prefix, self.metrics, timeout_ms=settings.embedding_cache_timeout_ms,
+                ttl_s=settings.embedding_cache_ttl_s, max_entries=settings.embedding_cache_max_entries,
+                cooldown_s=settings.embedding_cache_cooldown_s) if settings.embedding_cache_enabled else None)
             for backend in self.backends.values():
                 backend.query_cache = self.embedding_cache
             self.coverage = CoverageMonitor(self.pool, {v: settings.version(v) for v in VERSIONS}, self.metrics,
@@ -151,7 +206,7 @@ class Runtime:
                                             interval_s=settings.coverage_refresh_s)
             self.router.add_guard(self.coverage)
             self.coverage.before_count.append(self.refresh_versions)
-            self.document_writer = DocumentWriter(self.pool, settings)
+            self.document_writer = DocumentWriter(self.pool, self.document_embedder)
 
             self.shadow_pool = ShadowPool(settings.shadow_max_concurrency)
             self.deadline = (QueryDeadline(settings.query_deadline_ms, settings.hedge_delay_ms)
@@ -182,14 +237,15 @@ class Runtime:
             self.golden = GoldenGauge(EvalStore(self.pool), self.metrics.relevance_golden_ndcg,
                                       lambda: baseline_and_candidate(self.router.roles))
             self.replicator.on_tick(self.golden.refresh_if_due)
-            self.figures = Figures(self.pool, settings, roles=lambda: self.router.roles,
+            self.figures = Figures(self.pool, criteria_limits(settings), roles=lambda: self.router.roles,
                                    price_per_mtok=self.price_per_mtok,
-                                   calibration=self.calibration if settings.relevance_calibration else None)
+                                   calibration=self.calibration if settings.relevance_calibration else None,
+                                   timeout_ms=settings.monitoring_query_timeout_ms)
 
             # staged rollout: one service for the status, people's commands and the controller's evaluations
             rollout_store = RolloutStore(self.pool)
             self.stages = RolloutService(
-                RolloutPlan.from_settings(settings), rollout_store,
+                rollout_plan(settings), rollout_store,
                 EvidenceCollector(self.pool, self.breakers, self.coverage,
                                   max_samples=settings.rollout_evidence_max_samples,
                                   statement_timeout_ms=settings.monitoring_query_timeout_ms, flags=self.flags,
@@ -202,7 +258,7 @@ class Runtime:
                 relevance=(self._relevance_evidence
                            if settings.rollout_quality_gate == "relevance" else None))
             if settings.rollout_plan_file:
-                self.follow_plan(read_plan(settings.rollout_plan_file, RolloutPlan.from_settings(settings)))
+                self.follow_plan(read_plan(settings.rollout_plan_file, rollout_plan(settings)))
         except BaseException:
             self.pool.close()
             raise
@@ -215,7 +271,7 @@ class Runtime:
 
     def _judging(self) -> PairwiseJudging | None:
         """The pairwise judge of shadow disagreements (RELEVANCE_JUDGE), fed by the gateway."""
-        judge = build_judge(self.settings)
+        judge = build_judge(judge_setup(self.settings))
         if judge is None:
             return None
         s = self.settings
@@ -288,10 +344,35 @@ class Runtime:
                                "(`rollout versions list`)")
         return backend.settings
 
+    def document_embedder(self, setup: VersionSettings) -> Embedder:
+        """The embedder a backfill and the document writer use: document purpose (long timeouts, many attempts)."""
+        return build_embedder(setup, self.settings, purpose="document")
+
+    def backfill_options(self, **changes) -> BackfillOptions:
+        """The configured backfill options (see `backfill_options`)."""
+        return backfill_options(self.settings, **changes)
+
+    @property
+    def controller_timings(self) -> ControllerTimings:
+        """A controller process's schedule (ROLLOUT_LEADER_TTL_S, RELEVANCE_PROBE_INTERVAL_S)."""
+        return ControllerTimings(leader_ttl_s=self.settings.rollout_leader_ttl_s,
+                                 probe_interval_s=self.settings.relevance_probe_interval_s)
+
+    def query_log_retention(self, scheduler: BaseScheduler) -> Maintenance:
+        """The query_log retention job of a controller process, on the controller's `scheduler`."""
+        return Maintenance(self.settings, self.database_url, scheduler=scheduler)
+
+    def known_item_probes(self, registry: CollectorRegistry) -> KnownItemProbes:
+        """The known-item probes a controller runs as the leader (RELEVANCE_PROBES_PER_CATEGORY, RELEVANCE_PROBE_K),
+        their metrics in the controller's `registry`."""
+        return KnownItemProbes(self.pool, self.backends, ProbeMetrics(registry),
+                               per_category=self.settings.relevance_probes_per_category,
+                               k=self.settings.relevance_probe_k)
+
     def price_per_mtok(self, name: str) -> float | None:
         """USD per million embedding tokens of a served version's model; None when no price is known."""
         backend = self.backends.get(name)
-        return None if backend is None else price_per_mtok(backend.settings, self.settings)
+        return None if backend is None else price_per_mtok(backend.settings, self.settings.embedding_prices)
 
     def start(self) -> Runtime:
         """Load the replicated state once, then keep it current from a background thread."""

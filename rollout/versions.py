@@ -11,7 +11,7 @@ snapshot of it when it starts and again in the background (see `Runtime.refresh_
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -19,10 +19,10 @@ from datetime import datetime
 import psycopg
 from psycopg.rows import dict_row
 
-from rollout.config import Settings, VersionSettings
 from rollout.embedders.registry import provider
 from rollout.errors import RolloutError
 from rollout.routing import Roles
+from rollout.version_spec import VersionSettings
 
 NAME = re.compile(r"^[a-z0-9_-]{1,32}$")
 MAX_DIMENSIONS = {"vector": 2000, "halfvec": 4000}  # pgvector's limits for an HNSW index
@@ -123,8 +123,12 @@ class VersionRegistry:
             return _require(conn, name)
 
     def add(self, name: str, provider_name: str, dimensions: int, *, model: str | None = None,
-            halfvec: bool = False, notes: str = "", settings: Settings | None = None) -> EmbeddingVersion:
-        """Register a version and create its table and HNSW index, all in one transaction."""
+            halfvec: bool = False, notes: str = "",
+            check: Callable[[VersionSettings], object] | None = None) -> EmbeddingVersion:
+        """Register a version and create its table and HNSW index, all in one transaction.
+
+        `check` sees the new version's set-up before anything is written and raises to refuse it
+        (`rollout versions add` builds its embedder: the provider refuses what it cannot embed)."""
         check_name(name)
         kind = provider(provider_name)
         vector_type = "halfvec" if halfvec else "vector"
@@ -135,8 +139,8 @@ class VersionRegistry:
         version = EmbeddingVersion(name=name, provider=kind.name, model=model or kind.model_for(name),
                                    dimensions=dimensions, vector_type=vector_type, table_name=table_for(name),
                                    status="ready", notes=notes)
-        if settings is not None:  # the provider refuses what it cannot embed (a model's native size...)
-            kind.build(version.settings, settings)
+        if check is not None:  # e.g. the provider refuses what it cannot embed (a model's native size...)
+            check(version.settings)
         with self._transaction() as conn:
             existing = _find(conn, name)
             if existing is not None:

@@ -20,9 +20,9 @@ import sys
 import psycopg
 
 from rollout.config import Settings
-from rollout.migration.backfill import BackfillOptions, backfill_for
+from rollout.migration.backfill import backfill_for
 from rollout.migration.loader import EmbeddingLoader
-from rollout.runtime import Runtime
+from rollout.runtime import Runtime, backfill_options
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
     settings = Settings.load(env_file=None)
     runtime = Runtime(settings, settings.database_url, settings.redis_url, pool_size=2)
     runtime.sync()
-    options = BackfillOptions.from_settings(settings, batch_size=20, workers=1, index="rebuild")
+    options = backfill_options(settings, batch_size=20, workers=1, index="rebuild")
     job = backfill_for(runtime, version, options, progress=lambda n: maybe_die("batch"))
 
     embed = job.embedder.embed

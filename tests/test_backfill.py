@@ -59,7 +59,7 @@ def load(runtime, extra=300) -> list[Document]:
 
 
 def options(runtime, **changes) -> BackfillOptions:
-    return BackfillOptions.from_settings(runtime.settings, **changes)
+    return runtime.backfill_options(**changes)
 
 
 # -- a plain run -------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from rollout.controller import (
     judge,
 )
 from rollout.errors import ConfigError
+from rollout.runtime import rollout_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAN = RolloutPlan(min_stage_s=60, complete_after_s=120)
@@ -36,7 +37,7 @@ PREVIOUS = RolloutPlan(min_stage_s=60, complete_after_s=120, rollback_to="previo
 # -- settings and validation ------------------------------------------------------------------
 
 def test_settings_defaults_are_the_plans_defaults():
-    assert RolloutPlan.from_settings(Settings.from_environ({})) == RolloutPlan()
+    assert rollout_plan(Settings.from_environ({})) == RolloutPlan()
 
 
 def test_every_setting_reaches_the_plan():
@@ -48,7 +49,7 @@ def test_every_setting_reaches_the_plan():
         "ROLLOUT_MIN_SHADOW_SAMPLES": "30", "ROLLOUT_MAX_ERROR_RATE": "0.01", "ROLLOUT_MAX_CRITICAL_ERRORS": "2",
         "ROLLOUT_CRITICAL_WINDOW_S": "600", "ROLLOUT_ROLLBACK_ALPHA": "0.005", "ROLLOUT_ADVANCE_CONFIDENCE": "0.9",
         "ROLLOUT_SRM_ALPHA": "0.0005"})
-    plan = RolloutPlan.from_settings(settings)
+    plan = rollout_plan(settings)
     assert plan == RolloutPlan(
         stages=(5.0, 20.0, 100.0), min_stage_s=2, evaluation_interval_s=0.5, rollback_to="previous",
         complete_after_s=3, critical_window_s=600,

@@ -79,8 +79,8 @@ def test_redis_down_means_no_cache_and_no_failure(make_runtime, services):
     port = free_port()
     runtime = make_runtime()
     load_and_embed(runtime)
-    down = QueryEmbeddingCache.from_settings(runtime.settings.with_overrides(embedding_cache_timeout_ms=50),
-                                             f"redis://127.0.0.1:{port}/0", runtime.metrics)
+    down = QueryEmbeddingCache.connect(f"redis://127.0.0.1:{port}/0", runtime.settings.redis_key_prefix,
+                                       runtime.metrics, timeout_ms=50)
     backend = runtime.backends["v2"]
     backend.query_cache = down
     results = [backend.search("pool opening hours", 3) for _ in range(20)]
@@ -99,9 +99,8 @@ def test_a_silent_redis_costs_at_most_the_socket_timeout_once(make_runtime, serv
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
-        cache = QueryEmbeddingCache.from_settings(runtime.settings.with_overrides(embedding_cache_timeout_ms=100,
-                                                                                   embedding_cache_cooldown_s=30),
-                                                  url, runtime.metrics)
+        cache = QueryEmbeddingCache.connect(url, runtime.settings.redis_key_prefix, runtime.metrics,
+                                            timeout_ms=100, cooldown_s=30)
         backend = runtime.backends["v2"]
         backend.query_cache = cache
         answers = [backend.search("pool opening hours", 3) for _ in range(5)]

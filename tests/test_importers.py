@@ -255,10 +255,10 @@ def test_dry_run_reports_and_writes_nothing(runtime):
 def test_a_failure_while_writing_leaves_nothing(runtime, tmp_path):
     scan = read_source(write_jsonl(tmp_path / "ok.jsonl", [{"id": f"d{n}", "title": "T", "content": f"C{n}"}
                                                             for n in range(5)]), "jsonl")
-    plan = plan_import(scan, "ns", runtime.settings)
+    plan = plan_import(scan, "ns")
     plan.documents[3] = plan.documents[3].__class__("x" * 300, "T", "C", "general", {})  # over the id limit
     with pytest.raises(psycopg.errors.CheckViolation):
-        apply_import(runtime.pool, plan, runtime.settings)
+        apply_import(runtime.pool, plan)
     assert documents(runtime) == {}
 
 
@@ -267,14 +267,14 @@ def test_colliding_ids_are_refused(runtime, tmp_path):
         {"title": "A", "content": "one", "metadata": {"source": "s", "chunk": 1}},
         {"title": "B", "content": "two", "metadata": {"source": "s", "chunk": 1}}])
     with pytest.raises(ImportFileError, match="map to the id 'c_s_1'"):
-        plan_import(read_source(path, "jsonl"), "c", runtime.settings)
+        plan_import(read_source(path, "jsonl"), "c")
 
 
 def test_a_copy_of_the_store_keeps_the_same_ids(runtime, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(CHROMA, copy)
-    first = plan_import(read_source(CHROMA, "chroma"), "kb", runtime.settings)
-    second = plan_import(read_source(copy, "chroma"), "kb", runtime.settings)
+    first = plan_import(read_source(CHROMA, "chroma"), "kb")
+    second = plan_import(read_source(copy, "chroma"), "kb")
     assert [d.id for d in first.documents] == [d.id for d in second.documents]
 
 
@@ -343,8 +343,8 @@ def test_a_rebuilt_faiss_index_without_ids_keeps_each_documents_id(runtime, tmp_
             pickle.dump([{"n": n} for n in order], handle)
         return folder
 
-    first = plan_import(read_source(store([0, 1, 2]), "faiss"), "fx", runtime.settings)
-    rebuilt = plan_import(read_source(store([2, 0]), "faiss"), "fx", runtime.settings)
+    first = plan_import(read_source(store([0, 1, 2]), "faiss"), "fx")
+    rebuilt = plan_import(read_source(store([2, 0]), "faiss"), "fx")
     ids = {d.content: d.id for d in first.documents}
     assert {d.content: d.id for d in rebuilt.documents} == {t: ids[t] for t in (texts[2], texts[0])}
 

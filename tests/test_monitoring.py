@@ -111,7 +111,8 @@ def test_similarity_passes_or_fails_only_against_the_calibrated_floor(runtime, t
     def criterion(candidate_scale):
         calibration = Calibration(None, "v1", min_samples=100)
         calibration.learn({"v1": (np.linspace(0.6, 0.9, 301), "shadow_pairs"), "v2": (candidate_scale, "traffic")})
-        figures = Figures(runtime.pool, runtime.settings, roles=lambda: runtime.router.roles, calibration=calibration)
+        figures = Figures(runtime.pool, runtime.figures.limits, roles=lambda: runtime.router.roles,
+                          calibration=calibration)
         dashboard = figures.dashboard("1h", runtime.flags.snapshot())
         return next(c for c in dashboard.criteria if c.name == "v2_mean_similarity"), dashboard.versions["v2"]
 

@@ -17,9 +17,9 @@ from rollout.cli import cli
 from rollout.config import Settings
 from rollout.controller import Action, Command
 from rollout.controller.gates.registry import GATES
-from rollout.controller.plan import RolloutPlan
 from rollout.controller.planfile import read_plan
 from rollout.errors import ConfigError
+from rollout.runtime import rollout_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "rollout" / "data" / "plans" / "example.yaml"
@@ -62,7 +62,7 @@ def test_the_shipped_example_is_valid(lint):
     result = lint(EXAMPLE.read_text())
     assert result.exit_code == 0, result.stderr
     assert "ok: stages 5, 25, 50, 100" in result.stdout and "4 custom gates" in result.stdout
-    plan = read_plan(EXAMPLE, RolloutPlan.from_settings(Settings.from_environ({})))
+    plan = read_plan(EXAMPLE, rollout_plan(Settings.from_environ({})))
     assert [g.name for g in plan.gates] == [g.name for g in GATES] + [
         "gateway_errors", "p95_latency", "fallback_share", "empty_answers"]
     assert plan.min_stage_s == 86400 and plan.evaluation_interval_s == 300 and plan.thresholds.max_error_rate == 0.002
@@ -135,7 +135,7 @@ def test_a_bad_plan_stops_the_controller_before_it_connects(tmp_path, monkeypatc
     assert result.stderr == ("error: invalid plan: plan.yaml:1: stages: the last stage must be 100 (all traffic on "
                              "the candidate), not 60 (and 1 more: `rollout plan lint plan.yaml` lists them)\n")
     with pytest.raises(ConfigError, match="cannot read the plan"):
-        read_plan(tmp_path / "missing.yaml", RolloutPlan.from_settings(Settings.from_environ({})))
+        read_plan(tmp_path / "missing.yaml", rollout_plan(Settings.from_environ({})))
 
 
 # -- a controller judging by a plan ----------------------------------------------------------------
@@ -148,7 +148,7 @@ def test_a_failing_custom_guardrail_rolls_back_and_its_reading_is_kept(make_runt
     runtime = make_runtime(**PLAN_ENV)
     with StatsServer() as server:
         (tmp_path / "plan.yaml").write_text(GOOD.format(url=server.url))
-        plan = read_plan(tmp_path / "plan.yaml", RolloutPlan.from_settings(runtime.settings))
+        plan = read_plan(tmp_path / "plan.yaml", rollout_plan(runtime.settings))
         runtime.follow_plan(plan)
         t0 = time.time() - 600
         started = runtime.stages.command(Command(Action.ADVANCE, actor="alice"), now=t0)
@@ -169,7 +169,7 @@ def test_a_failing_custom_guardrail_rolls_back_and_its_reading_is_kept(make_runt
 def test_a_source_that_is_down_holds_with_its_reason(make_runtime, tmp_path):
     runtime = make_runtime(**PLAN_ENV)
     (tmp_path / "plan.yaml").write_text(GOOD.format(url="http://127.0.0.1:9"))
-    runtime.follow_plan(read_plan(tmp_path / "plan.yaml", RolloutPlan.from_settings(runtime.settings)))
+    runtime.follow_plan(read_plan(tmp_path / "plan.yaml", rollout_plan(runtime.settings)))
     t0 = time.time() - 600
     runtime.stages.command(Command(Action.ADVANCE, actor="alice"), now=t0)
     rows = [record(logged_at=_at(t0 + 1 + i * 0.01), routed_version=v, served_version=v, user_hash=f"{v}-{i}")

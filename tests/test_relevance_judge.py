@@ -12,6 +12,7 @@ from rollout.errors import ConfigError
 from rollout.relevance.judges import GeminiJudge, LexicalOverlapJudge, Listed, OpenAIJudge, build_judge
 from rollout.relevance.judges.base import JudgeError, read_answer
 from rollout.relevance.judging import Budget, Pair, PairwiseJudging, judge_summary
+from rollout.runtime import judge_setup
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("offline_sdk")]
 
@@ -146,10 +147,10 @@ def test_answers_and_configuration():
     assert read_answer(" b\n") == "second" and read_answer("T") == "tie"
     with pytest.raises(JudgeError, match="unreadable"):
         read_answer("maybe")
-    assert build_judge(Settings.from_environ({})) is None
-    assert build_judge(Settings.from_environ({"RELEVANCE_JUDGE": "lexical"})).name == "lexical-overlap"
+    assert build_judge(judge_setup(Settings.from_environ({}))) is None
+    assert build_judge(judge_setup(Settings.from_environ({"RELEVANCE_JUDGE": "lexical"}))).name == "lexical-overlap"
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
-        build_judge(Settings.from_environ({"RELEVANCE_JUDGE": "openai"}))
+        build_judge(judge_setup(Settings.from_environ({"RELEVANCE_JUDGE": "openai"})))
 
 
 def test_shadow_pairs_reach_the_judge_off_the_request_path(make_runtime):

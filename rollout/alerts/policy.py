@@ -1,11 +1,13 @@
-"""Which alerts roll the candidate back, and what a rollback and its release do (from Settings)."""
+"""Which alerts roll the candidate back, and what a rollback and its release do.
+
+The composition root reads it from the settings (`rollout.runtime.alert_policy`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from rollout.alerts.payloads import Alert
-from rollout.config import Settings
 
 
 @dataclass(frozen=True)
@@ -15,11 +17,6 @@ class AlertPolicy:
     set_percentage_zero: bool = True  # a trip also sets FF_NEW_EMBEDDINGS_PERCENTAGE to 0
     auto_release: bool = False        # all resolved: half-open at once (else wait for a re-arm)
     restore_percentage: bool = True   # on release or re-arm: restore the percentage saved by the trip
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> AlertPolicy:
-        return cls(settings.trip_severities, settings.trip_label, settings.alert_set_percentage_zero,
-                   settings.alert_on_resolve == "auto", settings.alert_restore_percentage)
 
     def trips(self, alert: Alert) -> bool:
         if alert.severity in self.trip_severities:

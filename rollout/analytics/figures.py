@@ -27,18 +27,19 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
 from psycopg_pool import ConnectionPool
 
 from flags import GRADUAL_MIGRATION, V2_PERCENTAGE, FlagSnapshot
 from rollout.analytics.series import RANGES, Series
-from rollout.config import Settings
-from rollout.controller.thresholds import Thresholds
 from rollout.database import read_snapshot
 from rollout.formatting import rate_percent
-from rollout.relevance.calibration import Calibration
 from rollout.routing import Roles
+
+if TYPE_CHECKING:
+    from rollout.relevance.calibration import Calibration  # an annotation only: the runtime passes one in
 
 CRITICAL_WINDOW = timedelta(hours=24)
 # the SQL the dashboard and the rollout controller share: which queries judge a version, and which failed it
@@ -203,16 +204,31 @@ _LATEST_BASELINE = """SELECT id, created_at, range, figures, note FROM performan
                       WHERE version = %s ORDER BY created_at DESC, id DESC LIMIT 1"""
 
 
+@dataclass(frozen=True)
+class CriteriaLimits:
+    """The limits of the seed's success criteria: the rollout controller's thresholds (ROLLOUT_MAX_P95_MS,
+    ROLLOUT_MIN_SIMILARITY, ROLLOUT_MAX_CRITICAL_ERRORS, ROLLOUT_MAX_ERROR_RATE) and the dashboard's own
+    (CRITERIA_MIN_SAMPLES, CRITERIA_MIN_CACHE_HIT_RATE). The composition root reads them from the settings."""
+
+    max_p95_ms: float = 800.0
+    min_similarity: float = 0.7
+    max_critical_errors: int = 0
+    max_error_rate: float = 0.001
+    min_samples: int = 100  # queries a version needs before a criterion is known
+    min_cache_hit_rate: float = 0.7
+
+
 class Figures:
-    def __init__(self, pool: ConnectionPool, settings: Settings, roles: Callable[[], Roles],
+    def __init__(self, pool: ConnectionPool, limits: CriteriaLimits, roles: Callable[[], Roles],
                  price_per_mtok: Callable[[str], float | None] = lambda version: None,
-                 calibration: Calibration | None = None):
+                 calibration: Calibration | None = None, *, timeout_ms: int = 15000):
         self.pool = pool
-        self.settings = settings
+        self.limits = limits
+        self.timeout_ms = timeout_ms  # of each dashboard read (MONITORING_QUERY_TIMEOUT_MS)
         self.roles = roles  # the baseline and the candidate (the router's snapshot of the registry)
         self.price_per_mtok = price_per_mtok  # USD per million embedding tokens of a version by name
         self.calibration = calibration  # maps the similarity floor to the candidate's scale (None: raw only)
-        self._series = Series(pool, settings, price_per_mtok)
+        self._series = Series(pool, timeout_ms, price_per_mtok)
 
     def dashboard(self, range_name: str, flags: FlagSnapshot, *, until: datetime | None = None) -> Dashboard:
         """Figures over the last `range_name` (1h, 24h, 7d); InvalidRange otherwise."""
@@ -222,7 +238,7 @@ class Figures:
         baseline, candidate = self.roles()
         candidate = candidate or baseline
         versions = {v: VersionFigures(v) for v in (baseline, candidate)}
-        with read_snapshot(self.pool, self.settings.monitoring_query_timeout_ms) as conn:
+        with read_snapshot(self.pool, self.timeout_ms) as conn:
             for version, requests, percentiles, errors, fallbacks in conn.execute(_BY_ROUTED, params):
                 if version not in versions:  # a version out of the rollout (an earlier one)
                     continue
@@ -280,11 +296,10 @@ class Figures:
     def criteria(self, d: Dashboard) -> list[Criterion]:
         """The seed's success criteria for the candidate, with the rollout controller's thresholds (`ROLLOUT_*`).
         Each names the versions it compares (the dashboard's pair: the baseline, then the candidate)."""
-        s, (v1, v2) = self.settings, (d.versions[name] for name in d.pair)
+        t, (v1, v2) = self.limits, (d.versions[name] for name in d.pair)
         base, cand = d.pair
-        t = Thresholds.from_settings(s)
-        max_p95_ms = t.max_p95_s * 1000
-        enough = s.criteria_min_samples
+        max_p95_ms = t.max_p95_ms
+        enough = t.min_samples
         if v1.requests >= enough or d.baseline is None or d.baseline.figures.p95_ms is None:
             reference, source, reference_known = v1.p95_ms, base, v1.requests >= enough
         else:  # the baseline has (almost) no traffic left: judge the candidate against the stored figures
@@ -310,9 +325,9 @@ class Figures:
                 v2.error_rate is not None and v2.error_rate < t.max_error_rate,
                 f"{v2.errors} of {v2.requests} {cand} queries failed ({v2.fallbacks} answered by {base})"),
             _criterion(
-                "v2_cache_hit_rate", f"{cand} query cache hit rate > {s.criteria_min_cache_hit_rate:.0%}",
-                v2.cache_hit_rate, s.criteria_min_cache_hit_rate, v2.cache_samples >= enough,
-                (v2.cache_hit_rate or 0) > s.criteria_min_cache_hit_rate,
+                "v2_cache_hit_rate", f"{cand} query cache hit rate > {t.min_cache_hit_rate:.0%}",
+                v2.cache_hit_rate, t.min_cache_hit_rate, v2.cache_samples >= enough,
+                (v2.cache_hit_rate or 0) > t.min_cache_hit_rate,
                 f"{_pct(v2.cache_hit_rate)} over {v2.cache_samples} {cand} queries with a query cache"
                 if v2.cache_samples else f"no {cand} query went through a query cache"),
         ]

@@ -26,7 +26,6 @@ from datetime import UTC, datetime, timedelta
 from psycopg_pool import ConnectionPool
 
 from rollout.analytics.rollup import grain_for, quantile
-from rollout.config import Settings
 from rollout.database import read_snapshot
 
 RANGES: dict[str, timedelta] = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "6h": timedelta(hours=6),
@@ -81,10 +80,10 @@ class _Ended:
 
 
 class Series:
-    def __init__(self, pool: ConnectionPool, settings: Settings,
+    def __init__(self, pool: ConnectionPool, timeout_ms: int,
                  price_per_mtok: Callable[[str], float | None] = lambda version: None):
         self.pool = pool
-        self.settings = settings
+        self.timeout_ms = timeout_ms  # of each read (MONITORING_QUERY_TIMEOUT_MS)
         self.price_per_mtok = price_per_mtok  # USD per million embedding tokens of a version; None: unknown
         self._ended: dict[timedelta, _Ended] = {}
         self._lock = threading.Lock()
@@ -133,7 +132,7 @@ class Series:
                   "grain": grain_for(step.total_seconds())}
         points = {}
         latencies: dict[tuple[datetime, str], list[float | None]] = {}
-        with read_snapshot(self.pool, self.settings.monitoring_query_timeout_ms) as conn:
+        with read_snapshot(self.pool, self.timeout_ms) as conn:
             for at, version, total, *buckets in conn.execute(_BUCKETS, params):
                 pairs = zip(QUANTILES, buckets[::2], buckets[1::2], strict=True)
                 latencies[(at, version)] = [quantile(q, total, low, high) for q, low, high in pairs]

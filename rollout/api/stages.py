@@ -22,8 +22,8 @@ from rollout.api.context import current_runtime
 from rollout.api.errors import ApiError, bad_request
 from rollout.api.openapi import operation, query_parameter
 from rollout.api.validation import limit_argument, parse
-from rollout.config import RollbackTarget
 from rollout.controller import Action, Command, TransitionError
+from rollout.stages import RollbackTarget
 from rollout.versions import NAME, UnknownVersion, VersionError
 
 bp = Blueprint("stages", __name__)

@@ -12,10 +12,9 @@ import click
 from rollout.cli import cli, settings_of
 from rollout.cli.stage import decision_line
 from rollout.controller.metrics import ControllerMetrics, serve_metrics, stop_serving
-from rollout.controller.plan import RolloutPlan
 from rollout.controller.planfile import read_plan
 from rollout.controller.process import ControllerProcess
-from rollout.runtime import command_runtime
+from rollout.runtime import command_runtime, rollout_plan
 
 
 @cli.command()
@@ -34,7 +33,7 @@ def controller(ctx: click.Context, once: bool, plan_file: Path | None, retention
     """
     settings = settings_of(ctx)
     # a bad file stops here, before services
-    plan = read_plan(plan_file, RolloutPlan.from_settings(settings)) if plan_file is not None else None
+    plan = read_plan(plan_file, rollout_plan(settings)) if plan_file is not None else None
     logging.getLogger("rollout").setLevel(logging.INFO)  # a daemon's decisions belong in its log
     with command_runtime(settings, replicate=not once) as runtime:
         if plan is not None:

@@ -45,13 +45,13 @@ def import_corpus(ctx: click.Context, path: Path, fmt: str, namespace: str | Non
     scan = read_source(path, fmt, vectors=keep_vectors or dry_run, collection=collection,
                        content_property=content_property)
     with command_runtime(settings) as runtime:
-        plan = plan_import(scan, namespace or default_namespace(path), settings, keep_vectors=keep_vectors,
+        plan = plan_import(scan, namespace or default_namespace(path), keep_vectors=keep_vectors,
                            vectors_version=vectors_version,
                            versions={name: backend.settings for name, backend in runtime.backends.items()})
         if dry_run:
             summary = {**plan.as_json(), "would": preview(runtime.pool, plan)}
         else:
-            summary = {**plan.as_json(), "result": apply_import(runtime.pool, plan, settings).as_json()}
+            summary = {**plan.as_json(), "result": apply_import(runtime.pool, plan).as_json()}
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return

@@ -11,12 +11,12 @@ from tqdm import tqdm
 from rollout import schema
 from rollout.cli import cli, settings_of
 from rollout.errors import RolloutError
-from rollout.migration.backfill import INDEX_POLICIES, BackfillOptions, backfill_for, document_embedder
+from rollout.migration.backfill import INDEX_POLICIES, backfill_for
 from rollout.migration.estimate import estimate
 from rollout.migration.index import VectorIndex
 from rollout.migration.status import MigrationStatus, category_counts
 from rollout.migration.verify import Verifier
-from rollout.runtime import command_runtime
+from rollout.runtime import backfill_options, command_runtime
 
 INTERRUPTED_EXIT = 130
 
@@ -84,14 +84,15 @@ def run(ctx: click.Context, version: str, category: str | None, limit: int | Non
     Safe to kill at any moment and to run again, and to run on several hosts at once.
     """
     settings = settings_of(ctx)
-    options = BackfillOptions.from_settings(settings, category=category, limit=limit, batch_size=batch_size,
-                                            workers=workers, index=index_policy, retry_failed=retry_failed)
+    options = backfill_options(settings, category=category, limit=limit, batch_size=batch_size,
+                               workers=workers, index=index_policy, retry_failed=retry_failed)
     with command_runtime(settings) as runtime:
         target = runtime.version(version)
         version = target.version
         if dry_run:
             with runtime.pool.connection() as conn:
-                plan = estimate(conn, target, settings, document_embedder(settings, target), options)
+                plan = estimate(conn, target, runtime.document_embedder(target), options,
+                                prices=settings.embedding_prices, embedding_batch_size=settings.embedding_batch_size)
             _print_estimate(plan, as_json)
             return
         backfill = backfill_for(runtime, version, options)

@@ -26,7 +26,7 @@ from rollout.formatting import rate_percent
 from rollout.relevance.judges import JUDGES, JudgeError, build_judge
 from rollout.relevance.judging import judge_lists
 from rollout.relevance.summary import render_relevance, runtime_relevance
-from rollout.runtime import Runtime, command_runtime
+from rollout.runtime import Runtime, command_runtime, judge_setup
 
 STATUS = {"pass": ("PASS", "green"), "fail": ("FAIL", "red"), "insufficient_data": ("WAIT", "yellow"),
           "incomplete": ("INCOMPLETE", "yellow")}
@@ -146,7 +146,7 @@ def compare_command(ctx: click.Context, queries_file: Path | None, k: int, categ
     """Run a query set against the baseline and the candidate directly (no routing) and compare their results."""
     queries = read_queries(queries_file or demo.queries_path())
     settings = settings_of(ctx)
-    judge = build_judge(settings.model_copy(update={"relevance_judge": judge_name}) if judge_name else settings)
+    judge = build_judge(judge_setup(settings, judge_name))
     with command_runtime(settings) as runtime:
         roles = runtime.router.roles
         report = compare_query_set(runtime.backends, (roles.baseline, roles.candidate or roles.baseline), queries,

@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from rollout.cli import cli, settings_of
-from rollout.controller.plan import RolloutPlan
 from rollout.controller.planfile import Problem, lint_text
+from rollout.runtime import rollout_plan
 
 
 @cli.group()
@@ -32,7 +32,7 @@ def lint(ctx: click.Context, file: Path, as_json: bool) -> None:
     except (OSError, UnicodeDecodeError) as exc:
         found, summary = [Problem(None, "", f"cannot read it: {getattr(exc, 'strerror', None) or exc}")], None
     else:
-        built, found = lint_text(text, RolloutPlan.from_settings(settings_of(ctx)), str(file))
+        built, found = lint_text(text, rollout_plan(settings_of(ctx)), str(file))
         summary = None if built is None else (
             f"{file}: ok: stages {', '.join(f'{s:g}' for s in built.stages)}; {len(built.registry_gates)} registry "
             f"gates; {len(built.metric_gates)} custom gates"

@@ -11,11 +11,10 @@ import click
 
 from rollout.cli import cli, settings_of
 from rollout.controller.aa import gates_for, read_rows, run_aa
-from rollout.controller.plan import RolloutPlan
 from rollout.controller.planfile import read_plan
 from rollout.controller.replay import REPLAYED_GATES, rejudge, replayable, stored_looks
 from rollout.errors import RolloutError
-from rollout.runtime import command_runtime
+from rollout.runtime import command_runtime, rollout_plan
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -46,7 +45,7 @@ def replay(ctx: click.Context, span: timedelta, plan_file: str | None, as_json: 
     One line per look: when, the percentage, what was decided then and what the gates decide now.
     """
     settings = settings_of(ctx)
-    plan = read_plan(plan_file, RolloutPlan.from_settings(settings)) if plan_file is not None else None
+    plan = read_plan(plan_file, rollout_plan(settings)) if plan_file is not None else None
     gates = replayable(plan.gates) if plan is not None else REPLAYED_GATES
     until = datetime.now(UTC)
     with command_runtime(settings) as runtime:

@@ -7,7 +7,7 @@ import json
 import click
 
 from rollout.cli import cli, settings_of
-from rollout.embedders.registry import PROVIDERS
+from rollout.embedders.registry import PROVIDERS, provider
 from rollout.services import service_urls
 from rollout.versions import EmbeddingVersion, VersionError, VersionRegistry
 
@@ -75,8 +75,9 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
 def add(ctx: click.Context, name: str, provider_name: str, model: str | None, dimensions: int, halfvec: bool,
         notes: str, as_json: bool) -> None:
     """Register a version and create its table and HNSW index (then `rollout migrate run --version NAME`)."""
+    settings = settings_of(ctx)
     version = _registry(ctx).add(name, provider_name, dimensions, model=model, halfvec=halfvec, notes=notes,
-                                 settings=settings_of(ctx))
+                                 check=lambda spec: provider(spec.embedder).build(spec, settings))
     _echo(version, as_json, "added")
 
 

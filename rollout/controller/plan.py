@@ -1,16 +1,17 @@
-"""The plan: the stages a rollout climbs, how long each lasts at least, and where a rollback lands."""
+"""The plan: the stages a rollout climbs, how long each lasts at least, and where a rollback lands.
+
+The composition root builds the configured plan from the settings (`rollout.runtime.rollout_plan`);
+a plan file (`rollout.controller.planfile`) starts from that one.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, get_args
+from typing import Any, get_args
 
-from rollout.config import DEFAULT_STAGES, RollbackTarget, parse_stages
 from rollout.controller.thresholds import Thresholds
 from rollout.errors import ConfigError
-
-if TYPE_CHECKING:
-    from rollout.config import Settings
+from rollout.stages import DEFAULT_STAGES, RollbackTarget, parse_stages
 
 ROLLBACK_TARGETS: tuple[str, ...] = get_args(RollbackTarget)
 
@@ -44,15 +45,6 @@ class RolloutPlan:
         for name in ("evaluation_interval_s", "critical_window_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be more than 0 seconds")
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RolloutPlan:
-        return cls(stages=settings.rollout_stages, min_stage_s=settings.rollout_min_stage_s,
-                   evaluation_interval_s=settings.rollout_evaluation_interval_s,
-                   rollback_to=settings.rollout_rollback_to, complete_after_s=settings.rollout_complete_after_s,
-                   critical_window_s=settings.rollout_critical_window_s,
-                   traffic_grace_s=settings.rollout_traffic_grace_s,
-                   thresholds=Thresholds.from_settings(settings))
 
     @property
     def final(self) -> float:

@@ -1,11 +1,13 @@
 """The controller process (`rollout controller`): the schedule, the leader lock, a clean stop.
 
 One APScheduler BackgroundScheduler runs three jobs (and, unless turned off, the query_log
-retention job of `rollout/maintenance.py`, which guards itself with an advisory lock):
+retention job of `rollout/maintenance.py`, which guards itself with an advisory lock; the host
+builds it, `ControllerHost.query_log_retention`):
 
 - `leader`, every third of ROLLOUT_LEADER_TTL_S: renew the leader lock, or try to take it;
 - `probes`, every RELEVANCE_PROBE_INTERVAL_S (first at start; 0: none): on the leader only, a
-  round of known-item probes (`rollout.relevance.probes`), relevance evidence without traffic;
+  round of known-item probes (`rollout.relevance.probes`, built by the host: the controller
+  does not import the relevance package), relevance evidence without traffic;
 - `evaluation`, every min(evaluation interval, a third of the TTL): on the leader only, take
   any flag change made elsewhere, then evaluate when the state's `next_evaluation_at` has
   come. The due time lives in PostgreSQL, so a new leader (or a restarted controller)
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,18 +31,15 @@ import psycopg
 import redis
 from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]  # APScheduler 3 ships no types
 
-from rollout.config import Settings
 from rollout.controller.leader import LeaderLock
 from rollout.controller.metrics import ControllerMetrics
 from rollout.errors import RolloutError
-from rollout.maintenance import Maintenance
-from rollout.relevance.probes import KnownItemProbes, ProbeMetrics
 
 if TYPE_CHECKING:
-    from psycopg_pool import ConnectionPool
+    from prometheus_client import CollectorRegistry
 
-    from rollout.backends import VersionBackend
     from rollout.controller.service import RolloutService
+    from rollout.maintenance import Maintenance
     from rollout.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -50,24 +49,36 @@ class LeaderBusy(RolloutError):
     """Another controller holds the leader lock."""
 
 
+class ProbeRound(Protocol):
+    """A round of known-item probes (`rollout.relevance.probes.KnownItemProbes`)."""
+
+    def run(self) -> object: ...
+
+
+@dataclass(frozen=True)
+class ControllerTimings:
+    """The process's own schedule: ROLLOUT_LEADER_TTL_S and RELEVANCE_PROBE_INTERVAL_S."""
+
+    leader_ttl_s: float = 30.0
+    probe_interval_s: float = 3600.0  # 0: no probe rounds
+
+
 class ControllerHost(Protocol):
     """What a controller needs of its process's services (a Runtime provides them): the controller
     is built by the composition root, never the other way round."""
 
     @property
-    def settings(self) -> Settings: ...
-    @property
     def stages(self) -> RolloutService: ...
     @property
     def redis(self) -> redis.Redis: ...
     @property
-    def pool(self) -> ConnectionPool: ...
-    @property
-    def backends(self) -> Mapping[str, VersionBackend]: ...
-    @property
     def metrics(self) -> Metrics: ...
     @property
-    def database_url(self) -> str: ...
+    def controller_timings(self) -> ControllerTimings: ...
+    def known_item_probes(self, registry: CollectorRegistry) -> ProbeRound:
+        """The probes a leader runs, their metrics in `registry` (the controller's)."""
+    def query_log_retention(self, scheduler: BackgroundScheduler) -> Maintenance:
+        """The query_log retention job (`rollout.maintenance`), scheduled on the controller's `scheduler`."""
 
 
 class ControllerProcess:
@@ -76,9 +87,9 @@ class ControllerProcess:
         self.runtime = runtime
         self.service = runtime.stages
         self.metrics = metrics or ControllerMetrics()
-        settings = runtime.settings
-        self.leader = LeaderLock(runtime.redis, self.service.leader_key, settings.rollout_leader_ttl_s, identity)
-        renew_s = settings.rollout_leader_ttl_s / 3
+        timings = runtime.controller_timings
+        self.leader = LeaderLock(runtime.redis, self.service.leader_key, timings.leader_ttl_s, identity)
+        renew_s = timings.leader_ttl_s / 3
         self.poll_s = min(self.service.plan.evaluation_interval_s, renew_s)
         now = datetime.now(UTC)
         self.scheduler = BackgroundScheduler(timezone=UTC)
@@ -86,16 +97,13 @@ class ControllerProcess:
                                coalesce=True, next_run_time=now)
         self.scheduler.add_job(self._evaluate, "interval", seconds=self.poll_s, id="evaluation", max_instances=1,
                                coalesce=True, next_run_time=now)
-        self.probes = None
-        if settings.relevance_probe_interval_s > 0:
-            self.probes = KnownItemProbes(runtime.pool, runtime.backends, ProbeMetrics(self.metrics.registry),
-                                          per_category=settings.relevance_probes_per_category,
-                                          k=settings.relevance_probe_k)
-            self.scheduler.add_job(self._probe, "interval", seconds=settings.relevance_probe_interval_s, id="probes",
+        self.probes: ProbeRound | None = None
+        if timings.probe_interval_s > 0:
+            self.probes = runtime.known_item_probes(self.metrics.registry)
+            self.scheduler.add_job(self._probe, "interval", seconds=timings.probe_interval_s, id="probes",
                                    max_instances=1, coalesce=True,
                                    next_run_time=now + timedelta(seconds=1))  # once the leader lock is taken
-        self.maintenance = (Maintenance(settings, runtime.database_url, scheduler=self.scheduler)
-                            if retention else None)
+        self.maintenance = runtime.query_log_retention(self.scheduler) if retention else None
         self._stopped = False
 
     @property
@@ -177,7 +185,7 @@ class ControllerProcess:
             log.exception("controller %s: evaluation failed", self.identity)
 
     def _probe(self) -> None:
-        """A round of known-item probes (rollout.relevance.probes), on the leader only."""
+        """A round of known-item probes (`ControllerHost.known_item_probes`), on the leader only."""
         if not self.leader.held or self.probes is None:
             return
         try:

@@ -22,11 +22,11 @@ from enum import StrEnum
 from typing import Any
 
 from flags import V2_PERCENTAGE, FlagError, definition
-from rollout.config import RollbackTarget
 from rollout.controller.outcome import Outcome
 from rollout.controller.plan import RolloutPlan
 from rollout.controller.verdict import Verdict
 from rollout.errors import RolloutError
+from rollout.stages import RollbackTarget
 
 
 class TransitionError(RolloutError):

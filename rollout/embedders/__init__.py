@@ -16,7 +16,8 @@ from rollout.embedders.registry import PROVIDERS, provider
 from rollout.errors import ConfigError
 
 if TYPE_CHECKING:  # config reads the provider table, so this package never imports config at load
-    from rollout.config import Settings, VersionSettings
+    from rollout.config import Settings
+    from rollout.version_spec import VersionSettings
 
 __all__ = [
     "PROVIDERS", "Embedder", "EmbeddingAuthError", "EmbeddingDimensionError", "EmbeddingError",

@@ -21,7 +21,8 @@ from rollout.embedders.retrying import Failure, RetryPolicy, retry_after_seconds
 from rollout.errors import ConfigError
 
 if TYPE_CHECKING:
-    from rollout.config import Settings, VersionSettings
+    from rollout.config import Settings
+    from rollout.version_spec import VersionSettings
 
 MAX_TEXTS_PER_REQUEST = 100  # "at most 100 requests can be in one batch"
 NATIVE_DIMENSIONS = {"gemini-embedding-001": 3072, "text-embedding-004": 768}

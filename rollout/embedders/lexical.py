@@ -22,7 +22,8 @@ import numpy as np
 from rollout.embedders.base import Embedder, estimate_tokens, normalise_rows
 
 if TYPE_CHECKING:
-    from rollout.config import Settings, VersionSettings
+    from rollout.config import Settings
+    from rollout.version_spec import VersionSettings
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # golden-ratio multiplier (Fibonacci hashing)
 _PRIME = np.uint64(0x100000001B3)  # FNV-64 prime, to combine bytes

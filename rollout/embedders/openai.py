@@ -12,7 +12,8 @@ from rollout.embedders.retrying import Failure, RetryPolicy, retry_after_seconds
 from rollout.errors import ConfigError
 
 if TYPE_CHECKING:
-    from rollout.config import Settings, VersionSettings
+    from rollout.config import Settings
+    from rollout.version_spec import VersionSettings
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 MAX_INPUTS_PER_REQUEST = 2048  # the API's limit on `input` array length

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 from rollout.errors import ConfigError
 
 if TYPE_CHECKING:
-    from rollout.config import Settings, VersionSettings
+    from rollout.config import Settings
     from rollout.embedders.base import Embedder
+    from rollout.version_spec import VersionSettings
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,6 @@ import psycopg
 from pgvector.psycopg import register_vector
 from psycopg_pool import ConnectionPool
 
-from rollout.config import Settings, VersionSettings
 from rollout.documents import embedding_text
 from rollout.embedders import (
     Embedder,
@@ -41,11 +40,11 @@ from rollout.embedders import (
     EmbeddingDimensionError,
     EmbeddingError,
     EmbeddingRejected,
-    build_embedder,
 )
 from rollout.migration.index import VectorIndex, worker_application_name
 from rollout.migration.loader import EmbeddingLoader, EmbeddingRow, storable
 from rollout.migration.status import NEEDS_EMBEDDING, MigrationStatus
+from rollout.version_spec import VersionSettings
 
 log = logging.getLogger(__name__)
 
@@ -68,19 +67,13 @@ class BackfillOptions:
     maintenance_workers: int = 2
     idle_timeout_s: float = 600.0  # a worker silent this long inside a batch is cut off by the server
 
-    @classmethod
-    def from_settings(cls, settings: Settings, **changes) -> BackfillOptions:
-        """The settings' defaults, overridden by `changes` that are not None (the CLI's options)."""
-        options = replace(cls(batch_size=settings.migration_batch_size, workers=settings.migration_workers,
-                              rebuild_share=settings.migration_index_rebuild_share,
-                              maintenance_work_mem=settings.migration_maintenance_work_mem,
-                              maintenance_workers=settings.migration_maintenance_workers),
-                          **{k: v for k, v in changes.items() if v is not None})
-        # the longest a batch may spend in the embedder: every provider call of it, every attempt
-        # timing out and waiting the retry layer's longest backoff (20 s), twice over for safety
-        calls = math.ceil(options.batch_size / settings.embedding_batch_size)
-        worst = calls * settings.embedding_max_attempts * (settings.embedding_timeout_s + 20.0)
-        return replace(options, idle_timeout_s=max(600.0, 2 * worst))
+    def for_embedder(self, batch_size: int, max_attempts: int, timeout_s: float) -> BackfillOptions:
+        """These options with the idle timeout an embedder needs: the longest a batch may spend in it is every
+        provider call of `batch_size` texts, every attempt timing out and waiting the retry layer's longest
+        backoff (20 s), twice over for safety (EMBEDDING_BATCH_SIZE, EMBEDDING_MAX_ATTEMPTS, EMBEDDING_TIMEOUT_S)."""
+        calls = math.ceil(self.batch_size / batch_size)
+        worst = calls * max_attempts * (timeout_s + 20.0)
+        return replace(self, idle_timeout_s=max(600.0, 2 * worst))
 
 
 @dataclass(frozen=True)
@@ -475,15 +468,10 @@ def rebuilds_index(options: BackfillOptions, to_load: int, total: int) -> bool:
     return options.index == "rebuild" or (total > 0 and to_load / total >= options.rebuild_share)
 
 
-def document_embedder(settings: Settings, version: VersionSettings) -> Embedder:
-    """The embedder a backfill uses: document purpose (long timeouts, many attempts)."""
-    return build_embedder(version, settings, purpose="document")
-
-
 def backfill_for(runtime, version: str, options: BackfillOptions | None = None,
                  progress: Callable[[int], None] | None = None) -> Backfill:
-    """A Backfill of `version` on the runtime's database, with the document-purpose embedder."""
-    settings = runtime.settings
+    """A Backfill of `version` on the runtime's database, with the runtime's document-purpose embedder and,
+    by default, its configured options (`Runtime.document_embedder`, `Runtime.backfill_options`)."""
     return Backfill(runtime.pool, runtime.backends[version],
-                    embedder=document_embedder(settings, runtime.version(version)),
-                    options=options or BackfillOptions.from_settings(settings), progress=progress)
+                    embedder=runtime.document_embedder(runtime.version(version)),
+                    options=options or runtime.backfill_options(), progress=progress)

@@ -19,10 +19,10 @@ from types import MappingProxyType
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from rollout.config import VersionSettings
 from rollout.metrics import Metrics
 from rollout.migration.status import category_counts
 from rollout.routing import Reason
+from rollout.version_spec import VersionSettings
 
 log = logging.getLogger(__name__)
 

@@ -12,14 +12,15 @@ assumed provider latency (cloud).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import psycopg
 
-from rollout.config import Settings, VersionSettings
 from rollout.embedders import Embedder
 from rollout.migration.backfill import BackfillOptions, rebuilds_index
 from rollout.migration.status import NEEDS_EMBEDDING, MigrationStatus
+from rollout.version_spec import VersionSettings
 
 CHARS_PER_TOKEN = 4
 ASSUMED_REQUEST_SECONDS = 1.0  # one provider call of EMBEDDING_BATCH_SIZE texts, when nothing was measured
@@ -57,14 +58,16 @@ class BackfillEstimate:
         return asdict(self)
 
 
-def price_per_mtok(version: VersionSettings, settings: Settings) -> float | None:
+def price_per_mtok(version: VersionSettings, prices: Mapping[str, float]) -> float | None:
+    """USD per million tokens of the version's model, from `prices` (EMBEDDING_PRICES_PER_MTOK); local is free."""
     if version.embedder == "local":
         return 0.0
-    return settings.embedding_prices.get(version.model)
+    return prices.get(version.model)
 
 
-def estimate(conn: psycopg.Connection, version: VersionSettings, settings: Settings, embedder: Embedder,
-             options: BackfillOptions) -> BackfillEstimate:
+def estimate(conn: psycopg.Connection, version: VersionSettings, embedder: Embedder, options: BackfillOptions, *,
+             prices: Mapping[str, float], embedding_batch_size: int) -> BackfillEstimate:
+    """`prices`: EMBEDDING_PRICES_PER_MTOK; `embedding_batch_size`: texts per provider call (EMBEDDING_BATCH_SIZE)."""
     params = {"version": version.version, "model": version.model, "category": options.category,
               "retry": options.retry_failed}
     wanted = f"{NEEDS_EMBEDDING} AND (%(retry)s OR f.document_id IS NULL OR f.content_hash <> d.content_hash)"
@@ -87,8 +90,8 @@ def estimate(conn: psycopg.Connection, version: VersionSettings, settings: Setti
     to_embed = pending if options.limit is None else min(pending, options.limit)
     if pending and to_embed < pending:
         tokens = round(tokens * to_embed / pending)
-    price = price_per_mtok(version, settings)
-    rate, basis = _rate(conn, version, settings, embedder, options)
+    price = price_per_mtok(version, prices)
+    rate, basis = _rate(conn, version, embedding_batch_size, embedder, options)
     total = conn.execute("SELECT count(*) FROM documents").fetchone()[0]
     return BackfillEstimate(
         version=version.version, provider=version.embedder, model=version.model, categories=categories,
@@ -98,7 +101,7 @@ def estimate(conn: psycopg.Connection, version: VersionSettings, settings: Setti
         index_plan=_index_plan(options, to_embed, total))
 
 
-def _rate(conn: psycopg.Connection, version: VersionSettings, settings: Settings, embedder: Embedder,
+def _rate(conn: psycopg.Connection, version: VersionSettings, embedding_batch_size: int, embedder: Embedder,
           options: BackfillOptions) -> tuple[float | None, str]:
     measured = MigrationStatus(version).last_rate(conn, min_documents=MIN_MEASURED)
     if measured:
@@ -114,9 +117,9 @@ def _rate(conn: psycopg.Connection, version: VersionSettings, settings: Settings
         # storing costs about as much as embedding with this embedder (bench/backfill.py)
         return round(embed_rate / 2 * min(options.workers, 2), 1), \
             f"embedding {len(texts)} documents here, storing assumed to cost as much"
-    per_worker = settings.embedding_batch_size / ASSUMED_REQUEST_SECONDS
+    per_worker = embedding_batch_size / ASSUMED_REQUEST_SECONDS
     return round(per_worker * options.workers, 1), (
-        f"assumed {ASSUMED_REQUEST_SECONDS:g} s per call of {settings.embedding_batch_size} texts and "
+        f"assumed {ASSUMED_REQUEST_SECONDS:g} s per call of {embedding_batch_size} texts and "
         f"{options.workers} worker(s); the provider's rate limits may be lower")
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from rollout.config import VersionSettings
+from rollout.version_spec import VersionSettings
 from rollout.versions import index_definition
 
 

@@ -14,7 +14,7 @@ from datetime import datetime
 
 import psycopg
 
-from rollout.config import VersionSettings
+from rollout.version_spec import VersionSettings
 
 # A row of `documents` that this version must (re-)embed: no vector, an older text, or another model.
 NEEDS_EMBEDDING = "(e.document_id IS NULL OR e.content_hash <> d.content_hash OR e.model <> %(model)s)"

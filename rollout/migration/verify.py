@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass, field
 import psycopg
 
 from rollout.backends import SearchFailed
-from rollout.config import VersionSettings
 from rollout.embedders import EmbeddingError
 from rollout.migration.index import VectorIndex
 from rollout.migration.status import category_counts, table_exists
 from rollout.schema import table_dimensions
+from rollout.version_spec import VersionSettings
 
 EXAMPLES = 5
 

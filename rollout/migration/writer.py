@@ -15,17 +15,17 @@ the one that commits last wins whole. If any embedding fails nothing is written.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from rollout.config import Settings, VersionSettings
 from rollout.documents import Document, DocumentStore, UpsertCounts, upsert_documents
-from rollout.embedders import Embedder, EmbeddingError, build_embedder
+from rollout.embedders import Embedder, EmbeddingError
 from rollout.migration.loader import EmbeddingLoader, EmbeddingRow, storable
 from rollout.migration.status import migration_started, table_exists
+from rollout.version_spec import VersionSettings
 from rollout.versions import all_versions
 
 WRITE_TIMEOUT = "60s"  # a write may wait for an index build of a bulk load (never a search's 2 s)
@@ -43,10 +43,10 @@ class WriteResult:
 
 
 class DocumentWriter:
-    def __init__(self, pool: ConnectionPool, settings: Settings,
+    def __init__(self, pool: ConnectionPool, build_embedder: Callable[[VersionSettings], Embedder],
                  embedders: Mapping[str, Embedder] | None = None):
         self.pool = pool
-        self.settings = settings
+        self.build_embedder = build_embedder  # a version's document embedder (the runtime's: long timeouts)
         self._embedders = dict(embedders or {})
         self._versions: dict[str, VersionSettings] = {}  # as the last registry read said
         self._built: dict[str, VersionSettings] = {}  # the set-up each embedder built here was made for
@@ -55,7 +55,7 @@ class DocumentWriter:
         """The document embedder of `version` as its registry row says now (built again when the row changed)."""
         setup = self._versions[version]
         if version not in self._embedders or self._built.get(version, setup) != setup:
-            self._embedders[version] = build_embedder(setup, self.settings, purpose="document")
+            self._embedders[version] = self.build_embedder(setup)
             self._built[version] = setup
         return self._embedders[version]
 

@@ -36,12 +36,12 @@ import numpy as np
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from rollout.config import VERSIONS, Settings, VersionSettings
 from rollout.documents import Document, UpsertCounts, upsert_documents
 from rollout.embedders.base import normalise_rows
 from rollout.migration.importers import chroma, faiss, jsonl, vespa, weaviate
 from rollout.migration.importers.source import ImportFileError, SourceRecord, SourceScan
 from rollout.migration.loader import EmbeddingLoader, EmbeddingRow, storable
+from rollout.version_spec import VersionSettings
 
 READERS = {"jsonl": jsonl.read, "chroma": chroma.read, "faiss": faiss.read, "vespa": vespa.read,
            "weaviate": weaviate.read}
@@ -107,10 +107,10 @@ class ImportPlan:
         }
 
 
-def plan_import(scan: SourceScan, namespace: str, settings: Settings, *, keep_vectors: bool = False,
-                vectors_version: str | None = None,
+def plan_import(scan: SourceScan, namespace: str, *, keep_vectors: bool = False, vectors_version: str | None = None,
                 versions: Mapping[str, VersionSettings] | None = None) -> ImportPlan:
-    """`versions`: where kept vectors may go, by name (default: the two first versions' settings)."""
+    """`versions`: where kept vectors may go, by name (`rollout import` passes the served versions' set-ups;
+    none given: no vector is kept)."""
     if not re.match(NAMESPACE_PATTERN, namespace):
         raise ImportFileError(f"namespace {namespace!r}: use 1-64 letters, digits, '.' or '-'")
     plan = ImportPlan(scan, namespace, [])
@@ -149,7 +149,7 @@ def plan_import(scan: SourceScan, namespace: str, settings: Settings, *, keep_ve
     if same_text:
         plan.notes.append(f"{same_text} records with their own id repeat another record's text: each id is kept")
     if keep_vectors:
-        _keep_vectors(plan, kept, versions or {v: settings.version(v) for v in VERSIONS}, vectors_version)
+        _keep_vectors(plan, kept, versions or {}, vectors_version)
     elif kept:
         plan.notes.append(f"{len(kept)} vectors found and ignored (--keep-vectors keeps those of a version's "
                           "dimension)")
@@ -343,7 +343,7 @@ def preview(pool: ConnectionPool, plan: ImportPlan) -> dict:
             "already_present": len(present), "superseded": superseded}
 
 
-def apply_import(pool: ConnectionPool, plan: ImportPlan, settings: Settings) -> ImportResult:
+def apply_import(pool: ConnectionPool, plan: ImportPlan) -> ImportResult:
     """Documents and kept vectors in one transaction: all of them, or nothing."""
     with pool.connection() as conn, conn.transaction():
         conn.execute("SELECT set_config('statement_timeout', '0', true)")
