@@ -82,6 +82,39 @@ def redis_client(url: str, timeout_s: float = 2.0) -> redis.Redis:
                                 socket_connect_timeout=min(timeout_s, 1.0), retry_on_timeout=False)
 
 
+def rollout_thresholds(settings: Settings) -> Thresholds:
+    """The gates' thresholds the settings describe (ROLLOUT_MIN_SAMPLES, ROLLOUT_ROLLBACK_ALPHA, ...)."""
+    return Thresholds(
+        min_samples=settings.rollout_min_samples,
+        min_samples_to_roll_back=settings.rollout_min_samples_to_roll_back,
+        latency_margin=settings.rollout_latency_margin,
+        max_p95_s=settings.rollout_max_p95_ms / 1000,
+        min_similarity=settings.rollout_min_similarity,
+        min_shadow_overlap=settings.rollout_min_shadow_overlap,
+        min_shadow_samples=settings.rollout_min_shadow_samples,
+        max_error_rate=settings.rollout_max_error_rate,
+        max_critical_errors=settings.rollout_max_critical_errors,
+        rollback_alpha=settings.rollout_rollback_alpha,
+        advance_confidence=settings.rollout_advance_confidence,
+        srm_alpha=settings.rollout_srm_alpha,
+        max_crossover_share=settings.rollout_max_crossover_share,
+        max_lost_row_share=settings.rollout_max_lost_row_share,
+        relevance_margin=settings.relevance_margin,
+        relevance_sources=relevance_sources(settings),
+    )
+
+
+def relevance_sources(settings: Settings) -> tuple[str, ...]:
+    """The relevance sources this deployment can ever hear from, known before any data: the judge when one
+    is set and samples, probes when scheduled, feedback always (the API accepts it), the golden set when
+    ROLLOUT_REQUIRE_EVAL makes an eval part of the rollout. Only these share the relevance gate's alpha."""
+    configured = {"judge": settings.relevance_judge != "none" and settings.relevance_judge_sample_rate > 0,
+                  "feedback": True,
+                  "probes": settings.relevance_probe_interval_s > 0,
+                  "golden": settings.rollout_require_eval}
+    return tuple(source for source, on in configured.items() if on)
+
+
 def rollout_plan(settings: Settings) -> RolloutPlan:
     """The plan the settings describe (ROLLOUT_STAGES, ROLLOUT_MIN_STAGE_S, ... and the gates' thresholds)."""
     return RolloutPlan(stages=settings.rollout_stages, min_stage_s=settings.rollout_min_stage_s,
@@ -89,7 +122,7 @@ def rollout_plan(settings: Settings) -> RolloutPlan:
                        rollback_to=settings.rollout_rollback_to, complete_after_s=settings.rollout_complete_after_s,
                        critical_window_s=settings.rollout_critical_window_s,
                        traffic_grace_s=settings.rollout_traffic_grace_s,
-                       thresholds=Thresholds.from_settings(settings))
+                       thresholds=rollout_thresholds(settings))
 
 
 def backfill_options(settings: Settings, **changes) -> BackfillOptions:
@@ -120,7 +153,7 @@ def judge_setup(settings: Settings, judge: str | None = None) -> JudgeSetup:
 
 def criteria_limits(settings: Settings) -> CriteriaLimits:
     """The dashboard's success criteria: the controller's thresholds and CRITERIA_*."""
-    thresholds = Thresholds.from_settings(settings)
+    thresholds = rollout_thresholds(settings)
     return CriteriaLimits(max_p95_ms=thresholds.max_p95_s * 1000, min_similarity=thresholds.min_similarity,
                           max_critical_errors=thresholds.max_critical_errors,
                           max_error_rate=thresholds.max_error_rate, min_samples=settings.criteria_min_samples,
@@ -138,6 +171,7 @@ class Runtime:
                  backends: Mapping[str, VersionBackend] | None = None,
                  breaker_storage: BreakerStorage | None = None):
         self.settings = settings
+        self.thresholds = rollout_thresholds(settings)  # the gates' numbers, for readings outside the controller
         self.database_url = database_url
         self.redis_url = redis_url
         self.metrics = Metrics(metrics_registry)

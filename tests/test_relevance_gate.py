@@ -277,7 +277,7 @@ def test_a_source_not_configured_gets_no_alpha_and_is_not_read():
 
 def test_the_configured_sources_come_from_the_settings():
     from rollout.config import Settings
-    from rollout.controller.thresholds import Thresholds, relevance_sources
+    from rollout.runtime import relevance_sources, rollout_thresholds
 
     assert relevance_sources(Settings.from_environ({})) == ("feedback", "probes")
     every = Settings.from_environ({"RELEVANCE_JUDGE": "lexical", "ROLLOUT_REQUIRE_EVAL": "true"})
@@ -285,4 +285,4 @@ def test_the_configured_sources_come_from_the_settings():
     quiet = Settings.from_environ({"RELEVANCE_JUDGE": "lexical", "RELEVANCE_JUDGE_SAMPLE_RATE": "0",
                                    "RELEVANCE_PROBE_INTERVAL_S": "0"})
     assert relevance_sources(quiet) == ("feedback",)
-    assert Thresholds.from_settings(every).relevance_sources == ("judge", "feedback", "probes", "golden")
+    assert rollout_thresholds(every).relevance_sources == ("judge", "feedback", "probes", "golden")

@@ -11,12 +11,9 @@ Two confidence levels shape every statistical gate:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rollout.errors import ConfigError
-
-if TYPE_CHECKING:
-    from rollout.config import Settings
 
 
 @dataclass(frozen=True)
@@ -75,37 +72,5 @@ class Thresholds:
         if problems:
             raise ConfigError("invalid rollout thresholds: " + "; ".join(problems))
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Thresholds:
-        return cls(
-            min_samples=settings.rollout_min_samples,
-            min_samples_to_roll_back=settings.rollout_min_samples_to_roll_back,
-            latency_margin=settings.rollout_latency_margin,
-            max_p95_s=settings.rollout_max_p95_ms / 1000,
-            min_similarity=settings.rollout_min_similarity,
-            min_shadow_overlap=settings.rollout_min_shadow_overlap,
-            min_shadow_samples=settings.rollout_min_shadow_samples,
-            max_error_rate=settings.rollout_max_error_rate,
-            max_critical_errors=settings.rollout_max_critical_errors,
-            rollback_alpha=settings.rollout_rollback_alpha,
-            advance_confidence=settings.rollout_advance_confidence,
-            srm_alpha=settings.rollout_srm_alpha,
-            max_crossover_share=settings.rollout_max_crossover_share,
-            max_lost_row_share=settings.rollout_max_lost_row_share,
-            relevance_margin=settings.relevance_margin,
-            relevance_sources=relevance_sources(settings),
-        )
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def relevance_sources(settings: Settings) -> tuple[str, ...]:
-    """The relevance sources this deployment can ever hear from, known before any data: the judge when one
-    is set and samples, probes when scheduled, feedback always (the API accepts it), the golden set when
-    ROLLOUT_REQUIRE_EVAL makes an eval part of the rollout. Only these share the relevance gate's alpha."""
-    configured = {"judge": settings.relevance_judge != "none" and settings.relevance_judge_sample_rate > 0,
-                  "feedback": True,
-                  "probes": settings.relevance_probe_interval_s > 0,
-                  "golden": settings.rollout_require_eval}
-    return tuple(source for source, on in configured.items() if on)

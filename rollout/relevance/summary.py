@@ -10,7 +10,7 @@ from datetime import datetime
 from rollout.controller.evidence import Evidence, VersionEvidence
 from rollout.controller.gates.registry import alpha_share
 from rollout.controller.gates.relevance import RelevanceEvidence, RelevancePolicy, relevance_gate
-from rollout.controller.thresholds import relevance_sources
+from rollout.controller.thresholds import Thresholds
 from rollout.formatting import rate_percent
 from rollout.relevance.evidence import RelevanceCollector
 from rollout.relevance.versions import baseline_and_candidate
@@ -60,17 +60,19 @@ def relevance_summary(pool, since: datetime, baseline: str, candidate: str,
     return summary
 
 
-def runtime_relevance(runtime, since: datetime) -> dict:
-    """The summary for a running gateway or command: its pool, settings and calibration."""
-    settings = runtime.settings
+def relevance_policy(thresholds: Thresholds) -> RelevancePolicy:
+    """The relevance gate's policy as the controller's verdict applies it: the gate's share of the rollback alpha."""
     evidence = Evidence(percentage=0, window_started_at=0, evaluated_at=0, v1=VersionEvidence(), v2=VersionEvidence(),
                         relevance=RelevanceEvidence())  # only which gates apply matters: relevance is the quality gate
-    alpha = alpha_share("relevance", settings.rollout_rollback_alpha, evidence)
-    policy = RelevancePolicy(margin=settings.relevance_margin, rollback_alpha=alpha,
-                             advance_confidence=settings.rollout_advance_confidence,
-                             sources=relevance_sources(settings))
-    return relevance_summary(runtime.pool, since, *baseline_and_candidate(runtime.router.roles), policy,
-                             calibration=runtime.calibration)
+    return RelevancePolicy(margin=thresholds.relevance_margin,
+                           rollback_alpha=alpha_share("relevance", thresholds.rollback_alpha, evidence),
+                           advance_confidence=thresholds.advance_confidence, sources=thresholds.relevance_sources)
+
+
+def runtime_relevance(runtime, since: datetime) -> dict:
+    """The summary for a running gateway or command: its pool, thresholds and calibration."""
+    return relevance_summary(runtime.pool, since, *baseline_and_candidate(runtime.router.roles),
+                             relevance_policy(runtime.thresholds), calibration=runtime.calibration)
 
 
 def render_relevance(summary: dict) -> str:
