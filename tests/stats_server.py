@@ -1,7 +1,9 @@
 """A fake per-version statistics service on 127.0.0.1 (the HTTP JSON metric source's tests).
 
 GET /stats/<version> answers that version's JSON; /slow/<version> answers after 3 s (or when the
-server stops); /broken/<version> answers 500 with a plain-text body; an unknown version, 404.
+server stops); /broken/<version> answers 500 with a plain-text body; an unknown version, 404. With
+`authorization` set, a request without that exact Authorization header gets 401. Every request's
+Authorization header is kept in `authorizations`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ class StatsServer(LoopbackServer):
     def __init__(self) -> None:
         super().__init__()
         self.paths: list[str] = []
+        self.authorization: str | None = None
+        self.authorizations: list[str | None] = []
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -30,6 +34,12 @@ class StatsServer(LoopbackServer):
 
             def do_GET(self) -> None:
                 server.paths.append(self.path)
+                server.authorizations.append(self.headers.get("Authorization"))
+                if server.authorization is not None and self.headers.get("Authorization") != server.authorization:
+                    self.send_response(401)
+                    self.end_headers()
+                    self.wfile.write(b"Unauthorized")
+                    return
                 kind, _, version = self.path.strip("/").partition("/")
                 version = version.split("?")[0]
                 if kind == "slow":

@@ -181,8 +181,8 @@ def test_sql_reads_another_database_from_the_variable_it_names(stats_db, monkeyp
 
 # -- HTTP JSON --------------------------------------------------------------------------------------
 
-def http(url: str, timeout: float = 5.0):
-    return build(HttpJsonConfig(type="http_json", url=url, timeout=timeout), NO_DB)
+def http(url: str, timeout: float = 5.0, auth: dict | None = None):
+    return build(HttpJsonConfig(type="http_json", url=url, timeout=timeout, auth=auth), NO_DB)
 
 
 def test_http_json_counts_values_and_templating():
@@ -208,6 +208,40 @@ def test_http_json_without_an_answer_is_no_data(url, query, timeout, reason):
     with StatsServer() as server:
         reading = fetch("api", http(server.url + url, timeout), MetricQuery(query), WINDOW)
     assert reading.missing is not None and reason in reading.missing, reading.missing
+
+
+def test_http_sources_send_credentials_read_from_files(tmp_path):
+    token, password = tmp_path / "token", tmp_path / "password"
+    token.write_text("s3cret-token\n")
+    password.write_text("hunter2\n")
+    with StatsServer() as server:
+        server.authorization = "Bearer s3cret-token"
+        url = server.url + "/stats/{version}"
+        refused = fetch("api", http(url), MetricQuery("stats.errors", "stats.requests"), WINDOW)
+        assert "HTTP 401 from http://127.0.0.1:" in refused.missing
+        allowed = fetch("api", http(url, auth={"bearer_token_file": str(token)}), MetricQuery("stats.errors"), WINDOW)
+        assert allowed.measurements["candidate"].value == 40
+        token.write_text("rotated")  # read at each request: a rotated token is used at once
+        server.authorization = "Bearer rotated"
+        assert fetch("api", http(url, auth={"bearer_token_file": str(token)}), MetricQuery("stats.errors"),
+                     WINDOW).missing is None
+        prometheus = build(PrometheusConfig(type="prometheus", url=server.url, timeout=2,
+                                            auth={"username": "rollout", "password_file": str(password)}), NO_DB)
+        fetch("prom", prometheus, ERRORS, WINDOW)
+        assert server.authorizations[-1] == "Basic cm9sbG91dDpodW50ZXIy"  # base64 of rollout:hunter2
+    missing = fetch("api", http(url, auth={"bearer_token_file": str(tmp_path / "none")}), MetricQuery("a"), WINDOW)
+    assert missing.missing.startswith(f"cannot read the credentials file {tmp_path / 'none'}")
+
+
+@pytest.mark.parametrize("auth, message", [
+    ({"bearer_token_file": "t", "username": "u", "password_file": "p"}, "not both"),
+    ({"username": "u"}, "needs both username and password_file"),
+    ({}, "give bearer_token_file, or username and password_file"),
+    ({"token": "inline"}, "Extra inputs are not permitted"),
+])
+def test_http_credentials_are_files_and_one_scheme(auth, message):
+    with pytest.raises(ValueError, match=message):
+        HttpJsonConfig(type="http_json", url="http://127.0.0.1:1/x", auth=auth)
 
 
 def test_http_json_down_is_no_data():

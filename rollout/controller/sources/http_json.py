@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from rollout.controller.sources.reading import Measurement, NoData, Window, number
-from rollout.controller.sources.source import MetricQuery, Source, SourceConfig, Timeout, get_json
+from rollout.controller.sources.source import HttpAuth, MetricQuery, Source, SourceConfig, Timeout, get_json
 
 _PATH = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
 
@@ -25,6 +25,7 @@ class HttpJsonConfig(SourceConfig):
     type: Literal["http_json"] = "http_json"
     url: str = Field(pattern=r"^https?://[^\s/]+", description="the URL to GET, with {version} and friends")
     timeout: Timeout = 5.0
+    auth: HttpAuth | None = None
 
 
 def expand(template: str, version: str, window: Window) -> str:
@@ -74,7 +75,8 @@ class HttpJsonSource(Source):
     def _measure(self, query: MetricQuery, version: str, window: Window) -> Measurement:
         config = self.config
         assert isinstance(config, HttpJsonConfig)
-        answer = get_json(expand(config.url, version, window), config.timeout)
+        answer = get_json(expand(config.url, version, window), config.timeout,
+                          config.auth.headers() if config.auth else None)
         value = number(pick(answer, query.query), query.query)
         if query.total is None:
             return Measurement(value=value)

@@ -16,13 +16,14 @@ from typing import Any, Literal
 from pydantic import Field
 
 from rollout.controller.sources.reading import Measurement, NoData, Window, number
-from rollout.controller.sources.source import MetricQuery, Source, SourceConfig, Timeout, get_json
+from rollout.controller.sources.source import HttpAuth, MetricQuery, Source, SourceConfig, Timeout, get_json
 
 
 class PrometheusConfig(SourceConfig):
     type: Literal["prometheus"] = "prometheus"
     url: str = Field(pattern=r"^https?://[^\s/]+", description="Prometheus' base URL, e.g. http://prometheus:9090")
     timeout: Timeout = 5.0
+    auth: HttpAuth | None = None
 
 
 def label_value(name: str) -> str:
@@ -75,7 +76,7 @@ class PrometheusSource(Source):
         url = (config.url.rstrip("/") + "/api/v1/query?"
                + urllib.parse.urlencode({"query": expression, "time": f"{window.until:.3f}",
                                          "timeout": f"{config.timeout:g}s"}))
-        answer: Any = get_json(url, config.timeout)
+        answer: Any = get_json(url, config.timeout, config.auth.headers() if config.auth else None)
         if not isinstance(answer, dict):
             raise NoData(f"Prometheus answered something other than its API's JSON: {str(answer)[:200]}")
         if answer.get("status") != "success":

@@ -9,6 +9,7 @@ source may raise (a timeout, a refused connection, a bad answer) into that reaso
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import urllib.error
@@ -16,10 +17,11 @@ import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 from psycopg_pool import ConnectionPool
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from rollout.controller.sources.reading import Measurement, NoData, Reading, Window
 
@@ -47,6 +49,45 @@ class SourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: str
+
+
+class HttpAuth(BaseModel):
+    """Credentials for an HTTP source, read from files at each request (as Prometheus' own `credentials_file`
+    and `password_file`): the plan holds no secret, and a rotated token is used from the next evaluation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bearer_token_file: str | None = Field(None, description="a file holding the token sent as `Bearer <token>`")
+    username: str | None = Field(None, description="basic auth's user name")
+    password_file: str | None = Field(None, description="a file holding basic auth's password")
+
+    @model_validator(mode="after")
+    def _one_scheme(self) -> HttpAuth:
+        if self.bearer_token_file is not None and (self.username is not None or self.password_file is not None):
+            raise ValueError("give either bearer_token_file or username and password_file, not both")
+        if (self.username is None) != (self.password_file is None):
+            raise ValueError("basic auth needs both username and password_file")
+        if self.bearer_token_file is None and self.username is None:
+            raise ValueError("give bearer_token_file, or username and password_file")
+        return self
+
+    def headers(self) -> dict[str, str]:
+        """The Authorization header; NoData naming the file when it cannot be read."""
+        if self.bearer_token_file is not None:
+            return {"Authorization": f"Bearer {_secret(self.bearer_token_file)}"}
+        assert self.username is not None and self.password_file is not None
+        pair = f"{self.username}:{_secret(self.password_file)}".encode()
+        return {"Authorization": f"Basic {base64.b64encode(pair).decode()}"}
+
+
+def _secret(path: str) -> str:
+    try:
+        value = Path(path).read_text().strip()
+    except OSError as exc:
+        raise NoData(f"cannot read the credentials file {path}: {exc.strerror or exc}") from None
+    if not value:
+        raise NoData(f"the credentials file {path} is empty")
+    return value
 
 
 @dataclass(frozen=True)
