@@ -146,9 +146,11 @@ def alert_policy(settings: Settings) -> AlertPolicy:
 def judge_setup(settings: Settings, judge: str | None = None) -> JudgeSetup:
     """What the pairwise judge is built from: RELEVANCE_JUDGE (or `judge`), its model, timeout and credentials."""
     return JudgeSetup(judge=judge or settings.relevance_judge, model=settings.relevance_judge_model,
-                      timeout_s=settings.relevance_judge_timeout_s, openai_api_key=settings.openai_api_key,
-                      openai_base_url=settings.openai_base_url, google_api_key=settings.google_api_key,
-                      google_base_url=settings.google_base_url)
+                      timeout_s=settings.relevance_judge_timeout_s,
+                      openai_api_key=settings.account("openai").api_key,
+                      openai_base_url=settings.account("openai").base_url,
+                      google_api_key=settings.account("google").api_key,
+                      google_base_url=settings.account("google").base_url)
 
 
 def criteria_limits(settings: Settings) -> CriteriaLimits:
