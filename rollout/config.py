@@ -2,7 +2,8 @@
 
 Every variable is documented in `.env.example`. Values are read into a frozen,
 validated `Settings`; nothing else in the code reads `os.environ` for its own
-configuration (the FF_* flag defaults are read from the same mapping).
+configuration (the FF_* flag defaults are read from the same mapping, and so are the
+providers' credential variables, which the provider registry declares).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Literal
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from rollout.embedders.registry import PROVIDERS, provider
+from rollout.embedders.registry import PROVIDERS, ProviderAccount, provider
 from rollout.errors import ConfigError
 from rollout.stages import DEFAULT_STAGES, RollbackTarget, parse_stages
 from rollout.version_spec import VersionSettings
@@ -30,6 +31,19 @@ def read_environment(env_file: str | os.PathLike | None = ".env") -> dict[str, s
         values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
     values.update(os.environ)
     return values
+
+
+def _unset_if_blank(value):
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def accounts_from(environ: Mapping[str, str]) -> dict[str, ProviderAccount]:
+    """Each registered provider's credentials, read from exactly the variables its entry declares;
+    a blank value is unset, as for the other settings."""
+    def read(variable: str | None) -> str | None:
+        return _unset_if_blank(environ.get(variable)) if variable else None
+    return {p.name: ProviderAccount(api_key=read(p.key_variable), base_url=read(p.url_variable))
+            for p in PROVIDERS.values() if p.variables}
 
 
 class Settings(BaseModel):
@@ -55,10 +69,6 @@ class Settings(BaseModel):
     v2_embedder: str = Field("local", alias="V2_EMBEDDER")
     v2_model: str | None = Field(None, alias="V2_MODEL")
     v2_dimensions: int = Field(768, alias="V2_DIMENSIONS", ge=1, le=16000)
-    openai_api_key: str | None = Field(None, alias="OPENAI_API_KEY")
-    openai_base_url: str | None = Field(None, alias="OPENAI_BASE_URL")
-    google_api_key: str | None = Field(None, alias="GOOGLE_API_KEY")
-    google_base_url: str | None = Field(None, alias="GOOGLE_BASE_URL")
     embedding_timeout_s: float = Field(10.0, alias="EMBEDDING_TIMEOUT_S", gt=0)
     embedding_max_attempts: int = Field(5, alias="EMBEDDING_MAX_ATTEMPTS", ge=1, le=20)
     embedding_batch_size: int = Field(100, alias="EMBEDDING_BATCH_SIZE", ge=1, le=2048)
@@ -203,14 +213,15 @@ class Settings(BaseModel):
 
     # the FF_* flag defaults, kept raw: the flags package parses and validates them
     flag_env: dict[str, str] = Field(default_factory=dict)
+    # each provider's credentials, from the variables its registry entry names (OPENAI_API_KEY, ...)
+    accounts: dict[str, ProviderAccount] = Field(default_factory=dict)
 
     @field_validator("database_url", "redis_url", "admin_token", "alert_webhook_secret",
-                     "openai_api_key", "google_api_key", "openai_base_url", "google_base_url",
                      "v1_model", "v2_model", "query_log_hash_key", "rollout_notify_url", "rollout_notify_token",
                      "rollout_controller_metrics_port", "relevance_judge_model", mode="before")
     @classmethod
     def _blank_is_unset(cls, value):
-        return None if isinstance(value, str) and not value.strip() else value
+        return _unset_if_blank(value)
 
     @field_validator("v1_embedder", "v2_embedder")
     @classmethod
@@ -253,6 +264,7 @@ class Settings(BaseModel):
         names = {field.alias for field in cls.model_fields.values() if field.alias}
         data: dict[str, object] = {k: v for k, v in environ.items() if k in names}
         data["flag_env"] = {k: v for k, v in environ.items() if k.startswith("FF_")}
+        data["accounts"] = accounts_from(environ)
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
@@ -283,6 +295,10 @@ class Settings(BaseModel):
         """ALERT_TRIP_LABEL as (name, value); None when unset."""
         name, _, value = self.alert_trip_label.partition("=")
         return (name.strip(), value.strip()) if name.strip() else None
+
+    def account(self, provider_name: str) -> ProviderAccount:
+        """The credentials of provider `provider_name`; an empty account when none are set."""
+        return self.accounts.get(provider_name) or ProviderAccount()
 
     def version(self, name: str) -> VersionSettings:
         """The embedding set-up of `v1` or `v2`."""

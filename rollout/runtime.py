@@ -50,6 +50,7 @@ from rollout.controller.thresholds import Thresholds
 from rollout.database import open_pool
 from rollout.deadline import QueryDeadline
 from rollout.embedders import Embedder, build_embedder
+from rollout.embedders.registry import ProviderAccount
 from rollout.embedding_cache import QueryEmbeddingCache
 from rollout.errors import RolloutError
 from rollout.gateway import RagGateway
@@ -63,7 +64,7 @@ from rollout.migration.writer import DocumentWriter
 from rollout.relevance.calibration import Calibration
 from rollout.relevance.evidence import RelevanceCollector
 from rollout.relevance.golden import EvalStore, GoldenGauge
-from rollout.relevance.judges import JudgeSetup, build_judge
+from rollout.relevance.judges import JudgeSetup, build_judge, judge_provider
 from rollout.relevance.judging import Budget, PairwiseJudging, shadow_listener
 from rollout.relevance.probes import KnownItemProbes, ProbeMetrics
 from rollout.relevance.versions import baseline_and_candidate
@@ -145,10 +146,10 @@ def alert_policy(settings: Settings) -> AlertPolicy:
 
 def judge_setup(settings: Settings, judge: str | None = None) -> JudgeSetup:
     """What the pairwise judge is built from: RELEVANCE_JUDGE (or `judge`), its model, timeout and credentials."""
-    return JudgeSetup(judge=judge or settings.relevance_judge, model=settings.relevance_judge_model,
-                      timeout_s=settings.relevance_judge_timeout_s, openai_api_key=settings.openai_api_key,
-                      openai_base_url=settings.openai_base_url, google_api_key=settings.google_api_key,
-                      google_base_url=settings.google_base_url)
+    name = judge or settings.relevance_judge
+    provider = judge_provider(name)
+    return JudgeSetup(judge=name, model=settings.relevance_judge_model, timeout_s=settings.relevance_judge_timeout_s,
+                      account=settings.account(provider) if provider else ProviderAccount())
 
 
 def criteria_limits(settings: Settings) -> CriteriaLimits:

@@ -1,6 +1,8 @@
 """The pairwise judge: both SDKs against a loopback fake, the order swap, ties, the cost cap, errors, the cache."""
 
 import random
+import subprocess
+import sys
 
 import psycopg
 import pytest
@@ -8,9 +10,13 @@ from fake_chat_server import FakeChatServer
 
 from rollout.backends import Hit
 from rollout.config import Settings
+from rollout.embedders.registry import ProviderAccount
 from rollout.errors import ConfigError
-from rollout.relevance.judges import GeminiJudge, LexicalOverlapJudge, Listed, OpenAIJudge, build_judge
+from rollout.relevance.judges import Listed, build_judge
 from rollout.relevance.judges.base import JudgeError, read_answer
+from rollout.relevance.judges.google import GeminiJudge
+from rollout.relevance.judges.lexical import LexicalOverlapJudge
+from rollout.relevance.judges.openai import OpenAIJudge
 from rollout.relevance.judging import Budget, Pair, PairwiseJudging, judge_summary
 from rollout.runtime import judge_setup
 
@@ -151,6 +157,26 @@ def test_answers_and_configuration():
     assert build_judge(judge_setup(Settings.from_environ({"RELEVANCE_JUDGE": "lexical"}))).name == "lexical-overlap"
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
         build_judge(judge_setup(Settings.from_environ({"RELEVANCE_JUDGE": "openai"})))
+
+
+def test_a_judge_takes_its_providers_account():
+    settings = Settings.from_environ({"RELEVANCE_JUDGE": "google", "GOOGLE_API_KEY": "g-key",
+                                      "GOOGLE_BASE_URL": "http://127.0.0.1:9", "OPENAI_API_KEY": "sk-other"})
+    setup = judge_setup(settings)
+    assert setup.account == ProviderAccount(api_key="g-key", base_url="http://127.0.0.1:9")
+    assert judge_setup(settings, "openai").account == ProviderAccount(api_key="sk-other")
+    assert judge_setup(settings, "lexical").account == ProviderAccount()
+    assert build_judge(setup).name == "google:gemini-2.0-flash"
+    with pytest.raises(ConfigError, match="RELEVANCE_JUDGE=google needs GOOGLE_API_KEY"):
+        build_judge(judge_setup(Settings.from_environ({"RELEVANCE_JUDGE": "google"})))
+
+
+def test_the_judge_registry_imports_no_sdk():
+    code = ("import sys, rollout.relevance.judges as j; "
+            "print(sorted(m for m in ('openai', 'google.genai', *(k.module for k in j.JUDGES.values())) "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
 
 
 def test_shadow_pairs_reach_the_judge_off_the_request_path(make_runtime):

@@ -44,9 +44,9 @@ def call_options(version: VersionSettings, settings: Settings, for_query: bool) 
 
 
 def api_key(version: VersionSettings, settings: Settings) -> str:
-    """The provider's key from the settings, or a ConfigError naming the variable to set."""
-    variable = provider(version.embedder).key_variable or ""
-    key = getattr(settings, variable.lower(), None)
+    """The provider's key from its account in the settings, or a ConfigError naming the variable to set."""
+    key = settings.account(version.embedder).api_key
     if not key:
+        variable = provider(version.embedder).key_variable or "an API key"
         raise ConfigError(f"version {version.version} uses {version.embedder}, which needs {variable}")
     return key

@@ -121,6 +121,6 @@ class GoogleEmbedder(BatchedEmbedder):
 def build(version: VersionSettings, settings: Settings, for_query: bool) -> GoogleEmbedder:
     """The `google` provider: GOOGLE_API_KEY, GOOGLE_BASE_URL; queries and documents embed as such."""
     from rollout.embedders import api_key, call_options
-    return GoogleEmbedder(api_key=api_key(version, settings), base_url=settings.google_base_url,
+    return GoogleEmbedder(api_key=api_key(version, settings), base_url=settings.account("google").base_url,
                           task_type="RETRIEVAL_QUERY" if for_query else "RETRIEVAL_DOCUMENT",
                           **call_options(version, settings, for_query))

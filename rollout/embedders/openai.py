@@ -86,5 +86,5 @@ class OpenAIEmbedder(BatchedEmbedder):
 def build(version: VersionSettings, settings: Settings, for_query: bool) -> OpenAIEmbedder:
     """The `openai` provider: OPENAI_API_KEY, OPENAI_BASE_URL."""
     from rollout.embedders import api_key, call_options
-    return OpenAIEmbedder(api_key=api_key(version, settings), base_url=settings.openai_base_url,
+    return OpenAIEmbedder(api_key=api_key(version, settings), base_url=settings.account("openai").base_url,
                           **call_options(version, settings, for_query))

@@ -1,63 +1,68 @@
 """Pairwise judges: given a query and two anonymised result lists, which serves the query better?
 
 A registry: each judge is one module and one entry in `JUDGES` (RELEVANCE_JUDGE names it).
+A judge module offers `build(setup) -> Judge`; it is imported only when that judge is built
+(the cloud SDKs are slow to import), so this table stays cheap for every command that lists
+the judges. An entry names the embedding provider whose account (key, base URL) it uses, so
+its credentials are the provider's (`rollout.embedders.registry`), read once by the settings.
 A judge only compares; sampling, the cost cap, the cache and the order swap are the
 caller's (`rollout.relevance.judging`), the same for every judge.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import importlib
+from dataclasses import dataclass, field
 
+from rollout.embedders.registry import PROVIDERS, ProviderAccount
 from rollout.errors import ConfigError
 from rollout.relevance.judges.base import Judge, JudgeError, Listed, Preference
-from rollout.relevance.judges.google import GeminiJudge
-from rollout.relevance.judges.lexical import LexicalOverlapJudge
-from rollout.relevance.judges.openai import OpenAIJudge
 
 
 @dataclass(frozen=True)
 class JudgeSetup:
     """What a judge is built from: RELEVANCE_JUDGE, RELEVANCE_JUDGE_MODEL, RELEVANCE_JUDGE_TIMEOUT_S and
-    the providers' credentials (the composition root reads them from the settings)."""
+    the account of the judge's provider (the composition root picks it from the settings)."""
 
     judge: str = "none"  # a name in JUDGES, or none
     model: str | None = None  # None: the judge's default model
     timeout_s: float = 10.0
-    openai_api_key: str | None = None
-    openai_base_url: str | None = None
-    google_api_key: str | None = None
-    google_base_url: str | None = None
+    account: ProviderAccount = field(default_factory=ProviderAccount)  # empty for a judge with no provider
 
 
-def _openai(setup: JudgeSetup) -> Judge:
-    if not setup.openai_api_key:
-        raise ConfigError("RELEVANCE_JUDGE=openai needs OPENAI_API_KEY")
-    return OpenAIJudge(api_key=setup.openai_api_key, base_url=setup.openai_base_url,
-                       model=setup.model or "gpt-4o-mini", timeout_s=setup.timeout_s)
+@dataclass(frozen=True)
+class JudgeKind:
+    name: str
+    module: str  # offers build(setup) -> Judge
+    provider: str | None = None  # the provider whose account it uses; None: it needs no credentials
+
+    def build(self, setup: JudgeSetup) -> Judge:
+        if self.provider is not None and not setup.account.api_key:
+            variable = PROVIDERS[self.provider].key_variable or f"the {self.provider} API key"
+            raise ConfigError(f"RELEVANCE_JUDGE={self.name} needs {variable}")
+        module = importlib.import_module(self.module)
+        return module.build(setup)
 
 
-def _google(setup: JudgeSetup) -> Judge:
-    if not setup.google_api_key:
-        raise ConfigError("RELEVANCE_JUDGE=google needs GOOGLE_API_KEY")
-    return GeminiJudge(api_key=setup.google_api_key, base_url=setup.google_base_url,
-                       model=setup.model or "gemini-2.0-flash", timeout_s=setup.timeout_s)
+JUDGES: dict[str, JudgeKind] = {j.name: j for j in (
+    JudgeKind("lexical", "rollout.relevance.judges.lexical"),
+    JudgeKind("openai", "rollout.relevance.judges.openai", provider="openai"),
+    JudgeKind("google", "rollout.relevance.judges.google", provider="google"),
+)}
 
 
-JUDGES: dict[str, Callable[[JudgeSetup], Judge]] = {
-    "lexical": lambda setup: LexicalOverlapJudge(),
-    "openai": _openai,
-    "google": _google,
-}
+def judge_provider(name: str) -> str | None:
+    """The provider whose account judge `name` uses (None: none, or no such judge)."""
+    kind = JUDGES.get(name)
+    return kind.provider if kind else None
 
 
 def build_judge(setup: JudgeSetup) -> Judge | None:
     """The judge `setup.judge` (RELEVANCE_JUDGE) names, or None when it is `none`."""
     if setup.judge == "none":
         return None
-    return JUDGES[setup.judge](setup)
+    return JUDGES[setup.judge].build(setup)
 
 
-__all__ = ["JUDGES", "GeminiJudge", "Judge", "JudgeError", "LexicalOverlapJudge", "Listed", "OpenAIJudge",
-           "JudgeSetup", "Preference", "build_judge"]
+__all__ = ["JUDGES", "Judge", "JudgeError", "JudgeKind", "JudgeSetup", "Listed", "Preference", "build_judge",
+           "judge_provider"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from google import genai
 from google.genai import errors as genai_errors
@@ -16,6 +17,17 @@ from rollout.relevance.judges.base import (
     prompt,
     read_answer,
 )
+
+if TYPE_CHECKING:
+    from rollout.relevance.judges import JudgeSetup
+
+DEFAULT_MODEL = "gemini-2.0-flash"
+
+
+def build(setup: JudgeSetup) -> GeminiJudge:
+    """RELEVANCE_JUDGE=google: the google account's key and base URL (GOOGLE_API_KEY, GOOGLE_BASE_URL)."""
+    return GeminiJudge(api_key=setup.account.api_key or "", base_url=setup.account.base_url,
+                       model=setup.model or DEFAULT_MODEL, timeout_s=setup.timeout_s)
 
 
 class GeminiJudge:

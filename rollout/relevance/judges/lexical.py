@@ -10,8 +10,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rollout.relevance.judges.base import Listed, Preference
+
+if TYPE_CHECKING:
+    from rollout.relevance.judges import JudgeSetup
 
 _WORD = re.compile(r"[a-z0-9]+")
 STOP = frozenset({"a", "an", "and", "are", "at", "be", "can", "do", "does", "for", "from", "how", "i", "in", "is",
@@ -41,3 +45,8 @@ class LexicalOverlapJudge:
         if abs(a - b) <= self.tie_margin * max(a, b, 1e-9):
             return Preference("tie")
         return Preference("first" if a > b else "second")
+
+
+def build(setup: JudgeSetup) -> LexicalOverlapJudge:
+    """RELEVANCE_JUDGE=lexical: offline, no model and no credentials."""
+    return LexicalOverlapJudge()

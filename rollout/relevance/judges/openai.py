@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import openai
 
@@ -14,7 +15,17 @@ from rollout.relevance.judges.base import (
     read_answer,
 )
 
+if TYPE_CHECKING:
+    from rollout.relevance.judges import JudgeSetup
+
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_MODEL = "gpt-4o-mini"
+
+
+def build(setup: JudgeSetup) -> OpenAIJudge:
+    """RELEVANCE_JUDGE=openai: the openai account's key and base URL (OPENAI_API_KEY, OPENAI_BASE_URL)."""
+    return OpenAIJudge(api_key=setup.account.api_key or "", base_url=setup.account.base_url,
+                       model=setup.model or DEFAULT_MODEL, timeout_s=setup.timeout_s)
 
 
 class OpenAIJudge:
