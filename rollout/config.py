@@ -187,7 +187,7 @@ class Settings(BaseModel):
     relevance_calibration: bool = Field(True, alias="RELEVANCE_CALIBRATION")
     relevance_calibration_window_s: float = Field(7 * 86400, alias="RELEVANCE_CALIBRATION_WINDOW_S", gt=0)
     relevance_calibration_min_samples: int = Field(200, alias="RELEVANCE_CALIBRATION_MIN_SAMPLES", ge=20)
-    relevance_judge: Literal["none", "lexical", "openai", "google"] = Field("none", alias="RELEVANCE_JUDGE")
+    relevance_judge: str = Field("none", alias="RELEVANCE_JUDGE")  # none, or a JUDGES name (checked when built)
     relevance_judge_model: str | None = Field(None, alias="RELEVANCE_JUDGE_MODEL")
     relevance_judge_sample_rate: float = Field(0.1, alias="RELEVANCE_JUDGE_SAMPLE_RATE", ge=0, le=1)
     relevance_judge_max_rbo: float = Field(0.7, alias="RELEVANCE_JUDGE_MAX_RBO", gt=0, le=1)

@@ -157,6 +157,8 @@ def test_answers_and_configuration():
     assert build_judge(judge_setup(Settings.from_environ({"RELEVANCE_JUDGE": "lexical"}))).name == "lexical-overlap"
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
         build_judge(judge_setup(Settings.from_environ({"RELEVANCE_JUDGE": "openai"})))
+    with pytest.raises(ConfigError, match="RELEVANCE_JUDGE: unknown judge 'cohere'; expected none or one of lexical"):
+        build_judge(judge_setup(Settings.from_environ({"RELEVANCE_JUDGE": "cohere"})))
 
 
 def test_a_judge_takes_its_providers_account():

@@ -61,7 +61,11 @@ def build_judge(setup: JudgeSetup) -> Judge | None:
     """The judge `setup.judge` (RELEVANCE_JUDGE) names, or None when it is `none`."""
     if setup.judge == "none":
         return None
-    return JUDGES[setup.judge].build(setup)
+    kind = JUDGES.get(setup.judge)
+    if kind is None:
+        raise ConfigError(f"RELEVANCE_JUDGE: unknown judge {setup.judge!r}; expected none or one of "
+                          f"{', '.join(JUDGES)}")
+    return kind.build(setup)
 
 
 __all__ = ["JUDGES", "Judge", "JudgeError", "JudgeKind", "JudgeSetup", "Listed", "Preference", "build_judge",
