@@ -18,11 +18,12 @@ import time
 from harness import bench_settings, pair, report
 from synthetic import documents
 
+from rollout.configured import backfill_options
 from rollout.documents import DocumentStore
 from rollout.embedders import build_embedder
 from rollout.migration.backfill import backfill_for
 from rollout.migration.index import VectorIndex
-from rollout.runtime import Runtime, backfill_options
+from rollout.runtime import Runtime
 
 COUNT = 20_000
 

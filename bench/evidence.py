@@ -36,9 +36,10 @@ from harness import bench_settings, report  # noqa: E402
 
 from flags import bucket, in_rollout  # noqa: E402
 from rollout.analytics.querylog import COPY_SQL  # noqa: E402
+from rollout.configured import rollout_plan
 from rollout.controller import RolloutPlan, judge  # noqa: E402
 from rollout.controller.collector import EvidenceCollector  # noqa: E402
-from rollout.runtime import Runtime, rollout_plan  # noqa: E402
+from rollout.runtime import Runtime  # noqa: E402
 
 WINDOW = timedelta(days=3)
 USERS = 100_000

@@ -27,9 +27,10 @@ import time
 from harness import add_pair_options, bench_settings, pair, report
 from synthetic import documents, queries
 
+from rollout.configured import backfill_options
 from rollout.documents import DocumentStore
 from rollout.migration.backfill import backfill_for
-from rollout.runtime import Runtime, backfill_options
+from rollout.runtime import Runtime
 
 COUNT = 50_000
 QUERIES = 200

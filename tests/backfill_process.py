@@ -20,9 +20,10 @@ import sys
 import psycopg
 
 from rollout.config import Settings
+from rollout.configured import backfill_options
 from rollout.migration.backfill import backfill_for
 from rollout.migration.loader import EmbeddingLoader
-from rollout.runtime import Runtime, backfill_options
+from rollout.runtime import Runtime
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from rollout.config import Settings
+from rollout.configured import rollout_plan
 from rollout.controller import (
     Action,
     Command,
@@ -27,7 +28,6 @@ from rollout.controller import (
     judge,
 )
 from rollout.errors import ConfigError
-from rollout.runtime import rollout_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAN = RolloutPlan(min_stage_s=60, complete_after_s=120)

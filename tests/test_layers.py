@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 INTERFACES = ("rollout.app", "rollout.api", "rollout.cli", "rollout.console")
 COMPOSITION = ("rollout.runtime", "rollout.demo")
-# turn settings into processes and connections: reading rollout.config is their job
-ADAPTERS = ("rollout.config", "rollout.database", "rollout.schema", "rollout.services", "rollout.server",
-            "rollout.gunicorn_config", "rollout.maintenance", "rollout.embedders")
+# turn settings into processes, connections and the domain's values: reading rollout.config is their job
+ADAPTERS = ("rollout.config", "rollout.configured", "rollout.database", "rollout.schema", "rollout.services",
+            "rollout.server", "rollout.gunicorn_config", "rollout.maintenance", "rollout.embedders")
 CONFIG_DEBTS: frozenset[str] = frozenset()
 # (importer, imported) package edges that close a cycle today
 CYCLE_DEBTS: frozenset[tuple[str, str]] = frozenset()

@@ -15,11 +15,11 @@ import rollout.cli.controller  # noqa: F401  (registers the commands)
 import rollout.cli.plan  # noqa: F401
 from rollout.cli import cli
 from rollout.config import Settings
+from rollout.configured import rollout_plan
 from rollout.controller import Action, Command
 from rollout.controller.gates.registry import GATES
 from rollout.controller.planfile import read_plan
 from rollout.errors import ConfigError
-from rollout.runtime import rollout_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "rollout" / "data" / "plans" / "example.yaml"

@@ -277,7 +277,7 @@ def test_a_source_not_configured_gets_no_alpha_and_is_not_read():
 
 def test_the_configured_sources_come_from_the_settings():
     from rollout.config import Settings
-    from rollout.runtime import relevance_sources, rollout_thresholds
+    from rollout.configured import relevance_sources, rollout_thresholds
 
     assert relevance_sources(Settings.from_environ({})) == ("feedback", "probes")
     every = Settings.from_environ({"RELEVANCE_JUDGE": "lexical", "ROLLOUT_REQUIRE_EVAL": "true"})

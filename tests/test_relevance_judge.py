@@ -10,6 +10,7 @@ from fake_chat_server import FakeChatServer
 
 from rollout.backends import Hit
 from rollout.config import Settings
+from rollout.configured import judge_setup
 from rollout.embedders.registry import ProviderAccount
 from rollout.errors import ConfigError
 from rollout.relevance.judges import Listed, build_judge
@@ -18,7 +19,6 @@ from rollout.relevance.judges.google import GeminiJudge
 from rollout.relevance.judges.lexical import LexicalOverlapJudge
 from rollout.relevance.judges.openai import OpenAIJudge
 from rollout.relevance.judging import Budget, Pair, PairwiseJudging, judge_summary
-from rollout.runtime import judge_setup
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("offline_sdk")]
 

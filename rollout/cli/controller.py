@@ -11,10 +11,11 @@ import click
 
 from rollout.cli import cli, settings_of
 from rollout.cli.stage import decision_line
+from rollout.configured import rollout_plan
 from rollout.controller.metrics import ControllerMetrics, serve_metrics, stop_serving
 from rollout.controller.planfile import read_plan
 from rollout.controller.process import ControllerProcess
-from rollout.runtime import command_runtime, rollout_plan
+from rollout.runtime import command_runtime
 
 
 @cli.command()

@@ -10,13 +10,14 @@ from tqdm import tqdm
 
 from rollout import schema
 from rollout.cli import cli, settings_of
+from rollout.configured import backfill_options
 from rollout.errors import RolloutError
 from rollout.migration.backfill import INDEX_POLICIES, backfill_for
 from rollout.migration.estimate import estimate
 from rollout.migration.index import VectorIndex
 from rollout.migration.status import MigrationStatus, category_counts
 from rollout.migration.verify import Verifier
-from rollout.runtime import backfill_options, command_runtime
+from rollout.runtime import command_runtime
 
 INTERRUPTED_EXIT = 130
 

@@ -21,12 +21,13 @@ from rollout import demo
 from rollout.analytics.figures import RANGES, Baseline, Dashboard, VersionFigures
 from rollout.analytics.queryset import QuerySetReport, compare_query_set, read_queries
 from rollout.cli import cli, settings_of
+from rollout.configured import judge_setup
 from rollout.errors import RolloutError
 from rollout.formatting import rate_percent
 from rollout.relevance.judges import JUDGES, JudgeError, build_judge
 from rollout.relevance.judging import judge_lists
 from rollout.relevance.summary import render_relevance, runtime_relevance
-from rollout.runtime import Runtime, command_runtime, judge_setup
+from rollout.runtime import Runtime, command_runtime
 
 STATUS = {"pass": ("PASS", "green"), "fail": ("FAIL", "red"), "insufficient_data": ("WAIT", "yellow"),
           "incomplete": ("INCOMPLETE", "yellow")}

@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from rollout.cli import cli, settings_of
+from rollout.configured import rollout_plan
 from rollout.controller.planfile import Problem, lint_text
-from rollout.runtime import rollout_plan
 
 
 @cli.group()

@@ -10,11 +10,12 @@ from datetime import UTC, datetime, timedelta
 import click
 
 from rollout.cli import cli, settings_of
+from rollout.configured import rollout_plan
 from rollout.controller.aa import gates_for, read_rows, run_aa
 from rollout.controller.planfile import read_plan
 from rollout.controller.replay import REPLAYED_GATES, rejudge, replayable, stored_looks
 from rollout.errors import RolloutError
-from rollout.runtime import command_runtime, rollout_plan
+from rollout.runtime import command_runtime
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
