@@ -10,6 +10,7 @@ its own session, so its own embedded services, or its own database on DATABASE_U
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from typing import TYPE_CHECKING
 
@@ -94,6 +95,21 @@ def _reset_versions(conn: psycopg.Connection) -> None:
     conn.execute("UPDATE embedding_versions SET status = 'candidate' WHERE name = 'v2'")
 
 
+def _truncate(conn: psycopg.Connection, tables: list[str], attempts: int = 5) -> None:
+    """TRUNCATE takes every table's exclusive lock in turn, so work a previous test left finishing can
+    deadlock with it: a backend whose client process the test killed runs its statement on until it
+    notices, and a stopped process's last flush may still be in flight. PostgreSQL then cancels one
+    side; that work is disposable, and ours is tried again once it is done."""
+    for attempt in range(attempts):
+        try:
+            conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+            return
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.LockNotAvailable):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
 @pytest.fixture
 def clean_db(services):
     """Empty every data table and restore the vector indexes before the test (what a failed or
@@ -104,7 +120,7 @@ def clean_db(services):
         _reset_versions(conn)
         tables = _data_tables(conn)
         if tables:
-            conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+            _truncate(conn, tables)
         for version in VERSIONS:  # an index a killed bulk load left dropped: built again (empty: instant)
             VectorIndex(Settings.from_environ({}).version(version)).ensure(conn)
     return services
