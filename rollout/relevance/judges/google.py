@@ -31,7 +31,7 @@ def build(setup: JudgeSetup) -> GeminiJudge:
 
 
 class GeminiJudge:
-    def __init__(self, *, api_key: str, base_url: str | None = None, model: str = "gemini-2.0-flash",
+    def __init__(self, *, api_key: str, base_url: str | None = None, model: str = DEFAULT_MODEL,
                  timeout_s: float = 10.0):
         self.model = model
         self.name = f"google:{model}"

@@ -29,7 +29,7 @@ def build(setup: JudgeSetup) -> OpenAIJudge:
 
 
 class OpenAIJudge:
-    def __init__(self, *, api_key: str, base_url: str | None = None, model: str = "gpt-4o-mini",
+    def __init__(self, *, api_key: str, base_url: str | None = None, model: str = DEFAULT_MODEL,
                  timeout_s: float = 10.0):
         self.model = model
         self.name = f"openai:{model}"
