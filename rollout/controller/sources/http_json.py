@@ -62,15 +62,10 @@ class HttpJsonSource(Source):
         return found
 
     def read(self, query: MetricQuery, window: Window) -> dict[str, Measurement]:
-        found: dict[str, Measurement] = {}
-        for role, version in (("candidate", window.candidate), ("baseline", window.baseline)):
-            try:
-                found[role] = self._measure(query, version, window)
-            except NoData as exc:
-                if role == "candidate":
-                    raise NoData(f"{exc} (candidate {version})") from None
-                # the baseline's figure is kept for context; the judgment needs the candidate's
-        return found
+        try:
+            return self.each_version(window, lambda version: self._measure(query, version, window))
+        except NoData as exc:  # only the candidate's reaches here
+            raise NoData(f"{exc} (candidate {window.candidate})") from None
 
     def _measure(self, query: MetricQuery, version: str, window: Window) -> Measurement:
         config = self.config

@@ -49,16 +49,7 @@ class PrometheusSource(Source):
         return found
 
     def read(self, query: MetricQuery, window: Window) -> dict[str, Measurement]:
-        found: dict[str, Measurement] = {}
-        for role, version in (("candidate", window.candidate), ("baseline", window.baseline)):
-            try:
-                measured = self._measure(query, version, window)
-            except NoData:
-                if role == "candidate":
-                    raise
-                continue  # the baseline's figure is kept for context; the judgment needs the candidate's
-            if measured is not None:
-                found[role] = measured
+        found = self.each_version(window, lambda version: self._measure(query, version, window))
         if "candidate" not in found:
             raise NoData(f"Prometheus returned no series for the candidate {window.candidate}")
         return found

@@ -15,7 +15,7 @@ import re
 import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
@@ -125,6 +125,22 @@ class Source(ABC):
     @abstractmethod
     def read(self, query: MetricQuery, window: Window) -> dict[str, Measurement]:
         """Each version's measurement by role; NoData (with the reason) when there is none."""
+
+    @staticmethod
+    def each_version(window: Window, measure: Callable[[str], Measurement | None]) -> dict[str, Measurement]:
+        """`measure` for the candidate, then the baseline, by role, for a source asked once per version. The
+        candidate's NoData is the reading's; the baseline's figure is only context, so its NoData leaves it out."""
+        found: dict[str, Measurement] = {}
+        for role, version in (("candidate", window.candidate), ("baseline", window.baseline)):
+            try:
+                measured = measure(version)
+            except NoData:
+                if role == "candidate":
+                    raise
+                continue
+            if measured is not None:
+                found[role] = measured
+        return found
 
 
 def fetch(name: str, source: Source, query: MetricQuery, window: Window) -> Reading:
