@@ -1,5 +1,6 @@
-"""Who holds a claim in Redis (a breaker's probe, the controller's leader lock): host, pid and a random
-part, so two holders in one process (two runtimes, a test's second controller) still differ."""
+"""Who a process is, for what it writes down: host and pid (`process_identity`, the writer of a row), and
+for a claim in Redis (a breaker's probe, the controller's leader lock) a random part as well, so two
+holders in one process (two runtimes, a test's second controller) still differ."""
 
 from __future__ import annotations
 
@@ -8,5 +9,9 @@ import socket
 import uuid
 
 
+def process_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def holder_identity() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    return f"{process_identity()}:{uuid.uuid4().hex[:6]}"

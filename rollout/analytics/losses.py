@@ -12,8 +12,6 @@ except `count`, a dictionary update under a lock, and only when a row is dropped
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +20,8 @@ from datetime import UTC, datetime
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
+
+from rollout.identity import process_identity
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +40,11 @@ _WINDOW = """
     GROUP BY cause"""
 
 
-def writer_name() -> str:
-    """This process, as the losses table names it."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 class LossTally:
     """Lost rows per (minute, cause) not yet written to `query_log_losses`."""
 
     def __init__(self, writer: str | None = None, clock: Callable[[], float] = time.time) -> None:
-        self.writer = writer or writer_name()
+        self.writer = writer or process_identity()  # host:pid, as the table names it
         self._now = clock
         self._lock = threading.Lock()
         self._pending: dict[tuple[int, str], int] = {}
