@@ -64,9 +64,7 @@ def relevance_policy(thresholds: Thresholds) -> RelevancePolicy:
     """The relevance gate's policy as the controller's verdict applies it: the gate's share of the rollback alpha."""
     evidence = Evidence(percentage=0, window_started_at=0, evaluated_at=0, v1=VersionEvidence(), v2=VersionEvidence(),
                         relevance=RelevanceEvidence())  # only which gates apply matters: relevance is the quality gate
-    return RelevancePolicy(margin=thresholds.relevance_margin,
-                           rollback_alpha=alpha_share("relevance", thresholds.rollback_alpha, evidence),
-                           advance_confidence=thresholds.advance_confidence, sources=thresholds.relevance_sources)
+    return RelevancePolicy.of(thresholds, alpha_share("relevance", thresholds.rollback_alpha, evidence))
 
 
 def runtime_relevance(runtime, since: datetime) -> dict:

@@ -66,9 +66,7 @@ class Gate:
 
 
 def _relevance(evidence: Evidence, plan: RolloutPlan, alpha: float) -> GateResult:
-    t = plan.thresholds
-    policy = RelevancePolicy(margin=t.relevance_margin, rollback_alpha=alpha, advance_confidence=t.advance_confidence,
-                             sources=t.relevance_sources)
+    policy = RelevancePolicy.of(plan.thresholds, alpha)
     return relevance_gate(evidence.relevance or RelevanceEvidence(), policy)  # applies only when it is set
 
 

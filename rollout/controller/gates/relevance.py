@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from rollout.controller.gates.result import Findings, GateResult
 from rollout.controller.outcome import Outcome
 from rollout.controller.sequences import normal_bounds, share_difference_bounds
+from rollout.controller.thresholds import Thresholds
 
 NAME = "relevance"
 SOURCES = ("judge", "feedback", "probes", "golden")
@@ -152,6 +153,12 @@ class RelevancePolicy:
     min_golden_queries: int = 20
     tuned_for: Mapping[str, int] = field(default_factory=_tuned_for)  # per source: where its mixture is tightest
     sources: tuple[str, ...] = SOURCES   # configured for the deployment: only these share the alpha and are read
+
+    @classmethod
+    def of(cls, thresholds: Thresholds, rollback_alpha: float) -> RelevancePolicy:
+        """The policy a plan's thresholds give the gate, at its share of the rollback alpha."""
+        return cls(margin=thresholds.relevance_margin, rollback_alpha=rollback_alpha,
+                   advance_confidence=thresholds.advance_confidence, sources=thresholds.relevance_sources)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.sources) - set(SOURCES))
